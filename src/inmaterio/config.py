@@ -1,0 +1,85 @@
+"""Validated configuration: the base model and the YAML loader.
+
+Every configuration is a pydantic model derived from :class:`StrictModel`:
+unknown keys are errors, values are validated on construction and objects are
+frozen (configs are data, never mutated). Each subsystem defines its own
+config next to the code that uses it (``devices/hopping/config.py``,
+``smg/config.py``); this module holds what they share: the base class and
+:func:`load_config`, which turns a YAML file into a model and any validation
+failure into a :class:`~inmaterio.errors.ConfigError` naming the field, the
+value and the rule it broke.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from inmaterio.errors import ConfigError
+
+__all__ = ["StrictModel", "load_config", "validate_config", "dump_config"]
+
+
+class StrictModel(BaseModel):
+    """Base of every config: unknown keys rejected, instances immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in err.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "<root>"
+        value = item.get("input")
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{field}' (value {value!r}); remove it or check its spelling")
+        else:
+            lines.append(f"  - field '{field}' = {value!r}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def validate_config(model: type[M], data: Any, source: str = "<dict>") -> M:
+    """Validate ``data`` (a mapping) against ``model``.
+
+    Raises
+    ------
+    ConfigError
+        Naming every offending field, its value and the rule it broke.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: expected a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(model: type[M], path: str | Path) -> M:
+    """Read a YAML file and validate it against ``model``.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid YAML, or does not validate.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"configuration file '{path}' is not valid YAML: {err}") from None
+    return validate_config(model, data, source=str(path))
+
+
+def dump_config(config: BaseModel, path: str | Path) -> None:
+    """Write ``config`` as YAML (plain types only, loadable by :func:`load_config`)."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,15 @@
+"""Devices: the common interface, the virtual DNPU and test devices."""
+
+from inmaterio.devices.analytic import AnalyticDevice
+from inmaterio.devices.base import Device, Electrode, Measurement, check_voltages
+
+__all__ = ["Device", "Electrode", "Measurement", "check_voltages", "AnalyticDevice", "HoppingDevice"]
+
+
+def __getattr__(name: str):
+    # HoppingDevice pulls in numba; import it on first use only.
+    if name == "HoppingDevice":
+        from inmaterio.devices.hopping import HoppingDevice
+
+        return HoppingDevice
+    raise AttributeError(name)

@@ -1,0 +1,25 @@
+"""Exceptions raised by inmaterio.
+
+Every error names the thing that is wrong, its value and what was allowed,
+e.g. ``electrode 'e3' voltage 0.9 V outside [-0.7, 0.3] V``.
+"""
+
+
+class InmaterioError(Exception):
+    """Base class of every error raised on purpose by inmaterio."""
+
+
+class VoltageError(InmaterioError, ValueError):
+    """Voltages with a wrong shape, out of their declared range, NaN or infinite."""
+
+
+class ConfigError(InmaterioError, ValueError):
+    """A configuration file or object that does not validate."""
+
+
+class ModelFileError(InmaterioError, ValueError):
+    """A model or dataset file that is missing, corrupt or of a foreign format."""
+
+
+class SimulationError(InmaterioError, RuntimeError):
+    """A simulation that cannot run or did not reach its tolerance."""
