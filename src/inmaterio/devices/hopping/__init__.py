@@ -1,0 +1,1 @@
+from inmaterio.devices.hopping.config import HoppingConfig
