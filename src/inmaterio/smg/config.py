@@ -1,0 +1,151 @@
+"""Configuration of the surrogate-model generator (SMG): sampling, acquisition,
+post-processing, training and the whole pipeline.
+
+Every model is a :class:`~inmaterio.config.StrictModel` (unknown keys are
+errors, instances are frozen). Units are in the field names or descriptions:
+volts, nanoamperes, seconds, hertz. A complete pipeline config in YAML::
+
+    device: {type: analytic, n_activation: 7}
+    sampling: {kind: sine, n_samples: 20000, seed: 0}
+    test_sampling: {kind: uniform, n_samples: 2000, seed: 1}
+    training: {max_epochs: 50}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from inmaterio.config import StrictModel
+from inmaterio.devices.registry import DeviceSpec
+
+__all__ = [
+    "SamplingConfig",
+    "AcquisitionConfig",
+    "PostprocessConfig",
+    "TrainConfig",
+    "SMGConfig",
+]
+
+
+class SamplingConfig(StrictModel):
+    """How the input space (the activation voltages) is sampled.
+
+    ``sine`` / ``triangle``: every electrode ``k`` follows a wave of frequency
+    ``base_frequency_hz * sqrt(p_k)`` (``p_k`` the k-th prime, so that no two
+    frequencies are commensurate and the trajectory fills the box), sampled at
+    ``sample_rate_hz``, with amplitude half its range around the range centre
+    and a random phase drawn from ``seed``. ``uniform``: independent uniform
+    draws. ``lhs``: a Latin hypercube (one sample per stratum per electrode).
+    """
+
+    kind: Literal["sine", "triangle", "uniform", "lhs"] = Field(
+        "sine", description="sampling scheme: sine, triangle (waves), uniform or lhs (Latin hypercube)"
+    )
+    n_samples: int = Field(..., gt=0, description="number of voltage points to measure")
+    seed: int = Field(0, description="seed of the random phases / random draws")
+    base_frequency_hz: float = Field(
+        0.5, gt=0, description="waves only: frequency of electrode 0 is base * sqrt(2), electrode k base * sqrt(p_k), Hz"
+    )
+    sample_rate_hz: float = Field(
+        50.0,
+        gt=0,
+        description="waves only: samples per second of the wave; must exceed twice the highest electrode frequency (Nyquist)",
+    )
+
+
+class AcquisitionConfig(StrictModel):
+    """How points are sent to the device."""
+
+    batch_size: int = Field(
+        1000, gt=0, description="points per device call; a checkpoint is written after every batch"
+    )
+    progress: bool = Field(True, description="show a progress bar (only on a terminal)")
+
+
+class PostprocessConfig(StrictModel):
+    """Cleaning and splitting of a measured dataset (see :func:`inmaterio.smg.dataset.postprocess`)."""
+
+    clip_na: tuple[float, float] | None = Field(
+        None,
+        description="instrument output limits [low, high] nA; samples at or beyond them are treated as clipped and dropped",
+    )
+    outlier_sigma: float | None = Field(
+        None,
+        gt=0,
+        description="drop samples with |I - median| > outlier_sigma * 1.4826 * MAD (robust standard deviation); None keeps all",
+    )
+    split: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train / validation / test fractions, each >= 0, summing to 1"
+    )
+    seed: int = Field(0, description="seed of the random split")
+
+    @field_validator("clip_na")
+    @classmethod
+    def _clip_is_interval(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"clip_na must be [low, high] nA with low < high, got {list(value)}")
+        return value
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in value) or abs(sum(value) - 1.0) > 1e-9:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {list(value)} (sum {sum(value):.6g})")
+        if value[0] <= 0 or value[1] <= 0:
+            raise ValueError(f"split needs a non-empty train and validation fraction, got {list(value)}")
+        return value
+
+
+class TrainConfig(StrictModel):
+    """Training of the surrogate MLP (see :func:`inmaterio.smg.train.train_surrogate`)."""
+
+    hidden_sizes: tuple[int, ...] = Field((90,) * 5, description="widths of the hidden layers")
+    activation: str = Field("relu", description="activation function of the hidden layers (as SurrogateModel accepts)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    batch_size: int = Field(512, gt=0, description="samples per gradient step")
+    max_epochs: int = Field(200, gt=0, description="upper limit of epochs")
+    patience: int = Field(20, gt=0, description="stop after this many epochs without a better validation RMSE")
+    weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay")
+    seed: int = Field(0, description="seed of the weight initialisation and of the shuffling")
+    num_threads: int | None = Field(
+        None, gt=0, description="torch CPU threads during training; None uses all cores"
+    )
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) == 0 or any(h <= 0 for h in value):
+            raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {list(value)}")
+        return value
+
+
+class SMGConfig(StrictModel):
+    """The whole surrogate-model generator run (see :func:`inmaterio.smg.pipeline.run_smg`)."""
+
+    device: DeviceSpec = Field(..., description="the device to model, e.g. {type: analytic}")
+    sampling: SamplingConfig = Field(..., description="plan of the training data (split into train/validation/test)")
+    test_sampling: SamplingConfig = Field(
+        SamplingConfig(kind="uniform", n_samples=2000, seed=1),
+        description="plan of an independently sampled test set measured after training",
+    )
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    training: TrainConfig = TrainConfig()
+    consistency_repeats: int = Field(
+        3, ge=0, description="how many times the reference signal (first points of the training data) is re-measured"
+    )
+    consistency_points: int = Field(500, gt=0, description="length of the reference signal, points")
+    iv_points: int = Field(101, ge=2, description="points per I-V sweep")
+
+    @model_validator(mode="after")
+    def _test_set_is_independent(self) -> "SMGConfig":
+        if self.test_sampling == self.sampling or (
+            self.test_sampling.kind == self.sampling.kind and self.test_sampling.seed == self.sampling.seed
+        ):
+            raise ValueError(
+                f"test_sampling (kind {self.test_sampling.kind!r}, seed {self.test_sampling.seed}) must differ from "
+                "sampling in kind or seed, else the test set repeats the training data"
+            )
+        return self
