@@ -1,1 +1,63 @@
+"""The virtual DNPU: variable-range hopping in a boron-doped silicon disc, by kinetic Monte Carlo.
+
+Model (after Chen et al., Nature 577, 2020 and Tertilt et al., Phys. Rev.
+Applied 17, 064025, 2022):
+
+Geometry
+    A 2-D disc of radius ``radius_nm`` with ``n_electrodes`` electrode arcs of
+    arc length ``electrode_width_nm`` on its rim, electrode ``k`` centred at
+    angle ``2 pi k / n`` rad. One electrode (``readout_electrode``) is the
+    readout and is held at 0 V; the others are the activation electrodes, in
+    index order. ``n_acceptors`` acceptor sites (boron) and ``n_donors`` fixed
+    donors are placed uniformly from ``seed``: the seed is the chip.
+
+Carriers and charges
+    Holes hop between acceptors and between acceptors and electrodes. An
+    acceptor holding a hole is neutral, an empty acceptor carries charge
+    ``-e``; each donor carries ``+e``. Electrodes are reservoirs of holes
+    with chemical potential ``mu_k = e V_k + fermi_level_ev``.
+
+Energies (eV; energy of a hole, charge +e)
+    ``E_i = e phi(r_i) + sum_d K / r_id + sum_{j != i} K (n_j - 1) / r_ij + eps_i``
+    where ``phi = sum_k V_k phi_k`` is the electrode potential solved from
+    Laplace's equation (:mod:`.electrostatics`), ``K = e^2 / (4 pi eps0 eps_r)
+    = 1.439964 eV nm / eps_r`` (silicon: ``eps_r = 11.7``), ``n_j`` the
+    occupation of site ``j`` and ``eps_i`` a Gaussian disorder of standard
+    deviation ``energy_disorder_ev``. With ``coulomb_interactions = False`` the
+    two Coulomb sums are dropped.
+
+    Energy changes of a hop: site i -> site j: ``E_j - E_i - K / r_ij``;
+    site i -> electrode k: ``mu_k - E_i``; electrode k -> site i: ``E_i - mu_k``.
+
+Rates (Miller-Abrahams, 1/s)
+    ``nu0 exp(-2 r / a) min(1, exp(-dE / kT))`` with ``nu0 =
+    attempt_frequency_hz``, ``a = localization_length_nm`` and ``r`` the
+    hop distance (to an electrode: the shortest distance to its arc). Hops
+    longer than ``site_cutoff_nm`` (between sites) or ``electrode_cutoff_nm``
+    (to electrodes) are omitted. ``k = 8.617333e-5 eV/K``.
+
+Simulation
+    Rejection-free kinetic Monte Carlo (:mod:`.kmc`): ``equilibration_hops``
+    discarded, then blocks of ``block_hops`` until the standard error of the
+    block means falls below ``max(abs_tolerance_na, rel_tolerance * |I|)``
+    (at least ``min_blocks``, at most ``max_blocks`` blocks). Batches of
+    operating points run in parallel threads (numba ``prange``), each with
+    its own random stream seeded from ``(seed, call number, index)``: two
+    devices made with the same seed return the same numbers for the same
+    sequence of calls, and repeated measurements of one device differ like
+    repeated measurements of a chip.
+
+Sign convention and units of the output
+    Currents are in nA; a positive current is a net flow of holes (positive
+    charge) from the device *into* the electrode, so a positive voltage on an
+    activation electrode drives a positive readout current.
+    ``I = e * (holes per second) * 1e9``, ``e = 1.602176634e-19 C``.
+    The attempt frequency sets the current scale (currents are proportional
+    to it); the default is chosen so that the default device spans tens to
+    hundreds of nA over its voltage ranges, like Si:B DNPUs at 77 K.
+"""
+
 from inmaterio.devices.hopping.config import HoppingConfig
+from inmaterio.devices.hopping.device import HoppingDevice, HoppingResult
+
+__all__ = ["HoppingConfig", "HoppingDevice", "HoppingResult"]

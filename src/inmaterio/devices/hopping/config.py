@@ -29,13 +29,13 @@ class HoppingConfig(StrictModel):
         None, description="[low, high] V per activation electrode; default [-1.2, 0.6] for each"
     )
     # dopants
-    n_acceptors: int = Field(200, ge=1, le=5000, description="boron acceptor sites (hopping sites)")
+    n_acceptors: int = Field(200, ge=1, le=2000, description="boron acceptor sites (hopping sites)")
     n_donors: int = Field(3, ge=0, description="fixed compensating donors, each of charge +e")
     min_site_distance_nm: float = Field(2.0, ge=0, description="dopants closer than this are redrawn, nm")
     # material
     localization_length_nm: float = Field(20.0, gt=0, description="a in exp(-2r/a), nm")
     temperature_k: float = Field(77.0, gt=0, description="lattice temperature, K")
-    attempt_frequency_hz: float = Field(1.0e11, gt=0, description="nu0 in the Miller-Abrahams rate, 1/s")
+    attempt_frequency_hz: float = Field(1.0e12, gt=0, description="nu0 in the Miller-Abrahams rate, 1/s")
     relative_permittivity: float = Field(11.7, gt=0, description="of the host (silicon: 11.7)")
     coulomb_interactions: bool = Field(True, description="Coulomb energy between charged dopants")
     energy_disorder_ev: float = Field(0.0, ge=0, description="std of Gaussian site-energy disorder, eV")

@@ -1,0 +1,192 @@
+"""``HoppingDevice``: the kinetic Monte Carlo virtual DNPU behind the Device interface.
+
+Physics, constants and conventions: see :mod:`inmaterio.devices.hopping`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+import inmaterio
+from inmaterio.devices.base import Device, Electrode, Measurement
+from inmaterio.devices.hopping.config import HoppingConfig
+from inmaterio.devices.hopping.electrostatics import ElectrodePotentials, solve_electrode_potentials
+from inmaterio.devices.hopping.geometry import Dopants, distance_to_arcs, place_dopants
+from inmaterio.devices.hopping.kmc import simulate_batch
+from inmaterio.errors import SimulationError
+
+__all__ = ["HoppingDevice", "HoppingResult", "ELEMENTARY_CHARGE_C", "BOLTZMANN_EV_PER_K", "COULOMB_EV_NM"]
+
+ELEMENTARY_CHARGE_C = 1.602176634e-19
+"""Elementary charge, C."""
+BOLTZMANN_EV_PER_K = 8.617333262e-5
+"""Boltzmann constant, eV/K."""
+COULOMB_EV_NM = 1.439964548
+"""e^2 / (4 pi eps0), eV nm (divide by eps_r and the distance in nm)."""
+_HOLES_PER_S_TO_NA = ELEMENTARY_CHARGE_C * 1e9
+_MAX_EXPONENT = 600.0  # Boltzmann factors exp(beta * dE) must stay inside float64
+
+
+@dataclass(frozen=True)
+class HoppingResult:
+    """Everything one batch of kinetic Monte Carlo runs measured.
+
+    Attributes
+    ----------
+    current_na : (B,) mean readout current, nA (positive into the readout).
+    stderr_na : (B,) its standard error from block means, nA.
+    electrode_current_na : (B, M) expected current into every electrode (readout included), nA.
+    counted_current_na : (B, M) net holes counted entering every electrode per second, nA.
+    occupation : (B, N) time-averaged hole occupation of every acceptor, in [0, 1].
+    hops : (B,) hops simulated (equilibration included).
+    simulated_time_s : (B,) simulated time of the averaging phase, s.
+    """
+
+    current_na: np.ndarray
+    stderr_na: np.ndarray
+    electrode_current_na: np.ndarray
+    counted_current_na: np.ndarray
+    occupation: np.ndarray
+    hops: np.ndarray
+    simulated_time_s: np.ndarray
+
+
+class HoppingDevice(Device):
+    """Virtual DNPU simulated by kinetic Monte Carlo of variable-range hopping.
+
+    Parameters
+    ----------
+    config : a :class:`HoppingConfig`; or give its fields as keyword arguments.
+    n_threads : numba threads for batches (default: numba's default, all cores).
+
+    Examples
+    --------
+    >>> dev = HoppingDevice(seed=0)
+    >>> dev.measure(np.zeros((1, 7)))  # doctest: +SKIP
+    array([0.02])
+    """
+
+    def __init__(self, config: HoppingConfig | None = None, *, n_threads: int | None = None, **params: Any) -> None:
+        if config is None:
+            config = HoppingConfig(**params)
+        elif params:
+            config = HoppingConfig(**{**config.model_dump(), **params})
+        self.config = config
+        self.n_threads = n_threads
+        c = config
+        names = [f"e{k}" for k in range(c.n_electrodes)]
+        self.readout_index = c.readout_electrode
+        self.readout_name = names[c.readout_electrode]
+        self.activation_indices = [k for k in range(c.n_electrodes) if k != c.readout_electrode]
+        self.electrodes = tuple(
+            Electrode(names[k], lo, hi) for k, (lo, hi) in zip(self.activation_indices, c.activation_ranges())
+        )
+        self._calls = 0
+
+        self.beta = 1.0 / (BOLTZMANN_EV_PER_K * c.temperature_k)
+        self.dopants: Dopants = place_dopants(c)
+        self.potentials: ElectrodePotentials = solve_electrode_potentials(c)
+        acc = self.dopants.acceptors
+        n = len(acc)
+        k_coul = COULOMB_EV_NM / c.relative_permittivity
+        dist = np.sqrt(((acc[:, None, :] - acc[None, :, :]) ** 2).sum(-1))
+        self.site_distances_nm = dist
+
+        # occupation-independent energy (eV) per site, without the electrode potential
+        rng = np.random.default_rng([c.seed, 0xD150])
+        static = rng.normal(0.0, c.energy_disorder_ev, n) if c.energy_disorder_ev > 0 else np.zeros(n)
+        if c.coulomb_interactions:
+            if len(self.dopants.donors):
+                dd = np.sqrt(((acc[:, None, :] - self.dopants.donors[None, :, :]) ** 2).sum(-1))
+                static = static + (k_coul / dd).sum(1)
+            with np.errstate(divide="ignore"):
+                coul = np.where(dist > 0, k_coul / dist, 0.0)
+        else:
+            coul = np.zeros((n, n))
+        self.static_energy_ev = static
+        self.coulomb_ev = coul
+        self._ecoul = np.exp(self.beta * coul)
+        self._iecoul = np.exp(-self.beta * coul)
+        # potential basis at the sites: (M, N) volts per volt on electrode k
+        self.site_potential_basis = self.potentials.at(acc)
+
+        # neighbour lists (CSR), rate prefactors nu0 exp(-2 r / a), 1/s
+        nu0, a_loc = c.attempt_frequency_hz, c.localization_length_nm
+        mask = (dist > 0) & (dist < c.site_cutoff_nm)
+        self._pair_w = np.where(mask, nu0 * np.exp(-2 * dist / a_loc), 0.0)
+        self._pair_wx = self._pair_w * self._ecoul
+        de = distance_to_arcs(acc, c)
+        self.electrode_distances_nm = de
+        emask = de < c.electrode_cutoff_nm
+        self._elec_ptr = np.concatenate([[0], np.cumsum(emask.sum(1))]).astype(np.int64)
+        erows, ecols = np.nonzero(emask)
+        self._elec_idx = ecols.astype(np.int64)
+        self._elec_w = nu0 * np.exp(-2 * de[erows, ecols] / a_loc)
+        for k in range(c.n_electrodes):
+            if not np.any(ecols == k):
+                raise SimulationError(
+                    f"electrode e{k} has no acceptor within electrode_cutoff_nm={c.electrode_cutoff_nm} nm; "
+                    "raise the cut-off or the acceptor count"
+                )
+        self._coulomb_bound = float(np.abs(coul).sum(1).max()) if c.coulomb_interactions else 0.0
+
+    # ------------------------------------------------------------------ interface
+    def describe(self) -> dict[str, Any]:
+        return {"type": "HoppingDevice", "package_version": inmaterio.__version__, **self.config.model_dump(mode="json")}
+
+    def _measure(self, voltages: np.ndarray) -> Measurement:
+        result = self._simulate(voltages)
+        return Measurement(result.current_na, result.stderr_na)
+
+    def simulate(self, voltages: Any) -> HoppingResult:
+        """Run the Monte Carlo for voltages ``(batch, n_activation)`` V; return every observable."""
+        return self._simulate(self.check_voltages(voltages))
+
+    # ------------------------------------------------------------------ internals
+    def full_voltages(self, voltages: np.ndarray) -> np.ndarray:
+        """Insert the readout's 0 V: ``(batch, n_activation)`` -> ``(batch, n_electrodes)`` V."""
+        full = np.zeros((voltages.shape[0], self.config.n_electrodes))
+        full[:, self.activation_indices] = voltages
+        return full
+
+    def _simulate(self, voltages: np.ndarray) -> HoppingResult:
+        c = self.config
+        full = self.full_voltages(voltages)
+        site_energy = full @ self.site_potential_basis + self.static_energy_ev[None, :]
+        mu = full + c.fermi_level_ev
+        e_ref = 0.5 * (np.concatenate([site_energy, mu], 1).max(1) + np.concatenate([site_energy, mu], 1).min(1))
+        spread = np.maximum(np.abs(site_energy - e_ref[:, None]).max(1) + self._coulomb_bound, np.abs(mu - e_ref[:, None]).max(1))
+        if np.any(self.beta * spread > _MAX_EXPONENT):
+            worst = int(np.argmax(spread))
+            raise SimulationError(
+                f"sample {worst}: energy spread {spread[worst]:.3f} eV is {self.beta * spread[worst]:.0f} kT at "
+                f"temperature_k={c.temperature_k}; Boltzmann factors would overflow (limit {_MAX_EXPONENT:.0f} kT). "
+                "Raise the temperature or lower the voltages."
+            )
+        seeds = np.random.SeedSequence([c.seed, self._calls]).generate_state(len(full), dtype=np.uint64)
+        self._calls += 1
+        abs_tol_holes = c.abs_tolerance_na / _HOLES_PER_S_TO_NA
+        if self.n_threads is not None:
+            numba.set_num_threads(self.n_threads)
+        elec, counted, occupation, stats = simulate_batch(
+            site_energy, mu, e_ref, self.beta, self.coulomb_ev, self._ecoul, self._iecoul, c.coulomb_interactions,
+            self._pair_w, self._pair_wx, self._elec_ptr, self._elec_idx, self._elec_w,
+            self.readout_index, c.equilibration_hops, c.block_hops, c.min_blocks, c.max_blocks,
+            c.rel_tolerance, abs_tol_holes, seeds,
+        )  # fmt: skip
+        if np.any(stats[:, 4] != 0):
+            worst = int(np.argmax(stats[:, 4]))
+            raise SimulationError(f"sample {worst}: no hop possible (every rate is zero); check the cut-offs")
+        return HoppingResult(
+            current_na=stats[:, 0] * _HOLES_PER_S_TO_NA,
+            stderr_na=stats[:, 1] * _HOLES_PER_S_TO_NA,
+            electrode_current_na=elec * _HOLES_PER_S_TO_NA,
+            counted_current_na=counted * _HOLES_PER_S_TO_NA,
+            occupation=occupation,
+            hops=stats[:, 2].astype(np.int64),
+            simulated_time_s=stats[:, 3],
+        )
