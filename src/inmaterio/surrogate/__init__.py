@@ -1,0 +1,21 @@
+"""Surrogate models: an MLP of a device, its DeviceInfo, and their files (safetensors + JSON)."""
+
+from inmaterio.surrogate.info import DeviceInfo
+from inmaterio.surrogate.io import (
+    default_model_dir,
+    load_brainspy_checkpoint,
+    load_default_surrogate,
+    load_surrogate,
+    save_surrogate,
+)
+from inmaterio.surrogate.model import SurrogateModel
+
+__all__ = [
+    "DeviceInfo",
+    "SurrogateModel",
+    "save_surrogate",
+    "load_surrogate",
+    "load_brainspy_checkpoint",
+    "load_default_surrogate",
+    "default_model_dir",
+]
