@@ -39,7 +39,12 @@ class HoppingConfig(StrictModel):
     relative_permittivity: float = Field(11.7, gt=0, description="of the host (silicon: 11.7)")
     coulomb_interactions: bool = Field(True, description="Coulomb energy between charged dopants")
     energy_disorder_ev: float = Field(0.0, ge=0, description="std of Gaussian site-energy disorder, eV")
-    fermi_level_ev: float = Field(0.0, description="electrode Fermi level relative to the bare acceptor level at 0 V, eV")
+    fermi_level_ev: float = Field(
+        0.02,
+        description="electrode Fermi level relative to the bare acceptor level at 0 V, eV; the default makes the "
+        "default device nearly charge neutral at 0 V and 77 K (about n_donors empty acceptors), the lightly "
+        "compensated regime where conduction is thermally activated",
+    )
     site_cutoff_nm: float = Field(60.0, gt=0, description="no hops between sites farther apart, nm")
     electrode_cutoff_nm: float = Field(60.0, gt=0, description="no hops between a site and an electrode farther apart, nm")
     # electrostatics

@@ -1,0 +1,300 @@
+"""Physics of the virtual DNPU checked against independent truths.
+
+- an exact master-equation solution of a 3-site device (every occupation
+  state enumerated, rates written from the Miller-Abrahams formula);
+- detailed balance: zero bias gives zero current; without interactions the
+  occupations follow Fermi-Dirac statistics;
+- charge conservation: the currents into all electrodes sum to zero;
+- linear response at small bias; thermally activated conductance;
+- Laplace's equation: superposition, symmetry, mean-value property;
+- the seed is the chip: same seed, same device and numbers.
+
+The Monte Carlo is seeded, so every number here is reproducible run to run.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from inmaterio.devices.hopping import HoppingConfig, HoppingDevice
+from inmaterio.devices.hopping.device import BOLTZMANN_EV_PER_K, COULOMB_EV_NM, ELEMENTARY_CHARGE_C
+from inmaterio.devices.hopping.electrostatics import solve_electrode_potentials
+from inmaterio.devices.hopping.geometry import distance_to_arcs, place_dopants
+from inmaterio.errors import ConfigError, SimulationError, VoltageError
+from inmaterio.config import validate_config
+
+# ----------------------------------------------------------------------------- exact master equation
+
+
+def exact_currents(dev: HoppingDevice, voltages: np.ndarray) -> np.ndarray:
+    """Stationary expected current into each electrode (nA) from the master equation.
+
+    Written from the model's formulas only: positions, Coulomb's law,
+    Miller-Abrahams rates; no precomputed matrix of the device is used except
+    the electrode potential at the sites (tested on its own below).
+    """
+    c = dev.config
+    acc, don = dev.dopants.acceptors, dev.dopants.donors
+    n = len(acc)
+    kT = BOLTZMANN_EV_PER_K * c.temperature_k
+    K = COULOMB_EV_NM / c.relative_permittivity
+    full = dev.full_voltages(voltages[None, :])[0]
+    phi = full @ dev.potentials.at(acc)
+    donor = np.array([sum(K / np.linalg.norm(a - d) for d in don) for a in acc])
+    r = np.linalg.norm(acc[:, None] - acc[None, :], axis=-1)
+    r_el = distance_to_arcs(acc, c)
+    mu = full + c.fermi_level_ev
+
+    def energies(occ):
+        e = phi + donor
+        for i in range(n):
+            e[i] += sum(K / r[i, j] * (occ[j] - 1) for j in range(n) if j != i)
+        return e
+
+    def ma(dist, de):
+        return c.attempt_frequency_hz * np.exp(-2 * dist / c.localization_length_nm) * min(1.0, np.exp(-de / kT))
+
+    states = list(itertools.product([0, 1], repeat=n))
+    index = {s: k for k, s in enumerate(states)}
+    Q = np.zeros((len(states), len(states)))
+    flux = np.zeros((len(states), len(full)))  # expected hole flux into each electrode per state
+    for s in states:
+        e = energies(s)
+        for i in range(n):
+            for j in range(n):
+                if s[i] == 1 and s[j] == 0 and r[i, j] < c.site_cutoff_nm:
+                    t = list(s)
+                    t[i], t[j] = 0, 1
+                    Q[index[s], index[tuple(t)]] += ma(r[i, j], e[j] - e[i] - K / r[i, j])
+            for k in range(len(full)):
+                if r_el[i, k] >= c.electrode_cutoff_nm:
+                    continue
+                t = list(s)
+                t[i] = 1 - s[i]
+                if s[i] == 1:
+                    rate = ma(r_el[i, k], mu[k] - e[i])
+                    flux[index[s], k] += rate
+                else:
+                    rate = ma(r_el[i, k], e[i] - mu[k])
+                    flux[index[s], k] -= rate
+                Q[index[s], index[tuple(t)]] += rate
+    np.fill_diagonal(Q, -Q.sum(1))
+    # stationary distribution: pi Q = 0, sum pi = 1
+    A = np.vstack([Q.T, np.ones(len(states))])
+    b = np.zeros(len(states) + 1)
+    b[-1] = 1
+    pi = np.linalg.lstsq(A, b, rcond=None)[0]
+    return pi @ flux * ELEMENTARY_CHARGE_C * 1e9
+
+
+TINY = dict(
+    n_acceptors=3, n_donors=1, radius_nm=40.0, n_electrodes=3, readout_electrode=2, electrode_width_nm=20.0,
+    site_cutoff_nm=200.0, electrode_cutoff_nm=200.0, min_site_distance_nm=8.0, grid_spacing_nm=1.0,
+    voltage_ranges_v=[(-0.1, 0.1), (-0.1, 0.1)], equilibration_hops=5000, block_hops=40000,
+    min_blocks=10, max_blocks=10, seed=3,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("voltages", [[0.03, -0.02], [-0.05, 0.01], [0.0, 0.0]])
+def test_kmc_matches_exact_master_equation(voltages):
+    dev = HoppingDevice(**TINY)
+    v = np.array(voltages)
+    exact = exact_currents(dev, v)
+    res = dev.simulate(v[None, :])
+    kmc = res.electrode_current_na[0]
+    # the readout current is the readout column
+    assert res.current_na[0] == pytest.approx(kmc[dev.readout_index], rel=1e-9, abs=1e-9)
+    tol = 4 * res.stderr_na[0] + 1e-3 * np.abs(exact).max()
+    np.testing.assert_allclose(kmc, exact, atol=tol)
+    assert np.abs(exact).max() > 10 * res.stderr_na[0] or voltages == [0.0, 0.0]
+
+
+# ----------------------------------------------------------------------------- equilibrium and transport
+
+
+def fast_device(**kw) -> HoppingDevice:
+    params = dict(equilibration_hops=20000, block_hops=20000, min_blocks=8, max_blocks=8)
+    params.update(kw)
+    return HoppingDevice(**params)
+
+
+def test_zero_bias_gives_zero_current():
+    dev = fast_device()
+    res = dev.simulate(np.zeros((3, 7)))
+    assert np.all(np.abs(res.current_na) < 3 * res.stderr_na)
+    assert np.all(res.stderr_na > 0)
+
+
+def test_currents_into_all_electrodes_sum_to_zero():
+    dev = fast_device()
+    v = np.array([[0.4, -0.8, 0.1, -0.3, 0.5, -1.0, 0.2]])
+    res = dev.simulate(v)
+    # counted hops: the net charge entering all electrodes equals the charge that left the
+    # device, at most one hole per site over the whole run
+    bound_na = dev.config.n_acceptors * ELEMENTARY_CHARGE_C * 1e9 / res.simulated_time_s[0]
+    assert abs(res.counted_current_na[0].sum()) <= bound_na
+    assert np.abs(res.counted_current_na[0]).max() > 10 * bound_na  # the currents themselves are not tiny
+    # the expected-flux estimator conserves charge within its statistical error
+    assert abs(res.electrode_current_na[0].sum()) < 4 * np.sqrt(dev.config.n_electrodes) * res.stderr_na[0]
+
+
+def test_small_bias_gives_linear_current():
+    dev = fast_device(temperature_k=150.0, block_hops=50000)
+    bias = np.array([-8e-3, -4e-3, 0.0, 4e-3, 8e-3])  # volts, below kT/e = 12.9 mV
+    v = np.zeros((len(bias), 7))
+    v[:, 0] = bias
+    res = dev.simulate(v)
+    w = 1 / res.stderr_na**2
+    X = np.stack([np.ones_like(bias), bias, bias**2], 1)
+    cov = np.linalg.inv(X.T @ (w[:, None] * X))
+    coef = cov @ X.T @ (w * res.current_na)
+    err = np.sqrt(np.diag(cov))
+    assert coef[1] > 4 * err[1]  # a clear, positive conductance
+    assert abs(coef[2]) < 3 * err[2]  # no curvature at this scale
+    assert abs(coef[0]) < 3 * err[0]  # and no current at zero bias
+
+
+def conductance_na_per_v(temperature_k: float) -> tuple[float, float]:
+    dev = fast_device(temperature_k=temperature_k, block_hops=40000)
+    v = np.zeros((2, 7))
+    v[:, 0] = [-0.01, 0.01]
+    res = dev.simulate(v)
+    return (res.current_na[1] - res.current_na[0]) / 0.02, np.hypot(*res.stderr_na) / 0.02
+
+
+def test_conductance_rises_with_temperature():
+    # thermally activated hopping: the lower the temperature, the stronger the rise
+    (g30, e30), (g50, e50), (g77, e77) = (conductance_na_per_v(t) for t in (30.0, 50.0, 77.0))
+    assert g50 - g30 > 3 * np.hypot(e30, e50)
+    assert g77 - g50 > 3 * np.hypot(e50, e77)
+
+
+def test_fermi_dirac_occupation_without_interactions():
+    dev = HoppingDevice(
+        coulomb_interactions=False, energy_disorder_ev=0.02, fermi_level_ev=0.0,
+        equilibration_hops=20000, block_hops=100000, min_blocks=4, max_blocks=4,
+    )  # fmt: skip
+    res = dev.simulate(np.zeros((1, 7)))
+    kT = BOLTZMANN_EV_PER_K * dev.config.temperature_k
+    energy = dev.static_energy_ev  # disorder only: no potential at 0 V, no Coulomb terms
+    expected = 1 / (1 + np.exp((energy - dev.config.fermi_level_ev) / kT))
+    deviation = np.abs(res.occupation[0] - expected)
+    assert deviation.mean() < 0.02
+    assert deviation.max() < 0.15
+    assert expected.min() < 0.1 and expected.max() > 0.9  # the test spans empty to full sites
+
+
+def test_default_device_spans_tens_to_hundreds_of_na():
+    dev = HoppingDevice(equilibration_hops=5000, block_hops=5000, min_blocks=4, max_blocks=4)
+    v = np.random.default_rng(0).uniform(-1.2, 0.6, (24, 7))
+    current = dev.measure(v)
+    span = current.max() - current.min()
+    assert 50 < span < 1000
+
+
+# ----------------------------------------------------------------------------- electrostatics and geometry
+
+
+def test_laplace_solution_superposes_symmetrically():
+    cfg = HoppingConfig()
+    pot = solve_electrode_potentials(cfg)
+    grid = pot.grid
+    np.testing.assert_allclose(grid.sum(0), 1.0, atol=1e-9)  # all electrodes at 1 V -> 1 V everywhere
+    assert grid.min() > -1e-9 and grid.max() < 1 + 1e-9  # maximum principle
+    np.testing.assert_allclose(grid[:, 0, 0], 1 / cfg.n_electrodes, atol=1e-9)  # centre, by symmetry
+    # mean-value property of harmonic functions: every ring averages to the centre value
+    np.testing.assert_allclose(grid[:, 1:-1, :].mean(-1), grid[:, :1, 0].repeat(grid.shape[1] - 2, 1), atol=1e-9)
+    # rotating by one electrode pitch maps electrode 0's solution onto electrode 1's
+    shift = pot.n_theta // cfg.n_electrodes
+    np.testing.assert_allclose(np.roll(grid[0], shift, axis=1), grid[1], atol=2e-2)
+
+
+def test_laplace_solution_converges_with_the_grid():
+    points = place_dopants(HoppingConfig()).acceptors
+    coarse = solve_electrode_potentials(HoppingConfig(grid_spacing_nm=5.0)).at(points)
+    fine = solve_electrode_potentials(HoppingConfig(grid_spacing_nm=2.5)).at(points)
+    finer = solve_electrode_potentials(HoppingConfig(grid_spacing_nm=1.25)).at(points)
+    assert np.abs(fine - finer).max() < 0.6 * np.abs(coarse - finer).max()
+    assert np.abs(fine - finer).max() < 0.02
+
+
+def test_distance_to_arcs_matches_brute_force():
+    cfg = HoppingConfig()
+    points = place_dopants(cfg).acceptors
+    half = cfg.electrode_width_nm / cfg.radius_nm / 2
+    brute = np.empty((len(points), cfg.n_electrodes))
+    for k in range(cfg.n_electrodes):
+        ang = 2 * np.pi * k / cfg.n_electrodes + np.linspace(-half, half, 20001)
+        arc = cfg.radius_nm * np.stack([np.cos(ang), np.sin(ang)], 1)
+        brute[:, k] = np.sqrt(((points[:, None] - arc[None]) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(distance_to_arcs(points, cfg), brute, atol=0.02)
+
+
+def test_dopants_respect_disc_and_spacing():
+    cfg = HoppingConfig()
+    d = place_dopants(cfg)
+    allp = np.vstack([d.acceptors, d.donors])
+    assert allp.shape == (cfg.n_acceptors + cfg.n_donors, 2)
+    assert np.hypot(*allp.T).max() <= cfg.radius_nm
+    dist = np.sqrt(((allp[:, None] - allp[None]) ** 2).sum(-1)) + np.eye(len(allp)) * 1e9
+    assert dist.min() >= cfg.min_site_distance_nm
+
+
+# ----------------------------------------------------------------------------- the seed is the chip
+
+
+def test_same_seed_same_device_and_numbers():
+    kw = dict(equilibration_hops=2000, block_hops=2000, min_blocks=2, max_blocks=2)
+    v = np.random.default_rng(1).uniform(-1.2, 0.6, (3, 7))
+    a, b = HoppingDevice(seed=5, **kw), HoppingDevice(seed=5, **kw)
+    np.testing.assert_array_equal(a.dopants.acceptors, b.dopants.acceptors)
+    first = a.measure(v)
+    np.testing.assert_array_equal(first, b.measure(v))
+    assert not np.array_equal(first, a.measure(v))  # a repeated measurement has fresh noise
+    other = HoppingDevice(seed=6, **kw)
+    assert not np.allclose(other.dopants.acceptors, a.dopants.acceptors)
+
+
+def test_results_do_not_depend_on_thread_count():
+    kw = dict(equilibration_hops=2000, block_hops=2000, min_blocks=2, max_blocks=2)
+    v = np.random.default_rng(2).uniform(-1.2, 0.6, (4, 7))
+    one = HoppingDevice(n_threads=1, **kw).measure(v)
+    two = HoppingDevice(n_threads=2, **kw).measure(v)
+    np.testing.assert_array_equal(one, two)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_refuses_out_of_range_and_nan_voltages():
+    dev = HoppingDevice(equilibration_hops=100, block_hops=100, min_blocks=2, max_blocks=2)
+    with pytest.raises(VoltageError, match=r"electrode 'e2' voltage 0.7 V in sample 0 outside \[-1.2, 0.6\] V"):
+        dev.measure(np.array([[0, 0, 0.7, 0, 0, 0, 0]]))
+    with pytest.raises(VoltageError, match="not finite"):
+        dev.measure(np.array([[0, 0, np.nan, 0, 0, 0, 0]]))
+    with pytest.raises(VoltageError, match=r"shape \(batch, 7\)"):
+        dev.measure(np.zeros((1, 8)))
+
+
+def test_too_cold_for_float64_is_an_error_not_a_nan():
+    dev = HoppingDevice(temperature_k=2.0, equilibration_hops=100, block_hops=100, min_blocks=2, max_blocks=2)
+    with pytest.raises(SimulationError, match="temperature_k=2.0"):
+        dev.measure(np.full((1, 7), -1.2))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"readout_electrode": 8}, "readout_electrode 8 outside [0, 7]"),
+        ({"voltage_ranges_v": [[-1, 1]] * 3}, "expected one per activation electrode (7)"),
+        ({"voltage_ranges_v": [[1, -1]] * 7}, "voltage_ranges_v[0] = [1.0, -1.0] V must have low < high"),
+        ({"temperature_k": -5}, "temperature_k"),
+        ({"n_acceptor": 10}, "unknown key 'n_acceptor'"),
+        ({"electrode_width_nm": 200}, "too wide"),
+    ],
+)
+def test_config_errors_name_the_field(bad, message):
+    with pytest.raises(ConfigError) as info:
+        validate_config(HoppingConfig, bad)
+    assert message in str(info.value)
