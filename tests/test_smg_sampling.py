@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inmaterio.errors import ConfigError
-from inmaterio.smg.config import PostprocessConfig, SamplingConfig, SMGConfig
+from inmaterio.smg.config import PostprocessConfig, SamplingConfig, SMGConfig, TrainConfig
 from inmaterio.smg.sampling import first_primes, sample_plan, wave_frequencies_hz
 
 RANGES = np.array([[-1.2, 0.6], [-0.7, 0.3], [0.0, 1.0], [-2.0, -1.5]])
@@ -75,6 +75,8 @@ def test_config_validation():
         PostprocessConfig(clip_na=(5.0, -5.0))
     with pytest.raises(ValueError, match="n_samples"):
         SamplingConfig(n_samples=0)
+    with pytest.raises(ValueError, match="allowed"):
+        TrainConfig(activation="sigmoid")
     with pytest.raises(ValueError, match="extra"):
         SamplingConfig(n_samples=10, phase_seed=3)
     with pytest.raises(ValueError, match="repeats the training data"):

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from inmaterio.config import StrictModel
 from inmaterio.devices.registry import DeviceSpec
+from inmaterio.surrogate.model import ACTIVATIONS
 
 __all__ = [
     "SamplingConfig",
@@ -102,7 +103,7 @@ class TrainConfig(StrictModel):
     """Training of the surrogate MLP (see :func:`inmaterio.smg.train.train_surrogate`)."""
 
     hidden_sizes: tuple[int, ...] = Field((90,) * 5, description="widths of the hidden layers")
-    activation: str = Field("relu", description="activation function of the hidden layers (as SurrogateModel accepts)")
+    activation: str = Field("relu", description="activation of the hidden layers: relu, tanh, elu or leaky_relu")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     batch_size: int = Field(512, gt=0, description="samples per gradient step")
     max_epochs: int = Field(200, gt=0, description="upper limit of epochs")
@@ -118,6 +119,13 @@ class TrainConfig(StrictModel):
     def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if len(value) == 0 or any(h <= 0 for h in value):
             raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {list(value)}")
+        return value
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        if value not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {value!r}; allowed: {sorted(ACTIVATIONS)}")
         return value
 
 
