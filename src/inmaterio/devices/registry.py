@@ -15,8 +15,9 @@ from pydantic import Field
 from inmaterio.config import StrictModel
 from inmaterio.devices.base import Device
 from inmaterio.devices.hopping.config import HoppingConfig
+from inmaterio.errors import ConfigError
 
-__all__ = ["AnalyticDeviceConfig", "HoppingDeviceConfig", "DeviceSpec", "build_device"]
+__all__ = ["AnalyticDeviceConfig", "HoppingDeviceConfig", "DeviceSpec", "DeviceFile", "build_device", "device_config_from_description"]
 
 
 class AnalyticDeviceConfig(StrictModel):
@@ -51,3 +52,19 @@ def build_device(spec: AnalyticDeviceConfig | HoppingDeviceConfig) -> Device:
 
         return HoppingDevice(HoppingConfig(**spec.model_dump(exclude={"type"})))
     raise TypeError(f"unknown device spec {type(spec).__name__}")
+
+
+class DeviceFile(StrictModel):
+    """A YAML file that names one device: ``device: {type: hopping, seed: 3}``."""
+
+    device: DeviceSpec
+
+
+def device_config_from_description(description: dict) -> HoppingConfig:
+    """Rebuild the :class:`HoppingConfig` recorded by ``HoppingDevice.describe()`` (e.g. in a model's provenance)."""
+    from inmaterio.config import validate_config
+
+    if description.get("type") != "HoppingDevice":
+        raise ConfigError(f"device description is of type {description.get('type')!r}, expected 'HoppingDevice'")
+    fields = {k: v for k, v in description.items() if k not in ("type", "package_version")}
+    return validate_config(HoppingConfig, fields, source="the recorded device description")

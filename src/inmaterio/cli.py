@@ -1,0 +1,258 @@
+"""The ``inmaterio`` command line: one entry point, a subcommand per job.
+
+Run ``inmaterio --help`` (or ``python -m inmaterio --help``) for the list;
+every subcommand has ``--help``. Errors of inmaterio (bad configs, voltages,
+files) are printed as one clear message with exit code 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+import inmaterio
+from inmaterio.errors import InmaterioError
+
+app = typer.Typer(
+    help="inmaterio: machine learning with matter (DNPUs, a virtual DNPU, surrogate models).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+smg_app = typer.Typer(help="Surrogate-model generator: sample, measure, train, test.", no_args_is_help=True)
+device_app = typer.Typer(help="Measure a device (the virtual DNPU by default).", no_args_is_help=True)
+surrogate_app = typer.Typer(help="Inspect and import surrogate models.", no_args_is_help=True)
+app.add_typer(smg_app, name="smg")
+app.add_typer(device_app, name="device")
+app.add_typer(surrogate_app, name="surrogate")
+console = Console()
+
+
+def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn inmaterio errors into a one-line message and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InmaterioError as err:
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted; finished batches and checkpoints are kept, run the same command to resume[/]")
+            raise typer.Exit(code=130) from None
+
+    return wrapper
+
+
+def _load_device(config: Path | None):
+    """The device of a YAML file ``device: {type: ..., ...}``, or the default virtual DNPU."""
+    from inmaterio.config import load_config
+    from inmaterio.devices.registry import DeviceFile, build_device
+
+    if config is None:
+        from inmaterio.devices.hopping import HoppingDevice
+
+        return HoppingDevice()
+    return build_device(load_config(DeviceFile, config).device)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    console.print(inmaterio.__version__)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the figure and the numbers")] = Path("runs/demo"),
+    points: Annotated[int, typer.Option(min=2, help="points per I-V sweep")] = 25,
+) -> None:
+    """Load the bundled virtual DNPU and its surrogate; plot their I-V curves side by side.
+
+    Every activation electrode is swept over its range with the others at 0 V,
+    on the kinetic Monte Carlo device (with its standard error) and on the
+    surrogate model trained from it. Writes OUT/iv_curves.png and OUT/demo.json.
+    """
+    from inmaterio.devices.hopping import HoppingDevice
+    from inmaterio.devices.registry import device_config_from_description
+    from inmaterio.plots import plot_iv_curves
+    from inmaterio.smg.iv import iv_curves
+    from inmaterio.surrogate import default_model_dir, load_default_surrogate
+
+    model = load_default_surrogate()
+    device = HoppingDevice(device_config_from_description(model.info.provenance["device"]))
+    console.print(f"surrogate: {default_model_dir()} (test RMSE {model.info.noise_na:.2f} nA)")
+    console.print(
+        f"virtual device: {device.config.n_acceptors} acceptors, {device.config.n_donors} donors, "
+        f"seed {device.config.seed}, {device.config.temperature_k} K"
+    )
+    ranges = device.voltage_ranges
+    start = time.perf_counter()
+    with console.status(f"kinetic Monte Carlo: {len(ranges) * points} operating points ..."):
+        device_iv = iv_curves(device.measure_with_error, ranges, points)
+    device_s = time.perf_counter() - start
+    start = time.perf_counter()
+    model_iv = iv_curves(model.predict, ranges, points)
+    model_s = time.perf_counter() - start
+
+    out.mkdir(parents=True, exist_ok=True)
+    figure = out / "iv_curves.png"
+    plot_iv_curves({"virtual device (KMC)": device_iv, "surrogate": model_iv}, device.activation_names, figure)
+    table = Table(title="I-V curves: virtual device vs surrogate")
+    for col in ("electrode", "range / V", "device I / nA", "RMS difference / nA", "device stderr / nA"):
+        table.add_column(col, justify="right")
+    rows = []
+    for k, name in enumerate(device.activation_names):
+        diff = float(np.sqrt(np.mean((device_iv.current_na[k] - model_iv.current_na[k]) ** 2)))
+        stderr = float(np.sqrt(np.mean(device_iv.stderr_na[k] ** 2)))
+        lo, hi = device_iv.current_na[k].min(), device_iv.current_na[k].max()
+        rows.append({"electrode": name, "rms_difference_na": diff, "device_stderr_na": stderr})
+        table.add_row(name, f"[{ranges[k, 0]}, {ranges[k, 1]}]", f"{lo:.1f} .. {hi:.1f}", f"{diff:.2f}", f"{stderr:.2f}")
+    console.print(table)
+    console.print(f"device: {device_s:.1f} s for {device_iv.current_na.size} points; surrogate: {model_s * 1e3:.1f} ms")
+    console.print(f"figure: {figure}")
+    (out / "demo.json").write_text(
+        json.dumps({"electrodes": rows, "device_seconds": device_s, "surrogate_seconds": model_s}, indent=2)
+    )
+
+
+@smg_app.command("run")
+@friendly_errors
+def smg_run(
+    config: Annotated[Path, typer.Argument(help="SMG YAML config (see examples/)")],
+    out: Annotated[Path, typer.Option(help="run folder; re-running resumes what is unfinished")],
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Run (or resume) the whole surrogate-model generation: sample, measure, train, test, check."""
+    from inmaterio.config import load_config
+    from inmaterio.smg import SMGConfig, run_smg
+
+    summary = run_smg(load_config(SMGConfig, config), out, progress=progress)
+    m = summary["test_metrics"]
+    table = Table(title=f"surrogate of {summary['device']['type']} ({out})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("training points", str(summary["train_data"]["n_points"]))
+    table.add_row("independent test points", str(summary["test_data"]["n_points"]))
+    table.add_row("test RMSE / nA", f"{m['rmse_na']:.3f}")
+    table.add_row("test RMSE / % of output range", f"{m['rmse_percent_of_range']:.2f}")
+    table.add_row("device noise floor / nA", f"{m['noise_floor_na']:.3f}")
+    table.add_row("RMSE / noise floor", f"{m['rmse_over_noise_floor']:.2f}")
+    console.print(table)
+    console.print(f"model: {out / 'model'}; summary: {out / 'summary.json'}")
+
+
+@smg_app.command("export")
+@friendly_errors
+def smg_export(
+    run: Annotated[Path, typer.Argument(help="a finished SMG run folder")],
+    to: Annotated[Optional[Path], typer.Option(help="destination model folder (default: the package's bundled model)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing model at the destination")] = False,
+) -> None:
+    """Copy the surrogate of a finished run (weights, info, test metrics) to a model folder."""
+    from inmaterio.errors import ModelFileError
+    from inmaterio.fileio import atomic_write_json
+    from inmaterio.surrogate import default_model_dir, load_surrogate, save_surrogate
+
+    summary_path = run / "summary.json"
+    if not summary_path.is_file():
+        raise ModelFileError(f"'{run}' is not a finished SMG run: {summary_path} is missing")
+    model = load_surrogate(run / "model")
+    dest = to or default_model_dir()
+    save_surrogate(model, dest, metadata=model.metadata, overwrite=overwrite)
+    summary = json.loads(summary_path.read_text())
+    atomic_write_json(dest / "summary.json", summary)
+    console.print(f"exported {run / 'model'} -> {dest}")
+
+
+@device_app.command("measure")
+@friendly_errors
+def device_measure(
+    voltages: Annotated[str, typer.Argument(help="activation voltages in V, comma separated, e.g. 0.1,-0.3,0,0,0,0,0.2")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML with 'device: {type: ..., ...}'; default: the virtual DNPU")] = None,
+) -> None:
+    """Measure the readout current at one operating point."""
+    from inmaterio.errors import VoltageError
+
+    device = _load_device(config)
+    try:
+        v = np.array([float(x) for x in voltages.split(",")])
+    except ValueError:
+        raise VoltageError(f"voltages must be numbers separated by commas, got '{voltages}'") from None
+    result = device.measure_with_error(v[None, :])
+    console.print(f"I = {result.current_na[0]:.3f} ± {result.stderr_na[0]:.3f} nA")
+
+
+@device_app.command("iv")
+@friendly_errors
+def device_iv(
+    config: Annotated[Optional[Path], typer.Option(help="YAML with 'device: {type: ..., ...}'; default: the virtual DNPU")] = None,
+    out: Annotated[Path, typer.Option(help="folder for iv_curves.png")] = Path("runs/device_iv"),
+    points: Annotated[int, typer.Option(min=2, help="points per sweep")] = 25,
+) -> None:
+    """Sweep every activation electrode over its range (others at 0 V) and plot the I-V curves."""
+    from inmaterio.plots import plot_iv_curves
+    from inmaterio.smg.iv import iv_curves
+
+    device = _load_device(config)
+    with console.status(f"measuring {device.n_activation * points} operating points ..."):
+        curves = iv_curves(device.measure_with_error, device.voltage_ranges, points)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_iv_curves({"device": curves}, device.activation_names, out / "iv_curves.png")
+    console.print(f"figure: {out / 'iv_curves.png'}")
+
+
+@surrogate_app.command("info")
+@friendly_errors
+def surrogate_info(
+    path: Annotated[Optional[Path], typer.Argument(help="model folder (default: the bundled model)")] = None,
+) -> None:
+    """Print a surrogate's electrodes, ranges, architecture, noise level and provenance."""
+    from inmaterio.surrogate import load_default_surrogate, load_surrogate
+
+    model = load_default_surrogate() if path is None else load_surrogate(path)
+    info = model.info
+    table = Table(title="surrogate model")
+    table.add_column("electrode")
+    table.add_column("range / V", justify="right")
+    for name, (lo, hi) in zip(info.electrode_names, info.voltage_ranges_v):
+        table.add_row(name, f"[{lo}, {hi}]")
+    console.print(table)
+    console.print(f"readout: {info.readout_name}; architecture: {model.architecture()}")
+    console.print(f"noise (test RMSE): {info.noise_na} nA; output clipping: {info.output_clipping_na} nA")
+    console.print(f"device: {info.provenance.get('device', {}).get('type', 'unknown')}; "
+                  f"package version: {info.provenance.get('package_version', 'unknown')}")
+
+
+@surrogate_app.command("import-brainspy")
+@friendly_errors
+def surrogate_import_brainspy(
+    checkpoint: Annotated[Path, typer.Argument(help="a brains-py training_data.pt file")],
+    out: Annotated[Path, typer.Argument(help="new model folder to write")],
+) -> None:
+    """Convert a brains-py surrogate checkpoint (loaded without executing pickled code)."""
+    from inmaterio.surrogate import load_brainspy_checkpoint, save_surrogate
+
+    model = load_brainspy_checkpoint(checkpoint)
+    save_surrogate(model, out, metadata={"imported_from": str(checkpoint)})
+    console.print(f"imported {checkpoint} -> {out}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
