@@ -88,7 +88,10 @@ class HoppingDevice(Device):
         self._calls = 0
 
         self.beta = 1.0 / (BOLTZMANN_EV_PER_K * c.temperature_k)
-        self.dopants: Dopants = place_dopants(c)
+        placed = place_dopants(c)
+        # store the acceptors sorted by x: the neighbours of a site within the cut-off are then one
+        # contiguous window of its row of the dense rate matrices (see kmc._site_rates)
+        self.dopants: Dopants = Dopants(placed.acceptors[np.argsort(placed.acceptors[:, 0], kind="stable")], placed.donors)
         self.potentials: ElectrodePotentials = solve_electrode_potentials(c)
         acc = self.dopants.acceptors
         n = len(acc)
@@ -119,6 +122,9 @@ class HoppingDevice(Device):
         mask = (dist > 0) & (dist < c.site_cutoff_nm)
         self._pair_w = np.where(mask, nu0 * np.exp(-2 * dist / a_loc), 0.0)
         self._pair_wx = self._pair_w * self._ecoul
+        x = acc[:, 0]
+        self._win_lo = np.searchsorted(x, x - c.site_cutoff_nm, side="left").astype(np.int64)
+        self._win_hi = np.searchsorted(x, x + c.site_cutoff_nm, side="right").astype(np.int64)
         de = distance_to_arcs(acc, c)
         self.electrode_distances_nm = de
         emask = de < c.electrode_cutoff_nm
@@ -174,7 +180,7 @@ class HoppingDevice(Device):
             numba.set_num_threads(self.n_threads)
         elec, counted, occupation, stats = simulate_batch(
             site_energy, mu, e_ref, self.beta, self.coulomb_ev, self._ecoul, self._iecoul, c.coulomb_interactions,
-            self._pair_w, self._pair_wx, self._elec_ptr, self._elec_idx, self._elec_w,
+            self._pair_w, self._pair_wx, self._win_lo, self._win_hi, self._elec_ptr, self._elec_idx, self._elec_w,
             self.readout_index, c.equilibration_hops, c.block_hops, c.min_blocks, c.max_blocks,
             c.rel_tolerance, abs_tol_holes, seeds,
         )  # fmt: skip

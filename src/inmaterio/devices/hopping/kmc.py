@@ -57,7 +57,7 @@ def _uniform(state):
 
 
 @njit(cache=True, fastmath=True)
-def _site_rates(n, pair_w, pair_wx, am, aim, sink_mode, site_rate):
+def _site_rates(n, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate):
     """Total site-site hop rate per site; returns the sum.
 
     In sink mode, ``site_rate[j]`` is the rate of all hops *into* empty site j
@@ -66,6 +66,8 @@ def _site_rates(n, pair_w, pair_wx, am, aim, sink_mode, site_rate):
     site i. ``am`` holds a_i on occupied sites and 0 elsewhere, ``aim`` holds
     1/a_j on empty sites and 0 elsewhere, so the inner loop is branch-free and
     runs over a contiguous row (SIMD); pairs beyond the cut-off have w = 0.
+    Sites are sorted by x, so all neighbours of site s within the cut-off lie
+    in the window ``win_lo[s] <= k < win_hi[s]`` of its row.
     """
     total = 0.0
     own_arr = aim if sink_mode else am
@@ -74,7 +76,7 @@ def _site_rates(n, pair_w, pair_wx, am, aim, sink_mode, site_rate):
         own = own_arr[s]
         acc = 0.0
         if own != 0.0:
-            for k in range(n):
+            for k in range(win_lo[s], win_hi[s]):
                 acc += min(other[k] * own * pair_wx[s, k], pair_w[s, k])
         site_rate[s] = acc
         total += acc
@@ -107,7 +109,7 @@ def _hop_update(k_row_plus, k_row_minus, am, aim, ecoul, iecoul, n):
 @njit(cache=True, fastmath=True)
 def _simulate_point(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
-    pair_w, pair_wx, elec_ptr, elec_idx, elec_w,
+    pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
     readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
     seed, out_elec_current, out_count, out_occupation, out_stats,
 ):  # fmt: skip
@@ -169,7 +171,7 @@ def _simulate_point(
                 aim[i] = 1.0 / a
         for _ in range(hops_left):
             sink_mode = 2 * n_occ >= n  # iterate over the smaller population
-            site_total = _site_rates(n, pair_w, pair_wx, am, aim, sink_mode, site_rate)
+            site_total = _site_rates(n, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate)
             for e in range(m):
                 flux[e] = 0.0
             elec_total = 0.0
@@ -202,8 +204,8 @@ def _simulate_point(
                     s += 1
                 own = aim[s] if sink_mode else am[s]
                 other = am if sink_mode else aim
-                k = 0
-                while k < n - 1:
+                k = win_lo[s]
+                while k < win_hi[s] - 1:
                     r = min(other[k] * own * pair_wx[s, k], pair_w[s, k])
                     if u < r:
                         break
@@ -298,7 +300,7 @@ def _simulate_point(
 @njit(parallel=True, cache=True)
 def simulate_batch(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
-    pair_w, pair_wx, elec_ptr, elec_idx, elec_w,
+    pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
     readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol, seeds,
 ):  # fmt: skip
     """Simulate a batch of operating points in parallel.
@@ -313,6 +315,7 @@ def simulate_batch(
     use_coulomb : whether occupation changes update site energies.
     pair_w, pair_wx : (N, N) site-site rate prefactor w_ij = nu0 exp(-2 r_ij / a) (0 beyond the
         cut-off and on the diagonal), 1/s, and w_ij * exp(beta * C_ij).
+    win_lo, win_hi : (N,) window of each row holding all its non-zero w (sites sorted by x).
     elec_ptr, elec_idx, elec_w : CSR site-electrode neighbours and rate prefactor 1/s.
     readout : index of the readout electrode.
     equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol :
@@ -336,7 +339,7 @@ def simulate_batch(
     for b in prange(b_total):
         _simulate_point(
             site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
-            pair_w, pair_wx, elec_ptr, elec_idx, elec_w,
+            pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
             readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
             seeds[b], elec_current[b], count_current[b], occupation[b], stats[b],
         )  # fmt: skip
