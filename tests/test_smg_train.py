@@ -16,7 +16,9 @@ from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import TrainingDivergedError, train_surrogate
 from inmaterio.surrogate import DeviceInfo, load_surrogate
 
-SMALL = TrainConfig(hidden_sizes=(32, 32), learning_rate=3e-3, batch_size=128, max_epochs=40, patience=10, seed=0)
+SMALL = TrainConfig(
+    hidden_sizes=(32, 32), learning_rate=3e-3, batch_size=128, max_epochs=40, patience=10, seed=0, num_threads=1
+)
 
 
 def measured(device, n, seed, kind="uniform"):
