@@ -34,27 +34,56 @@ def test_pipeline_end_to_end_and_rerun(tmp_path, monkeypatch):
     assert model.info.provenance["smg_config"] == config.model_dump(mode="json")
     assert model.info.provenance["device"]["type"] == "AnalyticDevice"
 
-    # second run: nothing is measured or trained again
+    # second run of a complete run: nothing is measured or trained again
     data_before = (tmp_path / "train_data" / "data.npz").read_bytes()
     history_before = (tmp_path / "model" / "history.json").read_text()
+
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
     monkeypatch.setattr(torch.optim.Adam, "step", forbidden)
+    monkeypatch.setattr(analytic.AnalyticDevice, "_measure", forbidden)
+    again = run_smg(config, tmp_path, progress=False)
+    assert (tmp_path / "train_data" / "data.npz").read_bytes() == data_before
+    assert (tmp_path / "model" / "history.json").read_text() == history_before
+    assert again["test_metrics"] == summary["test_metrics"]
+
+
+def test_interrupted_pipeline_reuses_finished_stages(tmp_path, monkeypatch):
+    """Interrupted after training: the re-run measures only the test set, consistency and I-V points."""
+    config = load_config(SMGConfig, EXAMPLE)
     original_measure = analytic.AnalyticDevice._measure
+
+    def interrupt_at_test_set(self, voltages):
+        if (tmp_path / "model" / "model.json").is_file():  # training done: this is the test set
+            raise KeyboardInterrupt
+        return original_measure(self, voltages)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(analytic.AnalyticDevice, "_measure", interrupt_at_test_set)
+        with pytest.raises(KeyboardInterrupt):
+            run_smg(config, tmp_path, progress=False)
+    assert (tmp_path / "model" / "model.json").is_file() and not (tmp_path / "summary.json").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the finished training ran again")
+
     sizes = []
 
     def counting(self, voltages):
         sizes.append(len(voltages))
         return original_measure(self, voltages)
 
+    monkeypatch.setattr(torch.optim.Adam, "step", no_training)
     monkeypatch.setattr(analytic.AnalyticDevice, "_measure", counting)
-    again = run_smg(config, tmp_path, progress=False)
-    # only the consistency repeats and the one I-V call reach the device
-    assert sizes == [config.consistency_points] * config.consistency_repeats + [config.device.n_activation * config.iv_points]
-    assert (tmp_path / "train_data" / "data.npz").read_bytes() == data_before
-    assert (tmp_path / "model" / "history.json").read_text() == history_before
-    assert again["test_metrics"] == summary["test_metrics"]
+    summary = run_smg(config, tmp_path, progress=False)
+    assert config.test_sampling.n_samples <= config.acquisition.batch_size  # one call for the test set
+    assert sizes == (
+        [config.test_sampling.n_samples]
+        + [config.consistency_points] * config.consistency_repeats
+        + [config.device.n_activation * config.iv_points]
+    )
+    assert summary["test_metrics"]["n_points"] == config.test_sampling.n_samples
 
 
 def test_other_config_in_same_directory_is_refused(tmp_path):

@@ -16,8 +16,9 @@ saved again. Then the reference signal is re-measured (consistency check) and
 the I-V curves of device and surrogate are compared.
 
 Re-running with the same config resumes interrupted acquisitions and
-training, and reuses what is finished; another config in the same directory
-raises :class:`~inmaterio.errors.ConfigError`.
+training and reuses what is finished; once ``summary.json`` is written the
+run is complete and a re-run just returns it (nothing is measured again).
+Another config in the same directory raises :class:`~inmaterio.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import inmaterio
 from inmaterio.config import validate_config
 from inmaterio.devices.registry import build_device
 from inmaterio.errors import ConfigError
-from inmaterio.fileio import atomic_write_json, atomic_write_text
+from inmaterio.fileio import atomic_write_json, atomic_write_text, read_json
 from inmaterio.plots import plot_iv_curves, plot_learning_curve, plot_predicted_vs_measured
 from inmaterio.smg.acquire import acquire
 from inmaterio.smg.config import SMGConfig
@@ -85,6 +86,9 @@ def run_smg(config: SMGConfig, directory: str | Path, progress: bool = True) -> 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _claim_directory(directory, config)
+    if (directory / SUMMARY_FILE).is_file():
+        print(f"SMG run in '{directory}' is already complete; returning its {SUMMARY_FILE}")
+        return read_json(directory / SUMMARY_FILE, ConfigError)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
