@@ -33,7 +33,7 @@ import yaml
 import inmaterio
 from inmaterio.config import validate_config
 from inmaterio.devices.registry import build_device
-from inmaterio.errors import ConfigError
+from inmaterio.errors import ConfigError, ModelFileError
 from inmaterio.fileio import atomic_write_json, atomic_write_text, read_json
 from inmaterio.plots import plot_iv_curves, plot_learning_curve, plot_predicted_vs_measured
 from inmaterio.smg.acquire import acquire
@@ -88,7 +88,7 @@ def run_smg(config: SMGConfig, directory: str | Path, progress: bool = True) -> 
     _claim_directory(directory, config)
     if (directory / SUMMARY_FILE).is_file():
         print(f"SMG run in '{directory}' is already complete; returning its {SUMMARY_FILE}")
-        return read_json(directory / SUMMARY_FILE, ConfigError)
+        return read_json(directory / SUMMARY_FILE, ModelFileError)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
