@@ -130,13 +130,11 @@ def test_currents_into_all_electrodes_sum_to_zero():
     dev = fast_device()
     v = np.array([[0.4, -0.8, 0.1, -0.3, 0.5, -1.0, 0.2]])
     res = dev.simulate(v)
-    # counted hops: the net charge entering all electrodes equals the charge that left the
-    # device, at most one hole per site over the whole run
+    # the net charge entering all electrodes equals the charge that left the device:
+    # at most one hole per site over the whole run
     bound_na = dev.config.n_acceptors * ELEMENTARY_CHARGE_C * 1e9 / res.simulated_time_s[0]
-    assert abs(res.counted_current_na[0].sum()) <= bound_na
-    assert np.abs(res.counted_current_na[0]).max() > 10 * bound_na  # the currents themselves are not tiny
-    # the expected-flux estimator conserves charge within its statistical error
-    assert abs(res.electrode_current_na[0].sum()) < 4 * np.sqrt(dev.config.n_electrodes) * res.stderr_na[0]
+    assert abs(res.electrode_current_na[0].sum()) <= bound_na
+    assert np.abs(res.electrode_current_na[0]).max() > 10 * bound_na  # the currents themselves are not tiny
 
 
 def test_small_bias_gives_linear_current():

@@ -38,7 +38,8 @@ Rates (Miller-Abrahams, 1/s)
 
 Simulation
     Rejection-free kinetic Monte Carlo (:mod:`.kmc`): ``equilibration_hops``
-    discarded, then blocks of ``block_hops`` until the standard error of the
+    discarded, then the net holes entering each electrode are counted over
+    blocks of ``block_hops`` until the standard error of the
     block means falls below ``max(abs_tolerance_na, rel_tolerance * |I|)``
     (at least ``min_blocks``, at most ``max_blocks`` blocks). Batches of
     operating points run in parallel threads (numba ``prange``), each with

@@ -39,8 +39,8 @@ class HoppingResult:
     ----------
     current_na : (B,) mean readout current, nA (positive into the readout).
     stderr_na : (B,) its standard error from block means, nA.
-    electrode_current_na : (B, M) expected current into every electrode (readout included), nA.
-    counted_current_na : (B, M) net holes counted entering every electrode per second, nA.
+    electrode_current_na : (B, M) current into every electrode (readout included), nA: net holes
+        counted entering it per second of simulated time.
     occupation : (B, N) time-averaged hole occupation of every acceptor, in [0, 1].
     hops : (B,) hops simulated (equilibration included).
     simulated_time_s : (B,) simulated time of the averaging phase, s.
@@ -49,7 +49,6 @@ class HoppingResult:
     current_na: np.ndarray
     stderr_na: np.ndarray
     electrode_current_na: np.ndarray
-    counted_current_na: np.ndarray
     occupation: np.ndarray
     hops: np.ndarray
     simulated_time_s: np.ndarray
@@ -178,11 +177,15 @@ class HoppingDevice(Device):
         abs_tol_holes = c.abs_tolerance_na / _HOLES_PER_S_TO_NA
         if self.n_threads is not None:
             numba.set_num_threads(self.n_threads)
-        elec, counted, occupation, stats = simulate_batch(
+        batch, n_sites = site_energy.shape
+        elec = np.zeros((batch, c.n_electrodes))
+        occupation = np.zeros((batch, n_sites))
+        stats = np.zeros((batch, 5))
+        simulate_batch(
             site_energy, mu, e_ref, self.beta, self.coulomb_ev, self._ecoul, self._iecoul, c.coulomb_interactions,
             self._pair_w, self._pair_wx, self._win_lo, self._win_hi, self._elec_ptr, self._elec_idx, self._elec_w,
             self.readout_index, c.equilibration_hops, c.block_hops, c.min_blocks, c.max_blocks,
-            c.rel_tolerance, abs_tol_holes, seeds,
+            c.rel_tolerance, abs_tol_holes, seeds, elec, occupation, stats,
         )  # fmt: skip
         if np.any(stats[:, 4] != 0):
             worst = int(np.argmax(stats[:, 4]))
@@ -191,7 +194,6 @@ class HoppingDevice(Device):
             current_na=stats[:, 0] * _HOLES_PER_S_TO_NA,
             stderr_na=stats[:, 1] * _HOLES_PER_S_TO_NA,
             electrode_current_na=elec * _HOLES_PER_S_TO_NA,
-            counted_current_na=counted * _HOLES_PER_S_TO_NA,
             occupation=occupation,
             hops=stats[:, 2].astype(np.int64),
             simulated_time_s=stats[:, 3],

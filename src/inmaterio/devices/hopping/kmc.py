@@ -22,10 +22,12 @@ site energy including the Coulomb field of all other charges):
 - hop site i -> electrode e:   ``w_ie min(1, a_i * exp(-beta (mu_e - E_ref)))``;
 - hop electrode e -> site i:   ``w_ie min(1, exp(beta (mu_e - E_ref)) / a_i)``.
 
-Time steps are the mean waiting time ``1 / R_total``, and currents are the
-time average of the *expected* flux into each electrode (sum of the rates of
-the hops that enter it minus those that leave it), a lower-variance unbiased
-estimator than counting hops; the counted net hops are returned too.
+Time steps are the mean waiting time ``1 / R_total``; currents are the net
+number of holes that entered each electrode divided by the simulated time.
+(Counting was measured to have 1.7x to 3.8x less variance than the time
+average of the expected flux into the readout: holes flicker between the
+readout and its nearest sites, which swings the expected flux but cancels
+in the count.)
 Random numbers come from a per-operating-point splitmix64 stream, so results
 do not depend on thread scheduling.
 """
@@ -111,7 +113,7 @@ def _simulate_point(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
     readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
-    seed, out_elec_current, out_count, out_occupation, out_stats,
+    seed, out_elec_current, out_occupation, out_stats,
 ):  # fmt: skip
     n = site_energy.shape[0]
     m = mu.shape[0]
@@ -140,8 +142,6 @@ def _simulate_point(
         b_in[e] = 1.0 / b_out[e]
     site_rate = np.zeros(n)
     elec_rate = np.zeros(n_elec_pairs)
-    flux = np.zeros(m)
-    acc_flux = np.zeros(m)
     count = np.zeros(m)
     occ_time = np.zeros(n)
     last_change = np.zeros(n)
@@ -172,8 +172,6 @@ def _simulate_point(
         for _ in range(hops_left):
             sink_mode = 2 * n_occ >= n  # iterate over the smaller population
             site_total = _site_rates(n, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate)
-            for e in range(m):
-                flux[e] = 0.0
             elec_total = 0.0
             for q in range(n_elec_pairs):
                 i = elec_site[q]
@@ -182,16 +180,12 @@ def _simulate_point(
                 r_in = elec_w[q] * min(aim[i] * b_in[e], 1.0)
                 elec_rate[q] = r_out + r_in
                 elec_total += r_out + r_in
-                flux[e] += r_out - r_in
             total = site_total + elec_total
             if total <= 0.0:
                 out_stats[4] = 1.0  # frozen: no possible hop
                 break
             dt = 1.0 / total
             if averaging:
-                for e in range(m):
-                    acc_flux[e] += flux[e] * dt
-                block_charge += flux[readout] * dt
                 block_time += dt
             t += dt
             u = _uniform(state) * total
@@ -228,14 +222,16 @@ def _simulate_point(
                     q -= 1
                 i = elec_site[q]
                 e = elec_idx[q]
+                # a hole entering electrode e counts +1, one leaving it -1
+                step = 1.0 if occ[i] else -1.0
                 if occ[i]:
                     minus = i
-                    if averaging:
-                        count[e] += 1.0
                 else:
                     plus = i
-                    if averaging:
-                        count[e] -= 1.0
+                if averaging:
+                    count[e] += step
+                    if e == readout:
+                        block_charge += step
             # apply: `minus` loses its hole, `plus` gains one
             if minus >= 0:
                 if averaging:
@@ -287,8 +283,7 @@ def _simulate_point(
         out_stats[0] = mean
         out_stats[1] = np.sqrt(var / max(n_blocks - 1, 1) / max(n_blocks, 1))
         for e in range(m):
-            out_elec_current[e] = acc_flux[e] / all_time
-            out_count[e] = count[e] / t
+            out_elec_current[e] = count[e] / t
         for i in range(n):
             if occ[i]:
                 occ_time[i] += t - last_change[i]
@@ -302,6 +297,7 @@ def simulate_batch(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
     readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol, seeds,
+    elec_current, occupation, stats,
 ):  # fmt: skip
     """Simulate a batch of operating points in parallel.
 
@@ -322,25 +318,17 @@ def simulate_batch(
         accuracy control (abs_tol in holes/s).
     seeds : (B,) uint64 random seeds.
 
-    Returns
+    Outputs (preallocated zeros, filled in place; allocating them inside this
+    function keeps numba from parallelising the loop)
     -------
-    elec_current : (B, M) expected hole current into each electrode, holes/s.
-    count_current : (B, M) counted net hops into each electrode per second.
+    elec_current : (B, M) net holes entering each electrode per second.
     occupation : (B, N) time-averaged occupation.
     stats : (B, 5) readout mean (holes/s), its standard error, hops, simulated time (s), frozen flag.
     """
-    b_total = site_energy.shape[0]
-    m = mu.shape[1]
-    n = site_energy.shape[1]
-    elec_current = np.zeros((b_total, m))
-    count_current = np.zeros((b_total, m))
-    occupation = np.zeros((b_total, n))
-    stats = np.zeros((b_total, 5))
-    for b in prange(b_total):
+    for b in prange(site_energy.shape[0]):
         _simulate_point(
             site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
             pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
             readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
-            seeds[b], elec_current[b], count_current[b], occupation[b], stats[b],
+            seeds[b], elec_current[b], occupation[b], stats[b],
         )  # fmt: skip
-    return elec_current, count_current, occupation, stats
