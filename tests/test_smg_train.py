@@ -159,3 +159,14 @@ def test_error_metrics_against_hand_computation():
     assert m["noise_floor_na"] == pytest.approx(0.5)
     assert m["rmse_over_noise_floor"] == pytest.approx(np.sqrt(5 / 4) / 0.5)
     assert m["correlation"] == pytest.approx(np.corrcoef([1, 1, 2, 1], [0, 1, 2, 3])[0, 1])
+
+
+def test_cosine_schedule_by_hand():
+    from inmaterio.smg.config import TrainConfig
+    from inmaterio.smg.train import learning_rate_at
+
+    cfg = TrainConfig(learning_rate=0.01, max_epochs=4, lr_schedule="cosine")
+    # (1 + cos(pi * k / 4)) / 2 for k = 0..3: 1, 0.8536, 0.5, 0.1464
+    expected = [0.01, 0.0085355, 0.005, 0.0014645]
+    assert [round(learning_rate_at(cfg, e), 7) for e in range(1, 5)] == expected
+    assert learning_rate_at(TrainConfig(learning_rate=0.01), 3) == 0.01

@@ -104,7 +104,11 @@ class TrainConfig(StrictModel):
 
     hidden_sizes: tuple[int, ...] = Field((90,) * 5, description="widths of the hidden layers")
     activation: str = Field("relu", description="activation of the hidden layers: relu, tanh, elu or leaky_relu")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate (the peak, with a schedule)")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="constant, or cosine: learning_rate * (1 + cos(pi * (epoch - 1) / max_epochs)) / 2 per epoch",
+    )
     batch_size: int = Field(512, gt=0, description="samples per gradient step")
     max_epochs: int = Field(200, gt=0, description="upper limit of epochs")
     patience: int = Field(20, gt=0, description="stop after this many epochs without a better validation RMSE")

@@ -100,6 +100,14 @@ class TrainResult:
         }
 
 
+def learning_rate_at(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of ``epoch`` (1-based) under ``config.lr_schedule``; a function of the epoch
+    alone, so a resumed run continues the same schedule."""
+    if config.lr_schedule == "cosine":
+        return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.max_epochs))
+    return config.learning_rate
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator that shuffles ``epoch``: a pure function of (seed, epoch), so resumed runs shuffle alike."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
@@ -261,6 +269,8 @@ def _fit(
         config.max_epochs, "training", unit="epochs", completed=first_epoch - 1, enabled=progress
     ) as bar:
         for epoch in range(first_epoch, config.max_epochs + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(config, epoch)
             if epoch - best_epoch > config.patience:
                 stop_reason = "early_stopping"
                 break
