@@ -296,3 +296,17 @@ def test_config_errors_name_the_field(bad, message):
     with pytest.raises(ConfigError) as info:
         validate_config(HoppingConfig, bad)
     assert message in str(info.value)
+
+
+def test_a_restarted_device_does_not_replay_random_streams():
+    # an acquisition resumed in a new process starts the call counter again; its new
+    # batches must not replay the random streams of the first batches
+    rng = np.random.default_rng(3)
+    first, second = rng.uniform(-1.2, 0.6, (2, 4, 7))
+    kw = dict(equilibration_hops=100, block_hops=100, min_blocks=2, max_blocks=2)
+    seeds_first = HoppingDevice(**kw)._stream_seeds(first)
+    assert np.array_equal(HoppingDevice(**kw)._stream_seeds(first), seeds_first)  # reproducible
+    assert not set(HoppingDevice(**kw)._stream_seeds(second)) & set(seeds_first)  # no replay
+    again = HoppingDevice(**kw)
+    again._stream_seeds(first)
+    assert not set(again._stream_seeds(first)) & set(seeds_first)  # a repeat has fresh noise

@@ -43,7 +43,7 @@ Simulation
     block means falls below ``max(abs_tolerance_na, rel_tolerance * |I|)``
     (at least ``min_blocks``, at most ``max_blocks`` blocks). Batches of
     operating points run in parallel threads (numba ``prange``), each with
-    its own random stream seeded from ``(seed, call number, index)``: two
+    its own random stream seeded from ``(seed, call number, voltages, index)``: two
     devices made with the same seed return the same numbers for the same
     sequence of calls, and repeated measurements of one device differ like
     repeated measurements of a chip.

@@ -5,6 +5,7 @@ Physics, constants and conventions: see :mod:`inmaterio.devices.hopping`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +159,17 @@ class HoppingDevice(Device):
         full[:, self.activation_indices] = voltages
         return full
 
+    def _stream_seeds(self, voltages: np.ndarray) -> np.ndarray:
+        """One uint64 seed per operating point, from (chip seed, call number, the voltages).
+
+        The same sequence of calls repeats exactly; a resumed acquisition (a new device object,
+        call numbers restarting at 0) does not replay the streams of earlier batches.
+        """
+        digest = int.from_bytes(hashlib.blake2b(voltages.tobytes(), digest_size=8).digest(), "little")
+        seeds = np.random.SeedSequence([self.config.seed, self._calls, digest]).generate_state(len(voltages), dtype=np.uint64)
+        self._calls += 1
+        return seeds
+
     def _simulate(self, voltages: np.ndarray) -> HoppingResult:
         c = self.config
         full = self.full_voltages(voltages)
@@ -172,8 +184,7 @@ class HoppingDevice(Device):
                 f"temperature_k={c.temperature_k}; Boltzmann factors would overflow (limit {_MAX_EXPONENT:.0f} kT). "
                 "Raise the temperature or lower the voltages."
             )
-        seeds = np.random.SeedSequence([c.seed, self._calls]).generate_state(len(full), dtype=np.uint64)
-        self._calls += 1
+        seeds = self._stream_seeds(voltages)
         abs_tol_holes = c.abs_tolerance_na / _HOLES_PER_S_TO_NA
         if self.n_threads is not None:
             numba.set_num_threads(self.n_threads)
