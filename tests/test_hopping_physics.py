@@ -310,3 +310,30 @@ def test_a_restarted_device_does_not_replay_random_streams():
     again = HoppingDevice(**kw)
     again._stream_seeds(first)
     assert not set(again._stream_seeds(first)) & set(seeds_first)  # a repeat has fresh noise
+
+
+# ----------------------------------------------------------------------------- slow, higher precision
+
+
+@pytest.mark.slow
+def test_kmc_matches_exact_master_equation_four_sites_with_disorder():
+    params = {**TINY, "n_acceptors": 4, "n_donors": 2, "radius_nm": 50.0, "block_hops": 200000, "seed": 11}
+    dev = HoppingDevice(**params)
+    v = np.array([0.04, -0.03])
+    exact = exact_currents(dev, v)
+    res = dev.simulate(v[None, :])
+    np.testing.assert_allclose(res.electrode_current_na[0], exact, atol=4 * res.stderr_na[0] + 1e-3 * np.abs(exact).max())
+
+
+@pytest.mark.slow
+def test_fermi_dirac_occupation_precise():
+    dev = HoppingDevice(
+        coulomb_interactions=False, energy_disorder_ev=0.02, fermi_level_ev=0.0,
+        equilibration_hops=50000, block_hops=1000000, min_blocks=4, max_blocks=4,
+    )  # fmt: skip
+    res = dev.simulate(np.zeros((1, 7)))
+    kT = BOLTZMANN_EV_PER_K * dev.config.temperature_k
+    expected = 1 / (1 + np.exp(dev.static_energy_ev / kT))
+    deviation = np.abs(res.occupation[0] - expected)
+    assert deviation.mean() < 0.01
+    assert deviation.max() < 0.08
