@@ -123,8 +123,8 @@ class HoppingDevice(Device):
         self._pair_w = np.where(mask, nu0 * np.exp(-2 * dist / a_loc), 0.0)
         self._pair_wx = self._pair_w * self._ecoul
         x = acc[:, 0]
-        self._win_lo = np.searchsorted(x, x - c.site_cutoff_nm, side="left").astype(np.int64)
-        self._win_hi = np.searchsorted(x, x + c.site_cutoff_nm, side="right").astype(np.int64)
+        self._win_lo = np.searchsorted(x, x - c.site_cutoff_nm, side="left").astype(np.uint64)
+        self._win_hi = np.searchsorted(x, x + c.site_cutoff_nm, side="right").astype(np.uint64)
         de = distance_to_arcs(acc, c)
         self.electrode_distances_nm = de
         emask = de < c.electrode_cutoff_nm

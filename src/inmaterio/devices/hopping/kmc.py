@@ -69,7 +69,9 @@ def _site_rates(n, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rat
     1/a_j on empty sites and 0 elsewhere, so the inner loop is branch-free and
     runs over a contiguous row (SIMD); pairs beyond the cut-off have w = 0.
     Sites are sorted by x, so all neighbours of site s within the cut-off lie
-    in the window ``win_lo[s] <= k < win_hi[s]`` of its row.
+    in the window ``win_lo[s] <= k < win_hi[s]`` of its row. The window bounds
+    are unsigned: numba then omits the negative-index wrap-around check that
+    otherwise keeps this loop from vectorising (measured 8x slower).
     """
     total = 0.0
     own_arr = aim if sink_mode else am
@@ -120,11 +122,13 @@ def _simulate_point(
     n_elec_pairs = elec_ptr[n]
     state = np.empty(1, dtype=np.uint64)
     state[0] = seed
-    # site of every site-electrode pair
+    # site of every site-electrode pair; unsigned copies for the per-hop pass (no wrap-around checks)
     elec_site = np.empty(n_elec_pairs, dtype=np.int64)
     for i in range(n):
         for q in range(elec_ptr[i], elec_ptr[i + 1]):
             elec_site[q] = i
+    elec_site_u = elec_site.astype(np.uint64)
+    elec_idx_u = elec_idx.astype(np.uint64)
     # initial occupation: a hole on every site below the mean electrode level
     level = mu.mean()
     occ = np.zeros(n, dtype=np.uint8)
@@ -174,8 +178,8 @@ def _simulate_point(
             site_total = _site_rates(n, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate)
             elec_total = 0.0
             for q in range(n_elec_pairs):
-                i = elec_site[q]
-                e = elec_idx[q]
+                i = elec_site_u[q]
+                e = elec_idx_u[q]
                 r_out = elec_w[q] * min(am[i] * b_out[e], 1.0)
                 r_in = elec_w[q] * min(aim[i] * b_in[e], 1.0)
                 elec_rate[q] = r_out + r_in
@@ -198,8 +202,9 @@ def _simulate_point(
                     s += 1
                 own = aim[s] if sink_mode else am[s]
                 other = am if sink_mode else aim
-                k = win_lo[s]
-                while k < win_hi[s] - 1:
+                k = np.int64(win_lo[s])
+                k_end = np.int64(win_hi[s]) - 1
+                while k < k_end:
                     r = min(other[k] * own * pair_wx[s, k], pair_w[s, k])
                     if u < r:
                         break
@@ -311,7 +316,7 @@ def simulate_batch(
     use_coulomb : whether occupation changes update site energies.
     pair_w, pair_wx : (N, N) site-site rate prefactor w_ij = nu0 exp(-2 r_ij / a) (0 beyond the
         cut-off and on the diagonal), 1/s, and w_ij * exp(beta * C_ij).
-    win_lo, win_hi : (N,) window of each row holding all its non-zero w (sites sorted by x).
+    win_lo, win_hi : (N,) uint64 window of each row holding all its non-zero w (sites sorted by x).
     elec_ptr, elec_idx, elec_w : CSR site-electrode neighbours and rate prefactor 1/s.
     readout : index of the readout electrode.
     equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol :
