@@ -168,16 +168,21 @@ def test_conductance_rises_with_temperature():
     assert g77 - g50 > 3 * np.hypot(e50, e77)
 
 
-def test_fermi_dirac_occupation_without_interactions():
+def fermi_dirac_deviation(block_hops: int) -> tuple[np.ndarray, np.ndarray]:
+    """|simulated - Fermi-Dirac| occupation per site without interactions, and the expected occupations."""
     dev = HoppingDevice(
         coulomb_interactions=False, energy_disorder_ev=0.02, fermi_level_ev=0.0,
-        equilibration_hops=20000, block_hops=100000, min_blocks=4, max_blocks=4,
+        equilibration_hops=max(20000, block_hops // 20), block_hops=block_hops, min_blocks=4, max_blocks=4,
     )  # fmt: skip
     res = dev.simulate(np.zeros((1, 7)))
     kT = BOLTZMANN_EV_PER_K * dev.config.temperature_k
     energy = dev.static_energy_ev  # disorder only: no potential at 0 V, no Coulomb terms
     expected = 1 / (1 + np.exp((energy - dev.config.fermi_level_ev) / kT))
-    deviation = np.abs(res.occupation[0] - expected)
+    return np.abs(res.occupation[0] - expected), expected
+
+
+def test_fermi_dirac_occupation_without_interactions():
+    deviation, expected = fermi_dirac_deviation(block_hops=100000)
     assert deviation.mean() < 0.02
     assert deviation.max() < 0.15
     assert expected.min() < 0.1 and expected.max() > 0.9  # the test spans empty to full sites
@@ -327,13 +332,6 @@ def test_kmc_matches_exact_master_equation_four_sites_with_disorder():
 
 @pytest.mark.slow
 def test_fermi_dirac_occupation_precise():
-    dev = HoppingDevice(
-        coulomb_interactions=False, energy_disorder_ev=0.02, fermi_level_ev=0.0,
-        equilibration_hops=50000, block_hops=1000000, min_blocks=4, max_blocks=4,
-    )  # fmt: skip
-    res = dev.simulate(np.zeros((1, 7)))
-    kT = BOLTZMANN_EV_PER_K * dev.config.temperature_k
-    expected = 1 / (1 + np.exp(dev.static_energy_ev / kT))
-    deviation = np.abs(res.occupation[0] - expected)
+    deviation, _ = fermi_dirac_deviation(block_hops=1000000)
     assert deviation.mean() < 0.01
     assert deviation.max() < 0.08
