@@ -59,32 +59,44 @@ def _uniform(state):
 
 
 @njit(cache=True, fastmath=True)
-def _site_rates(n, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate):
-    """Total site-site hop rate per site; returns the sum.
+def _site_rates(sites, n_listed, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate):
+    """Total site-site hop rate of each site of ``sites[:n_listed]``; returns the sum.
 
-    In sink mode, ``site_rate[j]`` is the rate of all hops *into* empty site j
-    (sum over occupied neighbours i of ``min(w_ij x_ij a_i / a_j, w_ij)``); in
-    source mode, ``site_rate[i]`` is the rate of all hops *out of* occupied
-    site i. ``am`` holds a_i on occupied sites and 0 elsewhere, ``aim`` holds
-    1/a_j on empty sites and 0 elsewhere, so the inner loop is branch-free and
-    runs over a contiguous row (SIMD); pairs beyond the cut-off have w = 0.
-    Sites are sorted by x, so all neighbours of site s within the cut-off lie
-    in the window ``win_lo[s] <= k < win_hi[s]`` of its row. The window bounds
-    are unsigned: numba then omits the negative-index wrap-around check that
+    In sink mode ``sites`` lists the empty sites and ``site_rate[idx]`` is the
+    rate of all hops *into* ``sites[idx]`` (sum over occupied neighbours i of
+    ``min(w_ij x_ij a_i / a_j, w_ij)``); in source mode it lists the occupied
+    sites and the rate is that of all hops *out of* them. ``am`` holds a_i on
+    occupied sites and 0 elsewhere, ``aim`` holds 1/a_j on empty sites and 0
+    elsewhere, so the inner loop is branch-free and runs over a contiguous
+    row (SIMD); pairs beyond the cut-off have w = 0. Sites are sorted by x, so
+    all neighbours of site s within the cut-off lie in the window
+    ``win_lo[s] <= k < win_hi[s]`` of its row. The window bounds are
+    unsigned: numba then omits the negative-index wrap-around check that
     otherwise keeps this loop from vectorising (measured 8x slower).
     """
     total = 0.0
     own_arr = aim if sink_mode else am
     other = am if sink_mode else aim
-    for s in range(n):
+    for idx in range(n_listed):
+        s = sites[idx]
         own = own_arr[s]
         acc = 0.0
-        if own != 0.0:
-            for k in range(win_lo[s], win_hi[s]):
-                acc += min(other[k] * own * pair_wx[s, k], pair_w[s, k])
-        site_rate[s] = acc
+        for k in range(win_lo[s], win_hi[s]):
+            acc += min(other[k] * own * pair_wx[s, k], pair_w[s, k])
+        site_rate[idx] = acc
         total += acc
     return total
+
+
+@njit(cache=True, inline="always")
+def _move(site, from_list, from_count, to_list, to_count, position):
+    """Move ``site`` from one compact list to the other (swap-remove, append)."""
+    p = position[site]
+    last = from_list[from_count - 1]
+    from_list[p] = last
+    position[last] = p
+    to_list[to_count] = site
+    position[site] = to_count
 
 
 @njit(cache=True, fastmath=True)
@@ -137,6 +149,21 @@ def _simulate_point(
         if site_energy[i] < level:
             occ[i] = 1
             n_occ += 1
+    # compact lists of occupied and empty sites, and each site's position in its list
+    occ_list = np.empty(n, dtype=np.int64)
+    empty_list = np.empty(n, dtype=np.int64)
+    position = np.empty(n, dtype=np.int64)
+    n_empty = 0
+    k_occ = 0
+    for i in range(n):
+        if occ[i]:
+            occ_list[k_occ] = i
+            position[i] = k_occ
+            k_occ += 1
+        else:
+            empty_list[n_empty] = i
+            position[i] = n_empty
+            n_empty += 1
     am = np.zeros(n)
     aim = np.zeros(n)
     b_out = np.empty(m)
@@ -175,7 +202,9 @@ def _simulate_point(
                 aim[i] = 1.0 / a
         for _ in range(hops_left):
             sink_mode = 2 * n_occ >= n  # iterate over the smaller population
-            site_total = _site_rates(n, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate)
+            sites = empty_list if sink_mode else occ_list
+            n_listed = n - n_occ if sink_mode else n_occ
+            site_total = _site_rates(sites, n_listed, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate)
             elec_total = 0.0
             for q in range(n_elec_pairs):
                 i = elec_site_u[q]
@@ -196,10 +225,13 @@ def _simulate_point(
             plus = -1  # site whose charge rises (gains a hole)
             minus = -1  # site whose charge falls (loses a hole)
             if u < site_total:
-                s = 0
-                while s < n - 1 and u >= site_rate[s]:
-                    u -= site_rate[s]
-                    s += 1
+                idx = 0
+                while idx < n_listed - 1 and u >= site_rate[idx]:
+                    u -= site_rate[idx]
+                    idx += 1
+                while site_rate[idx] == 0.0:  # rounding at the end of the list
+                    idx -= 1
+                s = sites[idx]
                 own = aim[s] if sink_mode else am[s]
                 other = am if sink_mode else aim
                 k = np.int64(win_lo[s])
@@ -241,6 +273,7 @@ def _simulate_point(
             if minus >= 0:
                 if averaging:
                     occ_time[minus] += t - last_change[minus]
+                _move(minus, occ_list, n_occ, empty_list, n - n_occ, position)
                 occ[minus] = 0
                 n_occ -= 1
                 aim[minus] = 1.0 / am[minus]
@@ -248,6 +281,7 @@ def _simulate_point(
             if plus >= 0:
                 if averaging:
                     last_change[plus] = t
+                _move(plus, empty_list, n - n_occ, occ_list, n_occ, position)
                 occ[plus] = 1
                 n_occ += 1
                 am[plus] = 1.0 / aim[plus]
