@@ -37,9 +37,9 @@ from inmaterio.errors import ConfigError, ModelFileError
 from inmaterio.fileio import atomic_write_json, atomic_write_text, read_json
 from inmaterio.plots import plot_iv_curves, plot_learning_curve, plot_predicted_vs_measured
 from inmaterio.smg.acquire import acquire
-from inmaterio.smg.config import SMGConfig
+from inmaterio.smg.config import SamplingConfig, SMGConfig
 from inmaterio.smg.consistency import consistency_check
-from inmaterio.smg.dataset import dataset_fingerprint, postprocess, split
+from inmaterio.smg.dataset import Dataset, dataset_fingerprint, postprocess, split
 from inmaterio.smg.evaluate import evaluate_surrogate
 from inmaterio.smg.iv import iv_curves
 from inmaterio.smg.sampling import sample_plan
@@ -102,13 +102,12 @@ def run_smg(config: SMGConfig, directory: str | Path, progress: bool = True) -> 
     ranges = device.voltage_ranges
     acquisition = config.acquisition.model_copy(update={"progress": config.acquisition.progress and progress})
 
-    raw = acquire(
-        device,
-        sample_plan(config.sampling, ranges),
-        directory / "train_data",
-        acquisition,
-        metadata={"sampling": config.sampling.model_dump(mode="json")},
-    )
+    def measure_plan(sampling: SamplingConfig, folder: str) -> Dataset:
+        """Acquire (or resume, or reload) one sampling plan into ``directory / folder``."""
+        metadata = {"sampling": sampling.model_dump(mode="json")}
+        return acquire(device, sample_plan(sampling, ranges), directory / folder, acquisition, metadata=metadata)
+
+    raw = measure_plan(config.sampling, "train_data")
     lap("acquire_train_s")
     clean, cleaning = postprocess(raw, config.postprocess)
     train, val, held_out = split(clean, config.postprocess.split, config.postprocess.seed)
@@ -117,13 +116,7 @@ def run_smg(config: SMGConfig, directory: str | Path, progress: bool = True) -> 
     plot_learning_curve(result.history, directory / "learning_curve.png")
     lap("train_s")
 
-    test_raw = acquire(
-        device,
-        sample_plan(config.test_sampling, ranges),
-        directory / "test_data",
-        acquisition,
-        metadata={"sampling": config.test_sampling.model_dump(mode="json")},
-    )
+    test_raw = measure_plan(config.test_sampling, "test_data")
     lap("acquire_test_s")
     test, test_cleaning = postprocess(test_raw, config.postprocess)
     model = result.model

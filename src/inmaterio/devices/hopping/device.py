@@ -97,7 +97,6 @@ class HoppingDevice(Device):
         n = len(acc)
         k_coul = COULOMB_EV_NM / c.relative_permittivity
         dist = np.sqrt(((acc[:, None, :] - acc[None, :, :]) ** 2).sum(-1))
-        self.site_distances_nm = dist
 
         # occupation-independent energy (eV) per site, without the electrode potential
         rng = np.random.default_rng([c.seed, 0xD150])
@@ -126,7 +125,6 @@ class HoppingDevice(Device):
         self._win_lo = np.searchsorted(x, x - c.site_cutoff_nm, side="left").astype(np.uint64)
         self._win_hi = np.searchsorted(x, x + c.site_cutoff_nm, side="right").astype(np.uint64)
         de = distance_to_arcs(acc, c)
-        self.electrode_distances_nm = de
         emask = de < c.electrode_cutoff_nm
         self._elec_ptr = np.concatenate([[0], np.cumsum(emask.sum(1))]).astype(np.int64)
         erows, ecols = np.nonzero(emask)
