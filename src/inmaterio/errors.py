@@ -23,3 +23,7 @@ class ModelFileError(InmaterioError, ValueError):
 
 class SimulationError(InmaterioError, RuntimeError):
     """A simulation that cannot run or did not reach its tolerance."""
+
+
+class TrainingDivergedError(InmaterioError, RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept on disk."""

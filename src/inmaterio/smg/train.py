@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inmaterio.errors import InmaterioError, ModelFileError
+from inmaterio.errors import ModelFileError, TrainingDivergedError
 from inmaterio.fileio import atomic_write_json, atomic_write_text, read_json
 from inmaterio.progress import progress_bar
 from inmaterio.smg.config import TrainConfig
@@ -53,10 +53,6 @@ STATE_FILE = "training_state.json"
 HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
 HISTORY_FIELDS = ("epoch", "train_rmse_na", "val_rmse_na", "time_s")
-
-
-class TrainingDivergedError(InmaterioError, RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept on disk."""
 
 
 @dataclass
