@@ -1,0 +1,324 @@
+"""Processors: one call that evaluates activation voltages on a surrogate or on a device.
+
+A processor maps activation voltages to readout currents::
+
+    current_na = processor(voltages)      # voltages (..., n_activation) V -> (...) nA
+
+with the same call whatever is behind it:
+
+* :class:`SurrogateProcessor` runs a :class:`~inmaterio.surrogate.SurrogateModel`
+  ("simulation"): differentiable, fast, optionally with Gaussian output noise
+  (default standard deviation: the surrogate's test RMSE, ``info.noise_na``)
+  and output clipping to the device's range (``info.output_clipping_na``).
+* :class:`DeviceProcessor` plays the voltages on a :class:`~inmaterio.devices.base.Device`
+  (the virtual DNPU now, an instrument later) as a waveform: each operating
+  point is held as a plateau of ``plateau_samples`` samples, every batch starts
+  with a linear ramp from 0 V and ends with one back to 0 V, the ramps are
+  masked out and each plateau is averaged back to one current. It has no
+  gradient.
+
+Both check voltages before anything is evaluated: a value outside its
+electrode's range, NaN or infinite raises :class:`~inmaterio.errors.VoltageError`
+naming the electrode, the value, the range and the sample, so an out-of-range
+voltage never reaches a device. A tolerance of :data:`RANGE_TOLERANCE_V`
+absorbs float32 rounding of values computed exactly at a range end.
+
+Networks switch back end with :func:`inmaterio.nn.set_processor` (train on the
+surrogate, validate on the device).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+import torch
+from torch import nn
+
+from inmaterio.devices.base import Device
+from inmaterio.errors import ConfigError, VoltageError
+from inmaterio.surrogate.info import DeviceInfo
+from inmaterio.surrogate.model import SurrogateModel
+
+__all__ = [
+    "RANGE_TOLERANCE_V",
+    "DeviceProcessor",
+    "Processor",
+    "SurrogateProcessor",
+    "from_waveform",
+    "to_waveform",
+]
+
+#: Slack (V) allowed beyond a range end, for float32 rounding of values computed at the end itself.
+RANGE_TOLERANCE_V = 1e-5
+
+
+class Processor(nn.Module):
+    """Base class: ``forward(voltages (..., n_activation) V) -> (...) nA``.
+
+    Attributes
+    ----------
+    info : :class:`DeviceInfo` of the device (electrode names, ranges, clipping, noise).
+    differentiable : whether gradients flow from the current back to the voltages.
+    """
+
+    differentiable: bool = False
+
+    def __init__(self, info: DeviceInfo) -> None:
+        super().__init__()
+        self.info = info
+        ranges = torch.as_tensor(info.ranges_array(), dtype=torch.float64)
+        self.register_buffer("voltage_low", ranges[:, 0].clone(), persistent=False)
+        self.register_buffer("voltage_high", ranges[:, 1].clone(), persistent=False)
+
+    @property
+    def n_activation(self) -> int:
+        """Number of activation electrodes (last dimension of the voltages)."""
+        return self.info.n_activation
+
+    def check_voltages(self, voltages: torch.Tensor) -> None:
+        """Raise :class:`VoltageError` for a wrong last dimension, NaN/inf or out-of-range values.
+
+        The test runs in torch (cheap next to a surrogate call); the message
+        names the first offending electrode, value, range and sample (samples
+        counted over the flattened leading dimensions).
+        """
+        n = self.n_activation
+        if voltages.ndim == 0 or voltages.shape[-1] != n:
+            raise VoltageError(
+                f"voltages must have shape (..., {n}) for electrodes {self.info.electrode_names}, "
+                f"got shape {tuple(voltages.shape)}"
+            )
+        v = voltages.detach()
+        low = self.voltage_low.to(v.dtype) - RANGE_TOLERANCE_V
+        high = self.voltage_high.to(v.dtype) + RANGE_TOLERANCE_V
+        bad = ~torch.isfinite(v) | (v < low) | (v > high)
+        if bool(bad.any()):
+            flat_bad = bad.reshape(-1, n)
+            row, col = (int(i) for i in flat_bad.nonzero()[0])
+            value = float(v.reshape(-1, n)[row, col])
+            name = self.info.electrode_names[col]
+            lo, hi = self.info.voltage_ranges_v[col]
+            what = "is not finite" if not np.isfinite(value) else f"outside [{lo}, {hi}] V"
+            raise VoltageError(
+                f"electrode '{name}' voltage {value:.6g} V in sample {row} {what} "
+                f"({int(flat_bad.sum())} bad value(s) in total); nothing was evaluated"
+            )
+
+    @abstractmethod
+    def forward(self, voltages: torch.Tensor) -> torch.Tensor:
+        """Readout current (nA) of shape ``voltages.shape[:-1]``."""
+
+    def describe(self) -> dict:
+        """JSON-serialisable description of the back end (for results folders)."""
+        return {"type": type(self).__name__, "electrodes": self.info.electrode_names}
+
+
+class SurrogateProcessor(Processor):
+    """Evaluate voltages through a surrogate model (differentiable).
+
+    ``current = clip(amplification * model(v) + noise)``, where ``noise`` is
+    Gaussian with standard deviation ``noise_std_na`` (0 = off) and ``clip`` is
+    the interval ``clipping_na`` (None = no clipping).
+
+    Parameters
+    ----------
+    model : the surrogate; its weights are frozen (``requires_grad=False``).
+    amplification : extra gain applied to the model's output (nA per model
+        unit). Every model inmaterio trains or imports already outputs nA (the
+        brains-py importer folds brains-py's amplification into the model's
+        output scale), so the default is 1.
+    noise : add Gaussian output noise. Its standard deviation is
+        ``noise_std_na`` if given, else the surrogate's test RMSE ``info.noise_na``.
+    noise_std_na : standard deviation of the noise in nA (>= 0).
+    clipping_na : ``(low, high)`` nA; default ``"info"`` takes ``info.output_clipping_na``.
+    check : validate the voltages on every call (see :meth:`Processor.check_voltages`).
+    """
+
+    differentiable = True
+
+    def __init__(
+        self,
+        model: SurrogateModel,
+        *,
+        amplification: float = 1.0,
+        noise: bool = False,
+        noise_std_na: float | None = None,
+        clipping_na: tuple[float, float] | None | str = "info",
+        check: bool = True,
+    ) -> None:
+        super().__init__(model.info)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        self.model = model
+        if not np.isfinite(amplification) or amplification == 0:
+            raise ConfigError(f"amplification must be finite and non-zero, got {amplification}")
+        self.amplification = float(amplification)
+        self.noise_std_na = 0.0
+        if noise:
+            self.set_noise(noise_std_na)
+        elif noise_std_na is not None:
+            raise ConfigError("noise_std_na is given but noise=False; pass noise=True to add output noise")
+        if clipping_na == "info":
+            clipping_na = model.info.output_clipping_na
+        elif isinstance(clipping_na, str):
+            raise ConfigError(f"clipping_na must be (low, high) nA, None or 'info', got '{clipping_na}'")
+        if clipping_na is not None and not (np.all(np.isfinite(clipping_na)) and clipping_na[0] < clipping_na[1]):
+            raise ConfigError(f"clipping_na must be a finite (low, high) with low < high, got {clipping_na}")
+        self.clipping_na = None if clipping_na is None else (float(clipping_na[0]), float(clipping_na[1]))
+        self.check = check
+
+    def set_noise(self, std_na: float | None = None) -> None:
+        """Switch output noise on with ``std_na`` nA (None: the test RMSE ``info.noise_na``); 0 switches it off."""
+        if std_na is None:
+            std_na = self.info.noise_na
+            if std_na is None:
+                raise ConfigError(
+                    "the surrogate has no test RMSE (info.noise_na is None); give noise_std_na explicitly"
+                )
+        if not (np.isfinite(std_na) and std_na >= 0):
+            raise ConfigError(f"noise_std_na must be a finite value >= 0 nA, got {std_na}")
+        self.noise_std_na = float(std_na)
+
+    def forward(self, voltages: torch.Tensor) -> torch.Tensor:
+        if self.check:
+            self.check_voltages(voltages)
+        shape = voltages.shape[:-1]
+        flat = voltages.reshape(-1, self.n_activation)
+        dtype = next(self.model.parameters()).dtype
+        current = self.model(flat.to(dtype)).reshape(shape).to(voltages.dtype)
+        if self.amplification != 1.0:
+            current = current * self.amplification
+        if self.noise_std_na > 0:
+            current = current + self.noise_std_na * torch.randn_like(current)
+        if self.clipping_na is not None:
+            current = current.clamp(*self.clipping_na)
+        return current
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "amplification": self.amplification,
+            "noise_std_na": self.noise_std_na,
+            "clipping_na": self.clipping_na,
+            "surrogate_test_rmse_na": self.info.noise_na,
+        }
+
+
+def to_waveform(points: np.ndarray, plateau_samples: int, ramp_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Turn operating points into a waveform: ramp up from 0 V, plateaus, ramp down to 0 V.
+
+    Parameters
+    ----------
+    points : ``(batch, n)`` volts.
+    plateau_samples : samples per plateau (>= 1); each point is repeated this often.
+    ramp_samples : samples of each linear ramp (>= 0). The ramp up holds
+        ``k / ramp_samples * points[0]`` for ``k = 0 .. ramp_samples - 1`` (it
+        starts at 0 V and reaches the first point where its plateau begins); the
+        ramp down holds ``(1 - (k + 1) / ramp_samples) * points[-1]`` (it ends at 0 V).
+
+    Returns
+    -------
+    waveform : ``(2 * ramp_samples + batch * plateau_samples, n)`` volts.
+    mask : ``(same length,)`` bool, True on plateau samples (the ones that are kept).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if plateau_samples < 1 or ramp_samples < 0:
+        raise ConfigError(f"plateau_samples must be >= 1 and ramp_samples >= 0, got {plateau_samples}, {ramp_samples}")
+    fractions = np.arange(ramp_samples)[:, None] / max(ramp_samples, 1)
+    up = fractions * points[0]
+    down = (1.0 - (fractions + 1.0 / max(ramp_samples, 1))) * points[-1]
+    plateaus = np.repeat(points, plateau_samples, axis=0)
+    waveform = np.concatenate([up, plateaus, down], axis=0)
+    mask = np.zeros(len(waveform), dtype=bool)
+    mask[ramp_samples : ramp_samples + len(plateaus)] = True
+    return waveform, mask
+
+
+def from_waveform(measured: np.ndarray, mask: np.ndarray, plateau_samples: int) -> np.ndarray:
+    """Average each plateau of a measured waveform back to one value per point.
+
+    ``measured (T,)`` and ``mask (T,)`` as returned with :func:`to_waveform`; returns ``(batch,)``.
+    """
+    kept = np.asarray(measured)[np.asarray(mask)]
+    return kept.reshape(-1, plateau_samples).mean(axis=1)
+
+
+class DeviceProcessor(Processor):
+    """Evaluate voltages on a device, as waveforms with plateaus and ramps (no gradient).
+
+    Parameters
+    ----------
+    device : any :class:`~inmaterio.devices.base.Device`; 0 V must lie inside
+        every activation electrode's range (the ramps start and end there).
+    plateau_samples : samples per operating point (>= 1), averaged.
+    ramp_samples : samples of the ramps from and back to 0 V (>= 0), masked out.
+    max_points : operating points per waveform (>= 1); larger inputs are played
+        as several waveforms, each with its own ramps.
+    info : the description to report; default :meth:`DeviceInfo.from_device`.
+    """
+
+    differentiable = False
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        plateau_samples: int = 1,
+        ramp_samples: int = 0,
+        max_points: int = 4096,
+        info: DeviceInfo | None = None,
+    ) -> None:
+        info = info or DeviceInfo.from_device(device)
+        if info.n_activation != device.n_activation:
+            raise ConfigError(
+                f"info describes {info.n_activation} activation electrodes, the device has {device.n_activation}"
+            )
+        super().__init__(info)
+        if plateau_samples < 1:
+            raise ConfigError(f"plateau_samples must be >= 1, got {plateau_samples}")
+        if ramp_samples < 0:
+            raise ConfigError(f"ramp_samples must be >= 0, got {ramp_samples}")
+        if max_points < 1:
+            raise ConfigError(f"max_points must be >= 1, got {max_points}")
+        ranges = device.voltage_ranges
+        outside = [n for n, (lo, hi) in zip(device.activation_names, ranges) if not lo <= 0.0 <= hi]
+        if ramp_samples > 0 and outside:
+            raise ConfigError(f"ramps start at 0 V, which is outside the range of electrode(s) {outside}")
+        self.device = device
+        self.plateau_samples = int(plateau_samples)
+        self.ramp_samples = int(ramp_samples)
+        self.max_points = int(max_points)
+        #: the last waveform played, ``(T, n)`` V, and its plateau mask ``(T,)`` (for inspection and plots)
+        self.last_waveform_v: np.ndarray | None = None
+        self.last_mask: np.ndarray | None = None
+
+    def forward(self, voltages: torch.Tensor) -> torch.Tensor:
+        if voltages.requires_grad and torch.is_grad_enabled():
+            raise ConfigError(
+                "the device path has no gradient: train on a SurrogateProcessor (or with the genetic "
+                "algorithm) and evaluate on the device under torch.no_grad()"
+            )
+        self.check_voltages(voltages)
+        shape = voltages.shape[:-1]
+        low = self.voltage_low.cpu().numpy()
+        high = self.voltage_high.cpu().numpy()
+        # within the tolerance of the check; clip float32 rounding so the device sees its exact range
+        points = np.clip(voltages.detach().reshape(-1, self.n_activation).cpu().numpy().astype(np.float64), low, high)
+        currents = np.empty(len(points))
+        for start in range(0, len(points), self.max_points):
+            chunk = points[start : start + self.max_points]
+            waveform, mask = to_waveform(chunk, self.plateau_samples, self.ramp_samples)
+            measured = self.device.measure(waveform)
+            self.last_waveform_v, self.last_mask = waveform, mask
+            currents[start : start + len(chunk)] = from_waveform(measured, mask, self.plateau_samples)
+        return torch.as_tensor(currents, dtype=voltages.dtype, device=voltages.device).reshape(shape)
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "device": self.device.describe(),
+            "plateau_samples": self.plateau_samples,
+            "ramp_samples": self.ramp_samples,
+        }
