@@ -1,0 +1,245 @@
+"""Metrics of DNPU classifiers: a logistic threshold on the output current, accuracies, confusion matrices.
+
+A DNPU trained on a binary task outputs a current, not a class. As in DNPU
+research, the current is turned into a class by a trained one-input
+perceptron: :func:`fit_logistic_threshold` fits a 1-D logistic regression to
+the (standardised) current, and :func:`threshold_accuracy` reports its
+accuracy. :func:`best_threshold_accuracy` is the exact best accuracy that any
+single threshold can reach, an upper bound of the former.
+
+Binary metrics are vectorised like the losses: ``output`` has shape
+``(..., batch)`` (nA), ``target`` ``(batch,)`` 0/1 or broadcasting to
+``output``, and results have shape ``(...)``. None of these functions is
+differentiable (they run under :func:`torch.no_grad`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from inmaterio.errors import ConfigError
+from inmaterio.training.losses import validate_target
+
+__all__ = [
+    "LogisticThreshold",
+    "accuracy",
+    "best_threshold_accuracy",
+    "confusion_matrix",
+    "fit_logistic_threshold",
+    "threshold_accuracy",
+]
+
+_MAX_NEWTON_STEP = 4.0
+"""Largest change of ``w`` or ``b`` in one Newton step (a trust region in standardised units)."""
+
+
+@dataclass(frozen=True)
+class LogisticThreshold:
+    r"""A fitted logistic threshold on the output current, one per leading index.
+
+    .. math::
+
+        p(y) = \sigma(w z + b), \qquad z = \frac{y - \mu}{s}
+
+    Attributes:
+        mean: ``(...)`` :math:`\mu`, mean output over the batch (nA).
+        std: ``(...)`` :math:`s`, population standard deviation of the
+            output over the batch (nA); 1 nA where the output is constant.
+        w: ``(...)`` weight (dimensionless, on the standardised current).
+            Positive when class 1 has the higher current.
+        b: ``(...)`` bias (dimensionless).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor
+
+    def logit(self, output: torch.Tensor) -> torch.Tensor:
+        """``(..., batch)`` logits :math:`w z + b` of ``(..., batch)`` currents (nA)."""
+        z = (output - self.mean.unsqueeze(-1)) / self.std.unsqueeze(-1)
+        return self.w.unsqueeze(-1) * z + self.b.unsqueeze(-1)
+
+    def predict_proba(self, output: torch.Tensor) -> torch.Tensor:
+        """``(..., batch)`` probabilities of class 1 for ``(..., batch)`` currents (nA)."""
+        return torch.sigmoid(self.logit(output))
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        """``(..., batch)`` int64 classes (1 where :math:`p > 0.5`) for ``(..., batch)`` currents (nA)."""
+        return (self.logit(output) > 0).to(torch.int64)
+
+    @property
+    def threshold_na(self) -> torch.Tensor:
+        r"""``(...)`` current where :math:`p = 0.5`: :math:`\mu - b s / w` (nA); not finite where :math:`w = 0` (a constant output)."""
+        return self.mean - self.b * self.std / self.w
+
+
+def fit_logistic_threshold(
+    output: torch.Tensor, target: torch.Tensor, l2: float = 1e-3, iterations: int = 50
+) -> LogisticThreshold:
+    r"""Fit a 1-D logistic regression to the output current of every leading index.
+
+    The current is standardised per leading index, :math:`z_i = (y_i - \mu)/s`
+    (mean and population standard deviation over the batch), then
+    :math:`w, b` minimise the mean binary cross-entropy with an L2 penalty on
+    :math:`w` (so that separable data keep a finite :math:`w`):
+
+    .. math::
+
+        J(w, b) = -\frac{1}{B} \sum_i \left[ t_i \log p_i + (1 - t_i) \log(1 - p_i) \right]
+                  + \frac{\lambda}{2} w^2, \qquad p_i = \sigma(w z_i + b).
+
+    :math:`J` is minimised by Newton's method from :math:`w = b = 0`, with
+    gradient and Hessian (:math:`r_i = p_i (1 - p_i)`)
+
+    .. math::
+
+        g = \frac{1}{B} \begin{pmatrix} \sum (p_i - t_i) z_i + B \lambda w \\ \sum (p_i - t_i) \end{pmatrix},
+        \qquad
+        H = \frac{1}{B} \begin{pmatrix} \sum r_i z_i^2 + B \lambda & \sum r_i z_i \\ \sum r_i z_i & \sum r_i \end{pmatrix},
+
+    the 2x2 system :math:`H \Delta = g` being solved in closed form for all
+    leading indices at once; each component of the step is clipped to
+    :math:`\pm 4` (a trust region that keeps the first steps on separable
+    data from overshooting), and :math:`(w, b) \leftarrow (w, b) - \Delta`.
+
+    Args:
+        output: ``(..., batch)`` currents (nA).
+        target: ``(batch,)`` 0/1 classes, or a 0/1 tensor broadcasting to ``output``.
+        l2: :math:`\lambda`, the L2 penalty on :math:`w`.
+        iterations: number of Newton steps.
+
+    Returns:
+        The fitted :class:`LogisticThreshold`, tensors of shape ``(...)``.
+    """
+    with torch.no_grad():
+        output = output.detach()
+        t = validate_target(output, target, "fit_logistic_threshold", binary=True)
+        mean = output.mean(dim=-1)
+        std = output.std(dim=-1, unbiased=False)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        z = (output - mean.unsqueeze(-1)) / std.unsqueeze(-1)
+        w = torch.zeros_like(mean)
+        b = torch.zeros_like(mean)
+        tiny = torch.finfo(output.dtype).tiny
+        for _ in range(iterations):
+            p = torch.sigmoid(w.unsqueeze(-1) * z + b.unsqueeze(-1))
+            r = p * (1 - p)
+            residual = p - t
+            g_w = (residual * z).mean(dim=-1) + l2 * w
+            g_b = residual.mean(dim=-1)
+            h_ww = (r * z * z).mean(dim=-1) + l2
+            h_wb = (r * z).mean(dim=-1)
+            h_bb = r.mean(dim=-1)
+            det = (h_ww * h_bb - h_wb * h_wb).clamp_min(tiny)
+            step_w = ((h_bb * g_w - h_wb * g_b) / det).clamp(-_MAX_NEWTON_STEP, _MAX_NEWTON_STEP)
+            step_b = ((h_ww * g_b - h_wb * g_w) / det).clamp(-_MAX_NEWTON_STEP, _MAX_NEWTON_STEP)
+            w = w - step_w
+            b = b - step_b
+    return LogisticThreshold(mean=mean, std=std, w=w, b=b)
+
+
+def threshold_accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Accuracy of the logistic threshold fitted to the same data.
+
+    Args:
+        output: ``(..., batch)`` currents (nA).
+        target: ``(batch,)`` 0/1 classes, or a 0/1 tensor broadcasting to ``output``.
+
+    Returns:
+        ``(...)`` fraction of correctly classified points, in [0, 1], in ``output``'s dtype.
+    """
+    with torch.no_grad():
+        t = validate_target(output, target, "threshold_accuracy", binary=True)
+        predicted = fit_logistic_threshold(output, t).predict(output.detach())
+        return (predicted == t).to(output.dtype).mean(dim=-1)
+
+
+def best_threshold_accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    r"""Exact best accuracy of any single threshold on the current, in either orientation.
+
+    Sort the ``B`` outputs of a row and cut them after the first ``k`` points
+    (``k = 0 .. B``, only between two *different* currents, since a threshold
+    cannot split equal currents). Calling the points below the cut 0 and the
+    rest 1 classifies
+
+    .. math::
+
+        c_k = Z_k + (N_1 - O_k)
+
+    points correctly, with :math:`Z_k, O_k` the numbers of targets 0 and 1
+    among the first ``k`` points and :math:`N_1` the number of targets 1; the
+    inverted orientation classifies :math:`B - c_k` correctly. The result is
+    :math:`\max_k \max(c_k, B - c_k) / B`, an upper bound of
+    :func:`threshold_accuracy`.
+
+    Args:
+        output: ``(..., batch)`` currents (nA).
+        target: ``(batch,)`` 0/1 classes, or a 0/1 tensor broadcasting to ``output``.
+
+    Returns:
+        ``(...)`` best accuracy in [0.5, 1], in ``output``'s dtype.
+    """
+    with torch.no_grad():
+        output = output.detach()
+        t = validate_target(output, target, "best_threshold_accuracy", binary=True)
+        ordered, order = torch.sort(output, dim=-1)
+        ones = torch.gather(t, -1, order).to(torch.int64)
+        zeros = 1 - ones
+        start = torch.zeros(ones.shape[:-1] + (1,), dtype=torch.int64, device=output.device)
+        ones_below = torch.cat([start, ones.cumsum(dim=-1)], dim=-1)
+        zeros_below = torch.cat([start, zeros.cumsum(dim=-1)], dim=-1)
+        n_ones = ones_below[..., -1:]
+        correct = zeros_below + (n_ones - ones_below)
+        correct = torch.maximum(correct, output.shape[-1] - correct)
+        inner_cut_ok = ordered[..., 1:] > ordered[..., :-1]
+        true_edge = torch.ones_like(start, dtype=torch.bool)
+        cut_ok = torch.cat([true_edge, inner_cut_ok, true_edge], dim=-1)
+        best = torch.where(cut_ok, correct, -1).amax(dim=-1)
+        return best.to(output.dtype) / output.shape[-1]
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multi-class accuracy of logits: the fraction of points whose largest logit is the target class.
+
+    Args:
+        logits: ``(..., batch, classes)`` logits.
+        target: ``(batch,)`` int64 class indices, or broadcasting to ``logits.shape[:-1]``.
+
+    Returns:
+        ``(...)`` accuracy in [0, 1], in ``logits``' dtype.
+    """
+    if logits.dim() < 2:
+        raise ConfigError(f"accuracy needs logits of shape (..., batch, classes); got shape {tuple(logits.shape)}")
+    with torch.no_grad():
+        return (logits.argmax(dim=-1) == target).to(logits.dtype).mean(dim=-1)
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Counts of (true class, predicted class) pairs.
+
+    Args:
+        pred: ``(batch,)`` predicted class indices.
+        target: ``(batch,)`` true class indices.
+        n_classes: number of classes; every index must lie in ``[0, n_classes)``.
+
+    Returns:
+        ``(n_classes, n_classes)`` int64 matrix ``m`` with ``m[i, j]`` the
+        number of points of true class ``i`` predicted as class ``j``
+        (rows are true classes).
+    """
+    if pred.shape != target.shape or pred.dim() != 1:
+        raise ConfigError(
+            f"confusion_matrix needs pred and target of the same shape (batch,); "
+            f"got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    for name, values in (("pred", pred), ("target", target)):
+        bad = (values < 0) | (values >= n_classes)
+        if bool(bad.any()):
+            raise ConfigError(
+                f"confusion_matrix: {name} has class indices {values[bad][:3].tolist()} outside [0, {n_classes - 1}]"
+            )
+    pairs = target.to(torch.int64) * n_classes + pred.to(torch.int64)
+    return torch.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)

@@ -1,0 +1,150 @@
+"""Metrics of DNPU classifiers against hand counts, brute force and an independent optimiser."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from inmaterio.errors import ConfigError
+from inmaterio.training.metrics import (
+    accuracy,
+    best_threshold_accuracy,
+    confusion_matrix,
+    fit_logistic_threshold,
+    threshold_accuracy,
+)
+
+SEPARABLE_OUTPUT_NA = torch.tensor([10.0, 12.0, 30.0, 11.0, 33.0, 29.0])
+SEPARABLE_TARGET = torch.tensor([0, 0, 1, 0, 1, 1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_separable_data_is_classified_perfectly(dtype):
+    output = SEPARABLE_OUTPUT_NA.to(dtype)
+    fit = fit_logistic_threshold(output, SEPARABLE_TARGET)
+    assert 12.0 < fit.threshold_na.item() < 29.0
+    assert fit.w.item() > 0  # class 1 has the higher current
+    assert fit.predict(output).tolist() == SEPARABLE_TARGET.tolist()
+    assert fit.predict(output).dtype == torch.int64
+    assert fit.predict_proba(fit.threshold_na.reshape(1)).item() == pytest.approx(0.5, abs=1e-5)
+    acc = threshold_accuracy(output, SEPARABLE_TARGET)
+    assert acc.dtype == dtype and acc.item() == 1.0
+    assert best_threshold_accuracy(output, SEPARABLE_TARGET).item() == 1.0
+
+
+def test_inverted_orientation_is_classified_perfectly():
+    target = 1 - SEPARABLE_TARGET  # class 1 now has the lower current
+    fit = fit_logistic_threshold(SEPARABLE_OUTPUT_NA, target)
+    assert fit.w.item() < 0
+    assert 12.0 < fit.threshold_na.item() < 29.0
+    assert threshold_accuracy(SEPARABLE_OUTPUT_NA, target).item() == 1.0
+    assert best_threshold_accuracy(SEPARABLE_OUTPUT_NA, target).item() == 1.0
+
+
+def test_best_threshold_accuracy_hand_example_with_one_overlap():
+    output = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    target = torch.tensor([0, 0, 1, 0, 1, 1])
+    # the class-0 point at 4 nA sits among class 1: any threshold misclassifies one point of six
+    assert best_threshold_accuracy(output, target).item() == pytest.approx(5 / 6)
+    assert best_threshold_accuracy(output, 1 - target).item() == pytest.approx(5 / 6)
+
+
+def test_best_threshold_accuracy_cannot_split_equal_currents():
+    # cuts at 1|2 give 2 of 4 either way; a cut between the two 1 nA points would be 3 of 4 but is impossible
+    output = torch.tensor([1.0, 1.0, 2.0, 2.0])
+    target = torch.tensor([0, 1, 0, 1])
+    assert best_threshold_accuracy(output, target).item() == 0.5
+
+
+def _brute_force_best(values, labels):
+    """Best accuracy over thresholds at every midpoint and beyond the ends, both orientations."""
+    points = sorted(set(values))
+    cuts = [points[0] - 1] + [(a + b) / 2 for a, b in zip(points, points[1:])] + [points[-1] + 1]
+    best = 0
+    for cut in cuts:
+        correct = sum((v > cut) == bool(label) for v, label in zip(values, labels))
+        best = max(best, correct, len(values) - correct)
+    return best / len(values)
+
+
+def test_best_threshold_accuracy_equals_brute_force_on_random_rows():
+    generator = torch.Generator().manual_seed(4)
+    output = torch.randint(0, 8, (20, 15), generator=generator).double()  # integers: many ties
+    target = torch.randint(0, 2, (20, 15), generator=generator)
+    result = best_threshold_accuracy(output, target)
+    expected = [_brute_force_best(row.tolist(), labels.tolist()) for row, labels in zip(output, target)]
+    assert result.tolist() == pytest.approx(expected)
+
+
+def test_logistic_fit_matches_an_independent_optimiser():
+    generator = torch.Generator().manual_seed(5)
+    target = torch.arange(40) % 2
+    output = torch.randn(40, generator=generator, dtype=torch.float64) * 4 + 3 * target
+    fit = fit_logistic_threshold(output, target, l2=1e-3)
+    z = ((output - output.mean()) / output.std(unbiased=False)).numpy()
+    t = target.double().numpy()
+
+    def objective(params):
+        w, b = params
+        a = w * z + b
+        return np.mean(np.logaddexp(0, a) - t * a) + 0.5e-3 * w * w
+
+    reference = minimize(objective, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14})
+    assert [fit.w.item(), fit.b.item()] == pytest.approx(reference.x, abs=1e-6)
+
+
+def test_threshold_accuracy_is_at_most_the_best_threshold_accuracy():
+    generator = torch.Generator().manual_seed(6)
+    target = torch.randint(0, 2, (30,), generator=generator)
+    shift = torch.linspace(-2, 2, 50).unsqueeze(-1)  # from inverted to well separated
+    output = torch.randn(50, 30, generator=generator) + shift * target
+    fitted = threshold_accuracy(output, target)
+    best = best_threshold_accuracy(output, target)
+    assert fitted.shape == best.shape == (50,)
+    assert (fitted <= best).all()
+    assert (best >= 0.5).all() and (fitted >= 0).all()
+
+
+def test_vectorised_equals_loop_over_rows():
+    generator = torch.Generator().manual_seed(7)
+    target = torch.randint(0, 2, (25,), generator=generator)
+    output = torch.randn(3, 4, 25, generator=generator, dtype=torch.float64) * 5 + 10 * target
+    rows = output.reshape(12, 25)
+    fit = fit_logistic_threshold(output, target)
+    assert fit.w.shape == fit.b.shape == fit.mean.shape == fit.std.shape == (3, 4)
+    for i, row in enumerate(rows):
+        single = fit_logistic_threshold(row, target)
+        assert fit.w.reshape(12)[i].item() == pytest.approx(single.w.item(), rel=1e-10)
+        assert fit.b.reshape(12)[i].item() == pytest.approx(single.b.item(), rel=1e-10, abs=1e-12)
+    loop_fitted = torch.stack([threshold_accuracy(row, target) for row in rows]).reshape(3, 4)
+    loop_best = torch.stack([best_threshold_accuracy(row, target) for row in rows]).reshape(3, 4)
+    torch.testing.assert_close(threshold_accuracy(output, target), loop_fitted)
+    torch.testing.assert_close(best_threshold_accuracy(output, target), loop_best)
+
+
+def test_metrics_reject_non_binary_targets():
+    with pytest.raises(ConfigError, match=r"threshold_accuracy needs binary targets"):
+        threshold_accuracy(torch.zeros(3), torch.tensor([0, 1, 3]))
+
+
+def test_multiclass_accuracy_hand_example():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 0.1], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]])
+    target = torch.tensor([0, 1, 1, 2])  # argmax 0, 1, 2, 0: two of four right
+    assert accuracy(logits, target).item() == 0.5
+    perfect = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 1.0]])
+    assert accuracy(torch.stack([logits, perfect]), target).tolist() == [0.5, 1.0]
+
+
+def test_confusion_matrix_hand_example():
+    target = torch.tensor([0, 0, 1, 1, 1, 2])
+    pred = torch.tensor([0, 1, 1, 1, 2, 0])
+    expected = [[1, 1, 0], [0, 2, 1], [1, 0, 0]]  # rows: true class
+    result = confusion_matrix(pred, target, 3)
+    assert result.dtype == torch.int64 and result.tolist() == expected
+
+
+def test_confusion_matrix_validation():
+    with pytest.raises(ConfigError, match=r"pred has class indices \[3\] outside \[0, 2\]"):
+        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
+    with pytest.raises(ConfigError, match=r"got \(2,\) and \(3,\)"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 1, 2]), 3)
