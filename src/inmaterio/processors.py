@@ -99,7 +99,7 @@ class Processor(nn.Module):
             value = float(v.reshape(-1, n)[row, col])
             name = self.info.electrode_names[col]
             lo, hi = self.info.voltage_ranges_v[col]
-            what = "is not finite" if not np.isfinite(value) else f"outside [{lo}, {hi}] V"
+            what = f"is not finite (range [{lo}, {hi}] V)" if not np.isfinite(value) else f"outside [{lo}, {hi}] V"
             raise VoltageError(
                 f"electrode '{name}' voltage {value:.6g} V in sample {row} {what} "
                 f"({int(flat_bad.sum())} bad value(s) in total); nothing was evaluated"
@@ -164,7 +164,9 @@ class SurrogateProcessor(Processor):
             clipping_na = model.info.output_clipping_na
         elif isinstance(clipping_na, str):
             raise ConfigError(f"clipping_na must be (low, high) nA, None or 'info', got '{clipping_na}'")
-        if clipping_na is not None and not (np.all(np.isfinite(clipping_na)) and clipping_na[0] < clipping_na[1]):
+        if clipping_na is not None and not (
+            len(clipping_na) == 2 and np.all(np.isfinite(clipping_na)) and clipping_na[0] < clipping_na[1]
+        ):
             raise ConfigError(f"clipping_na must be a finite (low, high) with low < high, got {clipping_na}")
         self.clipping_na = None if clipping_na is None else (float(clipping_na[0]), float(clipping_na[1]))
         self.check = check
@@ -226,6 +228,8 @@ def to_waveform(points: np.ndarray, plateau_samples: int, ramp_samples: int) -> 
     points = np.asarray(points, dtype=np.float64)
     if plateau_samples < 1 or ramp_samples < 0:
         raise ConfigError(f"plateau_samples must be >= 1 and ramp_samples >= 0, got {plateau_samples}, {ramp_samples}")
+    if points.ndim != 2 or len(points) == 0:
+        raise ConfigError(f"points must have shape (batch, n) with batch >= 1, got shape {points.shape}")
     fractions = np.arange(ramp_samples)[:, None] / max(ramp_samples, 1)
     up = fractions * points[0]
     down = (1.0 - (fractions + 1.0 / max(ramp_samples, 1))) * points[-1]
@@ -241,7 +245,12 @@ def from_waveform(measured: np.ndarray, mask: np.ndarray, plateau_samples: int) 
 
     ``measured (T,)`` and ``mask (T,)`` as returned with :func:`to_waveform`; returns ``(batch,)``.
     """
-    kept = np.asarray(measured)[np.asarray(mask)]
+    measured, mask = np.asarray(measured), np.asarray(mask, dtype=bool)
+    if measured.shape != mask.shape:
+        raise ConfigError(f"measured {measured.shape} and mask {mask.shape} must have the same shape (T,)")
+    kept = measured[mask]
+    if plateau_samples < 1 or len(kept) % plateau_samples:
+        raise ConfigError(f"{len(kept)} plateau samples are not a whole number of plateaus of {plateau_samples}")
     return kept.reshape(-1, plateau_samples).mean(axis=1)
 
 
@@ -275,6 +284,16 @@ class DeviceProcessor(Processor):
             raise ConfigError(
                 f"info describes {info.n_activation} activation electrodes, the device has {device.n_activation}"
             )
+        wide = [
+            name
+            for name, (lo, hi), (dev_lo, dev_hi) in zip(info.electrode_names, info.voltage_ranges_v, device.voltage_ranges)
+            if lo < dev_lo or hi > dev_hi
+        ]
+        if wide:
+            raise ConfigError(
+                f"info ranges {info.voltage_ranges_v} V exceed the device's {device.voltage_ranges.tolist()} V "
+                f"on electrode(s) {wide}; the device would refuse voltages the processor accepts"
+            )
         super().__init__(info)
         if plateau_samples < 1:
             raise ConfigError(f"plateau_samples must be >= 1, got {plateau_samples}")
@@ -302,8 +321,10 @@ class DeviceProcessor(Processor):
             )
         self.check_voltages(voltages)
         shape = voltages.shape[:-1]
-        low = self.voltage_low.cpu().numpy()
-        high = self.voltage_high.cpu().numpy()
+        # float64 ranges from the info, not the buffers: .float() on a network converts the buffers,
+        # and a range end rounded to float32 (0.6 -> 0.6000000238) would be refused by the device
+        ranges = self.info.ranges_array()
+        low, high = ranges[:, 0], ranges[:, 1]
         # within the tolerance of the check; clip float32 rounding so the device sees its exact range
         points = np.clip(voltages.detach().reshape(-1, self.n_activation).cpu().numpy().astype(np.float64), low, high)
         currents = np.empty(len(points))

@@ -24,7 +24,8 @@ result is the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -86,7 +87,8 @@ class DNPU(nn.Module):
                 f"a node needs at least one input and one control electrode; {self.n_inputs} input(s) of "
                 f"{n_act} activation electrodes {info.electrode_names}"
             )
-        ranges = torch.as_tensor(info.ranges_array(), dtype=torch.float32)
+        ranges = torch.as_tensor(info.ranges_array(), dtype=torch.float64)
+        dtype = torch.get_default_dtype()
         input_index = torch.tensor(per_node, dtype=torch.long)  # (nodes, n_inputs)
         control_index = torch.tensor(
             [[e for e in range(n_act) if e not in node] for node in per_node], dtype=torch.long
@@ -96,20 +98,23 @@ class DNPU(nn.Module):
         self.register_buffer("control_index", control_index)
         self.register_buffer("gather_index", torch.argsort(order, dim=1))  # electrode e <- column gather_index[e]
 
-        d = _data_ranges(data_range, self.n_inputs)  # (n_inputs, 2)
+        # the affine map is computed in float64 and stored in the default dtype (one rounding only)
+        d = _data_ranges(data_range, self.n_inputs)  # (n_inputs, 2) float64
         v_lo, v_hi = ranges[input_index, 0], ranges[input_index, 1]  # (nodes, n_inputs)
         scale = (v_hi - v_lo) / (d[:, 1] - d[:, 0])
-        self.register_buffer("input_scale", scale)
-        self.register_buffer("input_offset", v_lo - d[:, 0] * scale)
-        self.register_buffer("input_low", v_lo)
-        self.register_buffer("input_high", v_hi)
-        self.register_buffer("control_low", ranges[control_index, 0])
-        self.register_buffer("control_high", ranges[control_index, 1])
+        self.register_buffer("input_scale", scale.to(dtype))
+        self.register_buffer("input_offset", (v_lo - d[:, 0] * scale).to(dtype))
+        self.register_buffer("input_low", v_lo.to(dtype))
+        self.register_buffer("input_high", v_hi.to(dtype))
+        self.register_buffer("control_low", ranges[control_index, 0].to(dtype))
+        self.register_buffer("control_high", ranges[control_index, 1].to(dtype))
         self.data_range = [tuple(map(float, r)) for r in d.tolist()]
 
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        u = torch.rand(self.n_nodes, self.n_controls, generator=generator)
-        self.controls = nn.Parameter(self.control_low + u * (self.control_high - self.control_low))
+        u = torch.rand(self.n_nodes, self.n_controls, generator=generator, dtype=dtype)
+        c = self.control_low + u * (self.control_high - self.control_low)
+        # rounding of low + u * (high - low) may land one ulp above high: clamp so the start is inside
+        self.controls = nn.Parameter(torch.maximum(torch.minimum(c, self.control_high), self.control_low))
         self._set_processor(processor)
 
     # -- back end -------------------------------------------------------------------------------
@@ -232,8 +237,12 @@ def _per_node_electrodes(
     spec = list(spec)
     if not spec:
         raise ConfigError("input_electrodes is empty; give at least one input electrode")
-    nested = not isinstance(spec[0], (int, str))
-    rows = [list(r) for r in spec] if nested else [spec] * n_nodes
+    # one row per node if the first entry is itself a sequence (list, tuple, 1-D array or tensor)
+    nested = not isinstance(spec[0], str) and isinstance(spec[0], Iterable) and getattr(spec[0], "ndim", 1) != 0
+    try:
+        rows = [list(r) for r in spec] if nested else [spec] * n_nodes
+    except TypeError:
+        raise ConfigError(f"input_electrodes mixes rows and single electrodes: {spec}") from None
     if len(rows) != n_nodes:
         raise ConfigError(f"input_electrodes lists {len(rows)} nodes, the layer has n_nodes={n_nodes}")
     out = []
@@ -244,8 +253,8 @@ def _per_node_electrodes(
                 if e not in names:
                     raise ConfigError(f"node {k}: unknown input electrode '{e}'; activation electrodes are {names}")
                 idx.append(names.index(e))
-            elif isinstance(e, int) and 0 <= e < len(names):
-                idx.append(int(e))
+            elif (i := _as_index(e)) is not None and 0 <= i < len(names):
+                idx.append(i)
             else:
                 raise ConfigError(f"node {k}: input electrode {e!r} is not an index in 0..{len(names) - 1} or a name in {names}")
         if len(set(idx)) != len(idx):
@@ -254,6 +263,16 @@ def _per_node_electrodes(
             raise ConfigError(f"node {k} has {len(idx)} input electrodes, node 0 has {len(out[0])}; all nodes need the same number")
         out.append(idx)
     return out
+
+
+def _as_index(e: object) -> int | None:
+    """``e`` as an int if it is an integer (Python, numpy or torch; not bool), else None."""
+    if isinstance(e, bool) or getattr(e, "ndim", 0) != 0:
+        return None
+    try:
+        return operator.index(e)
+    except TypeError:
+        return None
 
 
 def _data_ranges(data_range: tuple[float, float] | Sequence[tuple[float, float]], n_inputs: int) -> torch.Tensor:
@@ -265,4 +284,4 @@ def _data_ranges(data_range: tuple[float, float] | Sequence[tuple[float, float]]
         raise ConfigError(f"data_range must be (low, high) or {n_inputs} pairs (one per input), got {data_range}")
     if not bool(torch.isfinite(r).all()) or bool((r[:, 0] >= r[:, 1]).any()):
         raise ConfigError(f"data_range entries must be finite with low < high, got {r.tolist()}")
-    return r.to(torch.float32)
+    return r
