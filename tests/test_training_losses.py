@@ -201,3 +201,18 @@ def test_cross_entropy_validation():
 def test_sigmoid_distance_needs_two_points():
     with pytest.raises(ConfigError, match="at least 2 points"):
         sigmoid_distance(torch.zeros(3, 1))
+
+
+def test_corrsig_gradient_stays_finite_when_classes_overlap_by_hundreds_of_na():
+    """Outputs whose classes overlap by 400 nA (z = -135) give a finite float32 loss and gradient."""
+    output = torch.tensor([[200.0, 150.0, -200.0, -180.0]], requires_grad=True)
+    target = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    loss = corrsig(output, target)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(output.grad).all()
+    y, t = [200.0, 150.0, -200.0, -180.0], [0.0, 0.0, 1.0, 1.0]
+    my, mt = sum(y) / 4, sum(t) / 4
+    rho = sum((a - my) * (b - mt) for a, b in zip(y, t)) / math.sqrt(
+        sum((a - my) ** 2 for a in y) * sum((b - mt) ** 2 for b in t)
+    )
+    assert float(loss.detach()) == pytest.approx((1.1 - rho) * (1 + math.exp(80)), rel=1e-5)  # z floored at -80

@@ -127,6 +127,34 @@ def demo(
     )
 
 
+@app.command("run")
+@friendly_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="task YAML (gates, rings or capacity; see examples/)")],
+    out: Annotated[Optional[Path], typer.Option(help="results folder (default: runs/<config name>)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace the results of an earlier run in OUT")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train a task on the surrogate, validate it on the device, write a results folder.
+
+    The folder gets config.yaml, metrics.json, controls.json (learned control
+    voltages) and plots: learning curve, output current per class, and the
+    output over the input plane (the I-V map of the solution).
+    """
+    from inmaterio.config import load_config
+    from inmaterio.tasks import RunConfig, run_task
+
+    out = out or Path("runs") / config.stem
+    outcome = run_task(load_config(RunConfig, config), out, progress=progress, overwrite=overwrite)
+    table = Table(title=outcome.title)
+    for col in outcome.columns:
+        table.add_column(col, justify="right")
+    for row in outcome.rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"{outcome.metrics['seconds']:.1f} s; results: {out}")
+
+
 @smg_app.command("run")
 @friendly_errors
 def smg_run(

@@ -20,7 +20,16 @@ from inmaterio.fileio import atomic_path
 if TYPE_CHECKING:
     from inmaterio.smg.iv import IVCurves
 
-__all__ = ["plot_iv_curves", "plot_learning_curve", "plot_predicted_vs_measured", "save_figure"]
+__all__ = [
+    "plot_capacity",
+    "plot_class_outputs",
+    "plot_iv_curves",
+    "plot_learning_curve",
+    "plot_loss_curves",
+    "plot_output_maps",
+    "plot_predicted_vs_measured",
+    "save_figure",
+]
 
 
 def save_figure(fig: Figure, path: str | Path | None) -> Figure:
@@ -101,4 +110,99 @@ def plot_predicted_vs_measured(
     ax.set_xlabel("measured I / nA")
     ax.set_ylabel("predicted I / nA")
     ax.set_aspect("equal", adjustable="datalim")
+    return save_figure(fig, path)
+
+
+def plot_loss_curves(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path | None = None, ylabel: str = "loss"
+) -> Figure:
+    """Loss per training step (epoch or generation), one line per named run (``step``, ``loss`` rows)."""
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.subplots()
+    for name, rows in curves.items():
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name)
+    ax.set_xlabel("epoch / generation")
+    ax.set_ylabel(ylabel)
+    if len(curves) > 1:
+        ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def plot_class_outputs(
+    panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], path: str | Path | None = None
+) -> Figure:
+    """Output current per class: one panel per task, one row of points per back end.
+
+    ``panels[title][backend] = (current_na (n,), target (n,) in {0, 1})``; each
+    back end's currents are drawn at its own height, coloured by class, so the
+    separation of the classes (and the agreement of surrogate and device) can be seen.
+    """
+    n = max(len(panels), 1)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(4.2 * cols, 0.9 + 0.55 * rows * max(len(p) for p in panels.values()) + 0.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (title, backends) in zip(axes, panels.items()):
+        for level, (name, (current, target)) in enumerate(backends.items()):
+            current, target = np.asarray(current, dtype=float), np.asarray(target)
+            jitter = level + 0.08 * np.sin(np.arange(len(current)) * 2.39996)
+            for cls, colour in ((0, "tab:blue"), (1, "tab:red")):
+                sel = target == cls
+                ax.scatter(current[sel], jitter[sel], s=14, color=colour, alpha=0.7, label=f"class {cls}" if level == 0 else None)
+        ax.set_yticks(range(len(backends)), list(backends))
+        ax.set_ylim(-0.6, len(backends) - 0.4)
+        ax.set_xlabel("output current / nA")
+        ax.set_title(title)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize="small", loc="best")
+    return save_figure(fig, path)
+
+
+def plot_output_maps(
+    maps: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    points: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    path: str | Path | None = None,
+    xlabel: str = "input 1",
+    ylabel: str = "input 2",
+) -> Figure:
+    """Output current over the plane of the two inputs (the I-V map of a solution).
+
+    ``maps[title] = (x (nx,), y (ny,), current_na (ny, nx))``; optional
+    ``points[title] = (xy (n, 2), target (n,))`` are overlaid, coloured by class.
+    """
+    n = max(len(maps), 1)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(4.0 * cols, 3.4 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (title, (gx, gy, current)) in zip(axes, maps.items()):
+        mesh = ax.pcolormesh(gx, gy, current, shading="auto", cmap="viridis")
+        fig.colorbar(mesh, ax=ax, label="I / nA")
+        if points and title in points:
+            xy, target = points[title]
+            xy, target = np.asarray(xy), np.asarray(target)
+            for cls, colour in ((0, "white"), (1, "black")):
+                sel = target == cls
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=colour, edgecolors="grey", linewidths=0.3)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    for ax in axes[len(maps):]:
+        ax.set_visible(False)
+    return save_figure(fig, path)
+
+
+def plot_capacity(
+    n_points: Sequence[int], fractions: Mapping[str, Sequence[float]], path: str | Path | None = None
+) -> Figure:
+    """Fraction of the 2^N labellings found vs N, one line per back end."""
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.subplots()
+    for name, values in fractions.items():
+        ax.plot(list(n_points), list(values), marker="o", label=name)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("number of points N")
+    ax.set_ylabel("fraction of labellings found")
+    ax.legend()
     return save_figure(fig, path)

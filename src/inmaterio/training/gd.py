@@ -2,10 +2,11 @@
 
 :func:`train_gd` trains any :class:`torch.nn.Module`; in inmaterio it trains
 DNPU networks whose learnable parameters are control voltages, through a
-differentiable surrogate. The model may offer two hooks:
+differentiable surrogate. The model and any of its sub-modules (e.g. the
+DNPU layers of an ``nn.Sequential``) may offer two hooks:
 
 ``model.regularizer()``
-    a scalar tensor added to the objective with weight
+    a scalar tensor (summed over the modules that have one) added to the objective with weight
     ``config.regularization_weight`` (e.g. a penalty on voltages outside
     their range). It is recorded separately in the history as ``regularizer``
     and is *not* part of ``train_loss`` / ``val_loss``; model selection and
@@ -175,6 +176,21 @@ def _make_optimizer(
     else:
         kwargs["momentum"] = config.momentum
     return OPTIMIZERS[config.optimizer](params, **kwargs)
+
+
+def _hooks(model: nn.Module) -> tuple[Callable[[], Tensor] | None, Callable[[], None] | None]:
+    """The summed ``regularizer()`` and the combined ``constrain()`` of ``model`` and all its sub-modules."""
+    regs = [m.regularizer for m in model.modules() if callable(getattr(m, "regularizer", None))]
+    cons = [m.constrain for m in model.modules() if callable(getattr(m, "constrain", None))]
+
+    def regularizer() -> Tensor:
+        return sum(r() for r in regs[1:]) + regs[0]()
+
+    def constrain() -> None:
+        for c in cons:
+            c()
+
+    return (regularizer if regs else None), (constrain if cons else None)
 
 
 def _check_data(x: Tensor, y: Tensor, what: str) -> None:
@@ -350,10 +366,7 @@ def train_gd(
         validation = (x[val_idx], y[val_idx.to(y.device)])
         x, y = x[train_idx], y[train_idx.to(y.device)]
     directory = None if directory is None else Path(directory)
-    regularizer = getattr(model, "regularizer", None)
-    regularizer = regularizer if callable(regularizer) else None
-    constrain = getattr(model, "constrain", None)
-    constrain = constrain if callable(constrain) else None
+    regularizer, constrain = _hooks(model)
 
     opt = _make_optimizer(model, config, optimizer)
     data = (x, y) if validation is None else (x, y, *validation)

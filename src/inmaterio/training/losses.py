@@ -143,6 +143,10 @@ def fisher(output: torch.Tensor, target: torch.Tensor, *, eps_na2: float = 1e-10
     return -((m1 - m0) ** 2) / (var1 + var0 + eps_na2)
 
 
+#: Floor of -z in :func:`corrsig` (exp(80) is finite in float32).
+_MIN_SEPARATION_Z = 80.0
+
+
 def corrsig(
     output: torch.Tensor,
     target: torch.Tensor,
@@ -180,6 +184,10 @@ def corrsig(
     :math:`L > 0.1`; it approaches 0.1 when the output is perfectly
     correlated with the target and the classes are separated by well over
     :math:`\delta_0`. A negative :math:`\delta` means the classes overlap.
+    It is computed as :math:`(1.1 - \rho)(1 + e^{-z})`, :math:`z = (\delta - \delta_0)/s`,
+    with :math:`z` floored at -80 so that value and gradient stay finite in
+    float32 when the classes overlap by hundreds of nA (below the floor only
+    the correlation term has a gradient).
 
     Args:
         output: ``(..., batch)`` currents :math:`y` (nA).
@@ -200,7 +208,10 @@ def corrsig(
     low_of_ones = torch.where(t == 1, output, inf).amin(dim=-1)
     high_of_zeros = torch.where(t == 0, output, -inf).amax(dim=-1)
     delta = low_of_ones - high_of_zeros
-    return (1.1 - rho) / torch.sigmoid((delta - separation_offset_na) / separation_scale_na)
+    # 1 / sigmoid(z) = 1 + exp(-z): the same value without the overflow of sigmoid(z)**2 in the
+    # gradient; z is floored at -80 (exp(80) = 5.5e34 fits float32), far below any useful separation
+    z = ((delta - separation_offset_na) / separation_scale_na).clamp(min=-_MIN_SEPARATION_Z)
+    return (1.1 - rho) * (1.0 + torch.exp(-z))
 
 
 def sigmoid_distance(

@@ -1,0 +1,173 @@
+"""The YAML file of ``inmaterio run CONFIG.yaml``: one task, its back end and its validation.
+
+Example (``examples/gates_gd.yaml``)::
+
+    task:
+      type: gates            # gates | rings | capacity
+      gates: [AND, OR, NAND, NOR, XOR, XNOR]
+      algorithm: gd          # gd | ga
+      loss: corrsig
+    surrogate:
+      model_dir: null        # null: the bundled surrogate
+    validation:
+      enabled: true          # re-evaluate the solutions on the virtual device
+    seed: 0
+
+Every field is documented on its model below; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from inmaterio.config import StrictModel
+from inmaterio.devices.registry import DeviceSpec
+from inmaterio.tasks.gates import GATES, GateName
+from inmaterio.training.ga import GAConfig
+from inmaterio.training.gd import GDConfig
+from inmaterio.training.losses import LossName
+
+__all__ = [
+    "CAPACITY_POINTS",
+    "CapacityTask",
+    "GatesTask",
+    "RingsTask",
+    "RunConfig",
+    "SurrogateBackend",
+    "ValidationConfig",
+]
+
+#: The capacity task's points, in the order they are used (N points = the first N).
+CAPACITY_POINTS: tuple[tuple[float, float], ...] = (
+    (-0.7, -0.7), (-0.7, 0.5), (0.5, -0.7), (0.5, 0.5), (-0.35, 0.0),
+    (0.25, 0.0), (0.0, -0.35), (0.0, 0.25), (-1.1, 0.35), (0.35, -1.1),
+)  # fmt: skip
+
+Electrode = Union[int, str]
+
+
+class SurrogateBackend(StrictModel):
+    """The surrogate the task is trained on.
+
+    model_dir : a saved surrogate folder; null = the bundled default model.
+    noise : add Gaussian output noise while training (std ``noise_std_na``,
+        default the surrogate's test RMSE).
+    noise_std_na : standard deviation of that noise, nA (>= 0).
+    """
+
+    model_dir: Path | None = None
+    noise: bool = False
+    noise_std_na: float | None = Field(default=None, ge=0)
+
+
+class ValidationConfig(StrictModel):
+    """Re-evaluation of the trained solutions on a device.
+
+    enabled : validate (default true).
+    device : the device; null = the virtual DNPU the surrogate was generated
+        from (its provenance record).
+    plateau_samples : samples per operating point, averaged (>= 1).
+    ramp_samples : samples of the ramps from and back to 0 V (>= 0).
+    repeats : repeated measurements of the whole test set (>= 1); accuracies
+        are reported as mean and minimum over them.
+    """
+
+    enabled: bool = True
+    device: DeviceSpec | None = None
+    plateau_samples: int = Field(default=4, ge=1)
+    ramp_samples: int = Field(default=5, ge=0)
+    repeats: int = Field(default=1, ge=1)
+
+
+class _TrainedTask(StrictModel):
+    algorithm: Literal["gd", "ga"] = "gd"
+    gd: GDConfig = GDConfig()
+    ga: GAConfig = GAConfig()
+
+
+class GatesTask(_TrainedTask):
+    """All chosen two-input Boolean gates, each on one DNPU.
+
+    gates : names among AND, OR, NAND, NOR, XOR, XNOR (no repeats).
+    input_electrodes : the two activation electrodes (names or indices) taking the inputs.
+    loss : loss (GD) or negative fitness (GA) from the registry.
+    attempts : independent initialisations per gate; the best is kept.
+    """
+
+    type: Literal["gates"]
+    gates: list[GateName] = Field(default_factory=lambda: list(GATES))
+    input_electrodes: tuple[Electrode, Electrode] = (3, 4)
+    loss: LossName = "corrsig"
+    attempts: int = Field(default=4, ge=1)
+    gd: GDConfig = GDConfig(learning_rate=0.02, epochs=400)
+
+    @model_validator(mode="after")
+    def _unique_gates(self) -> GatesTask:
+        if not self.gates:
+            raise ValueError("gates is empty; list at least one of AND, OR, NAND, NOR, XOR, XNOR")
+        if len(set(self.gates)) != len(self.gates):
+            raise ValueError(f"gates repeats a gate: {self.gates}")
+        return self
+
+
+class RingsTask(StrictModel):
+    """Two concentric classes (inner disc, outer ring) separated by a gap.
+
+    architecture : ``single`` (one DNPU) or ``2-2-1`` (Ruiz Euler et al. 2021).
+    n_train, n_test : points per class.
+    gap : gap between the classes, in data units (the disc has radius 1).
+    input_electrodes : the two data electrodes of every node.
+    loss : stage-one loss (default: negative Fisher criterion); stage two
+        fits a logistic neuron on the standardised output.
+    attempts : independent trainings; the best (lowest training loss) is kept.
+    gd : the optimiser settings of stage one.
+    """
+
+    type: Literal["rings"]
+    architecture: Literal["single", "2-2-1"] = "single"
+    n_train: int = Field(default=500, ge=2)
+    n_test: int = Field(default=250, ge=2)
+    gap: float = Field(default=0.1, ge=0, lt=1.4)
+    input_electrodes: tuple[Electrode, Electrode] = (3, 4)
+    loss: LossName = "fisher"
+    attempts: int = Field(default=3, ge=1)
+    gd: GDConfig = GDConfig(learning_rate=0.0065, epochs=400)
+
+
+class CapacityTask(_TrainedTask):
+    """Capacity (VC-dimension) estimate on the first N of :data:`CAPACITY_POINTS`.
+
+    n_points : the N to try (each in 4..10).
+    data_range : the data interval mapped onto the input electrodes' voltage
+        range; the default equals the bundled device's range, so the points
+        are the input voltages themselves (V).
+    attempts : independent trainings per labelling; found if any separates it.
+    loss : the training loss.
+    """
+
+    type: Literal["capacity"]
+    n_points: list[int] = Field(default_factory=lambda: [4, 5, 6])
+    data_range: tuple[float, float] = (-1.2, 0.6)
+    input_electrodes: tuple[Electrode, Electrode] = (3, 4)
+    loss: LossName = "fisher"
+    attempts: int = Field(default=3, ge=1)
+    gd: GDConfig = GDConfig(learning_rate=0.03, betas=(0.995, 0.999), epochs=500)
+
+    @model_validator(mode="after")
+    def _points_in_range(self) -> CapacityTask:
+        bad = [n for n in self.n_points if not 4 <= n <= len(CAPACITY_POINTS)]
+        if bad or not self.n_points:
+            raise ValueError(f"n_points must be a non-empty list of values in 4..{len(CAPACITY_POINTS)}, got {self.n_points}")
+        return self
+
+
+class RunConfig(StrictModel):
+    """One ``inmaterio run`` job: task, surrogate, validation, seed."""
+
+    task: Annotated[Union[GatesTask, RingsTask, CapacityTask], Field(discriminator="type")]
+    surrogate: SurrogateBackend = SurrogateBackend()
+    validation: ValidationConfig = ValidationConfig()
+    seed: int = 0

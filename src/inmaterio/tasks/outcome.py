@@ -1,0 +1,26 @@
+"""What a task returns to the runner: numbers for metrics.json, control voltages, a summary table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TaskOutcome"]
+
+
+@dataclass
+class TaskOutcome:
+    """Result of one task run.
+
+    Attributes
+    ----------
+    metrics : JSON-serialisable numbers (written to ``metrics.json``).
+    controls : JSON-serialisable learned control voltages (``controls.json``), V.
+    title, columns, rows : the summary table the CLI prints (rows of strings).
+    """
+
+    metrics: dict[str, Any]
+    controls: dict[str, Any]
+    title: str
+    columns: list[str]
+    rows: list[list[str]]

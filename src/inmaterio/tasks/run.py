@@ -1,0 +1,102 @@
+"""``inmaterio run CONFIG.yaml``: run one task and write its results folder.
+
+The folder holds::
+
+    config.yaml          the validated config (every default filled in)
+    metrics.json         the task's numbers, the back ends, package version, wall time
+    controls.json        learned control voltages (V) per solution, by electrode name
+    learning_curve.png   loss per epoch / generation
+    outputs_per_class.png  output current per class, surrogate and device
+    solution_iv.png      output current over the input plane (gates, rings)
+    capacity.png         fraction found vs N (capacity)
+
+A folder that already holds results is never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+import inmaterio
+from inmaterio.config import dump_config
+from inmaterio.errors import ConfigError, ModelFileError
+from inmaterio.fileio import atomic_write_json
+from inmaterio.processors import DeviceProcessor, SurrogateProcessor
+from inmaterio.tasks.config import CapacityTask, GatesTask, RingsTask, RunConfig, SurrogateBackend, ValidationConfig
+from inmaterio.tasks.outcome import TaskOutcome
+
+__all__ = ["build_surrogate_processor", "build_validation_processor", "run_task"]
+
+
+def build_surrogate_processor(config: SurrogateBackend) -> SurrogateProcessor:
+    """The surrogate of ``config`` (the bundled one by default), with its output noise."""
+    from inmaterio.surrogate import load_default_surrogate, load_surrogate
+
+    model = load_default_surrogate() if config.model_dir is None else load_surrogate(config.model_dir)
+    return SurrogateProcessor(model, noise=config.noise, noise_std_na=config.noise_std_na if config.noise else None)
+
+
+def build_validation_processor(config: ValidationConfig, surrogate: SurrogateProcessor) -> DeviceProcessor | None:
+    """The device to validate on: ``config.device``, else the virtual DNPU in the surrogate's provenance."""
+    if not config.enabled:
+        return None
+    from inmaterio.devices.registry import build_device, device_config_from_description
+
+    if config.device is not None:
+        device = build_device(config.device)
+    else:
+        description = surrogate.info.provenance.get("device")
+        if not isinstance(description, dict) or description.get("type") != "HoppingDevice":
+            raise ConfigError(
+                "validation.device is not given and the surrogate's provenance records no virtual DNPU "
+                f"(provenance device: {description!r}); give validation.device or set validation.enabled: false"
+            )
+        from inmaterio.devices.hopping import HoppingDevice
+
+        device = HoppingDevice(device_config_from_description(description))
+    return DeviceProcessor(device, plateau_samples=config.plateau_samples, ramp_samples=config.ramp_samples)
+
+
+def run_task(config: RunConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False) -> TaskOutcome:
+    """Run the task of ``config``; write the results folder ``out`` (see the module docstring)."""
+    out = Path(out)
+    if (out / "metrics.json").exists() and not overwrite:
+        raise ModelFileError(f"'{out}' already holds results (metrics.json); choose another --out or pass --overwrite")
+    surrogate = build_surrogate_processor(config.surrogate)
+    device = build_validation_processor(config.validation, surrogate)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out / "config.yaml")
+    torch.manual_seed(config.seed)  # the surrogate's output noise
+    task = config.task
+    start = time.perf_counter()
+    repeats = config.validation.repeats
+    if isinstance(task, GatesTask):
+        from inmaterio.tasks.gates import run_gates
+
+        outcome = run_gates(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
+    elif isinstance(task, RingsTask):
+        from inmaterio.tasks.rings import run_rings
+
+        outcome = run_rings(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
+    elif isinstance(task, CapacityTask):
+        from inmaterio.tasks.capacity import run_capacity
+
+        outcome = run_capacity(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
+    else:  # pragma: no cover - the config's discriminated union admits nothing else
+        raise ConfigError(f"unknown task type {type(task).__name__}")
+    seconds = time.perf_counter() - start
+    metrics = {
+        "task": task.type,
+        "package_version": inmaterio.__version__,
+        "seconds": seconds,
+        "surrogate": surrogate.describe(),
+        "device": None if device is None else device.describe(),
+        **outcome.metrics,
+    }
+    atomic_write_json(out / "controls.json", outcome.controls)
+    atomic_write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    outcome.metrics = metrics
+    return outcome
