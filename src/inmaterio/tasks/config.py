@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from inmaterio.config import StrictModel
 from inmaterio.devices.registry import DeviceSpec
@@ -82,7 +82,29 @@ class ValidationConfig(StrictModel):
     repeats: int = Field(default=1, ge=1)
 
 
-class _TrainedTask(StrictModel):
+def _with_task_defaults(default: GDConfig, value: object) -> object:
+    """A partial ``gd:`` mapping completed with the task's own defaults (not GDConfig's).
+
+    Without this, ``gd: {epochs: 50}`` would silently reset the task's tuned
+    learning rate (and betas) to the generic defaults of :class:`GDConfig`.
+    Task betas are dropped when the chosen optimiser does not use betas.
+    """
+    if not isinstance(value, dict):
+        return value
+    base = {k: getattr(default, k) for k in default.model_fields_set if k not in value}
+    if value.get("optimizer", default.optimizer) not in ("adam", "adamw"):
+        base.pop("betas", None)
+    return {**base, **value}
+
+
+class _GDTask(StrictModel):
+    @field_validator("gd", mode="before", check_fields=False)
+    @classmethod
+    def _keep_task_gd_defaults(cls, value: object) -> object:
+        return _with_task_defaults(cls.model_fields["gd"].default, value)
+
+
+class _TrainedTask(_GDTask):
     algorithm: Literal["gd", "ga"] = "gd"
     gd: GDConfig = GDConfig()
     ga: GAConfig = GAConfig()
@@ -95,6 +117,8 @@ class GatesTask(_TrainedTask):
     input_electrodes : the two activation electrodes (names or indices) taking the inputs.
     loss : loss (GD) or negative fitness (GA) from the registry.
     attempts : independent initialisations per gate; the best is kept.
+    gd, ga : settings of the chosen algorithm; keys of ``gd`` not given keep
+        the task's defaults (learning rate 0.02, 400 epochs).
     """
 
     type: Literal["gates"]
@@ -113,7 +137,7 @@ class GatesTask(_TrainedTask):
         return self
 
 
-class RingsTask(StrictModel):
+class RingsTask(_GDTask):
     """Two concentric classes (inner disc, outer ring) separated by a gap.
 
     architecture : ``single`` (one DNPU) or ``2-2-1`` (Ruiz Euler et al. 2021).
@@ -123,7 +147,8 @@ class RingsTask(StrictModel):
     loss : stage-one loss (default: negative Fisher criterion); stage two
         fits a logistic neuron on the standardised output.
     attempts : independent trainings; the best (lowest training loss) is kept.
-    gd : the optimiser settings of stage one.
+    gd : the optimiser settings of stage one; keys not given keep the task's
+        defaults (learning rate 0.0065, 400 epochs).
     """
 
     type: Literal["rings"]
@@ -146,6 +171,8 @@ class CapacityTask(_TrainedTask):
         are the input voltages themselves (V).
     attempts : independent trainings per labelling; found if any separates it.
     loss : the training loss.
+    gd, ga : settings of the chosen algorithm; keys of ``gd`` not given keep
+        the task's defaults (learning rate 0.03, betas (0.995, 0.999), 500 epochs).
     """
 
     type: Literal["capacity"]

@@ -4,7 +4,9 @@ Every problem is the same inputs ``x (batch, n_inputs)`` with its own binary
 targets. Gradient descent trains all problems and all restarts ("attempts") as
 the nodes of ONE :class:`~inmaterio.nn.DNPU` layer: the losses of the nodes
 are independent and summed, so each node gets exactly the gradient it would
-get alone, and one processor call per step evaluates them all. The genetic
+get alone, and one processor call per step evaluates them all; each node keeps
+the controls of its own best epoch (lowest own loss), so a node ends exactly
+where it would end if trained alone from the same start. The genetic
 algorithm evolves each problem's population in one batched call per
 generation. A problem's best attempt is the one with the highest threshold
 accuracy, then the lowest loss.
@@ -128,9 +130,29 @@ def _fit_gd(processor, x, targets, input_electrodes, data_range, loss_fn, config
     n_nodes = targets.shape[0] * attempts
     layer = DNPU(processor, n_nodes, input_electrodes, data_range, seed=seed)
     y = targets.repeat(attempts, 1).T  # (batch, nodes): the trainer splits data along dim 0
-    result = train_gd(layer, lambda out, yb: loss_fn(out.T, yb.T), x, y, config.model_copy(update={"seed": seed}), progress=progress)
+
+    # Model selection per node: the trainer keeps the epoch of the lowest *mean* loss, which
+    # would make one node's result depend on the other problems. Every epoch, after the
+    # trainer's evaluation, each node's controls are kept if its own loss improved.
+    best_loss = torch.full((n_nodes,), float("inf"))
+    best_controls = layer.controls.detach().clone()
+
+    def track(out: torch.Tensor, yb: torch.Tensor) -> float:
+        with torch.no_grad():
+            per_node = loss_fn(out.T, yb.T).detach().to(best_loss.dtype)
+            better = per_node < best_loss  # NaN never improves
+            best_loss[better] = per_node[better]
+            best_controls[better] = layer.controls.detach()[better]
+        return float(per_node.mean())
+
+    result = train_gd(
+        layer, lambda out, yb: loss_fn(out.T, yb.T), x, y, config.model_copy(update={"seed": seed}),
+        progress=progress, metrics={"node_loss": track},
+    )  # fmt: skip
+    with torch.no_grad():
+        layer.controls.copy_(best_controls)
     history = [{"step": h["epoch"], "loss": h["train_loss"]} for h in result.history]
-    return result.model, history
+    return layer, history
 
 
 def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress):
@@ -147,7 +169,7 @@ def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config
                     out = probe(x, genomes[:, None, :])[..., 0]  # (pop, batch)
                     return -loss_fn(out, target)
 
-            ga = GeneticAlgorithm(config.model_copy(update={"seed": seed + 1000 * a + p}), bounds)
+            ga = GeneticAlgorithm(config.model_copy(update={"seed": seed + a * n_problems + p}), bounds)  # one seed per node
             result = ga.evolve(fitness, progress=progress)
             with torch.no_grad():
                 layer.controls[a * n_problems + p] = result.best_genome.to(layer.controls.dtype)

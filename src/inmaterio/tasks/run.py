@@ -28,7 +28,7 @@ from inmaterio.processors import DeviceProcessor, SurrogateProcessor
 from inmaterio.tasks.config import CapacityTask, GatesTask, RingsTask, RunConfig, SurrogateBackend, ValidationConfig
 from inmaterio.tasks.outcome import TaskOutcome
 
-__all__ = ["build_surrogate_processor", "build_validation_processor", "run_task"]
+__all__ = ["build_surrogate_processor", "build_validation_processor", "check_backends", "run_task"]
 
 
 def build_surrogate_processor(config: SurrogateBackend) -> SurrogateProcessor:
@@ -60,6 +60,33 @@ def build_validation_processor(config: ValidationConfig, surrogate: SurrogatePro
     return DeviceProcessor(device, plateau_samples=config.plateau_samples, ramp_samples=config.ramp_samples)
 
 
+def check_backends(config: RunConfig, surrogate: SurrogateProcessor, device: DeviceProcessor | None) -> None:
+    """Raise :class:`ConfigError` unless the task's input electrodes exist on the surrogate and the
+    validation device has the surrogate's activation electrodes and ranges (so the trained
+    solutions can be played on it)."""
+    from inmaterio.nn import DNPU
+
+    DNPU(surrogate, 1, config.task.input_electrodes, seed=0)  # names, indices, repeats (ConfigError naming them)
+    if device is None:
+        return
+    s, d = surrogate.info, device.info
+    if s.n_activation != d.n_activation:
+        raise ConfigError(
+            f"the surrogate has {s.n_activation} activation electrodes {s.electrode_names}, the validation device "
+            f"{d.n_activation} {d.electrode_names}; give a surrogate of that device or another validation.device"
+        )
+    if s.voltage_ranges_v != d.voltage_ranges_v:
+        diff = [
+            f"{name}: [{lo}, {hi}] V on the surrogate, [{dlo}, {dhi}] V on the device"
+            for name, (lo, hi), (dlo, dhi) in zip(s.electrode_names, s.voltage_ranges_v, d.voltage_ranges_v)
+            if (lo, hi) != (dlo, dhi)
+        ]
+        raise ConfigError(
+            f"the validation device's voltage ranges differ from the surrogate's ({'; '.join(diff)}); "
+            "give a surrogate of that device or another validation.device"
+        )
+
+
 def run_task(config: RunConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False) -> TaskOutcome:
     """Run the task of ``config``; write the results folder ``out`` (see the module docstring)."""
     out = Path(out)
@@ -67,6 +94,7 @@ def run_task(config: RunConfig, out: str | Path, *, progress: bool = True, overw
         raise ModelFileError(f"'{out}' already holds results (metrics.json); choose another --out or pass --overwrite")
     surrogate = build_surrogate_processor(config.surrogate)
     device = build_validation_processor(config.validation, surrogate)
+    check_backends(config, surrogate, device)  # before anything is trained or written
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)  # the surrogate's output noise
