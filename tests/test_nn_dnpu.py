@@ -425,3 +425,17 @@ def test_adam_on_the_controls_lowers_the_error():
     assert layer.controls.grad is not None and layer.controls.grad.abs().sum() > 0
     assert losses[-1] < 0.1 * losses[0]
     assert layer.regularizer().item() == 0.0
+
+
+def test_control_table_writes_range_ends_a_device_accepts():
+    """float32 controls clamped to -1.2 / 0.6 are reported as exactly -1.2 / 0.6 V (float64)."""
+    from inmaterio.surrogate import load_default_surrogate
+
+    layer = DNPU(SurrogateProcessor(load_default_surrogate()), 2, (3, 4), seed=0)
+    with torch.no_grad():
+        layer.controls.fill_(-5.0)
+        layer.controls[1] = 5.0
+    layer.constrain()
+    table = layer.control_table()
+    assert all(v == -1.2 for v in table[0].values()) and all(v == 0.6 for v in table[1].values())
+    assert set(table[0]) == {"e0", "e1", "e2", "e5", "e6"}

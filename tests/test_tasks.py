@@ -465,3 +465,60 @@ def test_written_config_is_the_loaded_one(tmp_path):
     assert config.task.input_electrodes == ("e3", "e4") and config.task.gd.epochs == 400
     data = yaml.safe_load(path.read_text())
     assert validate_config(RunConfig, data) == config
+
+
+# ------------------------------------------------------------------------ evolution on the device, resume
+
+
+def test_gates_evolved_on_the_device_through_run_task(tmp_path):
+    """train_on: device runs the GA on the (analytic) device and reports the surrogate's view beside it."""
+    config = validate_config(RunConfig, {
+        "task": {"type": "gates", "gates": ["XOR"], "input_electrodes": ["e0", "e1"], "algorithm": "ga",
+                 "train_on": "device", "attempts": 1, "ga": {"population_size": 16, "n_elite": 2, "generations": 25}},
+        "validation": {"device": ANALYTIC, "enabled": False},
+    })  # fmt: skip
+    outcome = run_task(config, tmp_path, progress=False)
+    xor = outcome.metrics["gates"]["XOR"]
+    assert outcome.metrics["trained_on"] == "device"
+    assert xor["device_accuracy"] == 1.0  # measured on the device it was evolved on
+    controls = json.loads((tmp_path / "controls.json").read_text())["XOR"]
+    v = hand_voltages(controls, LOW + (HIGH - LOW) * gate_data("XOR")[0], ("e0", "e1"))
+    assert separates(analytic_current(AnalyticDevice(), v), gate_data("XOR")[1])
+
+
+def test_device_training_needs_the_genetic_algorithm():
+    with pytest.raises(ConfigError, match="train_on: device needs algorithm: ga"):
+        _validate({"type": "gates", "train_on": "device"})
+
+
+def test_capacity_resumes_after_interruption(tmp_path, monkeypatch):
+    """N = 4 finishes, N = 5 is interrupted; the rerun trains only N = 5 and gives the uninterrupted result."""
+    import inmaterio.tasks.fitting as fitting
+
+    spec = {"type": "capacity", "n_points": [4, 5], "attempts": 1, "gd": {"epochs": 30}}
+    config = validate_config(RunConfig, {"task": spec, "validation": {"enabled": False}})
+    reference = run_task(config, tmp_path / "reference", progress=False).metrics["per_n"]
+
+    real = fitting.fit_binary_nodes
+    trained = []
+
+    def interrupt_at_five(processor, x, targets, **kw):
+        trained.append(len(x))
+        if len(x) == 5 and len(trained) == 2:
+            raise KeyboardInterrupt
+        return real(processor, x, targets, **kw)
+
+    monkeypatch.setattr(fitting, "fit_binary_nodes", interrupt_at_five)
+    with pytest.raises(KeyboardInterrupt):
+        run_task(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert set(json.loads((tmp_path / "run" / "capacity_partial.json").read_text())["per_n"]) == {"4"}
+    resumed = run_task(config, tmp_path / "run", progress=False).metrics["per_n"]
+    assert trained == [4, 5, 5]  # N = 4 was not trained again
+    for n in ("4", "5"):
+        assert resumed[n]["found_on_surrogate"] == reference[n]["found_on_surrogate"]
+
+    other = validate_config(RunConfig, {"task": {**spec, "attempts": 2}, "validation": {"enabled": False}})
+    (tmp_path / "run" / "metrics.json").unlink()
+    with pytest.raises(ModelFileError, match="another capacity configuration"):
+        run_task(other, tmp_path / "run", progress=False)

@@ -192,10 +192,16 @@ class DNPU(nn.Module):
         return torch.stack([self.control_low.reshape(-1), self.control_high.reshape(-1)], dim=1)
 
     def control_table(self) -> list[dict[str, float]]:
-        """The control voltages per node as ``{electrode name: volts}`` (for results files)."""
-        names = self._processor.info.electrode_names
+        """The control voltages per node as ``{electrode name: volts}`` (for results files).
+
+        Values are clipped to the exact (float64) electrode ranges, so a
+        control sitting at a range end in float32 (e.g. -1.2000000477) is
+        written as the range end a device accepts.
+        """
+        info = self._processor.info
+        names, ranges = info.electrode_names, info.voltage_ranges_v
         return [
-            {names[int(e)]: float(v) for e, v in zip(idx, row)}
+            {names[int(e)]: min(max(float(v), ranges[int(e)][0]), ranges[int(e)][1]) for e, v in zip(idx, row)}
             for idx, row in zip(self.control_index, self.controls.detach().cpu())
         ]
 

@@ -14,15 +14,21 @@ right, as the first wrong point costs 1/N).
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import torch
 
+from inmaterio.errors import ModelFileError
+from inmaterio.fileio import atomic_write_json, read_json
 from inmaterio.processors import Processor
 from inmaterio.tasks.config import CAPACITY_POINTS
 from inmaterio.tasks.outcome import TaskOutcome
 
-__all__ = ["labellings", "run_capacity"]
+__all__ = ["PARTIAL_FILE", "labellings", "run_capacity"]
+
+#: Per-N results of a capacity run, saved as each N finishes (resume point).
+PARTIAL_FILE = "capacity_partial.json"
 
 
 def labellings(n: int) -> torch.Tensor:
@@ -31,14 +37,33 @@ def labellings(n: int) -> torch.Tensor:
 
 
 def run_capacity(task, surrogate: Processor, device: Processor | None, out: Path, seed: int = 0, progress: bool = False, repeats: int = 1) -> TaskOutcome:
-    """Estimate the capacity for every N of ``task.n_points``; write the plots to ``out``."""
+    """Estimate the capacity for every N of ``task.n_points``; write the plots to ``out``.
+
+    Each finished N is saved to ``out/capacity_partial.json`` at once; a run
+    that is interrupted and started again with the same task, seed and back
+    ends skips the N it has already done (a file of another configuration is
+    refused, never overwritten).
+    """
     from inmaterio.plots import plot_capacity, plot_loss_curves
     from inmaterio.tasks.fitting import fit_binary_nodes
     from inmaterio.tasks.validation import validate_layer
     from inmaterio.training.metrics import fit_logistic_threshold
 
+    identity = {
+        "task": task.model_dump(mode="json"),
+        "seed": seed,
+        "repeats": repeats,
+        "surrogate": surrogate.describe(),
+        "device": None if device is None else device.describe(),
+    }
+    partial_path = out / PARTIAL_FILE
+    done = _load_partial(partial_path, identity)
     per_n, rows, curves, controls = {}, [], {}, {}
     for n in task.n_points:
+        if str(n) in done:
+            per_n[str(n)], curves[f"N = {n}"], controls[str(n)] = (done[str(n)][k] for k in ("entry", "history", "controls"))
+            rows.append(_row(n, per_n[str(n)], device is not None))
+            continue
         x = torch.tensor(CAPACITY_POINTS[:n], dtype=torch.float32)
         labels = labellings(n)
         trainable = labels[(labels.sum(1) > 0) & (labels.sum(1) < n)]  # the 2**n - 2 non-constant ones
@@ -72,11 +97,9 @@ def run_capacity(task, surrogate: Processor, device: Processor | None, out: Path
             for label, row, ok in zip(trainable, fits.layer.control_table(), found)
             if ok
         }
-        rows.append(
-            [str(n), str(2**n), f"{entry['fraction_surrogate']:.3f}"]
-            + ([f"{entry['fraction_device']:.3f}"] if device is not None else [])
-            + [f"{fits.seconds:.1f}"]
-        )
+        done[str(n)] = {"entry": entry, "history": fits.history, "controls": controls[str(n)]}
+        atomic_write_json(partial_path, {"identity": identity, "per_n": done})
+        rows.append(_row(n, entry, device is not None))
     fractions = {"surrogate": [per_n[str(n)]["fraction_surrogate"] for n in task.n_points]}
     if device is not None:
         fractions["virtual device"] = [per_n[str(n)]["fraction_device"] for n in task.n_points]
@@ -89,3 +112,25 @@ def run_capacity(task, surrogate: Processor, device: Processor | None, out: Path
         metrics["vc_dimension_lower_bound_device"] = max(full_dev) if full_dev else None
     columns = ["N", "labellings", "found (surrogate)"] + (["found (device)"] if device is not None else []) + ["fit / s"]
     return TaskOutcome(metrics, controls, "Capacity", columns, rows)
+
+
+def _row(n: int, entry: dict, with_device: bool) -> list[str]:
+    """One line of the summary table."""
+    return (
+        [str(n), str(2**n), f"{entry['fraction_surrogate']:.3f}"]
+        + ([f"{entry['fraction_device']:.3f}"] if with_device else [])
+        + [f"{entry['fit_seconds']:.1f}"]
+    )
+
+
+def _load_partial(path: Path, identity: dict) -> dict:
+    """The finished N of an interrupted run of the same configuration ({} if none)."""
+    if not path.exists():
+        return {}
+    saved = read_json(path, ModelFileError)
+    if not isinstance(saved, dict) or saved.get("identity") != json.loads(json.dumps(identity)):
+        raise ModelFileError(
+            f"{path} holds the partial results of another capacity configuration; "
+            "choose another --out or pass --overwrite to start again"
+        )
+    return saved["per_n"]

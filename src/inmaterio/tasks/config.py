@@ -119,14 +119,24 @@ class GatesTask(_TrainedTask):
     attempts : independent initialisations per gate; the best is kept.
     gd, ga : settings of the chosen algorithm; keys of ``gd`` not given keep
         the task's defaults (learning rate 0.02, 400 epochs).
+    train_on : ``surrogate`` (default) or ``device``: evolution in materio,
+        the genetic algorithm measuring every generation on the validation
+        device (requires ``algorithm: ga``; a device has no gradient).
     """
 
     type: Literal["gates"]
     gates: list[GateName] = Field(default_factory=lambda: list(GATES))
     input_electrodes: tuple[Electrode, Electrode] = (3, 4)
+    train_on: Literal["surrogate", "device"] = "surrogate"
     loss: LossName = "corrsig"
     attempts: int = Field(default=4, ge=1)
     gd: GDConfig = GDConfig(learning_rate=0.02, epochs=400)
+
+    @model_validator(mode="after")
+    def _device_needs_ga(self) -> GatesTask:
+        if self.train_on == "device" and self.algorithm != "ga":
+            raise ValueError(f"train_on: device needs algorithm: ga (a device has no gradient), got algorithm: {self.algorithm}")
+        return self
 
     @model_validator(mode="after")
     def _unique_gates(self) -> GatesTask:

@@ -49,25 +49,31 @@ def gate_data(gate: str, repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = False, repeats: int = 1) -> TaskOutcome:
+def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = False, repeats: int = 1, trainer=None) -> TaskOutcome:
     """Find every gate of ``task`` on ``surrogate``, validate on ``device`` (or None); write plots to ``out``.
 
     Accuracy on the device is reported twice: with a threshold re-fitted on
     the device's own output (the perceptron of the read-out is trained on the
     hardware), and with the threshold fitted on the surrogate's output (how
-    well the surrogate's solution transfers unchanged).
+    well the surrogate's solution transfers unchanged). ``trainer`` is the
+    processor the gates are trained on (default ``surrogate``; a device
+    processor for evolution on the device, with ``task.algorithm == "ga"``);
+    the solutions are then re-evaluated on the surrogate for the comparison.
     """
     from inmaterio.plots import plot_class_outputs, plot_loss_curves, plot_output_maps
-    from inmaterio.tasks.fitting import fit_binary_nodes
+    from inmaterio.tasks.fitting import evaluate_nodes, fit_binary_nodes
     from inmaterio.tasks.validation import output_map, validate_layer
     from inmaterio.training.metrics import fit_logistic_threshold
 
     x, _ = gate_data(task.gates[0])
     targets = torch.stack([gate_data(g)[1] for g in task.gates])  # (gates, 4)
     fits = fit_binary_nodes(
-        surrogate, x, targets, input_electrodes=task.input_electrodes, data_range=(0.0, 1.0), loss=task.loss,
+        trainer or surrogate, x, targets, input_electrodes=task.input_electrodes, data_range=(0.0, 1.0), loss=task.loss,
         algorithm=task.algorithm, gd=task.gd, ga=task.ga, attempts=task.attempts, seed=seed, progress=progress,
     )  # fmt: skip
+    if trainer is not None and trainer is not surrogate:  # evolved on the device: what does the surrogate say?
+        fits.layer.set_processor(surrogate)
+        fits.output_na, fits.loss, fits.accuracy = evaluate_nodes(fits.layer, x, targets, task.loss)
     rows, metrics, panels = [], {}, {}
     validation = validate_layer(fits.layer, device, x, targets, fit_logistic_threshold(fits.output_na, targets), repeats) if device else None
     for k, gate in enumerate(task.gates):

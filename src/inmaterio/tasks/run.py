@@ -28,6 +28,12 @@ from inmaterio.processors import DeviceProcessor, SurrogateProcessor
 from inmaterio.tasks.config import CapacityTask, GatesTask, RingsTask, RunConfig, SurrogateBackend, ValidationConfig
 from inmaterio.tasks.outcome import TaskOutcome
 
+#: Every file a run may write; ``overwrite`` removes them all first, so no stale figure survives.
+RESULT_FILES = (
+    "config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png",
+    "solution_iv.png", "capacity.png", "capacity_partial.json",
+)  # fmt: skip
+
 __all__ = ["build_surrogate_processor", "build_validation_processor", "check_backends", "run_task"]
 
 
@@ -92,32 +98,42 @@ def run_task(config: RunConfig, out: str | Path, *, progress: bool = True, overw
     out = Path(out)
     if (out / "metrics.json").exists() and not overwrite:
         raise ModelFileError(f"'{out}' already holds results (metrics.json); choose another --out or pass --overwrite")
+    task = config.task
+    on_device = getattr(task, "train_on", "surrogate") == "device"
     surrogate = build_surrogate_processor(config.surrogate)
-    device = build_validation_processor(config.validation, surrogate)
+    validation = config.validation.model_copy(update={"enabled": True}) if on_device else config.validation
+    device = build_validation_processor(validation, surrogate)
     check_backends(config, surrogate, device)  # before anything is trained or written
+    if overwrite:
+        for name in RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
-    torch.manual_seed(config.seed)  # the surrogate's output noise
-    task = config.task
     start = time.perf_counter()
     repeats = config.validation.repeats
-    if isinstance(task, GatesTask):
-        from inmaterio.tasks.gates import run_gates
+    with torch.random.fork_rng():  # seed the surrogate's output noise; leave the caller's generator alone
+        torch.manual_seed(config.seed)
+        if isinstance(task, GatesTask):
+            from inmaterio.tasks.gates import run_gates
 
-        outcome = run_gates(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
-    elif isinstance(task, RingsTask):
-        from inmaterio.tasks.rings import run_rings
+            outcome = run_gates(
+                task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats,
+                trainer=device if on_device else surrogate,
+            )  # fmt: skip
+        elif isinstance(task, RingsTask):
+            from inmaterio.tasks.rings import run_rings
 
-        outcome = run_rings(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
-    elif isinstance(task, CapacityTask):
-        from inmaterio.tasks.capacity import run_capacity
+            outcome = run_rings(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
+        elif isinstance(task, CapacityTask):
+            from inmaterio.tasks.capacity import run_capacity
 
-        outcome = run_capacity(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
-    else:  # pragma: no cover - the config's discriminated union admits nothing else
-        raise ConfigError(f"unknown task type {type(task).__name__}")
+            outcome = run_capacity(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
+        else:  # pragma: no cover - the config's discriminated union admits nothing else
+            raise ConfigError(f"unknown task type {type(task).__name__}")
     seconds = time.perf_counter() - start
     metrics = {
         "task": task.type,
+        "trained_on": "device" if on_device else "surrogate",
         "package_version": inmaterio.__version__,
         "seconds": seconds,
         "surrogate": surrogate.describe(),
