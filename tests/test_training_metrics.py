@@ -11,6 +11,7 @@ from inmaterio.training.metrics import (
     best_threshold_accuracy,
     confusion_matrix,
     fit_logistic_threshold,
+    separation_na,
     threshold_accuracy,
 )
 
@@ -148,3 +149,11 @@ def test_confusion_matrix_validation():
         confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
     with pytest.raises(ConfigError, match=r"got \(2,\) and \(3,\)"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 1, 2]), 3)
+
+
+def test_separation_na_by_hand_in_both_orientations():
+    out = torch.tensor([[1.0, 2.0, 6.0, 9.0], [9.0, 6.0, 2.0, 1.0], [1.0, 5.0, 3.0, 9.0]])
+    target = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    # row 0: min(6, 9) - max(1, 2) = 4; row 1: class 1 lower, min(9, 6) - max(2, 1) = 4;
+    # row 2: classes overlap: max(3 - 5, 1 - 9) = -2
+    assert separation_na(out, target).tolist() == [4.0, 4.0, -2.0]

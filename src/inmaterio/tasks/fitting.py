@@ -26,7 +26,7 @@ from inmaterio.processors import Processor
 from inmaterio.training.ga import GAConfig, GeneticAlgorithm
 from inmaterio.training.gd import GDConfig, train_gd
 from inmaterio.training.losses import get_loss
-from inmaterio.training.metrics import threshold_accuracy
+from inmaterio.training.metrics import separation_na, threshold_accuracy
 
 __all__ = ["NodeFits", "fit_binary_nodes", "evaluate_nodes"]
 
@@ -40,6 +40,8 @@ class NodeFits:
     controls : ``(problems, n_controls)`` V, the best attempt of each problem.
     loss : ``(problems,)`` loss of that attempt on the (noise-free) processor.
     accuracy : ``(problems,)`` threshold accuracy in [0, 1].
+    separation_na : ``(problems,)`` margin between the classes (nA, negative: overlap),
+        :func:`~inmaterio.training.metrics.separation_na`.
     output_na : ``(problems, batch)`` output current of that attempt.
     history : per epoch (GD) or generation (GA) and problem-averaged: ``step``, ``loss``.
     seconds : wall time of the fit.
@@ -49,6 +51,7 @@ class NodeFits:
     controls: torch.Tensor
     loss: torch.Tensor
     accuracy: torch.Tensor
+    separation_na: torch.Tensor
     output_na: torch.Tensor
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -106,11 +109,13 @@ def fit_binary_nodes(
     finally:
         if noise:
             processor.set_noise(noise)
-    # node index = attempt * n_problems + problem; pick per problem: max accuracy, then min loss
+    # node index = attempt * n_problems + problem; pick per problem: max accuracy, then the widest
+    # class separation (nA): what has to survive the device's noise and the surrogate's error
+    margin = separation_na(out, targets.repeat(attempts, 1)).reshape(attempts, n_problems)
     acc = acc.reshape(attempts, n_problems)
     losses = losses.reshape(attempts, n_problems)
-    score = acc - 1e-6 * torch.tanh(losses.nan_to_num(nan=1e9))  # accuracy first; loss breaks ties
-    best = score.argmax(dim=0)
+    most_accurate = acc == acc.max(dim=0, keepdim=True).values
+    best = torch.where(most_accurate, margin.nan_to_num(nan=-torch.inf), -torch.inf).argmax(dim=0)
     pick = best * n_problems + torch.arange(n_problems)
     best_layer = DNPU(processor, n_problems, input_electrodes, data_range)
     with torch.no_grad():
@@ -119,6 +124,7 @@ def fit_binary_nodes(
         controls=layer.controls.detach()[pick].clone(),
         loss=losses[best, torch.arange(n_problems)],
         accuracy=acc[best, torch.arange(n_problems)],
+        separation_na=margin[best, torch.arange(n_problems)],
         output_na=out[pick],
         history=history,
         seconds=seconds,

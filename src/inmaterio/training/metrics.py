@@ -28,6 +28,7 @@ __all__ = [
     "best_threshold_accuracy",
     "confusion_matrix",
     "fit_logistic_threshold",
+    "separation_na",
     "threshold_accuracy",
 ]
 
@@ -199,6 +200,26 @@ def best_threshold_accuracy(output: torch.Tensor, target: torch.Tensor) -> torch
         cut_ok = torch.cat([true_edge, inner_cut_ok, true_edge], dim=-1)
         best = torch.where(cut_ok, correct, -1).amax(dim=-1)
         return best.to(output.dtype) / output.shape[-1]
+
+
+def separation_na(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    r"""``(...)`` margin between the classes along the output current (nA), either orientation.
+
+    .. math::
+
+        m = \max\left(\min_{t=1} y - \max_{t=0} y,\; \min_{t=0} y - \max_{t=1} y\right)
+
+    Positive: one threshold separates the classes with a gap of ``m`` nA on
+    each side of which the nearest points lie (what a noisy device must not
+    close); negative: the classes overlap by ``-m`` nA. Both classes must be present.
+    """
+    t = validate_target(output, target, "separation_na", binary=True, both_classes=True)
+    inf = torch.tensor(float("inf"), dtype=output.dtype, device=output.device)
+    min1 = torch.where(t == 1, output, inf).amin(dim=-1)
+    max1 = torch.where(t == 1, output, -inf).amax(dim=-1)
+    min0 = torch.where(t == 0, output, inf).amin(dim=-1)
+    max0 = torch.where(t == 0, output, -inf).amax(dim=-1)
+    return torch.maximum(min1 - max0, min0 - max1)
 
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
