@@ -263,8 +263,15 @@ def gates_run(tmp_path_factory):
 
 def test_gates_results_folder(gates_run):
     config, out, outcome = gates_run
-    for name in ("config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png", "solution_iv.png"):
+    for name in ("config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png", "solution_iv.png",
+                 "history.json", "history.csv"):  # fmt: skip
         assert (out / name).is_file(), name
+    curves = json.loads((out / "history.json").read_text())
+    (name, rows), = curves.items()
+    assert [r["step"] for r in rows] == list(range(1, 61))  # gd: {epochs: 60}
+    csv_rows = (out / "history.csv").read_text().splitlines()
+    assert csv_rows[0] == "curve,step,loss" and len(csv_rows) == 61
+    assert float(csv_rows[-1].rsplit(",", 1)[1]) == pytest.approx(rows[-1]["loss"])
     assert load_config(RunConfig, out / "config.yaml") == config
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(outcome.metrics))

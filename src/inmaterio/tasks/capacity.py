@@ -111,7 +111,7 @@ def run_capacity(task, surrogate: Processor, device: Processor | None, out: Path
         full_dev = [n for n in task.n_points if per_n[str(n)]["fraction_device"] == 1.0]
         metrics["vc_dimension_lower_bound_device"] = max(full_dev) if full_dev else None
     columns = ["N", "labellings", "found (surrogate)"] + (["found (device)"] if device is not None else []) + ["fit / s"]
-    return TaskOutcome(metrics, controls, "Capacity", columns, rows)
+    return TaskOutcome(metrics, controls, "Capacity", columns, rows, curves)
 
 
 def _row(n: int, entry: dict, with_device: bool) -> list[str]:

@@ -92,7 +92,8 @@ def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = Fals
             + ([f"{entry['device_accuracy']:.0%}", f"{entry['device_accuracy_surrogate_threshold']:.0%}", f"{entry['rms_difference_na']:.1f}"] if validation else [])
         )
     columns = ["gate", "surrogate acc.", "loss"] + (["device acc.", "device acc. (surrogate threshold)", "RMS surrogate-device / nA"] if validation else [])
-    plot_loss_curves({f"{task.algorithm} ({task.loss}), mean over gates": fits.history}, out / "learning_curve.png")
+    curves = {f"{task.algorithm} ({task.loss}), mean over gates": fits.history}
+    plot_loss_curves(curves, out / "learning_curve.png")
     plot_class_outputs(panels, out / "outputs_per_class.png")
     maps = {g: output_map(fits.layer, k, (0.0, 1.0)) for k, g in enumerate(task.gates)}
     plot_output_maps(maps, {g: (x.numpy(), targets[k].numpy()) for k, g in enumerate(task.gates)}, out / "solution_iv.png")
@@ -107,4 +108,4 @@ def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = Fals
         summary["gates_found_on_device"] = sum(int(metrics[g]["device_accuracy"] == 1) for g in task.gates)
         summary["validation_seconds"] = validation.seconds
     controls = {g: fits.layer.control_table()[k] for k, g in enumerate(task.gates)}
-    return TaskOutcome(summary, controls, "Boolean gates", columns, rows)
+    return TaskOutcome(summary, controls, "Boolean gates", columns, rows, curves)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["TaskOutcome"]
@@ -17,6 +17,8 @@ class TaskOutcome:
     metrics : JSON-serialisable numbers (written to ``metrics.json``).
     controls : JSON-serialisable learned control voltages (``controls.json``), V.
     title, columns, rows : the summary table the CLI prints (rows of strings).
+    curves : training curves by name, rows ``{"step": int, "loss": float}``
+        (epochs or generations; written to ``history.json`` / ``history.csv``).
     """
 
     metrics: dict[str, Any]
@@ -24,3 +26,4 @@ class TaskOutcome:
     title: str
     columns: list[str]
     rows: list[list[str]]
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)

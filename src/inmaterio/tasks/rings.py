@@ -92,7 +92,8 @@ def run_rings(task, surrogate: Processor, device: Processor | None, out: Path, s
     if noise:
         surrogate.set_noise(noise)
 
-    plot_loss_curves({f"{task.architecture} ({task.loss})": [{"step": h["epoch"], "loss": h["train_loss"]} for h in result.history]}, out / "learning_curve.png")
+    curves = {f"{task.architecture} ({task.loss})": [{"step": h["epoch"], "loss": h["train_loss"]} for h in result.history]}
+    plot_loss_curves(curves, out / "learning_curve.png")
     plot_class_outputs(panels, out / "outputs_per_class.png")
     plot_output_maps(
         {f"{task.architecture}: output current": output_map(model, None, (-1.0, 1.0))},
@@ -101,4 +102,4 @@ def run_rings(task, surrogate: Processor, device: Processor | None, out: Path, s
     )
     controls = {f"layer{i}": layer.control_table() for i, layer in enumerate(dnpu_layers(model))}
     controls["logistic_threshold_na"] = metrics["threshold_na"]
-    return TaskOutcome(metrics, controls, f"Rings ({task.architecture}, gap {task.gap})", ["back end", "train acc.", "test acc.", "Fisher"], rows)
+    return TaskOutcome(metrics, controls, f"Rings ({task.architecture}, gap {task.gap})", ["back end", "train acc.", "test acc.", "Fisher"], rows, curves)

@@ -5,6 +5,7 @@ The folder holds::
     config.yaml          the validated config (every default filled in)
     metrics.json         the task's numbers, the back ends, package version, wall time
     controls.json        learned control voltages (V) per solution, by electrode name
+    history.json, .csv   training curves: loss per epoch / generation (csv columns: curve, step, loss)
     learning_curve.png   loss per epoch / generation
     outputs_per_class.png  output current per class, surrogate and device
     solution_iv.png      output current over the input plane (gates, rings)
@@ -15,6 +16,8 @@ A folder that already holds results is never overwritten unless asked.
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import torch
 import inmaterio
 from inmaterio.config import dump_config
 from inmaterio.errors import ConfigError, ModelFileError
-from inmaterio.fileio import atomic_write_json
+from inmaterio.fileio import atomic_write_json, atomic_write_text
 from inmaterio.processors import DeviceProcessor, SurrogateProcessor
 from inmaterio.tasks.config import CapacityTask, GatesTask, RingsTask, RunConfig, SurrogateBackend, ValidationConfig
 from inmaterio.tasks.outcome import TaskOutcome
@@ -31,7 +34,7 @@ from inmaterio.tasks.outcome import TaskOutcome
 #: Every file a run may write; ``overwrite`` removes them all first, so no stale figure survives.
 RESULT_FILES = (
     "config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png",
-    "solution_iv.png", "capacity.png", "capacity_partial.json",
+    "solution_iv.png", "capacity.png", "capacity_partial.json", "history.json", "history.csv",
 )  # fmt: skip
 
 __all__ = ["build_surrogate_processor", "build_validation_processor", "check_backends", "run_task"]
@@ -141,6 +144,18 @@ def run_task(config: RunConfig, out: str | Path, *, progress: bool = True, overw
         **outcome.metrics,
     }
     atomic_write_json(out / "controls.json", outcome.controls)
+    _write_history(out, outcome.curves)
     atomic_write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
     outcome.metrics = metrics
     return outcome
+
+
+def _write_history(out: Path, curves: dict[str, list[dict]]) -> None:
+    """The training curves as JSON and as a long-format CSV (curve, step, loss)."""
+    atomic_write_json(out / "history.json", curves)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["curve", "step", "loss"])
+    for name, rows in curves.items():
+        writer.writerows([name, r["step"], r["loss"]] for r in rows)
+    atomic_write_text(out / "history.csv", buffer.getvalue())
