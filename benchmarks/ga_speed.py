@@ -3,17 +3,14 @@
 Command (from the repository root; prints markdown tables)::
 
     python benchmarks/ga_speed.py --populations 26 64 256 1024 --generations 50 --repeats 3
-    python benchmarks/ga_speed.py --populations 26 64 256 1024 --generations 50 --repeats 3 --chunk-rows 8192
-    python benchmarks/ga_speed.py --populations 26 64 256 1024 --generations 50 --repeats 3 --samples-per-point 1
 
 Setting (the one brains-py's figure below was taken with): one DNPU node of
 the bundled surrogate (5x90 ReLU MLP, 7 activation electrodes), data on
 electrodes e3 and e4 with data range [0, 1], the 5 other electrodes are the
 genes. The input is brains-py's XOR waveform of 320 points: the 4 input pairs
 (0,0), (0,1), (1,0), (1,1), each held for 80 samples; targets 0, 1, 1, 0.
-Fitness is ``-corrsig(output, target)`` and the whole population is ONE
-surrogate call per generation, ``layer(x, genomes[:, None, :])``
-(population x 320 rows), under :func:`torch.inference_mode`. The GA is
+Fitness is ``-corrsig(output, target)`` and the whole population is
+evaluated in one batched call per generation, under :func:`torch.inference_mode`. The GA is
 :class:`~inmaterio.training.ga.GeneticAlgorithm` with its default operators
 (6 elites, linear ranking, BLX-alpha-beta, Gaussian mutation), no progress bar
 and no checkpoint.
@@ -30,21 +27,21 @@ corrsig, 5x90 surrogate, 320 points) on this kind of 2-core machine, i.e.
 genome evaluations per second over that (for population 26: 1.42 s over our
 time for the same 50 generations).
 
-``--chunk-rows N`` splits the population into equal groups of at most
-``N`` surrogate rows (at least one genome each), one call per group. Measured
-on the bare 5x90 MLP (2 threads, idle machine): 1.7e6 to 1.9e6 rows/s in calls of
-1,000 to 8,000 rows, 1.2e6 to 1.3e6 at 32,000 to 82,000 rows and 0.5e6 with
-327,680 rows in one call (population 1024 x 320 points: the activations,
-118 MB per layer, presumably no longer fit the caches); the same 327,680 rows in calls of
-8,192 run at 1.9e6 rows/s, so a processor that cut large calls into chunks
-would be ~3x faster there (2.3x per GA generation at population 1024).
+Two ways of evaluating a generation are timed in the same run:
 
-``--samples-per-point 1`` evaluates the 4 distinct input pairs only (what
-``inmaterio run`` does for gates on the surrogate, ``repeats: 1``). Without
-output noise the fitness is the same (a point held for k samples leaves the
-Pearson correlation and the class separation of corrsig unchanged; measured:
-equal to float32 rounding) at 1/80 of the surrogate work; its "vs brains-py"
-compares the same fitness, not the same amount of arithmetic.
+* ``layer``: what inmaterio does, ``layer(x, genomes)``. The DNPU layer finds
+  the distinct rows of ``x`` (4 of the 320) and the surrogate evaluates
+  ``population x 4`` operating points, expanding them to the 320 samples
+  (output noise, when on, is still drawn per sample; see
+  :meth:`~inmaterio.processors.Processor.forward_repeated`). Same fitness:
+  the test suite checks the outputs against the per-sample evaluation.
+* ``every sample``: ``processor(layer.voltages(x, genomes))``, all
+  ``population x 320`` rows through the MLP, as brains-py does. The processor
+  cuts calls without gradients into chunks of
+  :data:`~inmaterio.processors.CHUNK_ROWS` rows (cache-sized activations:
+  one call on 327,680 rows ran at 0.5e6 rows/s, chunks of 8,192 at 1.9e6).
+
+``--samples-per-point`` changes how long each XOR input is held (80: 320 points).
 """
 
 from __future__ import annotations
@@ -75,22 +72,25 @@ def xor_waveform(samples_per_point: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TimedFitness:
-    """``-corrsig`` of every genome, one batched surrogate call; accumulates its own wall time."""
+    """``-corrsig`` of every genome in one batched evaluation; accumulates its own wall time.
 
-    def __init__(self, layer: DNPU, x: torch.Tensor, y: torch.Tensor, chunk_rows: int = 0) -> None:
+    ``every_sample=False``: ``layer(x, genomes)`` (distinct points once, expanded);
+    ``every_sample=True``: the processor on all ``population x points`` voltages.
+    """
+
+    def __init__(self, layer: DNPU, x: torch.Tensor, y: torch.Tensor, every_sample: bool) -> None:
         self.layer, self.x, self.y = layer, x, y
-        self.chunk_rows = chunk_rows
+        self.every_sample = every_sample
         self.seconds = 0.0
         self.calls = 0
 
     def __call__(self, genomes: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         with torch.inference_mode():
-            if self.chunk_rows <= 0:
+            if self.every_sample:
+                out = self.layer.processor(self.layer.voltages(self.x, genomes[:, None, :]))[..., 0]
+            else:
                 out = self.layer(self.x, genomes[:, None, :])[..., 0]  # (population, points) nA
-            else:  # equal groups of genomes, each <= chunk_rows rows (at least one genome)
-                groups = min(len(genomes), -(-len(genomes) * len(self.x) // self.chunk_rows))
-                out = torch.cat([self.layer(self.x, g[:, None, :])[..., 0] for g in genomes.tensor_split(groups)])
             fitness = -corrsig(out, self.y)
         self.seconds += time.perf_counter() - start
         self.calls += 1
@@ -98,12 +98,12 @@ class TimedFitness:
 
 
 def run_once(
-    layer: DNPU, x: torch.Tensor, y: torch.Tensor, population: int, generations: int, seed: int, chunk_rows: int
+    layer: DNPU, x: torch.Tensor, y: torch.Tensor, population: int, generations: int, seed: int, every_sample: bool
 ) -> tuple[float, float]:
     """Wall seconds of one ``evolve`` and the seconds spent inside the fitness function."""
     config = GAConfig(population_size=population, generations=generations, seed=seed)
     ga = GeneticAlgorithm(config, layer.control_bounds())
-    fitness = TimedFitness(layer, x, y, chunk_rows)
+    fitness = TimedFitness(layer, x, y, every_sample)
     start = time.perf_counter()
     result = ga.evolve(fitness)
     total = time.perf_counter() - start
@@ -117,9 +117,6 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=50, help="generations per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per population (the fastest is shown)")
     parser.add_argument("--samples-per-point", type=int, default=80, help="samples each XOR input is held (80: 320 points)")
-    parser.add_argument(
-        "--chunk-rows", type=int, default=0, help="surrogate rows per call at most (0: the whole population in one call)"
-    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,46 +127,49 @@ def main() -> None:
     n_points = len(x)
     gens = args.generations
 
-    rows = []
-    for population in args.populations:
-        run_once(layer, x, y, population, min(3, gens), 0, args.chunk_rows)  # warm-up, not timed
-        runs = [run_once(layer, x, y, population, gens, r, args.chunk_rows) for r in range(args.repeats)]
-        total, in_fitness = min(runs)
-        rows.append((population, total, in_fitness))
+    results = {}
+    for every_sample in (False, True):
+        rows = []
+        for population in args.populations:
+            run_once(layer, x, y, population, min(3, gens), 0, every_sample)  # warm-up, not timed
+            runs = [run_once(layer, x, y, population, gens, r, every_sample) for r in range(args.repeats)]
+            total, in_fitness = min(runs)
+            rows.append((population, total, in_fitness))
+        results["every sample" if every_sample else "layer"] = rows
 
-    base = next((total for p, total, _ in rows if p == 26), rows[0][1])
-    base_pop = 26 if any(p == 26 for p, _, _ in rows) else rows[0][0]
     print(
         f"GA on the bundled 5x90 surrogate: XOR, corrsig, {n_points} points, 1 DNPU (inputs e3, e4), "
-        f"{gens} generations, best of {args.repeats}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"{'one surrogate call per generation' if not args.chunk_rows else f'calls of <= {args.chunk_rows} rows'}\n"
+        f"{gens} generations, best of {args.repeats}, {torch.get_num_threads()} threads, torch {torch.__version__}\n"
     )
     print(
-        f"| population | s per {gens} generations | generations/s | genomes x points /s "
-        f"| time vs pop {base_pop} (population ratio) | vs brains-py (genomes/s) |"
+        f"| evaluation | population | s per {gens} generations | generations/s | genomes x points /s "
+        f"| time vs the smallest population (population ratio) | vs brains-py (genomes/s) |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
-    for population, total, _ in rows:
-        genomes_per_s = population * gens / total
-        print(
-            f"| {population} | {total:.3f} | {gens / total:,.1f} | {genomes_per_s * n_points:.3g} "
-            f"| {total / base:.2f}x ({population / base_pop:.1f}x) | {genomes_per_s / BRAINSPY_GENOMES_PER_S:.1f}x |"
-        )
-    for population, total, _ in rows:
-        if population == 26 and gens == 50:
-            print(f"\nPopulation 26, 50 generations: {total:.3f} s vs brains-py's {BRAINSPY_SECONDS} s = "
-                  f"{BRAINSPY_SECONDS / total:.1f}x faster.")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for mode, rows in results.items():
+        base_pop, base, _ = rows[0]
+        for population, total, _ in rows:
+            genomes_per_s = population * gens / total
+            print(
+                f"| {mode} | {population} | {total:.3f} | {gens / total:,.1f} | {genomes_per_s * n_points:.3g} "
+                f"| {total / base:.2f}x ({population / base_pop:.1f}x) | {genomes_per_s / BRAINSPY_GENOMES_PER_S:.1f}x |"
+            )
+    for mode, rows in results.items():
+        for population, total, _ in rows:
+            if population == 26 and gens == 50:
+                print(f"\n{mode}: population 26, 50 generations: {total:.3f} s vs brains-py's {BRAINSPY_SECONDS} s = "
+                      f"{BRAINSPY_SECONDS / total:.1f}x faster.")
 
     print("\nWhere the time goes (same runs):\n")
-    print("| population | ms/generation | fitness call ms | GA bookkeeping ms | bookkeeping share |")
-    print("| --- | --- | --- | --- | --- |")
-    for population, total, in_fitness in rows:
-        book = total - in_fitness
-        print(
-            f"| {population} | {1e3 * total / gens:.2f} | {1e3 * in_fitness / gens:.2f} "
-            f"| {1e3 * book / gens:.3f} | {book / total:.1%} |"
-        )
-
+    print("| evaluation | population | ms/generation | fitness call ms | GA bookkeeping ms | bookkeeping share |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for mode, rows in results.items():
+        for population, total, in_fitness in rows:
+            book = total - in_fitness
+            print(
+                f"| {mode} | {population} | {1e3 * total / gens:.2f} | {1e3 * in_fitness / gens:.2f} "
+                f"| {1e3 * book / gens:.3f} | {book / total:.1%} |"
+            )
 
 if __name__ == "__main__":
     main()

@@ -439,3 +439,20 @@ def test_control_table_writes_range_ends_a_device_accepts():
     table = layer.control_table()
     assert all(v == -1.2 for v in table[0].values()) and all(v == 0.6 for v in table[1].values())
     assert set(table[0]) == {"e0", "e1", "e2", "e5", "e6"}
+
+
+def test_population_on_repeated_data_evaluates_distinct_points_once():
+    """A 320-sample waveform of 4 points x 26 genomes: 104 surrogate rows, the same outputs."""
+    processor = surrogate()
+    layer = DNPU(processor, 1, (0, 1), seed=0)
+    x = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]).repeat_interleave(80, dim=0)
+    genomes = layer.control_low + torch.rand(26, 1, layer.n_controls) * (layer.control_high - layer.control_low)
+    rows = []
+    processor.model.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
+    with torch.no_grad():
+        out = layer(x, genomes)
+    assert rows == [26 * 4] and out.shape == (26, 320, 1)
+    for g in (0, 13, 25):
+        with torch.no_grad():
+            layer.controls.copy_(genomes[g])
+            np.testing.assert_allclose(out[g].numpy(), layer(x).numpy(), rtol=1e-5, atol=1e-5)

@@ -428,3 +428,46 @@ def test_device_describe_is_json():
     d = json.loads(json.dumps(proc.describe()))
     assert d["type"] == "DeviceProcessor" and d["device"]["type"] == "AnalyticDevice"
     assert (d["plateau_samples"], d["ramp_samples"]) == (3, 2)
+
+
+def test_large_inputs_run_in_chunks_with_the_same_result():
+    """More than CHUNK_ROWS rows without gradients: chunked calls, values of the formula."""
+    from inmaterio.processors import CHUNK_ROWS
+
+    processor = SurrogateProcessor(linear_model())
+    v = random_voltages((CHUNK_ROWS * 2 + 17,), seed=3)
+    calls = []
+    processor.model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    with torch.no_grad():
+        out = processor(v)
+    assert calls == [CHUNK_ROWS, CHUNK_ROWS, 17]
+    np.testing.assert_allclose(out.numpy(), hand_current(v.numpy()), rtol=1e-5, atol=1e-4)
+    calls.clear()
+    processor(v.requires_grad_())  # with gradients: one call, so autograd keeps one graph
+    assert calls == [len(v)]
+
+
+def test_forward_repeated_draws_noise_per_sample():
+    """Distinct points evaluated once, expanded; noise independent per expanded sample."""
+    processor = SurrogateProcessor(linear_model(), noise=True, noise_std_na=2.0)
+    distinct = random_voltages((2,), seed=5)  # (2, 4)
+    index = torch.tensor([0, 0, 1, 1, 0] * 20000)
+    torch.manual_seed(0)
+    out = processor.forward_repeated(distinct, index, dim=0)
+    clean = torch.tensor(hand_current(distinct.numpy()), dtype=torch.float32)[index]
+    residual = out - clean
+    assert float(residual.std()) == pytest.approx(2.0, rel=0.02)
+    # neighbours that repeat the same point are independent: their difference has std 2 * sqrt(2)
+    assert float((out[0::5] - out[1::5]).std()) == pytest.approx(2.0 * 2**0.5, rel=0.03)
+
+
+def test_device_forward_repeated_measures_every_sample():
+    device = AnalyticDevice(n_activation=4, low_v=-0.5, high_v=0.3)
+    calls = []
+    measure = device.measure
+    device.measure = lambda v: calls.append(len(v)) or measure(v)
+    processor = DeviceProcessor(device)
+    distinct = torch.tensor([[0.1, 0.0, -0.2, 0.25], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    out = processor.forward_repeated(distinct, torch.tensor([1, 0, 0, 1]), dim=0)
+    assert calls == [4]
+    np.testing.assert_allclose(out.numpy(), device.measure(distinct.numpy())[[1, 0, 0, 1]])

