@@ -471,3 +471,16 @@ def test_device_forward_repeated_measures_every_sample():
     out = processor.forward_repeated(distinct, torch.tensor([1, 0, 0, 1]), dim=0)
     assert calls == [4]
     np.testing.assert_allclose(out.numpy(), device.measure(distinct.numpy())[[1, 0, 0, 1]])
+
+
+def test_noise_off_context_restores_the_setting():
+    processor = SurrogateProcessor(linear_model(), noise=True, noise_std_na=5.0)
+    v = random_voltages((1000,), seed=2)
+    with processor.noise_off() as quiet:
+        assert quiet is processor and processor.noise_std_na == 0.0
+        np.testing.assert_allclose(processor(v).detach().numpy(), hand_current(v.numpy()), rtol=1e-5, atol=1e-4)
+    assert processor.noise_std_na == 5.0
+    assert float((processor(v) - torch.tensor(hand_current(v.numpy()), dtype=torch.float32)).std()) > 4.0
+    device_processor = DeviceProcessor(AnalyticDevice(n_activation=4, low_v=-0.5, high_v=0.3))
+    with device_processor.noise_off() as same:  # nothing to switch off on a device: a no-op
+        assert same is device_processor

@@ -346,7 +346,20 @@ def test_rings_run_and_multiplexed_validation(tmp_path, monkeypatch, architectur
     controls = json.loads((tmp_path / "controls.json").read_text())
     assert [len(controls[f"layer{i}"]) for i in range(len(nodes))] == nodes
     assert all(list(node) == CONTROL_NAMES for i in range(len(nodes)) for node in controls[f"layer{i}"])
-    assert {p.name for p in tmp_path.iterdir()} >= {"config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png", "solution_iv.png"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png", "solution_iv.png", "model.safetensors"}
+    # the saved network (controls and batch-norm state) reproduces the recorded Fisher criterion
+    from safetensors.torch import load_file
+
+    from inmaterio.data.rings import make_rings
+    from inmaterio.tasks.rings import build_ring_model
+    from inmaterio.training.losses import fisher
+
+    model = build_ring_model(architecture, SurrogateProcessor(load_default_surrogate()), (3, 4), seed=12345)
+    model.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    model.eval()
+    x_train, y_train = make_rings(50, gap=0.1, seed=0)
+    with torch.no_grad():
+        assert float(-fisher(model(x_train), y_train)) == pytest.approx(m["fisher_train"], rel=1e-4)
 
 
 # ------------------------------------------------------------------------------- run_task: capacity

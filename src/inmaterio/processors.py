@@ -30,6 +30,8 @@ surrogate, validate on the device).
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -112,6 +114,11 @@ class Processor(nn.Module):
     @abstractmethod
     def forward(self, voltages: torch.Tensor) -> torch.Tensor:
         """Readout current (nA) of shape ``voltages.shape[:-1]``."""
+
+    @contextmanager
+    def noise_off(self) -> Iterator[Processor]:
+        """Context manager: evaluate without added output noise (a device's own noise stays)."""
+        yield self
 
     def forward_repeated(self, voltages: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
         """Evaluate ``voltages.index_select(dim, index)`` (operating points that repeat), same result.
@@ -198,6 +205,16 @@ class SurrogateProcessor(Processor):
         if not (np.isfinite(std_na) and std_na >= 0):
             raise ConfigError(f"noise_std_na must be a finite value >= 0 nA, got {std_na}")
         self.noise_std_na = float(std_na)
+
+    @contextmanager
+    def noise_off(self) -> Iterator[SurrogateProcessor]:
+        """Context manager: no output noise inside (e.g. to measure accuracy); the setting is restored after."""
+        saved = self.noise_std_na
+        self.noise_std_na = 0.0
+        try:
+            yield self
+        finally:
+            self.noise_std_na = saved
 
     def forward(self, voltages: torch.Tensor) -> torch.Tensor:
         return self._output_stage(self._model_current(voltages))

@@ -101,14 +101,8 @@ def fit_binary_nodes(
         raise ConfigError(f"unknown algorithm '{algorithm}'; choose 'gd' or 'ga'")
     seconds = time.perf_counter() - start
 
-    noise = getattr(processor, "noise_std_na", 0.0)
-    if noise:
-        processor.set_noise(0.0)
-    try:
+    with processor.noise_off():
         out, losses, acc = evaluate_nodes(layer, x, targets.repeat(attempts, 1), loss)
-    finally:
-        if noise:
-            processor.set_noise(noise)
     # node index = attempt * n_problems + problem; pick per problem: max accuracy, then the widest
     # class separation (nA): what has to survive the device's noise and the surrogate's error
     margin = separation_na(out, targets.repeat(attempts, 1)).reshape(attempts, n_problems)

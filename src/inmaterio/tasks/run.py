@@ -10,6 +10,7 @@ The folder holds::
     outputs_per_class.png  output current per class, surrogate and device
     solution_iv.png      output current over the input plane (gates, rings)
     capacity.png         fraction found vs N (capacity)
+    model.safetensors    the whole trained network: controls, batch-norm state (rings)
 
 A folder that already holds results is never overwritten unless asked.
 """
@@ -34,7 +35,7 @@ from inmaterio.tasks.outcome import TaskOutcome
 #: Every file a run may write; ``overwrite`` removes them all first, so no stale figure survives.
 RESULT_FILES = (
     "config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png",
-    "solution_iv.png", "capacity.png", "capacity_partial.json", "history.json", "history.csv",
+    "solution_iv.png", "capacity.png", "capacity_partial.json", "history.json", "history.csv", "model.safetensors",
 )  # fmt: skip
 
 __all__ = ["build_surrogate_processor", "build_validation_processor", "check_backends", "run_task"]
