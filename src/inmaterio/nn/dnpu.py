@@ -47,7 +47,8 @@ class DNPU(nn.Module):
     n_nodes : number of nodes (>= 1).
     input_electrodes : the activation electrodes (indices or names) that take
         data; one sequence for every node, or one sequence per node (all of
-        the same length). The others are control electrodes, in ascending order.
+        the same length). The others are control electrodes, in ascending order
+        (none when every activation electrode takes data: a fixed node).
     data_range : ``(low, high)`` of the data for every input, or one
         ``(low, high)`` per input position.
     seed : seed of the uniform initialisation of the controls (None: torch's global generator).
@@ -82,11 +83,8 @@ class DNPU(nn.Module):
         per_node = _per_node_electrodes(input_electrodes, self.n_nodes, info.electrode_names)
         self.n_inputs = len(per_node[0])
         self.n_controls = n_act - self.n_inputs
-        if self.n_inputs == 0 or self.n_controls == 0:
-            raise ConfigError(
-                f"a node needs at least one input and one control electrode; {self.n_inputs} input(s) of "
-                f"{n_act} activation electrodes {info.electrode_names}"
-            )
+        if self.n_inputs == 0:
+            raise ConfigError(f"a node needs at least one input electrode of {info.electrode_names}")
         ranges = torch.as_tensor(info.ranges_array(), dtype=torch.float64)
         dtype = torch.get_default_dtype()
         input_index = torch.tensor(per_node, dtype=torch.long)  # (nodes, n_inputs)
