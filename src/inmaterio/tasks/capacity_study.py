@@ -1,0 +1,244 @@
+"""The capacity study of Ruiz Euler et al. (2021): DNPU vs small logistic networks, N = 4..10 points.
+
+For N points of :data:`~inmaterio.tasks.config.CAPACITY_POINTS` every one of
+the ``2**N`` labellings is a binary classification problem. A classifier is a
+*feature* model followed by a *decision node*: batch norm with an affine
+transform, then a logistic sigmoid, trained with binary cross-entropy, full
+batch, Adam (lr 0.03, betas (0.995, 0.999)), 1500 epochs. The feature models:
+
+* ``dnpu``: one DNPU node of the surrogate, inputs on two electrodes, the
+  points mapped onto the electrodes' voltage range (the points are volts);
+* ``dnpu_annealed``: the same, trained up to 15 times with Gaussian output
+  noise whose variance, in units of the surrogate's test MSE, starts at 1 and
+  is multiplied by ``1 - (n + 1) / 15`` after attempt ``n`` (so it reaches 0
+  at the last attempt); after every attempt the classifier is measured on the
+  virtual device and counts as found there when its accuracy exceeds
+  ``1 - 0.5 / N``; the next attempt trains only the labellings not yet found;
+* ``logistic2`` / ``logistic3``: a layer of 2 or 3 logistic units (weights
+  and biases) on the two inputs, summed with learned weights.
+
+All labellings of one N train at once: the feature model and the decision
+node carry a leading "labelling" dimension (one DNPU node / one small
+network / one batch-norm channel per labelling), and the BCE losses of the
+labellings are summed, so each gets exactly the gradient it would get alone.
+The two constant labellings are trained like the others.
+
+:func:`capacity_trial` runs one (model, N, seed) case and returns plain
+numbers; it is a top-level function so an executor can ship it to a worker.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from inmaterio.errors import ConfigError
+from inmaterio.nn import DNPU
+from inmaterio.processors import Processor
+from inmaterio.tasks.capacity import labellings
+from inmaterio.tasks.config import CAPACITY_POINTS
+
+__all__ = ["MODELS", "DecisionNode", "LogisticFeatures", "anneal_schedule", "capacity_trial", "train_classifiers"]
+
+#: Feature models of the study.
+MODELS = ("dnpu", "dnpu_annealed", "logistic2", "logistic3")
+
+
+def anneal_schedule(attempts: int = 15) -> list[float]:
+    """Noise variance factors per attempt: ``f[0] = 1``, ``f[n + 1] = (1 - (n + 1) / attempts) * f[n]``."""
+    factors = [1.0]
+    for n in range(attempts - 1):
+        factors.append((1.0 - (n + 1) / attempts) * factors[-1])
+    return factors
+
+
+class DecisionNode(nn.Module):
+    """Batch norm with affine transform, per labelling: ``(batch, L)`` features -> ``(batch, L)`` logits.
+
+    The logistic sigmoid of the logits is the class-1 probability; BCE on the
+    logits trains it. In eval mode the running statistics of training are used
+    (the decision rule a device validation applies unchanged).
+    """
+
+    def __init__(self, n_labellings: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(n_labellings, affine=True)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.norm(features)
+
+
+class LogisticFeatures(nn.Module):
+    """``L`` independent networks of ``hidden`` logistic units: ``(batch, 2)`` -> ``(batch, L)``.
+
+    ``h = sigmoid(x W[l]^T + b[l])`` (``hidden`` units), ``feature = h . v[l]``;
+    weights initialised N(0, 1), biases and output weights as well.
+    """
+
+    def __init__(self, n_labellings: int, hidden: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(n_labellings, hidden, 2, generator=generator))
+        self.b = nn.Parameter(torch.randn(n_labellings, hidden, generator=generator))
+        self.v = nn.Parameter(torch.randn(n_labellings, hidden, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.sigmoid(torch.einsum("bi,lhi->blh", x, self.w) + self.b)
+        return torch.einsum("blh,lh->bl", h, self.v)
+
+
+def train_classifiers(
+    features: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, epochs: int = 1500, lr: float = 0.03
+) -> tuple[nn.Module, torch.Tensor]:
+    """Train ``features`` + a decision node on ``x (N, 2)`` for ``labels (L, N)``; return the decision and accuracy ``(L,)``.
+
+    Full batch, Adam (lr, betas (0.995, 0.999)), summed BCE; the DNPU
+    controls are kept in range (``constrain`` after every step). Accuracy is
+    measured in eval mode (running statistics), without output noise.
+    """
+    decision = DecisionNode(labels.shape[0])
+    params = list(features.parameters()) + list(decision.parameters())
+    optimiser = torch.optim.Adam(params, lr=lr, betas=(0.995, 0.999))
+    targets = labels.T.to(torch.float32)  # (N, L)
+    bce = nn.BCEWithLogitsLoss(reduction="none")
+    constrain = getattr(features, "constrain", None)
+    features.train()
+    decision.train()
+    for _ in range(epochs):
+        optimiser.zero_grad(set_to_none=True)
+        loss = bce(decision(features(x)), targets).mean(dim=0).sum()
+        if not torch.isfinite(loss):
+            raise ConfigError(f"the capacity training diverged (loss {float(loss)}); lower the learning rate")
+        loss.backward()
+        optimiser.step()
+        if constrain is not None:
+            with torch.no_grad():
+                constrain()
+    features.eval()
+    decision.eval()
+    with torch.no_grad():
+        predicted = decision(_quiet(features, x)) > 0
+    return decision, (predicted == targets.bool()).float().mean(dim=0)
+
+
+def _quiet(features: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Features without the surrogate's output noise (DNPU features) or as they are."""
+    processor = getattr(features, "processor", None)
+    if processor is None:
+        return features(x)
+    with processor.noise_off():
+        return features(x)
+
+
+def capacity_trial(spec: dict[str, Any]) -> dict[str, Any]:
+    """One case of the study: ``spec`` = model, n_points, seed, epochs, restarts (plain models:
+    labellings not yet separated are retrained with fresh initialisations, 5
+    times in all by default), input_electrodes, data_range, and for DNPU
+    models ``surrogate_dir`` (None: bundled) and, for
+    ``dnpu_annealed``, ``device`` (a device spec such as ``{"type": "analytic"}``
+    or ``{"type": "hopping", ...}``; None: the surrogate's own virtual DNPU, on
+    ``device_threads`` threads), ``plateau_samples`` and ``attempts``.
+
+    Returns found counts and fractions (constant labellings included), the
+    per-attempt history of the annealed model, and the wall time.
+    """
+    start = time.perf_counter()
+    model, n = spec["model"], int(spec["n_points"])
+    if model not in MODELS:
+        raise ConfigError(f"unknown capacity model '{model}'; choose one of {MODELS}")
+    seed = int(spec["seed"])
+    torch.manual_seed(seed)
+    x = torch.tensor(CAPACITY_POINTS[:n], dtype=torch.float32)
+    labels = labellings(n)
+    epochs = int(spec.get("epochs", 1500))
+    result: dict[str, Any] = {"model": model, "n_points": n, "labellings": len(labels), "seed": spec["seed"]}
+    restarts = int(spec.get("restarts", 5))
+    if model.startswith("logistic"):
+        hidden = int(model[-1])
+        make = lambda count, r: LogisticFeatures(count, hidden, torch.Generator().manual_seed(seed * 1000 + r))  # noqa: E731
+        result.update(_with_restarts(make, x, labels, restarts, epochs))
+    else:
+        processor = _surrogate_processor(spec.get("surrogate_dir"))
+        electrodes = spec.get("input_electrodes", (3, 4))
+        data_range = tuple(spec.get("data_range", (-1.2, 0.6)))
+        if model == "dnpu":
+            make = lambda count, r: DNPU(processor, count, electrodes, data_range, seed=seed * 1000 + r)  # noqa: E731
+            result.update(_with_restarts(make, x, labels, restarts, epochs))
+        else:
+            result.update(_annealed(spec, processor, electrodes, data_range, x, labels, epochs))
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def _with_restarts(make, x: torch.Tensor, labels: torch.Tensor, restarts: int, epochs: int) -> dict[str, Any]:
+    """Train all labellings; retrain those not yet separated with fresh initialisations, ``restarts`` times in all.
+
+    ``make(count, restart)`` builds the feature model of ``count`` labellings.
+    """
+    pending = torch.arange(len(labels))
+    found = torch.zeros(len(labels), dtype=torch.bool)
+    per_restart = []
+    for r in range(restarts):
+        if len(pending) == 0:
+            break
+        _, acc = train_classifiers(make(len(pending), r), x, labels[pending], epochs=epochs)
+        ok = acc == 1.0
+        found[pending[ok]] = True
+        per_restart.append(int(ok.sum()))
+        pending = pending[~ok]
+    return {"found": int(found.sum()), "fraction": float(found.float().mean()), "found_per_restart": per_restart}
+
+
+def _surrogate_processor(model_dir: str | None) -> Processor:
+    from inmaterio.processors import SurrogateProcessor
+    from inmaterio.surrogate import load_default_surrogate, load_surrogate
+
+    return SurrogateProcessor(load_default_surrogate() if model_dir is None else load_surrogate(model_dir))
+
+
+def _annealed(spec, processor, electrodes, data_range, x, labels, epochs) -> dict[str, Any]:
+    """Noise-annealed training with device validation after each attempt (see the module docstring)."""
+    from inmaterio.config import validate_config
+    from inmaterio.devices.hopping import HoppingDevice
+    from inmaterio.devices.registry import DeviceFile, build_device, device_config_from_description
+    from inmaterio.nn import processor_swapped
+    from inmaterio.processors import DeviceProcessor
+
+    if spec.get("device") is None:  # the virtual DNPU the surrogate was generated from
+        config = device_config_from_description(processor.info.provenance["device"])
+        physical = HoppingDevice(config, n_threads=spec.get("device_threads", 1))
+    else:
+        physical = build_device(validate_config(DeviceFile, {"device": spec["device"]}, "spec['device']").device)
+    device = DeviceProcessor(physical, plateau_samples=int(spec.get("plateau_samples", 1)))
+    rmse = processor.info.noise_na
+    if rmse is None:
+        raise ConfigError("the surrogate has no test RMSE (info.noise_na); the annealed model needs it")
+    n = x.shape[0]
+    pending = torch.arange(len(labels))
+    surrogate_found = torch.zeros(len(labels), dtype=torch.bool)
+    device_found = torch.zeros(len(labels), dtype=torch.bool)
+    history = []
+    for attempt, factor in enumerate(anneal_schedule(int(spec.get("attempts", 15)))):
+        if len(pending) == 0:
+            break
+        processor.set_noise(rmse * math.sqrt(factor))
+        layer = DNPU(processor, len(pending), electrodes, data_range, seed=int(spec["seed"]) * 100 + attempt)
+        decision, acc = train_classifiers(layer, x, labels[pending], epochs=epochs)
+        surrogate_found[pending[acc == 1.0]] = True
+        with torch.no_grad(), processor_swapped(layer, device):
+            measured = decision(layer(x)) > 0  # (N, pending): running statistics, the surrogate's decision rule
+        device_acc = (measured == labels[pending].T.bool()).float().mean(dim=0)
+        ok = device_acc > 1.0 - 0.5 / n
+        device_found[pending[ok]] = True
+        history.append({"attempt": attempt, "noise_variance_factor": factor, "trained": len(pending), "found_on_device": int(ok.sum())})
+        pending = pending[~ok]
+    processor.set_noise(0.0)
+    return {
+        "found": int(device_found.sum()),
+        "fraction": float(device_found.float().mean()),
+        "found_on_surrogate_any_attempt": int(surrogate_found.sum()),
+        "attempts": history,
+    }

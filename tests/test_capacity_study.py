@@ -1,0 +1,78 @@
+"""The capacity study's pieces: the annealing schedule, the vectorised models, one trial per model."""
+
+import pytest
+import torch
+
+from inmaterio.errors import ConfigError
+from inmaterio.tasks.capacity import labellings
+from inmaterio.tasks.capacity_study import (
+    DecisionNode,
+    LogisticFeatures,
+    anneal_schedule,
+    capacity_trial,
+    train_classifiers,
+)
+from inmaterio.tasks.config import CAPACITY_POINTS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_anneal_schedule_by_hand():
+    f = anneal_schedule(15)
+    assert len(f) == 15 and f[0] == 1.0
+    assert f[1] == pytest.approx(14 / 15) and f[2] == pytest.approx(14 / 15 * 13 / 15)
+    assert f[13] == pytest.approx(f[12] * 2 / 15) and f[14] == pytest.approx(f[13] * 1 / 15)
+    assert all(a > b > 0 for a, b in zip(f, f[1:]))
+
+
+def test_logistic_features_are_independent_per_labelling():
+    """Labelling l's feature depends only on its own weights: a loop over labellings gives the same."""
+    f = LogisticFeatures(3, 2, torch.Generator().manual_seed(0))
+    x = torch.randn(5, 2)
+    out = f(x)
+    for l in range(3):
+        h = torch.sigmoid(x @ f.w[l].T + f.b[l])
+        torch.testing.assert_close(out[:, l], h @ f.v[l])
+
+
+def test_decision_node_normalises_each_labelling_separately():
+    node = DecisionNode(2)
+    features = torch.tensor([[1.0, 100.0], [3.0, 300.0]])
+    out = node(features)  # training mode: batch statistics, affine = identity at start
+    torch.testing.assert_close(out, torch.tensor([[-1.0, -1.0], [1.0, 1.0]]), atol=1e-4, rtol=0)
+
+
+def test_three_logistic_units_shatter_four_points():
+    """XOR-type corners included: every one of the 16 labellings of 4 points is separated."""
+    r = capacity_trial({"model": "logistic3", "n_points": 4, "seed": 0, "epochs": 800})
+    assert r["labellings"] == 16 and r["found"] == 16 and r["fraction"] == 1.0
+
+
+def test_training_reaches_full_accuracy_on_separable_labellings():
+    x = torch.tensor(CAPACITY_POINTS[:4], dtype=torch.float32)
+    linear = labellings(4)[[3, 5, 12]]  # 0011, 0101, 1100: one line separates them
+    _, acc = train_classifiers(LogisticFeatures(3, 2, torch.Generator().manual_seed(1)), x, linear, epochs=300)
+    assert acc.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_annealed_dnpu_validates_on_a_device():
+    """The annealed model trains on the surrogate and counts what the (analytic) device separates."""
+    r = capacity_trial({
+        "model": "dnpu_annealed", "n_points": 4, "seed": 0, "epochs": 100, "attempts": 3,
+        "device": {"type": "analytic"},
+    })  # fmt: skip
+    assert [a["noise_variance_factor"] for a in r["attempts"]] == pytest.approx(anneal_schedule(3)[: len(r["attempts"])])
+    assert r["attempts"][0]["trained"] == 16
+    assert sum(a["found_on_device"] for a in r["attempts"]) == r["found"] <= 16
+    assert r["fraction"] == r["found"] / 16
+
+
+def test_unknown_model():
+    with pytest.raises(ConfigError, match="unknown capacity model 'mlp'"):
+        capacity_trial({"model": "mlp", "n_points": 4, "seed": 0})
