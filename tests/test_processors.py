@@ -484,3 +484,17 @@ def test_noise_off_context_restores_the_setting():
     device_processor = DeviceProcessor(AnalyticDevice(n_activation=4, low_v=-0.5, high_v=0.3))
     with device_processor.noise_off() as same:  # nothing to switch off on a device: a no-op
         assert same is device_processor
+
+
+def test_bfloat16_matrix_products_stay_close_and_keep_gradients():
+    """bfloat16 autocast: outputs within ~1% of the float32 ones, float32 results, gradients flow."""
+    processor = SurrogateProcessor(linear_model())
+    v = random_voltages((500,), seed=7).requires_grad_()
+    exact = processor(v)
+    processor.bfloat16 = True
+    approx = processor(v)
+    assert approx.dtype == torch.float32 and processor.describe()["bfloat16"] is True
+    scale = float(exact.detach().abs().max())
+    assert float((approx - exact).detach().abs().max()) < 0.02 * scale
+    approx.sum().backward()
+    assert v.grad is not None and bool(torch.isfinite(v.grad).all())

@@ -156,6 +156,12 @@ class SurrogateProcessor(Processor):
     noise_std_na : standard deviation of the noise in nA (>= 0).
     clipping_na : ``(low, high)`` nA; default ``"info"`` takes ``info.output_clipping_na``.
     check : validate the voltages on every call (see :meth:`Processor.check_voltages`).
+    bfloat16 : run the MLP's matrix products in bfloat16 (``torch.autocast``).
+        3-4x faster forward + backward on CPUs with AVX512-BF16 (measured on
+        this project's AMD EPYC: 64k rows, 1 thread), at an RMS difference of
+        0.3 nA (max 1.5 nA) on the bundled model, a tenth of its test RMSE:
+        meant for many-trial training; evaluate in float32 (the default; the
+        attribute can be switched at any time). Slow where the CPU lacks bf16.
     """
 
     differentiable = True
@@ -169,6 +175,7 @@ class SurrogateProcessor(Processor):
         noise_std_na: float | None = None,
         clipping_na: tuple[float, float] | None | str = "info",
         check: bool = True,
+        bfloat16: bool = False,
     ) -> None:
         super().__init__(model.info)
         for p in model.parameters():
@@ -193,6 +200,7 @@ class SurrogateProcessor(Processor):
             raise ConfigError(f"clipping_na must be a finite (low, high) with low < high, got {clipping_na}")
         self.clipping_na = None if clipping_na is None else (float(clipping_na[0]), float(clipping_na[1]))
         self.check = check
+        self.bfloat16 = bfloat16
 
     def set_noise(self, std_na: float | None = None) -> None:
         """Switch output noise on with ``std_na`` nA (None: the test RMSE ``info.noise_na``); 0 switches it off."""
@@ -234,10 +242,11 @@ class SurrogateProcessor(Processor):
             self.check_voltages(voltages)
         shape = voltages.shape[:-1]
         flat = voltages.reshape(-1, self.n_activation).to(next(self.model.parameters()).dtype)
-        if len(flat) > CHUNK_ROWS and not (torch.is_grad_enabled() and flat.requires_grad):
-            current = torch.cat([self.model(chunk) for chunk in flat.split(CHUNK_ROWS)])
-        else:
-            current = self.model(flat)
+        with torch.autocast(flat.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
+            if len(flat) > CHUNK_ROWS and not (torch.is_grad_enabled() and flat.requires_grad):
+                current = torch.cat([self.model(chunk) for chunk in flat.split(CHUNK_ROWS)])
+            else:
+                current = self.model(flat)
         current = current.reshape(shape).to(voltages.dtype)
         return current * self.amplification if self.amplification != 1.0 else current
 
@@ -255,6 +264,7 @@ class SurrogateProcessor(Processor):
             "amplification": self.amplification,
             "noise_std_na": self.noise_std_na,
             "clipping_na": self.clipping_na,
+            "bfloat16": self.bfloat16,
             "surrogate_test_rmse_na": self.info.noise_na,
         }
 

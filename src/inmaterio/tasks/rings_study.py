@@ -111,7 +111,8 @@ def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
     ``spec``: architecture, first_seed, count, x_train, y_train, x_test, y_test
     (lists or tensors), epochs (400), learning_rate (0.0065), noise_variance_factor
     (1.0: the surrogate's test MSE; 0: no noise), input_electrodes, surrogate_dir
-    (None: bundled). Returns per trial: ``fisher`` (training set, noise-free),
+    (None: bundled), bfloat16 (train with bfloat16 matrix products, 3-4x faster
+    on CPUs with AVX512-BF16; the reported numbers are always float32). Returns per trial: ``fisher`` (training set, noise-free),
     ``train_accuracy``, ``test_accuracy``, and ``best``: the index (within the
     group) and state of the trial with the highest training accuracy.
     """
@@ -132,6 +133,7 @@ def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
     optimiser = torch.optim.Adam(nets.parameters(), lr=float(spec.get("learning_rate", 0.0065)))
     layers = list(nets.layers)
+    processor.bfloat16 = bool(spec.get("bfloat16", False))  # training only; evaluation below in float32
     for _ in range(int(spec.get("epochs", 400))):
         optimiser.zero_grad(set_to_none=True)
         loss = fisher(nets(x_train).T, y_train).sum() + sum(layer.regularizer() for layer in layers)
@@ -139,6 +141,7 @@ def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
         optimiser.step()
         for layer in layers:
             layer.constrain()
+    processor.bfloat16 = False
     nets.eval()
     with torch.no_grad(), processor.noise_off():
         out_train, out_test = nets(x_train).T, nets(x_test).T  # (trials, batch)
