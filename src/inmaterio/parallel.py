@@ -46,8 +46,9 @@ Start method of the local pool (measured)
 -----------------------------------------
 ``fork`` copies a parent that may already run torch/OpenMP thread pools,
 which can deadlock the child, so it is not used. ``forkserver`` (the server
-imports torch and this module once; it runs no torch ops, so it starts no
-OpenMP threads, and each worker is forked from it) and ``spawn`` are both
+imports torch, ``torch._dynamo`` (which the first optimiser step of a
+process would import, 1.3 s) and this module once; it runs no torch ops, so
+it starts no OpenMP threads, and each worker is forked from it) and ``spawn`` are both
 safe. Measured on the shared 2-core development
 machine (load average 4), a ``run_trials`` call of 2 trials on 2 workers,
 each trial importing the trainer: ``spawn`` 5.6-6.1 s per call (every worker
@@ -99,7 +100,9 @@ __all__ = [
 ]
 
 RAY_INSTALL_HINT = 'pip install "inmaterio[ray]"'
-_FORKSERVER_PRELOAD = ["torch", "inmaterio.parallel"]  # imported once in the server, not per worker
+# imported once in the forkserver, not in every worker of every pool: torch._dynamo (1.3-1.8 s here) is
+# imported by the first torch.optim step of a process; importing these starts no threads (checked)
+_FORKSERVER_PRELOAD = ["torch", "torch._dynamo", "inmaterio.parallel"]
 
 
 class ExecutorConfig(StrictModel):
