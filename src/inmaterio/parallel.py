@@ -523,6 +523,11 @@ def _import_ray() -> Any:
 
 
 def _run_ray(fn: Callable, tasks: list, config: ExecutorConfig, bar: ProgressBar) -> list[TrialResult]:
+    """Ray tasks with our retry loop (``max_retries=0``: a crash is charged and retried like an exception).
+
+    A Ray connection that is already open (``ray.init`` by the caller) is used as it is, and left
+    open; otherwise Ray is started (or the cluster at ``address`` joined) and shut down at the end.
+    """
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -539,12 +544,13 @@ def _run_ray(fn: Callable, tasks: list, config: ExecutorConfig, bar: ProgressBar
         remote = ray.remote(max_retries=0, num_cpus=1)(_ray_call)
         fn_ref = ray.put(fn)
 
-        def submit(index: int) -> None:
-            running[remote.remote(fn_ref, tasks[index], config.threads_per_worker)] = index
-
-        for index in range(len(tasks)):
-            submit(index)
-        while running:
+        # a bounded number in flight (twice the cluster's CPUs): ray.wait stays cheap with thousands of trials
+        limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        waiting: deque[int] = deque(range(len(tasks)))
+        while waiting or running:
+            while waiting and len(running) < limit:
+                index = waiting.popleft()
+                running[remote.remote(fn_ref, tasks[index], config.threads_per_worker)] = index
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
                 index = running.pop(ref)
@@ -553,7 +559,7 @@ def _run_ray(fn: Callable, tasks: list, config: ExecutorConfig, bar: ProgressBar
                 except ray.exceptions.RayError as err:  # worker crashed, node lost, result not deserialisable
                     outcome = (False, _future_error(err), 0.0, "ray:?")
                 if ledger.record(index, *outcome):
-                    submit(index)
+                    waiting.appendleft(index)
         return ledger.done()
     except BaseException:
         for ref in list(running):
