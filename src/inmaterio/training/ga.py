@@ -99,7 +99,7 @@ from torch import Tensor
 import inmaterio
 from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError
-from inmaterio.fileio import atomic_path
+from inmaterio.fileio import atomic_torch_save, read_torch_state
 from inmaterio.progress import progress_bar
 
 __all__ = [
@@ -526,8 +526,7 @@ class GeneticAlgorithm:
             "best_fitness": best_fitness,
             "generator_state": generator.get_state(),
         }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        atomic_torch_save(path, state)
 
     def _check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
         """Refuse a checkpoint of another run (config, bounds, genes, population size)."""
@@ -585,12 +584,7 @@ def _validate_bounds(bounds: Tensor) -> Tensor:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure to read is a bad file
-        raise ModelFileError(f"GA checkpoint '{path}' cannot be read: {err}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"file '{path}' is not a GA checkpoint (expected format '{CHECKPOINT_FORMAT}')")
+    state = read_torch_state(path, CHECKPOINT_FORMAT, "GA checkpoint", ModelFileError)
     if state.get("format_version") != CHECKPOINT_VERSION:
         raise ModelFileError(
             f"GA checkpoint '{path}' has format version {state.get('format_version')!r}, "

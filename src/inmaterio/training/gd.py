@@ -71,7 +71,7 @@ from torch import Tensor, nn
 from inmaterio import __version__
 from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError, TrainingDivergedError
-from inmaterio.fileio import atomic_path, atomic_write_json, atomic_write_text
+from inmaterio.fileio import atomic_torch_save, atomic_write_json, atomic_write_text, read_torch_state
 from inmaterio.progress import progress_bar
 
 __all__ = ["GDConfig", "GDResult", "OPTIMIZERS", "train_gd", "CHECKPOINT_FILE", "HISTORY_JSON", "HISTORY_CSV"]
@@ -251,14 +251,6 @@ def _write_history(directory: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(directory / HISTORY_CSV, buffer.getvalue())
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ModelFileError(f"checkpoint '{path}' cannot be read: {err}") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
-        raise ModelFileError(f"'{path}' is not a checkpoint of inmaterio.training.gd (format {_FORMAT})")
-    return checkpoint
 
 
 def _check_identity(path: Path, saved: dict[str, Any], identity: dict[str, Any]) -> None:
@@ -383,7 +375,7 @@ def train_gd(
     best_state = _clone_state(model)
     path = None if directory is None else directory / CHECKPOINT_FILE
     if path is not None and path.exists():
-        saved = _load_checkpoint(path)
+        saved = read_torch_state(path, _FORMAT, "checkpoint of inmaterio.training.gd", ModelFileError)
         _check_identity(path, saved, identity)
         history = saved["history"]
         best_epoch, best_loss = saved["best_epoch"], saved["best_loss"]
@@ -417,8 +409,7 @@ def train_gd(
             "finished": finished,
             "stopped_because": stopped_because,
         }
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        atomic_torch_save(path, checkpoint)
         _write_history(directory, history)
 
     n_train = len(x)
