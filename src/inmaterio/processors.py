@@ -47,6 +47,7 @@ __all__ = [
     "RANGE_TOLERANCE_V",
     "DeviceProcessor",
     "Processor",
+    "check_interchangeable",
     "SurrogateProcessor",
     "from_waveform",
     "to_waveform",
@@ -57,6 +58,27 @@ CHUNK_ROWS = 8192
 
 #: Slack (V) allowed beyond a range end, for float32 rounding of values computed at the end itself.
 RANGE_TOLERANCE_V = 1e-5
+
+
+def check_interchangeable(new: DeviceInfo, old: DeviceInfo, *, new_name: str, old_name: str, old_short: str, hint: str) -> None:
+    """Raise :class:`ConfigError` unless voltages meant for ``old`` can be played on ``new``.
+
+    Both need the same number of activation electrodes and the same ranges;
+    the message names both sides (``new_name`` / ``old_name`` in the count
+    message, ``new_name`` / ``old_short`` per differing electrode) and ends with ``hint``.
+    """
+    if new.n_activation != old.n_activation:
+        raise ConfigError(
+            f"{new_name} has {new.n_activation} activation electrodes {new.electrode_names}, "
+            f"{old_name} {old.n_activation} {old.electrode_names}; {hint}"
+        )
+    if new.voltage_ranges_v != old.voltage_ranges_v:
+        diff = [
+            f"{name}: [{lo}, {hi}] V on {new_name}, [{olo}, {ohi}] V on {old_short}"
+            for name, (lo, hi), (olo, ohi) in zip(new.electrode_names, new.voltage_ranges_v, old.voltage_ranges_v)
+            if (lo, hi) != (olo, ohi)
+        ]
+        raise ConfigError(f"the voltage ranges differ ({'; '.join(diff)}); {hint}")
 
 
 class Processor(nn.Module):

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from inmaterio.errors import ConfigError
-from inmaterio.processors import Processor
+from inmaterio.processors import Processor, check_interchangeable
 
 __all__ = ["DNPU"]
 
@@ -131,17 +131,10 @@ class DNPU(nn.Module):
         layer's voltages must fit its ranges (else :class:`ConfigError`).
         """
         old = self._processor
-        new_info, old_info = processor.info, old.info
-        if new_info.n_activation != old_info.n_activation:
-            raise ConfigError(
-                f"the new processor has {new_info.n_activation} activation electrodes "
-                f"{new_info.electrode_names}, the layer was built for {old_info.n_activation} {old_info.electrode_names}"
-            )
-        if new_info.voltage_ranges_v != old_info.voltage_ranges_v:
-            raise ConfigError(
-                f"the new processor's voltage ranges {new_info.voltage_ranges_v} differ from the layer's "
-                f"{old_info.voltage_ranges_v}; build the layer for the new device instead"
-            )
+        check_interchangeable(
+            processor.info, old.info, new_name="the new processor", old_name="the layer was built for",
+            old_short="the layer", hint="build the layer for the new device instead",
+        )  # fmt: skip
         self._set_processor(processor)
         return old
 

@@ -28,7 +28,7 @@ import inmaterio
 from inmaterio.config import dump_config
 from inmaterio.errors import ConfigError, ModelFileError
 from inmaterio.fileio import atomic_write_json, atomic_write_text
-from inmaterio.processors import DeviceProcessor, SurrogateProcessor
+from inmaterio.processors import DeviceProcessor, SurrogateProcessor, check_interchangeable
 from inmaterio.tasks.config import CapacityTask, GatesTask, RingsTask, RunConfig, SurrogateBackend, ValidationConfig
 from inmaterio.tasks.outcome import TaskOutcome
 
@@ -79,22 +79,10 @@ def check_backends(config: RunConfig, surrogate: SurrogateProcessor, device: Dev
     DNPU(surrogate, 1, config.task.input_electrodes, seed=0)  # names, indices, repeats (ConfigError naming them)
     if device is None:
         return
-    s, d = surrogate.info, device.info
-    if s.n_activation != d.n_activation:
-        raise ConfigError(
-            f"the surrogate has {s.n_activation} activation electrodes {s.electrode_names}, the validation device "
-            f"{d.n_activation} {d.electrode_names}; give a surrogate of that device or another validation.device"
-        )
-    if s.voltage_ranges_v != d.voltage_ranges_v:
-        diff = [
-            f"{name}: [{lo}, {hi}] V on the surrogate, [{dlo}, {dhi}] V on the device"
-            for name, (lo, hi), (dlo, dhi) in zip(s.electrode_names, s.voltage_ranges_v, d.voltage_ranges_v)
-            if (lo, hi) != (dlo, dhi)
-        ]
-        raise ConfigError(
-            f"the validation device's voltage ranges differ from the surrogate's ({'; '.join(diff)}); "
-            "give a surrogate of that device or another validation.device"
-        )
+    check_interchangeable(
+        surrogate.info, device.info, new_name="the surrogate", old_name="the validation device", old_short="the device",
+        hint="give a surrogate of that device or another validation.device",
+    )  # fmt: skip
 
 
 def run_task(config: RunConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False) -> TaskOutcome:
