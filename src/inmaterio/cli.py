@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -52,6 +52,16 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+def _right_aligned_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]] = ()) -> Table:
+    """A rich table with right-aligned columns and the given rows (more can be added)."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _load_device(config: Path | None):
@@ -116,9 +126,10 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "iv_curves.png"
     plot_iv_curves({"virtual device (KMC)": device_iv, "surrogate": model_iv}, device.activation_names, figure)
-    table = Table(title="I-V curves: virtual device vs surrogate")
-    for col in ("electrode", "range / V", "device I / nA", "RMS difference / nA", "device stderr / nA"):
-        table.add_column(col, justify="right")
+    table = _right_aligned_table(
+        "I-V curves: virtual device vs surrogate",
+        ("electrode", "range / V", "device I / nA", "RMS difference / nA", "device stderr / nA"),
+    )
     rows = []
     for k, name in enumerate(device.activation_names):
         diff = float(np.sqrt(np.mean((device_iv.current_na[k] - model_iv.current_na[k]) ** 2)))
@@ -143,9 +154,10 @@ def demo(
             task, SurrogateProcessor(model), DeviceProcessor(device, plateau_samples=4, ramp_samples=5), xor_dir
         )
     xor = outcome.metrics["gates"]["XOR"]
-    table = Table(title="XOR: trained on the surrogate, validated on the virtual device")
-    for col in ("input (e3, e4)", "target", "surrogate I / nA", "device I / nA"):
-        table.add_column(col, justify="right")
+    table = _right_aligned_table(
+        "XOR: trained on the surrogate, validated on the virtual device",
+        ("input (e3, e4)", "target", "surrogate I / nA", "device I / nA"),
+    )
     for (a, b), target, s_na, d_na in zip(GATE_INPUTS, GATES["XOR"], xor["surrogate_output_na"], xor["device_output_na"]):
         table.add_row(f"({a}, {b})", str(target), f"{s_na:.1f}", f"{d_na:.1f}")
     console.print(table)
@@ -185,12 +197,7 @@ def run(
 
     out = out or Path("runs") / config.stem
     outcome = run_task(load_config(RunConfig, config), out, progress=progress, overwrite=overwrite)
-    table = Table(title=outcome.title)
-    for col in outcome.columns:
-        table.add_column(col, justify="right")
-    for row in outcome.rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(_right_aligned_table(outcome.title, outcome.columns, outcome.rows))
     console.print(f"{outcome.metrics['seconds']:.1f} s; results: {out}")
 
 
