@@ -1,7 +1,8 @@
-"""Shared pytest setup: ``--runslow`` enables tests marked ``@pytest.mark.slow``."""
+"""Shared pytest setup: ``--runslow`` enables tests marked ``@pytest.mark.slow``; a one-thread fixture."""
 
 import matplotlib
 import pytest
+import torch
 
 matplotlib.use("Agg")
 
@@ -17,3 +18,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny batches: one intra-op thread is faster and immune to other processes on the 2 cores.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``; the count is restored after the module.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

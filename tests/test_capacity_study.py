@@ -15,12 +15,7 @@ from inmaterio.tasks.capacity_study import (
 from inmaterio.tasks.config import CAPACITY_POINTS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_anneal_schedule_by_hand():

@@ -10,12 +10,7 @@ from inmaterio.surrogate import load_default_surrogate
 from inmaterio.tasks.rings_study import BatchedRingNetworks, ring_trials
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("architecture", ["single", "2-2-1"])
