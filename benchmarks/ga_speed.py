@@ -55,20 +55,12 @@ import torch
 from inmaterio.nn.dnpu import DNPU
 from inmaterio.processors import SurrogateProcessor
 from inmaterio.surrogate import load_default_surrogate
+from inmaterio.tasks.gates import gate_data
 from inmaterio.training.ga import GAConfig, GeneticAlgorithm
 from inmaterio.training.losses import corrsig
 
 BRAINSPY_SECONDS = 1.42  # 50 generations of 26 genomes, 320 points, 5x90 surrogate
 BRAINSPY_GENOMES_PER_S = 26 * 50 / BRAINSPY_SECONDS
-XOR_INPUTS = ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0))
-XOR_TARGETS = (0.0, 1.0, 1.0, 0.0)
-
-
-def xor_waveform(samples_per_point: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x (4 * samples_per_point, 2)`` in [0, 1] and targets ``(4 * samples_per_point,)``, each point held."""
-    x = torch.tensor(XOR_INPUTS).repeat_interleave(samples_per_point, dim=0)
-    y = torch.tensor(XOR_TARGETS).repeat_interleave(samples_per_point)
-    return x, y
 
 
 class TimedFitness:
@@ -123,7 +115,7 @@ def main() -> None:
 
     processor = SurrogateProcessor(load_default_surrogate())  # loading is not timed
     layer = DNPU(processor, 1, input_electrodes=("e3", "e4"), data_range=(0.0, 1.0))
-    x, y = xor_waveform(args.samples_per_point)
+    x, y = gate_data("XOR", repeats=args.samples_per_point)  # each input pair held for that many samples
     n_points = len(x)
     gens = args.generations
 
