@@ -25,7 +25,7 @@ result is the same.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -162,33 +162,30 @@ class DNPU(nn.Module):
         return torch.gather(both, -1, self.gather_index.expand_as(both))
 
     def forward(self, x: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
+        evaluate = self._processor
         if controls is not None and controls.ndim == 3 and not x.requires_grad:
-            return self._population_forward(x, controls)
+            x, evaluate = self._distinct_rows(x)
         v = self.voltages(x, controls)
         if not self.multiplex:
-            return self._processor(v)
-        return torch.stack([self._processor(v[..., k, :]) for k in range(self.n_nodes)], dim=-1)
+            return evaluate(v)
+        return torch.stack([evaluate(v[..., k, :]) for k in range(self.n_nodes)], dim=-1)
 
-    def _population_forward(self, x: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-        """Genomes ``(pop, nodes, n_controls)`` on data whose rows repeat (waveform plateaus, repeated gates).
+    def _distinct_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """For a population on data whose rows repeat (waveform plateaus, repeated gates): the
+        distinct rows of ``x`` and how to evaluate their voltages back to every sample.
 
-        The distinct rows of ``x`` are found once (a sort of ``batch`` short
-        rows) and handed to :meth:`Processor.forward_repeated`, so a surrogate
+        The distinct rows are found once (a sort of ``batch`` short rows) and
+        :meth:`Processor.forward_repeated` expands them along the batch
+        dimension (dim 1 of the ``(pop, batch, ...)`` voltages), so a surrogate
         evaluates ``pop x distinct`` operating points instead of ``pop x batch``
         with the same result, noise drawn per sample included.
         """
         rows = self._node_inputs(x).reshape(x.shape[0], -1)
         distinct, index = torch.unique(rows, dim=0, return_inverse=True)
         if len(distinct) == len(rows):
-            distinct, index = rows, None
-        v = self.voltages(distinct.reshape(len(distinct), self.n_nodes, self.n_inputs), controls)  # (pop, d, nodes, n)
-        if index is None:
-            evaluate = self._processor
-        else:
-            evaluate = lambda volts: self._processor.forward_repeated(volts, index, dim=1)  # noqa: E731
-        if not self.multiplex:
-            return evaluate(v)
-        return torch.stack([evaluate(v[..., k, :]) for k in range(self.n_nodes)], dim=-1)
+            return x, self._processor
+        distinct = distinct.reshape(len(distinct), self.n_nodes, self.n_inputs)
+        return distinct, lambda volts: self._processor.forward_repeated(volts, index, dim=1)
 
     # -- control voltages -----------------------------------------------------------------------
     def regularizer(self) -> torch.Tensor:
