@@ -71,7 +71,7 @@ def validate_model(
     targets: torch.Tensor,
     threshold: LogisticThreshold,
     *,
-    outputs: Callable[[torch.Tensor], torch.Tensor] = lambda out: out.reshape(-1, out.shape[0]) if out.ndim == 1 else out.T,
+    outputs: Callable[[torch.Tensor], torch.Tensor],
     repeats: int = 1,
     multiplex: bool = False,
 ) -> Validation:
@@ -84,7 +84,8 @@ def validate_model(
     x : inputs ``(batch, ...)``.
     targets : ``(problems, batch)`` binary targets.
     threshold : the logistic threshold fitted on the surrogate's outputs, leading shape ``(problems,)``.
-    outputs : maps the model's output to ``(problems, batch)`` (default: transpose; 1-D -> one problem).
+    outputs : maps the model's output to ``(problems, batch)`` (e.g. ``lambda out: out.T`` for a
+        layer of one node per problem, ``lambda out: out[None]`` for a ``(batch,)`` network).
     repeats : measurements of the whole set.
     multiplex : evaluate the nodes of each layer one after the other (one physical device).
     """
