@@ -1,0 +1,1 @@
+"""Analog resistive networks: circuits of conductances, diodes, amplifiers and sources, trained with EP."""

@@ -1,0 +1,228 @@
+"""A flat circuit: nodes, and the elements between them, for a batch of circuits with one topology.
+
+:class:`Circuit` is what the solvers take (the native batched solver and
+ngspice); the functional API (:mod:`inmaterio.circuits.graph`) compiles a
+model into one. Units are SI: volts, amperes, siemens. Node indices run
+``0 .. n_nodes - 1``; :data:`GROUND` (-1) is the reference node (0 V).
+
+Elements (index tensors are ``torch.long``; values are float64, either
+shared by the whole batch (shape ``(k,)``) or per circuit (``(batch, k)``)):
+
+* resistors ``resistor_nodes (R, 2)`` with ``conductance_s``;
+* grounded voltage sources ``source_nodes (S,)`` with ``source_v``: each
+  fixes one node's voltage (inputs, their inverted copies, biases);
+* diode groups: one :class:`~inmaterio.circuits.elements.TwoTerminal` model
+  per group, ``anode``/``cathode (D,)`` and a series bias ``bias_v (D,)``:
+  the element sees ``V(anode) - V(cathode) - bias_v``;
+* bidirectional amplifiers ``amplifier_nodes (A, 2)`` (input, output): the
+  output is held at ``gain * V(input)`` by a voltage source to ground, and
+  the current ``I`` it delivers is drawn back from the input node times
+  ``current_gain`` (so a load on the output is felt at the input);
+* current sources ``current_nodes (C,)`` injecting ``current_a`` into a node
+  (EP's nudging currents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..errors import ConfigError
+from .elements import TwoTerminal
+
+__all__ = ["GROUND", "Circuit", "DiodeGroup"]
+
+GROUND = -1
+DTYPE = torch.float64
+
+
+def _long(x, what: str, shape_tail: tuple[int, ...]) -> torch.Tensor:
+    t = torch.as_tensor(x, dtype=torch.long).reshape(-1, *shape_tail) if len(shape_tail) else torch.as_tensor(x, dtype=torch.long).reshape(-1)
+    return t
+
+
+def _values(x, what: str, count: int) -> torch.Tensor:
+    t = torch.as_tensor(x, dtype=DTYPE)
+    if t.dim() == 0:
+        t = t.expand(count)
+    if t.dim() not in (1, 2) or t.shape[-1] != count:
+        raise ConfigError(f"{what} must have shape ({count},) or (batch, {count}), got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        raise ConfigError(f"{what} has a non-finite value {t[tuple(bad)].item()} at index {bad}")
+    return t
+
+
+@dataclass(frozen=True)
+class DiodeGroup:
+    """Diodes sharing one element model: ``anode``, ``cathode``, ``bias_v`` of shape ``(D,)``."""
+
+    model: TwoTerminal
+    anode: torch.Tensor
+    cathode: torch.Tensor
+    bias_v: torch.Tensor
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "anode", _long(self.anode, "diode anode", ()))
+        object.__setattr__(self, "cathode", _long(self.cathode, "diode cathode", ()))
+        object.__setattr__(self, "bias_v", _values(self.bias_v, "diode bias_v", self.anode.numel()))
+        if self.cathode.shape != self.anode.shape:
+            raise ConfigError(f"diode cathode has {self.cathode.numel()} entries, anode {self.anode.numel()}")
+        if self.bias_v.dim() != 1:
+            raise ConfigError("diode bias_v must be shared by the batch: shape (D,)")
+
+    def __len__(self) -> int:
+        return self.anode.numel()
+
+
+def _empty_long(*shape: int) -> torch.Tensor:
+    return torch.zeros(*shape, dtype=torch.long)
+
+
+def _empty_values() -> torch.Tensor:
+    return torch.zeros(0, dtype=DTYPE)
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A batch of circuits with one topology (see the module docstring for the fields and units)."""
+
+    node_names: tuple[str, ...]
+    resistor_nodes: torch.Tensor = field(default_factory=lambda: _empty_long(0, 2))
+    conductance_s: torch.Tensor = field(default_factory=_empty_values)
+    source_nodes: torch.Tensor = field(default_factory=lambda: _empty_long(0))
+    source_v: torch.Tensor = field(default_factory=_empty_values)
+    diodes: tuple[DiodeGroup, ...] = ()
+    amplifier_nodes: torch.Tensor = field(default_factory=lambda: _empty_long(0, 2))
+    gain: torch.Tensor = field(default_factory=_empty_values)
+    current_gain: torch.Tensor = field(default_factory=_empty_values)
+    current_nodes: torch.Tensor = field(default_factory=lambda: _empty_long(0))
+    current_a: torch.Tensor = field(default_factory=_empty_values)
+
+    def __post_init__(self) -> None:
+        names = tuple(str(n) for n in self.node_names)
+        object.__setattr__(self, "node_names", names)
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigError(f"node names must be unique; repeated: {dup[:5]}")
+        object.__setattr__(self, "resistor_nodes", _long(self.resistor_nodes, "resistor_nodes", (2,)))
+        object.__setattr__(self, "source_nodes", _long(self.source_nodes, "source_nodes", ()))
+        object.__setattr__(self, "amplifier_nodes", _long(self.amplifier_nodes, "amplifier_nodes", (2,)))
+        object.__setattr__(self, "current_nodes", _long(self.current_nodes, "current_nodes", ()))
+        object.__setattr__(self, "conductance_s", _values(self.conductance_s, "conductance_s", len(self.resistor_nodes)))
+        object.__setattr__(self, "source_v", _values(self.source_v, "source_v", len(self.source_nodes)))
+        object.__setattr__(self, "gain", _values(self.gain, "amplifier gain", len(self.amplifier_nodes)))
+        object.__setattr__(self, "current_gain", _values(self.current_gain, "amplifier current_gain", len(self.amplifier_nodes)))
+        object.__setattr__(self, "current_a", _values(self.current_a, "current_a", len(self.current_nodes)))
+        object.__setattr__(self, "diodes", tuple(self.diodes))
+        self._check_topology()
+
+    # ------------------------------------------------------------------ checks
+    def _node_label(self, i: int) -> str:
+        return "ground" if i == GROUND else f"node {i} '{self.node_names[i]}'"
+
+    def _check_indices(self, what: str, idx: torch.Tensor) -> None:
+        n = self.n_nodes
+        bad = (idx < GROUND) | (idx >= n)
+        if bad.any():
+            value = idx[bad][0].item()
+            raise ConfigError(f"{what} refers to node {value}, outside [-1 (ground), {n - 1}]")
+
+    def _check_topology(self) -> None:
+        n = self.n_nodes
+        for what, idx in [
+            ("resistor_nodes", self.resistor_nodes),
+            ("source_nodes", self.source_nodes),
+            ("amplifier_nodes", self.amplifier_nodes),
+            ("current_nodes", self.current_nodes),
+        ] + [(f"diode group {g} anode", d.anode) for g, d in enumerate(self.diodes)] + [
+            (f"diode group {g} cathode", d.cathode) for g, d in enumerate(self.diodes)
+        ]:
+            self._check_indices(what, idx)
+        if (self.conductance_s < 0).any():
+            where = (self.conductance_s < 0).nonzero()[0]
+            value = self.conductance_s[tuple(where)].item()
+            raise ConfigError(f"resistor {int(where[-1])} conductance {value} S is negative (must be >= 0)")
+        driven = torch.cat([self.source_nodes, self.amplifier_nodes[:, 1]])
+        if (driven == GROUND).any():
+            raise ConfigError("a voltage source or amplifier output is connected to ground")
+        if driven.unique().numel() != driven.numel():
+            counts = torch.bincount(driven, minlength=n)
+            node = int(counts.argmax())
+            raise ConfigError(f"{self._node_label(node)} is driven by more than one voltage source or amplifier output")
+        self.amplifier_order()  # raises on loops of amplifiers
+        # every node must reach ground or a driven node through resistors or diodes
+        pairs = torch.cat([self.resistor_nodes] + [torch.stack([d.anode, d.cathode], 1) for d in self.diodes])
+        pairs = torch.where(pairs == GROUND, n, pairs)  # index n stands for ground
+        driven_edges = torch.stack([torch.where(driven == GROUND, n, driven), torch.full_like(driven, n)], 1)
+        edges = torch.cat([pairs, driven_edges]).numpy()
+        touched = np.zeros(n + 1, dtype=bool)
+        touched[edges.flatten()] = True
+        if not touched[:n].all():
+            i = int(np.flatnonzero(~touched[:n])[0])
+            raise ConfigError(f"{self._node_label(i)} is disconnected: no element is attached to it")
+        graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n + 1, n + 1))
+        _, labels = connected_components(graph, directed=False)
+        floating = np.flatnonzero(labels[:n] != labels[n])
+        if floating.size:
+            raise ConfigError(
+                f"{self._node_label(int(floating[0]))} floats: no path of resistors or diodes to ground or to a "
+                f"voltage source ({floating.size} such nodes)"
+            )
+
+    # -------------------------------------------------------------- properties
+    @property
+    def n_nodes(self) -> int:
+        return len(self.node_names)
+
+    @property
+    def batch_size(self) -> int | None:
+        """The batch size fixed by per-circuit values, or None if every value is shared."""
+        sizes = {t.shape[0] for t in (self.conductance_s, self.source_v, self.gain, self.current_gain, self.current_a) if t.dim() == 2}
+        if len(sizes) > 1:
+            raise ConfigError(f"per-circuit values disagree on the batch size: {sorted(sizes)}")
+        return sizes.pop() if sizes else None
+
+    def node_index(self, name: str) -> int:
+        try:
+            return self.node_names.index(name)
+        except ValueError:
+            raise ConfigError(f"no node named {name!r}; nodes are {list(self.node_names[:10])}...") from None
+
+    def amplifier_order(self) -> list[int]:
+        """Amplifiers ordered downstream first (an amplifier driven by another's output comes before it)."""
+        a = len(self.amplifier_nodes)
+        out_of = {int(o): k for k, o in enumerate(self.amplifier_nodes[:, 1].tolist())}
+        upstream = {k: out_of.get(int(i)) for k, (i, _) in enumerate(self.amplifier_nodes.tolist())}
+        depth: dict[int, int] = {}
+        for k in range(a):
+            seen, j, d = set(), k, 0
+            while upstream[j] is not None:
+                if j in seen:
+                    raise ConfigError(f"amplifiers form a loop through amplifier {k}")
+                seen.add(j)
+                j = upstream[j]
+                d += 1
+            depth[k] = d
+        return sorted(range(a), key=lambda k: -depth[k])
+
+    def with_values(self, **values) -> Circuit:
+        """A copy with some value tensors replaced (``source_v=``, ``current_a=``, ``conductance_s=``, ...)."""
+        return replace(self, **values)
+
+    def describe(self) -> str:
+        d = sum(len(g) for g in self.diodes)
+        return (
+            f"{self.n_nodes} nodes, {len(self.resistor_nodes)} resistors, {len(self.source_nodes)} voltage sources, "
+            f"{d} diodes, {len(self.amplifier_nodes)} amplifiers, {len(self.current_nodes)} current sources"
+        )
+
+
+def concat_long(parts: Sequence[torch.Tensor], tail: tuple[int, ...]) -> torch.Tensor:
+    """Concatenate index tensors (empty list -> an empty ``(0, *tail)`` tensor)."""
+    return torch.cat(list(parts)) if parts else _empty_long(0, *tail)
