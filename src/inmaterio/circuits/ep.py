@@ -1,0 +1,284 @@
+r"""Equilibrium Propagation: gradients of a loss from the free and nudged operating points.
+
+The free phase solves the circuit with its inputs. A nudged phase injects at
+every output node ``o`` the current
+
+.. math::  I_o = -\frac{\beta}{k_o} \frac{\partial L}{\partial V_o}\Big|_{\text{free}}
+
+(``k_o`` the energy weight of the output's region, 1 without amplifiers;
+see :mod:`inmaterio.circuits.graph`) and solves again, warm-started from the
+free solution. With ``E`` the weighted co-content of the circuit, a
+parameter's gradient is the change of ``∂E/∂θ`` between two phases over the
+change of ``β``:
+
+* conductance ``g`` across a voltage drop ``ΔV``: ``∂E/∂g = k ΔV² / 2``;
+* source voltage ``V_s``: ``∂E/∂V_s`` = the (weighted) current the source delivers.
+
+Variants (:data:`VARIANTS`): ``one-sided`` (free and ``+β``; bias ``O(β)``),
+``symmetric`` (``+β`` and ``-β``; bias ``O(β²)``), ``random-sign`` (free and
+``±β`` with a random sign per batch, which cancels the ``O(β)`` bias on
+average). :func:`implicit_gradients` gives the exact gradient (implicit
+differentiation of the free equilibrium) to check them against.
+
+Losses are per sample: ``loss_fn(outputs (batch, n_outputs) V, target) -> (batch,)``;
+:func:`output_loss` builds them from the shared losses of
+:mod:`inmaterio.training.losses`. The reported gradients are averages over
+the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError, SimulationError
+from ..training.losses import cross_entropy, mse
+from .graph import Model
+from .netlist import DTYPE, GROUND
+from .solve.native import DCSolution, SolverOptions, kcl_currents
+
+__all__ = ["EPResult", "VARIANTS", "ep_gradients", "implicit_gradients", "output_loss", "readout"]
+
+VARIANTS = ("one-sided", "symmetric", "random-sign")
+READOUTS = ("direct", "differential")
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def readout(outputs_v: torch.Tensor, kind: str) -> torch.Tensor:
+    """Class scores from output voltages ``(batch, n_outputs)``.
+
+    ``direct``: the voltages themselves. ``differential``: pairs of nodes,
+    score ``k = V[2k] - V[2k+1]`` (so ``n_outputs / 2`` classes).
+    """
+    if kind == "direct":
+        return outputs_v
+    if kind == "differential":
+        if outputs_v.shape[-1] % 2:
+            raise ConfigError(f"differential readout needs an even number of outputs, got {outputs_v.shape[-1]}")
+        return outputs_v[..., 0::2] - outputs_v[..., 1::2]
+    raise ConfigError(f"readout must be one of {READOUTS}, got {kind!r}")
+
+
+def output_loss(name: str, *, readout_kind: str = "direct", scale_per_v: float = 1.0, target_v: float = 1.0) -> LossFn:
+    """A per-sample loss of the output voltages, from :mod:`inmaterio.training.losses`.
+
+    Args:
+        name: ``"mse"``: mean over classes of ``(score - t)²`` with ``t = +target_v``
+            for the true class and ``-target_v`` for the others (targets are class
+            indices), or float targets ``(batch, classes)`` in volts used as they
+            are. ``"cross_entropy"``: softmax cross-entropy of ``scale_per_v * score``.
+        readout_kind: ``"direct"`` or ``"differential"`` (see :func:`readout`).
+        scale_per_v: logits per volt for cross-entropy.
+        target_v: target score magnitude (V) for MSE with class targets.
+    """
+    if name not in ("mse", "cross_entropy"):
+        raise ConfigError(f"circuit loss must be 'mse' or 'cross_entropy', got {name!r}")
+    readout(torch.zeros(1, 2), readout_kind)  # validates the name
+
+    def loss(outputs_v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        score = readout(outputs_v, readout_kind)
+        if name == "cross_entropy":
+            return cross_entropy(scale_per_v * score.unsqueeze(1), torch.as_tensor(target).reshape(-1, 1))
+        t = torch.as_tensor(target)
+        if not t.dtype.is_floating_point:
+            if t.dim() != 1 or len(t) != len(score):
+                raise ConfigError(f"mse with class targets needs shape ({len(score)},), got {tuple(t.shape)}")
+            if (t < 0).any() or (t >= score.shape[1]).any():
+                raise ConfigError(f"class targets must lie in [0, {score.shape[1] - 1}], got {t.min().item()}..{t.max().item()}")
+            t = torch.full_like(score, -target_v).scatter_(1, t.reshape(-1, 1), target_v)
+        return mse(score, t.to(score.dtype))
+
+    loss.__name__ = f"{name}_{readout_kind}"
+    return loss
+
+
+def _loss_and_grad(loss_fn: LossFn, outputs: torch.Tensor, target) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample losses ``(batch,)`` and ``dL_i/dV_i (batch, n_outputs)``."""
+    v = outputs.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        per_sample = loss_fn(v, target)
+        if per_sample.shape != (len(v),):
+            raise ConfigError(f"the loss must return one value per sample, shape ({len(v)},), got {tuple(per_sample.shape)}")
+        (grad,) = torch.autograd.grad(per_sample.sum(), v)
+    if not torch.isfinite(per_sample).all():
+        s = int((~torch.isfinite(per_sample)).nonzero()[0])
+        raise SimulationError(f"the loss of sample {s} is {per_sample[s].item()}")
+    return per_sample.detach(), grad
+
+
+@dataclass(frozen=True)
+class EPResult:
+    """What one EP step measured.
+
+    Attributes:
+        gradients: parameter name -> batch-mean gradient estimate (same shape as the parameter).
+        loss: ``(batch,)`` per-sample loss at the free equilibrium.
+        outputs_v: ``(batch, n_outputs)`` free output voltages.
+        input_gradients: per model input, ``(batch, features)`` estimate of ``dL_i/dx_i`` (per sample, not averaged).
+        free: the free phase's solution.
+    """
+
+    gradients: dict[str, torch.Tensor]
+    loss: torch.Tensor
+    outputs_v: torch.Tensor
+    input_gradients: list[torch.Tensor]
+    free: DCSolution
+
+
+def _energy_derivatives(model: Model, sol: DCSolution) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: ``∂E/∂g`` for every resistor ``(batch, R)`` and ``∂E/∂V_s`` for every source ``(batch, S)``."""
+    c = model._template
+    v = sol.voltages_v
+    b, n = v.shape
+    vg = torch.cat([v, torch.zeros(b, 1, dtype=v.dtype, device=v.device)], 1)
+    ext = lambda i: torch.where(i == GROUND, n, i).to(v.device)  # noqa: E731
+    rn = ext(c.resistor_nodes)
+    drop = vg[:, rn[:, 0]] - vg[:, rn[:, 1]]
+    kr = model.resistor_weight.to(v.device)
+    d_g = 0.5 * kr * drop**2
+    # weighted current leaving every node through its elements (only source nodes are used)
+    out = torch.zeros(b, n + 1, dtype=v.dtype, device=v.device)
+    i_r = kr * model.conductances().to(v.device) * drop
+    out.index_add_(1, rn[:, 0], i_r)
+    out.index_add_(1, rn[:, 1], -i_r)
+    for grp, kd in zip(c.diodes, model.diode_weight):
+        a, k = ext(grp.anode), ext(grp.cathode)
+        i_d = kd.to(v.device) * grp.model.current(vg[:, a] - vg[:, k] - grp.bias_v.to(v.device))
+        out.index_add_(1, a, i_d)
+        out.index_add_(1, k, -i_d)
+    if len(c.amplifier_nodes):
+        ain = ext(c.amplifier_nodes[:, 0])
+        # an amplifier fed by a source draws current_gain * I from it (weight 1: sources are in the base region)
+        out.index_add_(1, ain, c.current_gain.to(v.device) * sol.amplifier_current_a)
+    d_s = out[:, ext(c.source_nodes)]
+    return d_g, d_s
+
+
+def ep_gradients(
+    model: Model,
+    x,
+    target,
+    loss_fn: LossFn,
+    *,
+    beta: float,
+    variant: str = "symmetric",
+    generator: torch.Generator | None = None,
+    options: SolverOptions | None = None,
+    device=None,
+    allow_inexact: bool = False,
+) -> EPResult:
+    """One Equilibrium Propagation estimate of the loss gradient, for a batch.
+
+    Args:
+        model: the circuit model.
+        x: ``(batch, features)`` input data in volts (a list for several inputs).
+        target: targets for ``loss_fn``.
+        loss_fn: per-sample loss of the output voltages (:func:`output_loss`).
+        beta: nudging strength (> 0): the output currents are ``-beta/k dL/dV``
+            (amperes per unit of ``dL/dV``; siemens for an MSE in V²).
+        variant: one of :data:`VARIANTS`.
+        generator: draws the sign of ``random-sign``.
+        allow_inexact: run even when the model's amplifiers admit no energy function.
+
+    Returns:
+        the :class:`EPResult`.
+    """
+    if variant not in VARIANTS:
+        raise ConfigError(f"EP variant must be one of {VARIANTS}, got {variant!r}")
+    if not (isinstance(beta, int | float) and beta > 0 and torch.isfinite(torch.tensor(float(beta)))):
+        raise ConfigError(f"EP beta must be a finite number > 0, got {beta!r}")
+    if model.energy_problem and not allow_inexact:
+        raise ConfigError(f"EP needs an energy function: {model.energy_problem} (pass allow_inexact=True to run anyway)")
+    circuit = model.circuit(x)
+    from .solve.native import solve_dc
+
+    free = solve_dc(circuit, options=options, device=device)
+    outputs = model.output_voltages(free)
+    loss, dl_dv = _loss_and_grad(loss_fn, outputs, target)
+    unit = -dl_dv / model.output_weight.to(dl_dv.device)  # current per unit beta
+
+    def nudged(b: float) -> DCSolution:
+        return solve_dc(circuit.with_values(current_a=b * unit), initial_v=free.voltages_v, options=options, device=device)
+
+    if variant == "one-sided":
+        phases = [(beta, nudged(beta)), (0.0, free)]
+    elif variant == "symmetric":
+        phases = [(beta, nudged(beta)), (-beta, nudged(-beta))]
+    else:
+        sign = 1.0 if torch.rand((), generator=generator) < 0.5 else -1.0
+        phases = [(sign * beta, nudged(sign * beta)), (0.0, free)]
+    (b1, s1), (b2, s2) = phases
+    g1, v1 = _energy_derivatives(model, s1)
+    g2, v2 = _energy_derivatives(model, s2)
+    d_g = (g1 - g2) / (b1 - b2)  # (batch, R)
+    d_s = (v1 - v2) / (b1 - b2)  # (batch, S)
+    gradients = model.scatter_resistor_values(d_g.mean(0))
+    per_source = d_s
+    start = 0
+    input_grads = []
+    for call, ids in model.source_calls:
+        layer = call.layer
+        block = per_source[:, start : start + len(ids)]
+        start += len(ids)
+        key = f"{layer.name}.voltage_v"
+        if key in model.parameters:
+            gradients[key] = block.mean(0)
+        if layer in model.input_layers:
+            n = layer.n_features
+            grad = block[:, :n] - block[:, n:] if layer.inverted else block
+            input_grads.append(grad)
+    ordered = [input_grads[model.input_layers.index(l)] for l in model.input_layers] if input_grads else []
+    return EPResult({k: gradients.get(k, torch.zeros_like(p)) for k, p in model.parameters.items()}, loss, outputs, ordered, free)
+
+
+def implicit_gradients(model: Model, x, target, loss_fn: LossFn, *, options: SolverOptions | None = None) -> dict[str, torch.Tensor]:
+    """Exact batch-mean gradients of the loss at the free equilibrium, by implicit differentiation.
+
+    Solves the free phase, then differentiates the Kirchhoff residual
+    ``r(V, θ) = 0`` (``dV/dθ = -(∂r/∂V)^{-1} ∂r/∂θ``) with autograd. Meant for
+    checking EP on small circuits (it forms the full Jacobian).
+    """
+    from .solve.native import solve_dc
+
+    circuit = model.circuit(x)
+    sol = solve_dc(circuit, options=options)
+    b, n = sol.voltages_v.shape
+    c = model._template
+    free = torch.ones(n, dtype=torch.bool)
+    free[c.source_nodes] = False
+    free_idx = free.nonzero().flatten()
+    amp_out = c.amplifier_nodes[:, 1]
+    is_out = torch.zeros(n, dtype=torch.bool)
+    is_out[amp_out] = True
+    params = {k: p.clone().requires_grad_(True) for k, p in model.parameters.items()}
+    saved = model.parameters
+    try:
+        model.parameters = params
+
+        def residual(v_free: torch.Tensor) -> torch.Tensor:
+            sv = model.source_voltages(x)
+            circ = c.with_values(source_v=sv, conductance_s=model.conductances(), current_a=torch.zeros(b, len(model.output_ids), dtype=DTYPE))
+            v = torch.zeros(b, n, dtype=DTYPE).index_copy(1, c.source_nodes, sv).index_copy(1, free_idx, v_free)
+            net, _ = kcl_currents(circ, v)
+            r = net[:, :n].clone()
+            if len(amp_out):
+                vin = torch.where(c.amplifier_nodes[:, 0] == GROUND, torch.zeros((), dtype=DTYPE), v[:, c.amplifier_nodes[:, 0].clamp(min=0)])
+                r[:, amp_out] = v[:, amp_out] - c.gain * vin
+            return r[:, free_idx]
+
+        v0 = sol.voltages_v[:, free_idx].detach()
+        jac = torch.autograd.functional.jacobian(residual, v0)  # (b, F, b, F)
+        blocks = torch.stack([jac[i, :, i, :] for i in range(b)])  # (b, F, F)
+        out_pos = torch.searchsorted(free_idx, model.output_ids)
+        _, dl_dv = _loss_and_grad(loss_fn, sol.voltages_v[:, model.output_ids], target)
+        rhs = torch.zeros(b, len(free_idx), dtype=DTYPE)
+        rhs[:, out_pos] = dl_dv
+        lam = torch.linalg.solve(blocks.transpose(1, 2), rhs)  # J^T λ = dL/dV
+        r = residual(v0)
+        grads = torch.autograd.grad(r, list(params.values()), grad_outputs=-lam / b, allow_unused=True)
+    finally:
+        model.parameters = saved
+    return {k: (g if g is not None else torch.zeros_like(p)) for (k, p), g in zip(params.items(), grads)}

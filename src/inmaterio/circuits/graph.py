@@ -1,0 +1,370 @@
+"""`Model(inputs, outputs)`: a graph of circuit layers compiled into one batched :class:`Circuit`.
+
+The model walks the layer calls from its outputs back to its inputs, gives
+every circuit node an index (names ``layer[i]``, or ``layer#k[i]`` for the
+k-th call of a shared layer), collects the elements each call adds, and
+owns the learnable parameters (float64 tensors, each with its bounds).
+Every output node carries a current source (zero in the free phase) through
+which Equilibrium Propagation nudges it.
+
+For Equilibrium Propagation the model also works out the circuit's *energy
+weights*: nodes joined by resistors or diodes form a region; a bidirectional
+amplifier from region ``r`` to region ``s`` makes ``k_s = k_r c / A``
+(current gain ``c``, voltage gain ``A``; source-fed regions have ``k = 1``).
+Then the DC operating point minimises ``sum_r k_r E_r`` (``E_r`` the
+co-content of region ``r``) and the gradient estimates scale accordingly
+(see :mod:`inmaterio.circuits.ep`). Amplifier gains with no consistent set of
+weights (a loop of amplifiers through one region) leave EP without an energy
+function: :attr:`Model.energy_problem` then says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..errors import ConfigError
+from .layers import BiasLayer, InputLayer, Layer, LayerCall, Nodes
+from .netlist import DTYPE, GROUND, Circuit, DiodeGroup
+from .solve.native import DCSolution, SolverOptions, solve_dc
+
+__all__ = ["Model"]
+
+
+def _as_list(x: Nodes | Sequence[Nodes], what: str) -> list[Nodes]:
+    items = [x] if isinstance(x, Nodes) else list(x)
+    if not items:
+        raise ConfigError(f"Model needs at least one {what}")
+    for k, n in enumerate(items):
+        if not isinstance(n, Nodes):
+            raise ConfigError(f"Model {what} {k} must be Nodes (the output of a layer), got {type(n).__name__}")
+    return items
+
+
+@dataclass(frozen=True)
+class ResistorSegment:
+    """A run of the circuit's resistors whose conductances are entries of one parameter."""
+
+    key: str
+    start: int
+    flat_index: torch.Tensor
+
+
+class Model:
+    """A circuit model built with the functional API.
+
+    Args:
+        inputs: the :func:`~inmaterio.circuits.layers.Input` nodes, in the
+            order the data will be given.
+        outputs: the nodes whose voltages are the model's output (concatenated
+            in order); they must not be voltage sources.
+        seed: seeds the initial parameters.
+
+    Attributes:
+        parameters: ``"layer.param" -> tensor`` (float64), the learnable values.
+        bounds: ``"layer.param" -> (low, high)``.
+        n_outputs: number of output nodes.
+    """
+
+    def __init__(self, inputs: Nodes | Sequence[Nodes], outputs: Nodes | Sequence[Nodes], *, seed: int = 0) -> None:
+        self.inputs = _as_list(inputs, "input")
+        self.outputs = _as_list(outputs, "output")
+        self.seed = int(seed)
+        input_layers = []
+        for k, x in enumerate(self.inputs):
+            if x.call is None or not isinstance(x.call.layer, InputLayer):
+                raise ConfigError(f"Model input {k} must be made by Input(...), got {x!r}")
+            input_layers.append(x.call.layer)
+        self.input_layers: list[InputLayer] = input_layers
+        self.calls = self._ordered_calls()
+        self.layers: list[Layer] = list(dict.fromkeys(c.layer for c in self.calls))
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"layer names must be unique in a model; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+        for layer in self.layers:
+            if isinstance(layer, InputLayer) and layer not in self.input_layers:
+                raise ConfigError(f"the outputs depend on Input '{layer.name}', which is not among the model's inputs")
+        for layer in self.input_layers:
+            if layer not in self.layers:
+                raise ConfigError(f"Input '{layer.name}' is not connected to the outputs")
+        self._allocate()
+        self.parameters: dict[str, torch.Tensor] = {}
+        self.bounds: dict[str, tuple[float, float]] = {}
+        generator = torch.Generator().manual_seed(self.seed)
+        for layer in self.layers:
+            for pname, value in layer.init_parameters(generator).items():
+                key = f"{layer.name}.{pname}"
+                self.parameters[key] = value
+                self.bounds[key] = layer.parameter_bounds()[pname]
+        self._energy_weights()
+
+    # ----------------------------------------------------------------- build
+    def _ordered_calls(self) -> list[LayerCall]:
+        order: list[LayerCall] = []
+        seen: set[int] = set()
+        stack: list[tuple[Nodes, bool]] = [(n, False) for n in reversed(self.outputs)]
+        while stack:
+            nodes, expanded = stack.pop()
+            if nodes.call is None:  # a concatenation
+                if not expanded:
+                    stack.extend((p, False) for p in reversed(nodes.parts))
+                continue
+            call = nodes.call
+            if id(call) in seen:
+                continue
+            if expanded:
+                seen.add(id(call))
+                order.append(call)
+            else:
+                stack.append((nodes, True))
+                stack.extend((p, False) for p in reversed(call.inputs) if not (p.call and id(p.call) in seen))
+        return order
+
+    def _allocate(self) -> None:
+        ids: dict[int, torch.Tensor] = {}
+        names: list[str] = []
+        resistors, segments, groups, amps, gains, cgains = [], [], [], [], [], []
+        sources: list[tuple[LayerCall, torch.Tensor]] = []
+        n_res = 0
+
+        def node_ids(nodes: Nodes) -> torch.Tensor:
+            if nodes.call is None:
+                return torch.cat([node_ids(p) for p in nodes.parts])
+            return ids[id(nodes.call)]
+
+        for call in self.calls:
+            layer = call.layer
+            in_ids = [node_ids(x) for x in call.inputs]
+            if layer.new_nodes:
+                k = layer.calls.index(call)
+                tag = layer.name if len(layer.calls) == 1 else f"{layer.name}#{k}"
+                start = len(names)
+                names.extend(f"{tag}[{i}]" for i in range(call.output.size))
+                out = torch.arange(start, start + call.output.size)
+            else:
+                out = in_ids[0]
+            ids[id(call)] = out
+            if layer.makes_sources:
+                sources.append((call, out))
+            emitted = layer.emit(in_ids, out)
+            if emitted.resistors is not None:
+                pname, flat = emitted.resistor_param  # type: ignore[misc]
+                segments.append(ResistorSegment(f"{layer.name}.{pname}", n_res, flat))
+                resistors.append(emitted.resistors)
+                n_res += len(emitted.resistors)
+            for model, anode, cathode, bias in emitted.diodes:
+                groups.append(DiodeGroup(model, anode, cathode, bias))
+            if emitted.amplifiers is not None:
+                amps.append(emitted.amplifiers)
+                gains.append(emitted.gain)
+                cgains.append(emitted.current_gain)
+
+        self.node_names = tuple(names)
+        self._node_ids = node_ids
+        self.source_calls = sources
+        self.output_ids = torch.cat([node_ids(o) for o in self.outputs])
+        source_ids = torch.cat([ids for _, ids in sources]) if sources else torch.zeros(0, dtype=torch.long)
+        is_source = torch.zeros(len(names), dtype=torch.bool)
+        is_source[source_ids] = True
+        if is_source[self.output_ids].any():
+            k = int(is_source[self.output_ids].nonzero()[0])
+            raise ConfigError(f"model output node '{names[int(self.output_ids[k])]}' is a voltage source; outputs must be circuit nodes")
+        self.segments = segments
+        self._template = Circuit(
+            self.node_names,
+            resistor_nodes=torch.cat(resistors) if resistors else torch.zeros(0, 2, dtype=torch.long),
+            conductance_s=torch.full((n_res,), 1e-6, dtype=DTYPE),
+            source_nodes=source_ids,
+            source_v=torch.zeros(len(source_ids), dtype=DTYPE),
+            diodes=tuple(groups),
+            amplifier_nodes=torch.cat(amps) if amps else torch.zeros(0, 2, dtype=torch.long),
+            gain=torch.cat(gains) if gains else torch.zeros(0, dtype=DTYPE),
+            current_gain=torch.cat(cgains) if cgains else torch.zeros(0, dtype=DTYPE),
+            current_nodes=self.output_ids,
+            current_a=torch.zeros(len(self.output_ids), dtype=DTYPE),
+        )
+
+    def _energy_weights(self) -> None:
+        """Weights ``k`` of each node's region (see the module docstring)."""
+        c = self._template
+        n = c.n_nodes
+        free = torch.ones(n, dtype=torch.bool)
+        free[c.source_nodes] = False
+        pairs = torch.cat([c.resistor_nodes] + [torch.stack([g.anode, g.cathode], 1) for g in c.diodes])
+        ok = (pairs >= 0).all(1)
+        ok[ok.clone()] = free[pairs[ok]].all(1)
+        e = pairs[ok].numpy()
+        graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+        _, region = connected_components(graph, directed=False)
+        weight: dict[int, float] = {}
+        self.energy_problem: str | None = None
+        amp_in, amp_out = c.amplifier_nodes[:, 0].tolist(), c.amplifier_nodes[:, 1].tolist()
+        ratio = (c.current_gain / c.gain).tolist()
+        fed_regions = {int(region[o]) for o in amp_out}
+        for _ in range(len(amp_in) + 1):  # relax until every fed region has its weight
+            changed = False
+            for k, (i, o) in enumerate(zip(amp_in, amp_out)):
+                r_in = int(region[i]) if free[i] else None
+                if r_in is not None and r_in in fed_regions and r_in not in weight:
+                    continue  # its input region's weight is not known yet
+                k_out = (weight.get(r_in, 1.0) if r_in is not None else 1.0) * ratio[k]
+                r = int(region[o])
+                if r not in weight:
+                    weight[r] = k_out
+                    changed = True
+                elif not math.isclose(weight[r], k_out, rel_tol=1e-9) and self.energy_problem is None:
+                    self.energy_problem = (
+                        f"amplifiers into the region of node '{c.node_names[o]}' imply energy weights {weight[r]:.6g} "
+                        f"and {k_out:.6g}: no energy function, so EP gradients are not exact"
+                    )
+            if not changed:
+                break
+        if fed_regions - set(weight) and self.energy_problem is None:
+            self.energy_problem = "amplifiers form a loop through their regions: no energy function, EP is not exact"
+        node_weight = torch.ones(n, dtype=DTYPE)
+        for i in range(n):
+            if free[i]:
+                node_weight[i] = weight.get(int(region[i]), 1.0)
+        self.node_weight = node_weight
+        # an element's weight is its free end's (both ends known: weight 1, its energy is constant)
+        a, b = c.resistor_nodes[:, 0], c.resistor_nodes[:, 1]
+        wa = torch.where((a >= 0) & free[a.clamp(min=0)], node_weight[a.clamp(min=0)], torch.zeros((), dtype=DTYPE))
+        wb = torch.where((b >= 0) & free[b.clamp(min=0)], node_weight[b.clamp(min=0)], torch.zeros((), dtype=DTYPE))
+        self.resistor_weight = torch.where(wa > 0, wa, torch.where(wb > 0, wb, torch.ones((), dtype=DTYPE)))
+        self.diode_weight = []
+        for g in c.diodes:
+            an, ca = g.anode, g.cathode
+            w1 = torch.where((an >= 0) & free[an.clamp(min=0)], node_weight[an.clamp(min=0)], torch.zeros((), dtype=DTYPE))
+            w2 = torch.where((ca >= 0) & free[ca.clamp(min=0)], node_weight[ca.clamp(min=0)], torch.zeros((), dtype=DTYPE))
+            self.diode_weight.append(torch.where(w1 > 0, w1, torch.where(w2 > 0, w2, torch.ones((), dtype=DTYPE))))
+        self.output_weight = node_weight[self.output_ids]
+
+    # ------------------------------------------------------------ parameters
+    def conductances(self) -> torch.Tensor:
+        """``(R,)`` conductances of the circuit's resistors, gathered from the parameters."""
+        parts = [self.parameters[s.key].reshape(-1)[s.flat_index] for s in self.segments]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=DTYPE)
+
+    def set_parameters(self, values: dict[str, torch.Tensor]) -> None:
+        """Replace parameters (checked: known name, shape, finite, inside bounds); nothing changes on error."""
+        checked = {}
+        for key, value in values.items():
+            if key not in self.parameters:
+                raise ConfigError(f"unknown parameter {key!r}; the model has {sorted(self.parameters)}")
+            v = torch.as_tensor(value, dtype=DTYPE)
+            if v.shape != self.parameters[key].shape:
+                raise ConfigError(f"parameter {key!r} must have shape {tuple(self.parameters[key].shape)}, got {tuple(v.shape)}")
+            if not torch.isfinite(v).all():
+                raise ConfigError(f"parameter {key!r} has non-finite values")
+            lo, hi = self.bounds[key]
+            bad = (v < lo) | (v > hi)
+            if bad.any():
+                idx = tuple(bad.nonzero()[0].tolist())
+                raise ConfigError(f"parameter {key!r}{list(idx)} = {v[idx].item():.4g} outside its bounds [{lo:.4g}, {hi:.4g}]")
+            checked[key] = v.clone()
+        self.parameters.update(checked)
+
+    def scatter_resistor_values(self, per_resistor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Sum per-resistor values ``(R,)`` into the conductance parameters they come from (shared layers add up)."""
+        out = {}
+        for s in self.segments:
+            flat = torch.zeros(self.parameters[s.key].numel(), dtype=DTYPE, device=per_resistor.device)
+            flat.index_add_(0, s.flat_index.to(per_resistor.device), per_resistor[s.start : s.start + len(s.flat_index)])
+            out[s.key] = out.get(s.key, 0) + flat.reshape(self.parameters[s.key].shape)
+        return out
+
+    # ----------------------------------------------------------------- solve
+    def source_voltages(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(batch, S)`` voltages of every source: the inputs (and inverted copies) and the biases."""
+        data = [x] if isinstance(x, torch.Tensor | np.ndarray) else list(x)
+        if len(data) != len(self.input_layers):
+            raise ConfigError(f"the model has {len(self.input_layers)} inputs, got {len(data)} data tensors")
+        values = {id(layer): layer.voltages(d) for layer, d in zip(self.input_layers, data)}
+        batch = {v.shape[0] for v in values.values()}
+        if len(batch) != 1:
+            raise ConfigError(f"every input needs the same batch size, got {sorted(batch)}")
+        b = batch.pop()
+        parts = []
+        for call, _ in self.source_calls:
+            layer = call.layer
+            if isinstance(layer, InputLayer):
+                parts.append(values[id(layer)])
+            elif isinstance(layer, BiasLayer):
+                v = self.parameters.get(f"{layer.name}.voltage_v", layer.initial_v)
+                parts.append(v.expand(b, -1))
+        return torch.cat(parts, 1)
+
+    def circuit(self, x, currents_a: torch.Tensor | None = None) -> Circuit:
+        """The batch of circuits for data ``x`` with output currents ``currents_a (batch, n_outputs)`` A."""
+        sv = self.source_voltages(x)
+        cur = torch.zeros(sv.shape[0], len(self.output_ids), dtype=DTYPE) if currents_a is None else currents_a.to(DTYPE)
+        return self._template.with_values(source_v=sv, current_a=cur, conductance_s=self.conductances())
+
+    def solve(self, x, currents_a=None, *, initial_v=None, options: SolverOptions | None = None, device=None) -> DCSolution:
+        """DC operating point for data ``x`` (``(batch, features)``, or a list for several inputs)."""
+        return solve_dc(self.circuit(x, currents_a), initial_v=initial_v, options=options, device=device)
+
+    def output_voltages(self, solution: DCSolution) -> torch.Tensor:
+        """``(batch, n_outputs)`` voltages of the output nodes."""
+        return solution.voltages_v[:, self.output_ids.to(solution.voltages_v.device)]
+
+    def node_voltages(self, solution: DCSolution, nodes: Nodes) -> torch.Tensor:
+        """``(batch, nodes.size)`` voltages of any node handle of this model."""
+        try:
+            ids = self._node_ids(nodes)
+        except KeyError:
+            raise ConfigError(f"{nodes!r} is not part of this model") from None
+        return solution.voltages_v[:, ids.to(solution.voltages_v.device)]
+
+    def predict(self, x, *, batch_size: int = 1024, options: SolverOptions | None = None, device=None) -> torch.Tensor:
+        """``(batch, n_outputs)`` output voltages of the free circuits, solved ``batch_size`` at a time."""
+        data = [x] if isinstance(x, torch.Tensor | np.ndarray) else list(x)
+        n = len(data[0])
+        outs = []
+        for s in range(0, n, batch_size):
+            sol = self.solve([torch.as_tensor(d)[s : s + batch_size] for d in data], options=options, device=device)
+            outs.append(self.output_voltages(sol).cpu())
+        return torch.cat(outs)
+
+    # -------------------------------------------------------------- readouts
+    def resistor_currents(self, solution: DCSolution) -> torch.Tensor:
+        """``(batch, R)`` current through each resistor, from its first to its second node (A)."""
+        v = _with_ground(solution.voltages_v)
+        rn = _ext(self._template.resistor_nodes, v)
+        return self.conductances().to(v.device) * (v[:, rn[:, 0]] - v[:, rn[:, 1]])
+
+    def power_w(self, solution: DCSolution) -> torch.Tensor:
+        """``(batch,)`` power dissipated in the resistors and diodes (W)."""
+        v = _with_ground(solution.voltages_v)
+        rn = _ext(self._template.resistor_nodes, v)
+        g = self.conductances().to(v.device)
+        p = (g * (v[:, rn[:, 0]] - v[:, rn[:, 1]]) ** 2).sum(1)
+        for grp in self._template.diodes:
+            u = v[:, _ext(grp.anode, v)] - v[:, _ext(grp.cathode, v)]
+            p = p + (u * grp.model.current(u - grp.bias_v.to(v.device))).sum(1)
+        return p
+
+    def summary(self) -> str:
+        """A table of the layers, their nodes and parameters."""
+        lines = [f"{'layer':<18} {'type':<20} {'nodes':>7} {'parameters':>11}"]
+        for layer in self.layers:
+            nodes = sum(c.output.size for c in layer.calls) if layer.new_nodes else 0
+            params = sum(int(np.prod(s)) for s in layer.parameter_shapes().values())
+            lines.append(f"{layer.name:<18} {type(layer).__name__:<20} {nodes:>7} {params:>11}")
+        lines.append(f"circuit: {self._template.describe()}")
+        return "\n".join(lines)
+
+
+def _with_ground(v: torch.Tensor) -> torch.Tensor:
+    return torch.cat([v, torch.zeros(v.shape[0], 1, dtype=v.dtype, device=v.device)], 1)
+
+
+def _ext(idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    n = v.shape[1] - 1
+    return torch.where(idx == GROUND, n, idx).to(v.device)
