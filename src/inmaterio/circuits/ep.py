@@ -37,7 +37,7 @@ from ..errors import ConfigError, SimulationError
 from ..training.losses import cross_entropy, mse
 from .graph import Model
 from .netlist import DTYPE, GROUND
-from .solve.native import DCSolution, SolverOptions, kcl_currents
+from .solve.native import DCSolution, SolverOptions, _stamps, kcl_currents
 
 __all__ = ["EPResult", "VARIANTS", "ep_gradients", "implicit_gradients", "output_loss", "readout"]
 
@@ -128,33 +128,56 @@ class EPResult:
     free: DCSolution
 
 
-def _energy_derivatives(model: Model, sol: DCSolution) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample: ``∂E/∂g`` for every resistor ``(batch, R)`` and ``∂E/∂V_s`` for every source ``(batch, S)``."""
+def _with_ground(v: torch.Tensor) -> torch.Tensor:
+    return torch.cat([v, torch.zeros(v.shape[0], 1, dtype=v.dtype, device=v.device)], 1)
+
+
+def _conductance_derivative_sum(model: Model, s1: DCSolution, s2: DCSolution) -> torch.Tensor:
+    """``(R,)``: sum over the batch of ``∂E/∂g (phase 1) - ∂E/∂g (phase 2)`` for every resistor.
+
+    ``k/2 (ΔV1² - ΔV2²) = k/2 (δ_a - δ_b)(σ_a - σ_b)`` with ``δ = V1 - V2`` and
+    ``σ = V1 + V2``; the batch sums of the cross terms are two matrix products
+    over the nodes the resistors join (no ``(batch, R)`` tensor, and no
+    cancellation between two large squares).
+    """
     c = model._template
-    v = sol.voltages_v
-    b, n = v.shape
-    vg = torch.cat([v, torch.zeros(b, 1, dtype=v.dtype, device=v.device)], 1)
-    ext = lambda i: torch.where(i == GROUND, n, i).to(v.device)  # noqa: E731
-    rn = ext(c.resistor_nodes)
-    drop = vg[:, rn[:, 0]] - vg[:, rn[:, 1]]
-    kr = model.resistor_weight.to(v.device)
-    d_g = 0.5 * kr * drop**2
-    # weighted current leaving every node through its elements (only source nodes are used)
-    out = torch.zeros(b, n + 1, dtype=v.dtype, device=v.device)
-    i_r = kr * model.conductances().to(v.device) * drop
-    out.index_add_(1, rn[:, 0], i_r)
-    out.index_add_(1, rn[:, 1], -i_r)
+    n = c.n_nodes
+    v1, v2 = _with_ground(s1.voltages_v), _with_ground(s2.voltages_v)
+    delta, sigma = v1 - v2, v1 + v2
+    r = torch.where(c.resistor_nodes == GROUND, n, c.resistor_nodes).to(v1.device)
+    if not len(r):
+        return torch.zeros(0, dtype=DTYPE, device=v1.device)
+    rows, a = torch.unique(r[:, 0], return_inverse=True)
+    cols, b = torch.unique(r[:, 1], return_inverse=True)
+    diag = (delta * sigma).sum(0)
+    cross = delta[:, rows].T @ sigma[:, cols] + sigma[:, rows].T @ delta[:, cols]  # (|rows|, |cols|)
+    total = diag[r[:, 0]] + diag[r[:, 1]] - cross[a, b]
+    return 0.5 * model.resistor_weight.to(v1.device) * total
+
+
+def _source_derivatives(model: Model, sol: DCSolution) -> torch.Tensor:
+    """``(batch, S)``: ``∂E/∂V_s``, the energy-weighted current each source delivers into the circuit."""
+    c = model._template
+    n = c.n_nodes
+    v = _with_ground(sol.voltages_v)
+    dev = v.device
+    src = c.source_nodes.to(dev)
+    if len(c.resistor_nodes):
+        lap = _stamps(c, dev).laplacian(model.resistor_weight.to(dev) * model.conductances().to(dev))
+        out = (lap @ v.T).T.contiguous()  # weighted currents leaving every node (used at the sources only)
+    else:
+        out = torch.zeros(v.shape[0], n + 1, dtype=DTYPE, device=dev)
     for grp, kd in zip(c.diodes, model.diode_weight):
-        a, k = ext(grp.anode), ext(grp.cathode)
-        i_d = kd.to(v.device) * grp.model.current(vg[:, a] - vg[:, k] - grp.bias_v.to(v.device))
+        a = torch.where(grp.anode == GROUND, n, grp.anode).to(dev)
+        k = torch.where(grp.cathode == GROUND, n, grp.cathode).to(dev)
+        i_d = kd.to(dev) * grp.model.current(v[:, a] - v[:, k] - grp.bias_v.to(dev))
         out.index_add_(1, a, i_d)
         out.index_add_(1, k, -i_d)
     if len(c.amplifier_nodes):
-        ain = ext(c.amplifier_nodes[:, 0])
         # an amplifier fed by a source draws current_gain * I from it (weight 1: sources are in the base region)
-        out.index_add_(1, ain, c.current_gain.to(v.device) * sol.amplifier_current_a)
-    d_s = out[:, ext(c.source_nodes)]
-    return d_g, d_s
+        ain = torch.where(c.amplifier_nodes[:, 0] == GROUND, n, c.amplifier_nodes[:, 0]).to(dev)
+        out.index_add_(1, ain, c.current_gain.to(dev) * sol.amplifier_current_a)
+    return out[:, src]
 
 
 def ep_gradients(
@@ -211,12 +234,9 @@ def ep_gradients(
         sign = 1.0 if torch.rand((), generator=generator) < 0.5 else -1.0
         phases = [(sign * beta, nudged(sign * beta)), (0.0, free)]
     (b1, s1), (b2, s2) = phases
-    g1, v1 = _energy_derivatives(model, s1)
-    g2, v2 = _energy_derivatives(model, s2)
-    d_g = (g1 - g2) / (b1 - b2)  # (batch, R)
-    d_s = (v1 - v2) / (b1 - b2)  # (batch, S)
-    gradients = model.scatter_resistor_values(d_g.mean(0))
-    per_source = d_s
+    d_g = _conductance_derivative_sum(model, s1, s2) / ((b1 - b2) * len(outputs))  # batch mean, (R,)
+    per_source = (_source_derivatives(model, s1) - _source_derivatives(model, s2)) / (b1 - b2)  # (batch, S)
+    gradients = model.scatter_resistor_values(d_g)
     start = 0
     input_grads = []
     for call, ids in model.source_calls:

@@ -25,7 +25,8 @@ shared by the whole batch (shape ``(k,)``) or per circuit (``(batch, k)``)):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+import copy
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,8 +43,10 @@ DTYPE = torch.float64
 
 
 def _long(x, what: str, shape_tail: tuple[int, ...]) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=torch.long).reshape(-1, *shape_tail) if len(shape_tail) else torch.as_tensor(x, dtype=torch.long).reshape(-1)
-    return t
+    t = torch.as_tensor(x, dtype=torch.long)
+    if t.dim() == 1 + len(shape_tail) and tuple(t.shape[1:]) == shape_tail:
+        return t  # kept as is: solvers cache their bookkeeping per index tensor
+    return t.reshape(-1, *shape_tail)
 
 
 def _values(x, what: str, count: int) -> torch.Tensor:
@@ -212,8 +215,24 @@ class Circuit:
         return sorted(range(a), key=lambda k: -depth[k])
 
     def with_values(self, **values) -> Circuit:
-        """A copy with some value tensors replaced (``source_v=``, ``current_a=``, ``conductance_s=``, ...)."""
-        return replace(self, **values)
+        """A copy with value tensors replaced (``source_v``, ``current_a``, ``conductance_s``, ``gain``, ``current_gain``).
+
+        The topology is shared with this circuit and not checked again; the
+        new values are (shape, finiteness, sign of conductances).
+        """
+        counts = {"conductance_s": len(self.resistor_nodes), "source_v": len(self.source_nodes), "gain": len(self.amplifier_nodes),
+                  "current_gain": len(self.amplifier_nodes), "current_a": len(self.current_nodes)}
+        unknown = set(values) - set(counts)
+        if unknown:
+            raise ConfigError(f"with_values can replace {sorted(counts)}, not {sorted(unknown)}")
+        new = copy.copy(self)
+        for name, value in values.items():
+            object.__setattr__(new, name, _values(value, name, counts[name]))
+        if "conductance_s" in values and (new.conductance_s < 0).any():
+            where = (new.conductance_s < 0).nonzero()[0]
+            raise ConfigError(f"resistor {int(where[-1])} conductance {new.conductance_s[tuple(where)].item()} S is negative (must be >= 0)")
+        new.batch_size  # noqa: B018 - raises if per-circuit values disagree
+        return new
 
     def describe(self) -> str:
         d = sum(len(g) for g in self.diodes)

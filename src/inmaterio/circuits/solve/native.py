@@ -20,6 +20,7 @@ Kirchhoff's current law at every free node.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -71,32 +72,72 @@ class DCSolution:
 
 
 class _Stamps:
-    """Index bookkeeping of one topology: which nodes are free, and where each element stamps."""
+    """Index bookkeeping of one topology: which nodes are unknowns, and where each element stamps.
+
+    The unknowns are the free nodes that are not amplifier outputs (an
+    amplifier output is eliminated: ``V_out = gain * V_in``).
+    """
 
     def __init__(self, circuit: Circuit, device: torch.device) -> None:
         n = circuit.n_nodes
         self.n = n
-        is_source = torch.zeros(n + 1, dtype=torch.bool)
-        is_source[circuit.source_nodes] = True
-        is_source[n] = True  # ground: known (0 V)
-        self.free = (~is_source[:n]).nonzero().flatten().to(device)
-        self.F = self.free.numel()
-        # position of each extended node (index n = ground) among the free unknowns, -1 if known
-        pos = torch.full((n + 1,), -1, dtype=torch.long)
-        pos[self.free.cpu()] = torch.arange(self.F)
-        self.pos = pos.to(device)
         self.device = device
+        is_known = torch.zeros(n + 1, dtype=torch.bool)
+        is_known[circuit.source_nodes] = True
+        is_known[n] = True  # ground: known (0 V)
+        self.free = (~is_known[:n]).nonzero().flatten()
+        self.F = self.free.numel()
+        pos = torch.full((n + 1,), -1, dtype=torch.long)
+        pos[self.free] = torch.arange(self.F)
+        self.pos = pos
 
-        amp_in, amp_out = circuit.amplifier_nodes[:, 0], circuit.amplifier_nodes[:, 1]
-        self.amp_levels = []  # downstream first; each level: amplifier indices
-        order = circuit.amplifier_order()
+        r = self.ext(circuit.resistor_nodes)
+        pa, pb = pos[r[:, 0]], pos[r[:, 1]] if len(r) else (torch.zeros(0, dtype=torch.long),) * 2
+        self.r_a, self.r_b = r[:, 0], r[:, 1]
+        # free-free stamps: (flat index into F x F, resistor, sign)
+        fa, fb = pa >= 0, pb >= 0
+        both = fa & fb
+        rid = torch.arange(len(r))
+        self.ff_index = torch.cat([pa[fa] * self.F + pa[fa], pb[fb] * self.F + pb[fb], pa[both] * self.F + pb[both], pb[both] * self.F + pa[both]])
+        self.ff_resistor = torch.cat([rid[fa], rid[fb], rid[both], rid[both]])
+        self.ff_sign = torch.cat([torch.ones(int(fa.sum()) + int(fb.sum()), dtype=DTYPE), -torch.ones(2 * int(both.sum()), dtype=DTYPE)])
+        # free-known couplings: rhs[pos free end] += g * V(known end)
+        a_known_b_free = ~fa & fb
+        b_known_a_free = fa & ~fb
+        self.fk_row = torch.cat([pb[a_known_b_free], pa[b_known_a_free]])
+        self.fk_col = torch.cat([r[a_known_b_free, 0], r[b_known_a_free, 1]])
+        self.fk_resistor = torch.cat([rid[a_known_b_free], rid[b_known_a_free]])
+
+        # amplifiers: folding order (downstream first) and elimination of their outputs
+        self.amp_in_ext = self.ext(circuit.amplifier_nodes[:, 0])
+        self.amp_out_pos = pos[self.ext(circuit.amplifier_nodes[:, 1])]
+        self.amp_in_pos = pos[self.amp_in_ext]
         depth = self._depths(circuit)
-        for d in sorted(set(depth.values()), reverse=True):
-            ks = torch.tensor([k for k in order if depth[k] == d], dtype=torch.long, device=device)
-            self.amp_levels.append(ks)
-        self.amp_in_ext = self.ext(amp_in).to(device)
-        self.amp_out_pos = self.pos[self.ext(amp_out).to(device)]
-        self.amp_in_pos = self.pos[self.amp_in_ext]
+        self.amp_levels = [torch.tensor([k for k in range(len(depth)) if depth[k] == d], dtype=torch.long) for d in sorted(set(depth.values()), reverse=True)]
+        keep = torch.ones(self.F, dtype=torch.bool)
+        keep[self.amp_out_pos] = False
+        self.keep = keep.nonzero().flatten()
+        self.n_unknowns = self.keep.numel()
+        # position among the unknowns (-1 for known nodes and amplifier outputs)
+        pos_red = torch.full((n + 1,), -1, dtype=torch.long)
+        pos_red[self.free[self.keep]] = torch.arange(self.n_unknowns)
+        self.pos_red = pos_red
+        amp_out_nodes = set(circuit.amplifier_nodes[:, 1].tolist())
+        self.diodes_on_amplifier_outputs = any(
+            bool(set(g.anode.tolist()) & amp_out_nodes or set(g.cathode.tolist()) & amp_out_nodes) for g in circuit.diodes
+        )
+        # sparsity pattern of the resistor Laplacian (CSR), values filled per call by index_add
+        rows = torch.cat([r[:, 0], r[:, 1], r[:, 0], r[:, 1]])
+        cols = torch.cat([r[:, 0], r[:, 1], r[:, 1], r[:, 0]])
+        pairs, self.lap_inverse = torch.unique(rows * (n + 1) + cols, return_inverse=True)
+        self.lap_sign = torch.cat([torch.ones(2 * len(r), dtype=DTYPE), -torch.ones(2 * len(r), dtype=DTYPE)])
+        self.lap_col = pairs % (n + 1)
+        self.lap_crow = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(pairs // (n + 1), minlength=n + 1).cumsum(0)])
+        for name in ("lap_inverse", "lap_sign", "lap_col", "lap_crow", "free", "pos", "r_a", "r_b", "ff_index", "ff_resistor", "ff_sign", "fk_row", "fk_col", "fk_resistor",
+                     "amp_in_ext", "amp_out_pos", "amp_in_pos", "keep", "pos_red"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.amp_levels = [k.to(device) for k in self.amp_levels]
+        self.diode_ext = [(self.ext(g.anode).to(device), self.ext(g.cathode).to(device)) for g in circuit.diodes]
 
     @staticmethod
     def _depths(circuit: Circuit) -> dict[int, int]:
@@ -113,6 +154,32 @@ class _Stamps:
     def ext(self, idx: torch.Tensor) -> torch.Tensor:
         """Node indices with ground mapped to the extended index n."""
         return torch.where(idx == GROUND, self.n, idx)
+
+    def laplacian(self, g: torch.Tensor) -> torch.Tensor:
+        """Sparse CSR ``(n + 1, n + 1)`` Laplacian of the resistors for shared conductances ``g (R,)``."""
+        values = torch.zeros(len(self.lap_col), dtype=g.dtype, device=g.device)
+        values.index_add_(0, self.lap_inverse, torch.cat([g, g, g, g]) * self.lap_sign)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(self.lap_crow, self.lap_col, values, (self.n + 1, self.n + 1), check_invariants=False)
+
+
+_STAMP_CACHE: dict[tuple, tuple[tuple, _Stamps]] = {}
+
+
+def _stamps(circuit: Circuit, device: torch.device) -> _Stamps:
+    """The topology's :class:`_Stamps`, cached while the circuit's index tensors live (models reuse them)."""
+    owners = (circuit.resistor_nodes, circuit.source_nodes, circuit.amplifier_nodes, circuit.current_nodes,
+              *(t for g in circuit.diodes for t in (g.anode, g.cathode)))
+    key = (tuple(id(t) for t in owners), str(device))
+    hit = _STAMP_CACHE.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], owners)):
+        return hit[1]
+    st = _Stamps(circuit, device)
+    if len(_STAMP_CACHE) > 16:
+        _STAMP_CACHE.clear()
+    _STAMP_CACHE[key] = (owners, st)
+    return st
 
 
 def _batch(values: torch.Tensor, b: int) -> torch.Tensor:
@@ -138,27 +205,33 @@ def kcl_currents(circuit: Circuit, voltages_v: torch.Tensor) -> tuple[torch.Tens
     dev = voltages_v.device
     v = torch.cat([voltages_v, torch.zeros(b, 1, dtype=voltages_v.dtype, device=dev)], 1)
     ext = lambda i: torch.where(i == GROUND, n, i).to(dev)  # noqa: E731
-    net = torch.zeros(b, n + 1, dtype=voltages_v.dtype, device=dev)
-    if len(circuit.resistor_nodes):
-        a, c = ext(circuit.resistor_nodes[:, 0]), ext(circuit.resistor_nodes[:, 1])
-        i = _batch(circuit.conductance_s.to(dev), b) * (v[:, a] - v[:, c])
-        net.index_add_(1, a, i)
-        net.index_add_(1, c, -i)
+    if len(circuit.resistor_nodes) and circuit.conductance_s.dim() == 1 and not voltages_v.requires_grad and not circuit.conductance_s.requires_grad:
+        lap = _stamps(circuit, dev).laplacian(circuit.conductance_s.to(dev, voltages_v.dtype))
+        net = (lap @ v.T).T.contiguous()
+    else:
+        net = torch.zeros(b, n + 1, dtype=voltages_v.dtype, device=dev)
+        if len(circuit.resistor_nodes):
+            a, c = ext(circuit.resistor_nodes[:, 0]), ext(circuit.resistor_nodes[:, 1])
+            i = _batch(circuit.conductance_s.to(dev), b) * (v[:, a] - v[:, c])
+            net = net.index_add(1, a, i).index_add(1, c, -i)
     for group in circuit.diodes:
         a, c = ext(group.anode), ext(group.cathode)
         i = group.model.current(v[:, a] - v[:, c] - group.bias_v.to(dev))
-        net.index_add_(1, a, i)
-        net.index_add_(1, c, -i)
+        net = net.index_add(1, a, i).index_add(1, c, -i)
     if len(circuit.current_nodes):
-        net.index_add_(1, ext(circuit.current_nodes), -_batch(circuit.current_a.to(dev), b))
+        net = net.index_add(1, ext(circuit.current_nodes), -_batch(circuit.current_a.to(dev), b))
     amp = torch.zeros(b, len(circuit.amplifier_nodes), dtype=voltages_v.dtype, device=dev)
     if len(circuit.amplifier_nodes):
+        net = net.clone()
         cg = _batch(circuit.current_gain.to(dev), b)
         amp_in, amp_out = ext(circuit.amplifier_nodes[:, 0]), ext(circuit.amplifier_nodes[:, 1])
+        amps = []
         for k in circuit.amplifier_order():
-            amp[:, k] = net[:, amp_out[k]]
-            net[:, amp_in[k]] += cg[:, k] * amp[:, k]
+            i_k = net[:, amp_out[k]].clone()
+            amps.append((k, i_k))
+            net[:, amp_in[k]] = net[:, amp_in[k]] + cg[:, k] * i_k
             net[:, amp_out[k]] = 0.0
+        amp = torch.stack([i for _, i in sorted(amps, key=lambda t: t[0])], 1)
     return net, amp
 
 
@@ -171,15 +244,15 @@ def _linear_system(circuit: Circuit, st: _Stamps, b: int) -> tuple[torch.Tensor,
     g = circuit.conductance_s.to(dev)
     gb = 1 if g.dim() == 1 else b
     g = g.reshape(gb, -1)
-    G = torch.zeros(gb, (n + 1) * (n + 1), dtype=DTYPE, device=dev)
-    if len(circuit.resistor_nodes):
-        a, c = st.ext(circuit.resistor_nodes[:, 0].to(dev)), st.ext(circuit.resistor_nodes[:, 1].to(dev))
-        for r, s, sign in ((a, a, 1.0), (c, c, 1.0), (a, c, -1.0), (c, a, -1.0)):
-            G.index_add_(1, r * (n + 1) + s, sign * g)
-    G = G.view(gb, n + 1, n + 1)
-    rows = G[:, st.free]
-    J = rows[:, :, st.free].contiguous()
-    rhs = -(rows @ known.unsqueeze(-1)).squeeze(-1) if gb == b else -(known @ rows[0].T)
+    J = torch.zeros(gb, F * F, dtype=DTYPE, device=dev)
+    J.index_add_(1, st.ff_index, g[:, st.ff_resistor] * st.ff_sign)
+    J = J.view(gb, F, F)
+    if gb == 1 and len(st.fk_row):
+        rhs = -(st.laplacian(g[0]) @ known.T).T[:, st.free].contiguous()  # -G_fk V_k (V is 0 at free nodes)
+    else:
+        rhs = torch.zeros(b, F, dtype=DTYPE, device=dev)
+        if len(st.fk_row):
+            rhs.index_add_(1, st.fk_row, _batch(g[:, st.fk_resistor], b) * known[:, st.fk_col])
     if len(circuit.current_nodes):
         p = st.pos[st.ext(circuit.current_nodes.to(dev))]
         keep = p >= 0
@@ -187,17 +260,19 @@ def _linear_system(circuit: Circuit, st: _Stamps, b: int) -> tuple[torch.Tensor,
     return J, rhs, known
 
 
-def _stamp_diodes(circuit, st, J, rhs, known, vd_groups, active):
-    """Add every diode's companion model (linearised at ``vd_groups``) to ``J (b, F, F)`` and ``rhs (b, F)``."""
+def _stamp_diodes(circuit, st, J, rhs, known, vd_groups, active, pos):
+    """Add every diode's companion model (linearised at ``vd_groups``) to ``J (b, F, F)`` and ``rhs (b, F)``.
+
+    ``pos`` maps nodes to rows of the system (``st.pos``, or ``st.pos_red`` for the reduced one).
+    """
     b, F = rhs.shape
     Jf = J.view(b, F * F)
-    for group, vd in zip(circuit.diodes, vd_groups):
-        dev = st.device
-        a, c = st.ext(group.anode.to(dev)), st.ext(group.cathode.to(dev))
-        pa, pc = st.pos[a], st.pos[c]
+    kn = known[active]
+    for group, vd, (a, c) in zip(circuit.diodes, vd_groups, st.diode_ext):
+        pa, pc = pos[a], pos[c]
         g = group.model.conductance(vd)
-        j = group.model.current(vd) - g * vd - g * group.bias_v.to(dev)
-        ka, kc = known[active][:, a], known[active][:, c]
+        j = group.model.current(vd) - g * vd - g * group.bias_v.to(st.device)
+        ka, kc = kn[:, a], kn[:, c]
         fa, fc = pa >= 0, pc >= 0
         both = fa & fc
         Jf.index_add_(1, pa[fa] * F + pa[fa], g[:, fa])
@@ -209,32 +284,47 @@ def _stamp_diodes(circuit, st, J, rhs, known, vd_groups, active):
         rhs.index_add_(1, pc[fc], (j + g * ka * (~fa))[:, fc])
 
 
-def _apply_amplifiers(circuit, st, J, rhs, known, active):
-    """Fold each amplifier output's KCL row into its input row and replace it by ``V_out - gain V_in = 0``."""
+def _eliminate_amplifiers(circuit, st, J, rhs, known, active):
+    """Fold each amplifier output's row into its input's row and substitute ``V_out = gain V_in``.
+
+    Returns the reduced system over the unknowns ``st.keep``.
+    """
     if not len(circuit.amplifier_nodes):
-        return
-    b = rhs.shape[0]
-    dev = st.device
-    gain = _batch(circuit.gain.to(dev), known.shape[0])[active]
-    cg = _batch(circuit.current_gain.to(dev), known.shape[0])[active]
-    for ks in st.amp_levels:
+        return J, rhs
+    b = known.shape[0]
+    gain = _batch(circuit.gain.to(st.device), b)[active]
+    cg = _batch(circuit.current_gain.to(st.device), b)[active]
+    if J.shape[0] == 1:  # one shared matrix: the gains are shared too
+        gain, cg = gain[:1], cg[:1]
+    kn = known[active]
+    for ks in st.amp_levels:  # downstream first
         pin, pout = st.amp_in_pos[ks], st.amp_out_pos[ks]
         free_in = pin >= 0
         if free_in.any():
             kk = ks[free_in]
-            w = cg[:, kk]
-            J.index_add_(1, pin[free_in], w.unsqueeze(-1) * J[:, pout[free_in], :])
-            rhs.index_add_(1, pin[free_in], w * rhs[:, pout[free_in]])
-    pin, pout = st.amp_in_pos, st.amp_out_pos
-    J[:, pout, :] = 0.0
-    J[:, pout, pout] = 1.0
-    free_in = pin >= 0
-    if free_in.any():
-        J[:, pout[free_in], pin[free_in]] = -gain[:, free_in]
-    rhs[:, pout] = gain * known[active][:, st.amp_in_ext]  # 0 where the input is free (known is 0 there)
-    if free_in.any():
-        rhs[:, pout[free_in]] = 0.0
-    del b
+            J.index_add_(1, pin[free_in], cg[:, kk].unsqueeze(-1) * J[:, pout[free_in], :])
+            rhs.index_add_(1, pin[free_in], cg[:, kk].expand(len(rhs), -1) * rhs[:, pout[free_in]])
+            J.index_add_(2, pin[free_in], gain[:, kk].unsqueeze(1) * J[:, :, pout[free_in]])
+        if (~free_in).any():
+            kk = ks[~free_in]
+            v_out = gain[:, kk] * kn[:, st.amp_in_ext[kk]]  # (m, k)
+            rhs -= (J[:, :, pout[~free_in]] @ v_out.unsqueeze(-1)).squeeze(-1)
+    keep = st.keep
+    return J[:, keep][:, :, keep], rhs[:, keep]
+
+
+def _expand_amplifiers(circuit, st, v_free, known, active):
+    """Fill the amplifier outputs of ``v_free (m, F)`` from their inputs (upstream first)."""
+    if not len(circuit.amplifier_nodes):
+        return v_free
+    b = known.shape[0]
+    gain = _batch(circuit.gain.to(st.device), b)[active]
+    kn = known[active]
+    for ks in reversed(st.amp_levels):
+        pin, pout = st.amp_in_pos[ks], st.amp_out_pos[ks]
+        vin = torch.where(pin >= 0, v_free[:, pin.clamp(min=0)], kn[:, st.amp_in_ext[ks]])
+        v_free[:, pout] = gain[:, ks] * vin
+    return v_free
 
 
 def solve_dc(
@@ -271,15 +361,13 @@ def solve_dc(
     if circuit.batch_size is not None and batch_size is not None and batch_size != circuit.batch_size:
         raise SimulationError(f"batch_size {batch_size} disagrees with the circuit's per-circuit values ({circuit.batch_size})")
     dev = torch.device(device) if device is not None else circuit.conductance_s.device
-    st = _Stamps(circuit, dev)
+    st = _stamps(circuit, dev)
     J_lin, rhs_lin, known = _linear_system(circuit, st, b)
-    n, F = st.n, st.F
+    n, F, U = st.n, st.F, st.n_unknowns
 
-    # operating voltages of the diodes
     def diode_v(v_ext: torch.Tensor) -> list[torch.Tensor]:
-        return [
-            v_ext[:, st.ext(g.anode.to(dev))] - v_ext[:, st.ext(g.cathode.to(dev))] - g.bias_v.to(dev) for g in circuit.diodes
-        ]
+        """Operating voltage of every diode (after its series bias) from extended node voltages."""
+        return [v_ext[:, a] - v_ext[:, c] - g.bias_v.to(dev) for g, (a, c) in zip(circuit.diodes, st.diode_ext)]
 
     if initial_v is not None:
         if tuple(initial_v.shape) != (b, n):
@@ -293,14 +381,20 @@ def solve_dc(
     v_free = torch.zeros(b, F, dtype=DTYPE, device=dev)
     iterations = torch.zeros(b, dtype=torch.long, device=dev)
     active = torch.arange(b, device=dev)
-    previous = torch.full((b, F), float("nan"), dtype=DTYPE, device=dev)
-    last_change = torch.zeros(b, F, dtype=DTYPE, device=dev)
+    previous = torch.full((b, U), float("nan"), dtype=DTYPE, device=dev)
+    last_change = torch.zeros(b, U, dtype=DTYPE, device=dev)
+    shared = J_lin.shape[0] == 1
+    # fast path: with shared values and no diode on an amplifier output, the amplifiers are eliminated once
+    reduce_once = shared and circuit.gain.dim() == 1 and circuit.current_gain.dim() == 1 and not st.diodes_on_amplifier_outputs
+    if reduce_once:
+        J_lin, rhs_lin = _eliminate_amplifiers(circuit, st, J_lin.clone(), rhs_lin.clone(), known, torch.arange(b, device=dev))
     for it in range(1, opts.max_iterations + 1):
         m = active.numel()
-        J = (J_lin[active] if J_lin.shape[0] == b and b > 1 else J_lin.expand(m, F, F)).clone()
+        J = (J_lin.expand(m, *J_lin.shape[1:]) if shared else J_lin[active]).clone()
         rhs = rhs_lin[active].clone()
-        _stamp_diodes(circuit, st, J, rhs, known, [v[active] for v in vd], active)
-        _apply_amplifiers(circuit, st, J, rhs, known, active)
+        _stamp_diodes(circuit, st, J, rhs, known, [v[active] for v in vd], active, st.pos_red if reduce_once else st.pos)
+        if not reduce_once:
+            J, rhs = _eliminate_amplifiers(circuit, st, J, rhs, known, active)
         solution, info = torch.linalg.solve_ex(J, rhs)
         if (info != 0).any() or not torch.isfinite(solution).all():
             bad = active[(info != 0) | ~torch.isfinite(solution).all(1)]
@@ -308,10 +402,13 @@ def solve_dc(
                 f"singular circuit matrix for sample(s) {bad[:5].tolist()} at Newton iteration {it}: "
                 f"a node without a DC path, or a loop of amplifiers / sources ({circuit.describe()})"
             )
-        v_free[active] = solution
+        full = torch.zeros(m, F, dtype=DTYPE, device=dev)
+        full[:, st.keep] = solution
+        full = _expand_amplifiers(circuit, st, full, known, active)
+        v_free[active] = full
         iterations[active] = it
         v_ext = known[active].clone()
-        v_ext[:, st.free] = solution
+        v_ext[:, st.free] = full
         vd_new = diode_v(v_ext)
         limited = torch.zeros(m, dtype=torch.bool, device=dev)
         for g, (group, old, new) in enumerate(zip(circuit.diodes, vd, vd_new)):
@@ -328,7 +425,7 @@ def solve_dc(
             break
     else:
         worst = last_change[active].amax(0).argmax()
-        node = int(st.free[worst])
+        node = int(st.free[st.keep[worst]])
         raise SimulationError(
             f"DC solution did not converge within {opts.max_iterations} Newton iterations for sample(s) "
             f"{active[:5].tolist()} ({active.numel()} in all); largest last change "
@@ -338,17 +435,14 @@ def solve_dc(
     voltages = known[:, :n].clone()
     voltages[:, st.free] = v_free
     net, amp = kcl_currents(circuit, voltages)
-    free_net = net[:, st.free]
-    is_amp_out = torch.zeros(F, dtype=torch.bool, device=dev)
-    is_amp_out[st.amp_out_pos] = True
-    residual = free_net[:, ~is_amp_out].abs().amax(1) if (~is_amp_out).any() else torch.zeros(b, dtype=DTYPE, device=dev)
-    if check_kcl:
-        scale = _largest_element_current(circuit, voltages)
+    free_net = net[:, st.free[st.keep]]
+    residual = free_net.abs().amax(1) if U else torch.zeros(b, dtype=DTYPE, device=dev)
+    if check_kcl and U:
+        scale = _current_scale(circuit, voltages)
         bad = residual > opts.kcl_rtol * scale + opts.kcl_atol_a
         if bad.any():
             s = int(bad.nonzero()[0])
-            node_pos = int(torch.where(is_amp_out, 0.0, free_net[s].abs()).argmax())
-            node = int(st.free[node_pos])
+            node = int(st.free[st.keep[free_net[s].abs().argmax()]])
             raise SimulationError(
                 f"Kirchhoff's current law fails at node {node} '{circuit.node_names[node]}' of sample {s}: "
                 f"residual {residual[s].item():.3g} A against currents up to {scale[s].item():.3g} A"
@@ -357,18 +451,25 @@ def solve_dc(
     return DCSolution(voltages, src, amp, iterations, residual)
 
 
-def _largest_element_current(circuit: Circuit, voltages: torch.Tensor) -> torch.Tensor:
-    """``(batch,)`` the largest |current| through any resistor, diode or current source."""
+def _current_scale(circuit: Circuit, voltages: torch.Tensor) -> torch.Tensor:
+    """``(batch,)`` a scale of the currents: the largest ``sum_j |G_ij| |V_j|`` over nodes, diode and source currents."""
     b, n = voltages.shape
     dev = voltages.device
     v = torch.cat([voltages, torch.zeros(b, 1, dtype=voltages.dtype, device=dev)], 1)
-    ext = lambda i: torch.where(i == GROUND, n, i).to(dev)  # noqa: E731
     largest = torch.zeros(b, dtype=voltages.dtype, device=dev)
     if len(circuit.resistor_nodes):
-        a, c = ext(circuit.resistor_nodes[:, 0]), ext(circuit.resistor_nodes[:, 1])
-        largest = torch.maximum(largest, (_batch(circuit.conductance_s.to(dev), b) * (v[:, a] - v[:, c])).abs().amax(1))
+        g = circuit.conductance_s.to(dev)
+        if g.dim() == 1:
+            st = _stamps(circuit, dev)
+            lap = st.laplacian(g)
+            absl = lap.abs()  # |G_ij|
+            largest = (absl @ v.abs().T).T.amax(1)
+        else:
+            r = torch.where(circuit.resistor_nodes == GROUND, n, circuit.resistor_nodes).to(dev)
+            largest = (g * (v[:, r[:, 0]] - v[:, r[:, 1]])).abs().amax(1)
     for group in circuit.diodes:
-        a, c = ext(group.anode), ext(group.cathode)
+        a = torch.where(group.anode == GROUND, n, group.anode).to(dev)
+        c = torch.where(group.cathode == GROUND, n, group.cathode).to(dev)
         largest = torch.maximum(largest, group.model.current(v[:, a] - v[:, c] - group.bias_v.to(dev)).abs().amax(1))
     if len(circuit.current_nodes):
         largest = torch.maximum(largest, _batch(circuit.current_a.to(dev), b).abs().amax(1))
