@@ -4,7 +4,8 @@ Mini-batches of the whole circuit are solved at once (free and nudged phases
 batched); the gradient estimate of each batch drives an optimiser of
 :mod:`inmaterio.circuits.optim`. With a ``directory``, the state after every
 epoch (parameters, optimiser, random generator, history) is saved
-atomically to ``checkpoint.pt`` and a rerun resumes from it, bit for bit;
+atomically to ``checkpoint.pt`` and a rerun resumes from it, bit for bit
+(with the same settings; ``epochs`` may grow to train longer);
 ``history.json`` / ``history.csv`` record loss and accuracy per epoch.
 """
 
@@ -138,8 +139,11 @@ def fit(
     ckpt = Path(directory) / "checkpoint.pt" if directory is not None else None
     if ckpt is not None and ckpt.exists():
         state = read_torch_state(ckpt, CHECKPOINT_FORMAT, "EP checkpoint", ModelFileError)
-        if state["config"] != config.model_dump(mode="json"):
+        saved = {k: v for k, v in state["config"].items() if k != "epochs"}
+        if saved != {k: v for k, v in config.model_dump(mode="json").items() if k != "epochs"}:
             raise ConfigError(f"checkpoint '{ckpt}' was made with another training config; use a new directory")
+        if len(state["history"]) > config.epochs:
+            raise ConfigError(f"checkpoint '{ckpt}' already holds {len(state['history'])} epochs, more than epochs={config.epochs}")
         if sorted(state["parameters"]) != sorted(model.parameters):
             raise ModelFileError(f"checkpoint '{ckpt}' holds parameters {sorted(state['parameters'])}, the model has {sorted(model.parameters)}")
         model.set_parameters(state["parameters"])
