@@ -223,3 +223,24 @@ def test_model_errors_name_the_problem():
         ep_gradients(m, [torch.zeros(1, 2), torch.zeros(1, 2)], torch.zeros(1, 2, dtype=torch.float64), output_loss("mse"), beta=1e-7, variant="sideways")
     with pytest.raises(ConfigError, match="beta must be"):
         ep_gradients(m, [torch.zeros(1, 2), torch.zeros(1, 2)], torch.zeros(1, 2, dtype=torch.float64), output_loss("mse"), beta=-1.0)
+
+
+def test_parameters_round_trip_and_bad_files(tmp_path):
+    from inmaterio.circuits.io import load_parameters, save_parameters
+    from inmaterio.errors import ModelFileError
+
+    model = _net(seed=1)
+    path = save_parameters(model, tmp_path / "p.safetensors", metadata={"note": "test"})
+    other = _net(seed=2)
+    doc = load_parameters(other, path)
+    assert doc["metadata"] == {"note": "test"} and doc["format"] == "inmaterio-circuit"
+    assert all(torch.equal(other.parameters[k], model.parameters[k]) for k in model.parameters)
+    before = {k: v.clone() for k, v in other.parameters.items()}
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ModelFileError, match="corrupt or truncated"):
+        load_parameters(other, tmp_path / "bad.safetensors")
+    small_in = Input(1, name="i")
+    small = Model(small_in, Dense(1, name="o")(small_in))
+    with pytest.raises(ModelFileError, match="holds parameters"):
+        load_parameters(other, save_parameters(small, tmp_path / "small.safetensors"))
+    assert all(torch.equal(other.parameters[k], before[k]) for k in before)
