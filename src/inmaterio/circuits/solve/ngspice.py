@@ -314,7 +314,6 @@ class NgspiceShared:
         rc = lib.ngSpice_Init(*self._callbacks, None)
         if rc != 0:
             raise SimulationError(f"ngSpice_Init failed with code {rc}")
-        self._loaded: tuple[int, int | None] | None = None  # (id of the loaded circuit, sample its values are at)
         self._plots_since_destroy = 0
         self.command("set noaskquit")
 
@@ -345,9 +344,10 @@ class NgspiceShared:
             self._messages.clear()
             rc = self._lib.ngSpice_Command(cmd.encode())
             messages = list(self._messages)
-            errors = [m for m in messages if m.startswith("stderr") and _ERROR_PATTERN.search(m)]
-            if rc != 0 or errors or self._exited:
-                detail = "; ".join(m.removeprefix("stderr ") for m in errors) or self._exited or f"return code {rc}"
+            stderr = [m.removeprefix("stderr ").strip() for m in messages if m.startswith("stderr")]
+            if rc != 0 or any(_ERROR_PATTERN.search(m) for m in stderr) or self._exited:
+                errors = [m for m in stderr if m and not m.startswith(("Note:", "Warning:", "Trying gmin", "Supplies reduced"))]
+                detail = "; ".join(errors)[:1000] or self._exited or f"return code {rc}"
                 self._exited = None
                 raise SimulationError(f"ngspice command {cmd!r} failed: {detail}")
             return messages
@@ -363,10 +363,9 @@ class NgspiceShared:
             lines = [line.encode() for line in deck.splitlines() if line.strip()]
             array = (ctypes.c_char_p * (len(lines) + 1))(*lines, None)
             rc = self._lib.ngSpice_Circ(array)
-            errors = [m for m in self._messages if m.startswith("stderr") and _ERROR_PATTERN.search(m)]
-            if rc != 0 or errors:
-                self._loaded = None
-                detail = "; ".join(m.removeprefix("stderr ") for m in errors) or f"return code {rc}"
+            stderr = [m.removeprefix("stderr ").strip() for m in self._messages if m.startswith("stderr")]
+            if rc != 0 or any(_ERROR_PATTERN.search(m) for m in stderr):
+                detail = "; ".join(m for m in stderr if m)[:1000] or f"return code {rc}"
                 raise SimulationError(f"ngspice could not load the circuit: {detail}")
 
     def _vector(self, name: str) -> float:
