@@ -258,3 +258,13 @@ def test_required_ngspice_fails_instead_of_skipping(monkeypatch):
     monkeypatch.setattr(f"{__name__}._REQUIRED", False)
     with pytest.raises(pytest.skip.Exception, match="not installed"):
         _need("batch")
+
+
+@pytest.mark.parametrize("mode", ["shared", "batch"])
+def test_inexact_ngspice_fallback_is_an_error_naming_the_sample(monkeypatch, mode):
+    """With a reltol ngspice cannot meet it ends in its shunted transient op: an error, not a silently wrong answer."""
+    _need(mode)
+    monkeypatch.setattr(ng, "OPTIONS", "reltol=1e-10 abstol=1e-18 vntol=1e-13")
+    c = random_circuit(24, 21, batch_size=3, diode_model="both", with_amplifiers=False)
+    with pytest.raises(SimulationError, match=r"no DC operating point for sample 1\b.*transient-op fallback"):
+        ng.solve_ngspice(c, mode=mode)

@@ -30,7 +30,8 @@ __all__ = [
     "thermal_voltage",
 ]
 
-#: CODATA 2018 exact values (also those of ngspice >= 37).
+#: CODATA 2018 exact values. ngspice-39 still uses CODATA 2014 (k = 1.38064852e-23, q = 1.6021766208e-19);
+#: :mod:`inmaterio.circuits.solve.ngspice` shifts the temperature it passes to ngspice so that both V_T agree.
 BOLTZMANN_J_PER_K = 1.380649e-23
 ELEMENTARY_CHARGE_C = 1.602176634e-19
 

@@ -456,7 +456,13 @@ def _parse_raw(path: Path) -> dict[str, float]:
     return out
 
 
-def _solve_batch_mode(circuit: Circuit, b: int, *, timeout_s: float = 600.0) -> DCSolution:
+def _one_sample(circuit: Circuit, s: int) -> Circuit:
+    """The circuit of sample ``s`` alone (per-circuit values sliced to one row)."""
+    fields = ("conductance_s", "source_v", "gain", "current_gain", "current_a")
+    return circuit.with_values(**{f: getattr(circuit, f)[s] for f in fields if getattr(circuit, f).dim() == 2})
+
+
+def _solve_batch_mode(circuit: Circuit, b: int, *, timeout_s: float = 600.0, first_sample: int | None = None) -> DCSolution:
     exe = _find_executable()
     if exe is None:
         raise SimulationError(_MISSING)
@@ -479,6 +485,21 @@ def _solve_batch_mode(circuit: Circuit, b: int, *, timeout_s: float = 600.0) -> 
             proc = subprocess.run([exe, "-b", str(path)], capture_output=True, text=True, timeout=timeout_s, cwd=tmp)
         except subprocess.TimeoutExpired:
             raise SimulationError(f"ngspice -b did not finish within {timeout_s} s ({circuit.describe()})") from None
+        if _FALLBACK in proc.stdout + proc.stderr:
+            # ngspice's messages do not say which sample: find it by solving the samples one by one
+            failing = 0
+            if b > 1 and first_sample is None:
+                for s in range(b):
+                    try:
+                        _solve_batch_mode(_one_sample(circuit, s), 1, timeout_s=timeout_s, first_sample=s)
+                    except SimulationError:
+                        failing = s
+                        break
+            raise SimulationError(
+                f"ngspice -b: no DC operating point for sample {failing if first_sample is None else first_sample}: "
+                "Newton's method, gmin and source stepping failed, and ngspice's transient-op fallback (shunted "
+                "nodes) is not an exact operating point"
+            )
         volts = torch.empty(b, circuit.n_nodes, dtype=DTYPE)
         src = torch.empty(b, len(src_vecs), dtype=DTYPE)
         amp = torch.empty(b, len(amp_vecs), dtype=DTYPE)
@@ -487,13 +508,8 @@ def _solve_batch_mode(circuit: Circuit, b: int, *, timeout_s: float = 600.0) -> 
             if not raw.exists():
                 errors = [line for line in (proc.stderr + proc.stdout).splitlines() if _ERROR_PATTERN.search(line)]
                 raise SimulationError(
-                    f"ngspice -b: no DC operating point for sample {s} (exit code {proc.returncode}): "
+                    f"ngspice -b: no DC operating point for sample {s if first_sample is None else first_sample} (exit code {proc.returncode}): "
                     + ("; ".join(errors[:5]) or proc.stderr.strip()[-500:])
-                )
-            if _FALLBACK in proc.stdout + proc.stderr:
-                raise SimulationError(
-                    "ngspice -b: ngspice fell back on its transient op (shunted nodes, not an exact operating point) "
-                    "for a sample of this batch"
                 )
             values = _parse_raw(raw)
             try:
