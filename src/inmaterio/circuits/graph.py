@@ -245,6 +245,11 @@ class Model:
             self.diode_weight.append(torch.where(w1 > 0, w1, torch.where(w2 > 0, w2, torch.ones((), dtype=DTYPE))))
         self.output_weight = node_weight[self.output_ids]
 
+    @property
+    def n_outputs(self) -> int:
+        """Number of output nodes."""
+        return len(self.output_ids)
+
     # ------------------------------------------------------------ parameters
     def conductances(self) -> torch.Tensor:
         """``(R,)`` conductances of the circuit's resistors, gathered from the parameters."""
