@@ -85,6 +85,7 @@ def evaluate(model: Model, x, y, config: EPTrainConfig | None = None, *, batch_s
     cfg = config or EPTrainConfig()
     data = _as_data(x)
     y = torch.as_tensor(y)
+    model.source_voltages(data)  # an error names the sample's index in x, not in a batch of predict
     out = model.predict(data, batch_size=batch_size, options=options)
     loss = cfg.loss_fn()(out, y).mean().item()
     result = {"loss": loss}
@@ -131,6 +132,9 @@ def fit(
     n = len(data[0])
     if any(len(d) != n for d in data) or len(y) != n:
         raise ConfigError(f"x and y disagree on the number of samples: {[len(d) for d in data]} vs {len(y)}")
+    model.source_voltages(data)  # checks every sample first, so an error names its index in x (not in a shuffled batch)
+    if validation is not None:
+        model.source_voltages(_as_data(validation[0]))
     loss_fn = config.loss_fn()
     optimizer = make_optimizer(config.optimizer, model, config.lr, **config.optimizer_options())
     generator = torch.Generator().manual_seed(config.seed)
