@@ -224,7 +224,7 @@ def ep_gradients(
     unit = -dl_dv / model.output_weight.to(dl_dv.device)  # current per unit beta
 
     def nudged(b: float) -> DCSolution:
-        return solve_dc(circuit.with_values(current_a=b * unit), initial_v=free.voltages_v, options=options, device=device)
+        return solve_dc(circuit.with_values(current_a=b * unit), initial_v=free.voltages_v, reuse=free, options=options, device=device)
 
     if variant == "one-sided":
         phases = [(beta, nudged(beta)), (0.0, free)]

@@ -62,6 +62,9 @@ class DCSolution:
         amplifier_current_a: ``(batch, A)`` current each amplifier delivers into its output node.
         iterations: ``(batch,)`` Newton iterations each circuit took.
         kcl_residual_a: ``(batch,)`` largest |KCL residual| over the free nodes.
+        jacobian_lu: the LU factorisation ``(LU (batch, U, U), pivots)`` of the
+            last Newton Jacobian over the unknowns, kept for a nudged phase to
+            reuse (see ``reuse`` of :func:`solve_dc`); None when not kept.
     """
 
     voltages_v: torch.Tensor
@@ -69,6 +72,7 @@ class DCSolution:
     amplifier_current_a: torch.Tensor
     iterations: torch.Tensor
     kcl_residual_a: torch.Tensor
+    jacobian_lu: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class _Stamps:
@@ -163,6 +167,9 @@ class _Stamps:
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
             return torch.sparse_csr_tensor(self.lap_crow, self.lap_col, values, (self.n + 1, self.n + 1), check_invariants=False)
 
+
+#: Chord steps (reusing a factorisation) before Newton takes over.
+_CHORD_ITERATIONS = 6
 
 _STAMP_CACHE: dict[tuple, tuple[tuple, _Stamps]] = {}
 
@@ -335,6 +342,7 @@ def solve_dc(
     options: SolverOptions | None = None,
     device: torch.device | str | None = None,
     check_kcl: bool = True,
+    reuse: DCSolution | None = None,
 ) -> DCSolution:
     """DC operating point of a batch of circuits.
 
@@ -347,6 +355,10 @@ def solve_dc(
         options: tolerances (:class:`SolverOptions`).
         device: where to solve (default: where the circuit's tensors are, CPU).
         check_kcl: verify Kirchhoff's current law at the solution.
+        reuse: a solution of the same circuits (e.g. EP's free phase) whose
+            Jacobian factorisation is reused: the first iterations are chord
+            steps (no new factorisation), then Newton takes over if needed.
+            Needs ``initial_v`` (usually that solution's voltages).
 
     Returns:
         the :class:`DCSolution`.
@@ -383,6 +395,17 @@ def solve_dc(
     active = torch.arange(b, device=dev)
     previous = torch.full((b, U), float("nan"), dtype=DTYPE, device=dev)
     last_change = torch.zeros(b, U, dtype=DTYPE, device=dev)
+    keep_lu = True
+    lu_store = torch.zeros(b, U, U, dtype=DTYPE, device=dev)
+    piv_store = torch.zeros(b, U, dtype=torch.int32, device=dev)
+    chord = None
+    if reuse is not None:
+        if reuse.jacobian_lu is None or tuple(reuse.jacobian_lu[0].shape) != (b, U, U) or initial_v is None:
+            raise SimulationError("reuse needs a solution of the same circuits with its Jacobian kept, and initial_v")
+        chord = reuse.jacobian_lu
+        keep_lu = False
+    if initial_v is not None:
+        previous = initial_v.to(dev, DTYPE)[:, st.free[st.keep]].clone()
     shared = J_lin.shape[0] == 1
     # fast path: with shared values and no diode on an amplifier output, the amplifiers are eliminated once
     reduce_once = shared and circuit.gain.dim() == 1 and circuit.current_gain.dim() == 1 and not st.diodes_on_amplifier_outputs
@@ -395,7 +418,17 @@ def solve_dc(
         _stamp_diodes(circuit, st, J, rhs, known, [v[active] for v in vd], active, st.pos_red if reduce_once else st.pos)
         if not reduce_once:
             J, rhs = _eliminate_amplifiers(circuit, st, J, rhs, known, active)
-        solution, info = torch.linalg.solve_ex(J, rhs)
+        if chord is not None and it <= _CHORD_ITERATIONS:
+            # chord step with the reused factorisation: V <- V - J*^-1 (J(V) V - rhs(V))
+            v_u = previous[active]
+            residual_u = (J @ v_u.unsqueeze(-1)).squeeze(-1) - rhs
+            solution = v_u - torch.linalg.lu_solve(chord[0][active], chord[1][active], residual_u.unsqueeze(-1)).squeeze(-1)
+            info = torch.zeros(m, dtype=torch.int32, device=dev)
+        else:
+            lu, pivots, info = torch.linalg.lu_factor_ex(J)
+            solution = torch.linalg.lu_solve(lu, pivots, rhs.unsqueeze(-1)).squeeze(-1)
+            if keep_lu:
+                lu_store[active], piv_store[active] = lu, pivots
         if (info != 0).any() or not torch.isfinite(solution).all():
             bad = active[(info != 0) | ~torch.isfinite(solution).all(1)]
             raise SimulationError(
@@ -448,7 +481,7 @@ def solve_dc(
                 f"residual {residual[s].item():.3g} A against currents up to {scale[s].item():.3g} A"
             )
     src = net[:, circuit.source_nodes.to(dev)] if len(circuit.source_nodes) else torch.zeros(b, 0, dtype=DTYPE, device=dev)
-    return DCSolution(voltages, src, amp, iterations, residual)
+    return DCSolution(voltages, src, amp, iterations, residual, (lu_store, piv_store) if keep_lu else None)
 
 
 def _current_scale(circuit: Circuit, voltages: torch.Tensor) -> torch.Tensor:
