@@ -218,13 +218,13 @@ def ep_gradients(
     circuit = model.circuit(x)
     from .solve.native import solve_dc
 
-    free = solve_dc(circuit, options=options, device=device)
+    free = solve_dc(circuit, options=options, device=device, source_currents=False)
     outputs = model.output_voltages(free)
     loss, dl_dv = _loss_and_grad(loss_fn, outputs, target)
     unit = -dl_dv / model.output_weight.to(dl_dv.device)  # current per unit beta
 
     def nudged(b: float) -> DCSolution:
-        return solve_dc(circuit.with_values(current_a=b * unit), initial_v=free.voltages_v, reuse=free, options=options, device=device)
+        return solve_dc(circuit.with_values(current_a=b * unit), initial_v=free.voltages_v, reuse=free, options=options, device=device, source_currents=False)
 
     if variant == "one-sided":
         phases = [(beta, nudged(beta)), (0.0, free)]

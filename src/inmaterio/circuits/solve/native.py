@@ -58,7 +58,8 @@ class DCSolution:
 
     Attributes:
         voltages_v: ``(batch, n_nodes)`` node voltages.
-        source_current_a: ``(batch, S)`` current each voltage source delivers into its node.
+        source_current_a: ``(batch, S)`` current each voltage source delivers into its node
+            (None when the solve was asked not to compute it).
         amplifier_current_a: ``(batch, A)`` current each amplifier delivers into its output node.
         iterations: ``(batch,)`` Newton iterations each circuit took.
         kcl_residual_a: ``(batch,)`` largest |KCL residual| over the free nodes.
@@ -68,7 +69,7 @@ class DCSolution:
     """
 
     voltages_v: torch.Tensor
-    source_current_a: torch.Tensor
+    source_current_a: torch.Tensor | None
     amplifier_current_a: torch.Tensor
     iterations: torch.Tensor
     kcl_residual_a: torch.Tensor
@@ -137,7 +138,14 @@ class _Stamps:
         self.lap_sign = torch.cat([torch.ones(2 * len(r), dtype=DTYPE), -torch.ones(2 * len(r), dtype=DTYPE)])
         self.lap_col = pairs % (n + 1)
         self.lap_crow = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(pairs // (n + 1), minlength=n + 1).cumsum(0)])
-        for name in ("lap_inverse", "lap_sign", "lap_col", "lap_crow", "free", "pos", "r_a", "r_b", "ff_index", "ff_resistor", "ff_sign", "fk_row", "fk_col", "fk_resistor",
+        # rows of the free nodes in the resistor Laplacian, dense (F, n + 1): flat index, resistor, sign
+        fa_, fb_ = pa >= 0, pb >= 0
+        width = n + 1
+        self.rows_index = torch.cat([pa[fa_] * width + r[fa_, 0], pa[fa_] * width + r[fa_, 1], pb[fb_] * width + r[fb_, 1], pb[fb_] * width + r[fb_, 0]])
+        self.rows_resistor = torch.cat([rid[fa_], rid[fa_], rid[fb_], rid[fb_]])
+        self.rows_sign = torch.cat([torch.ones(int(fa_.sum())), -torch.ones(int(fa_.sum())), torch.ones(int(fb_.sum())), -torch.ones(int(fb_.sum()))]).to(DTYPE)
+        self.dense_rows = self.F * width <= _DENSE_ROWS_MAX
+        for name in ("rows_index", "rows_resistor", "rows_sign", "lap_inverse", "lap_sign", "lap_col", "lap_crow", "free", "pos", "r_a", "r_b", "ff_index", "ff_resistor", "ff_sign", "fk_row", "fk_col", "fk_resistor",
                      "amp_in_ext", "amp_out_pos", "amp_in_pos", "keep", "pos_red"):
             setattr(self, name, getattr(self, name).to(device))
         self.amp_levels = [k.to(device) for k in self.amp_levels]
@@ -159,6 +167,12 @@ class _Stamps:
         """Node indices with ground mapped to the extended index n."""
         return torch.where(idx == GROUND, self.n, idx)
 
+    def free_rows(self, g: torch.Tensor) -> torch.Tensor:
+        """Dense ``(F, n + 1)`` rows of the free nodes in the resistor Laplacian, for shared conductances ``g (R,)``."""
+        rows = torch.zeros(self.F * (self.n + 1), dtype=g.dtype, device=g.device)
+        rows.index_add_(0, self.rows_index, g[self.rows_resistor] * self.rows_sign)
+        return rows.view(self.F, self.n + 1)
+
     def laplacian(self, g: torch.Tensor) -> torch.Tensor:
         """Sparse CSR ``(n + 1, n + 1)`` Laplacian of the resistors for shared conductances ``g (R,)``."""
         values = torch.zeros(len(self.lap_col), dtype=g.dtype, device=g.device)
@@ -167,6 +181,9 @@ class _Stamps:
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
             return torch.sparse_csr_tensor(self.lap_crow, self.lap_col, values, (self.n + 1, self.n + 1), check_invariants=False)
 
+
+#: Largest free-rows matrix (F x (n + 1) entries) kept dense; larger circuits use the sparse Laplacian.
+_DENSE_ROWS_MAX = 20_000_000
 
 #: Chord steps (reusing a factorisation) before Newton takes over.
 _CHORD_ITERATIONS = 6
@@ -193,12 +210,14 @@ def _batch(values: torch.Tensor, b: int) -> torch.Tensor:
     return values.expand(b, -1) if values.dim() == 1 else values
 
 
-def kcl_currents(circuit: Circuit, voltages_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def kcl_currents(circuit: Circuit, voltages_v: torch.Tensor, *, resistor_net: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Net current leaving every node through the elements, with the amplifiers' share moved to their inputs.
 
     Args:
         circuit: the circuit.
         voltages_v: ``(batch, n_nodes)`` node voltages.
+        resistor_net: ``(batch, n_nodes + 1)`` the resistors' part, if already known
+            (the solver computes it for the free nodes only).
 
     Returns:
         ``net (batch, n_nodes + 1)``: current leaving each node (index n: ground)
@@ -212,7 +231,10 @@ def kcl_currents(circuit: Circuit, voltages_v: torch.Tensor) -> tuple[torch.Tens
     dev = voltages_v.device
     v = torch.cat([voltages_v, torch.zeros(b, 1, dtype=voltages_v.dtype, device=dev)], 1)
     ext = lambda i: torch.where(i == GROUND, n, i).to(dev)  # noqa: E731
-    if len(circuit.resistor_nodes) and circuit.conductance_s.dim() == 1 and not voltages_v.requires_grad and not circuit.conductance_s.requires_grad:
+    differentiable = voltages_v.requires_grad or circuit.conductance_s.requires_grad
+    if resistor_net is not None:
+        net = resistor_net
+    elif len(circuit.resistor_nodes) and circuit.conductance_s.dim() == 1 and not differentiable:
         lap = _stamps(circuit, dev).laplacian(circuit.conductance_s.to(dev, voltages_v.dtype))
         net = (lap @ v.T).T.contiguous()
     else:
@@ -229,16 +251,16 @@ def kcl_currents(circuit: Circuit, voltages_v: torch.Tensor) -> tuple[torch.Tens
         net = net.index_add(1, ext(circuit.current_nodes), -_batch(circuit.current_a.to(dev), b))
     amp = torch.zeros(b, len(circuit.amplifier_nodes), dtype=voltages_v.dtype, device=dev)
     if len(circuit.amplifier_nodes):
-        net = net.clone()
         cg = _batch(circuit.current_gain.to(dev), b)
         amp_in, amp_out = ext(circuit.amplifier_nodes[:, 0]), ext(circuit.amplifier_nodes[:, 1])
-        amps = []
-        for k in circuit.amplifier_order():
-            i_k = net[:, amp_out[k]].clone()
-            amps.append((k, i_k))
-            net[:, amp_in[k]] = net[:, amp_in[k]] + cg[:, k] * i_k
-            net[:, amp_out[k]] = 0.0
-        amp = torch.stack([i for _, i in sorted(amps, key=lambda t: t[0])], 1)
+        st = _stamps(circuit, dev)
+        if differentiable:
+            net = net.clone()
+            amp = amp.clone()
+        for ks in st.amp_levels:  # downstream first: an amplifier's output current includes those it feeds
+            i_k = net[:, amp_out[ks]]
+            amp = amp.index_copy(1, ks, i_k)
+            net = net.index_add(1, amp_in[ks], cg[:, ks] * i_k).index_fill(1, amp_out[ks], 0.0)
     return net, amp
 
 
@@ -251,6 +273,14 @@ def _linear_system(circuit: Circuit, st: _Stamps, b: int) -> tuple[torch.Tensor,
     g = circuit.conductance_s.to(dev)
     gb = 1 if g.dim() == 1 else b
     g = g.reshape(gb, -1)
+    if gb == 1 and st.dense_rows:
+        rows = st.free_rows(g[0])
+        rhs = -(known @ rows.T)  # -G_fk V_k (V is 0 at free nodes)
+        if len(circuit.current_nodes):
+            p = st.pos[st.ext(circuit.current_nodes.to(dev))]
+            keep = p >= 0
+            rhs.index_add_(1, p[keep], _batch(circuit.current_a.to(dev), b)[:, keep])
+        return rows[:, st.free].unsqueeze(0).contiguous(), rhs, known
     J = torch.zeros(gb, F * F, dtype=DTYPE, device=dev)
     J.index_add_(1, st.ff_index, g[:, st.ff_resistor] * st.ff_sign)
     J = J.view(gb, F, F)
@@ -343,6 +373,7 @@ def solve_dc(
     device: torch.device | str | None = None,
     check_kcl: bool = True,
     reuse: DCSolution | None = None,
+    source_currents: bool = True,
 ) -> DCSolution:
     """DC operating point of a batch of circuits.
 
@@ -359,6 +390,8 @@ def solve_dc(
             Jacobian factorisation is reused: the first iterations are chord
             steps (no new factorisation), then Newton takes over if needed.
             Needs ``initial_v`` (usually that solution's voltages).
+        source_currents: compute the current of every voltage source (one
+            pass over all resistors); without it ``source_current_a`` is None.
 
     Returns:
         the :class:`DCSolution`.
@@ -427,8 +460,6 @@ def solve_dc(
         else:
             lu, pivots, info = torch.linalg.lu_factor_ex(J)
             solution = torch.linalg.lu_solve(lu, pivots, rhs.unsqueeze(-1)).squeeze(-1)
-            if keep_lu:
-                lu_store[active], piv_store[active] = lu, pivots
         if (info != 0).any() or not torch.isfinite(solution).all():
             bad = active[(info != 0) | ~torch.isfinite(solution).all(1)]
             raise SimulationError(
@@ -452,6 +483,8 @@ def solve_dc(
         last_change[active] = torch.nan_to_num(change, nan=float("inf"))
         tol = opts.reltol * solution.abs().amax(1, keepdim=True) + opts.vntol_v
         done = (change <= tol).all(1) & ~limited
+        if keep_lu and done.any():
+            lu_store[active[done]], piv_store[active[done]] = lu[done], pivots[done]
         previous[active] = solution
         active = active[~done]
         if active.numel() == 0:
@@ -467,11 +500,17 @@ def solve_dc(
 
     voltages = known[:, :n].clone()
     voltages[:, st.free] = v_free
-    net, amp = kcl_currents(circuit, voltages)
+    rows = st.free_rows(circuit.conductance_s.to(dev)) if circuit.conductance_s.dim() == 1 and st.dense_rows else None
+    resistor_net = None
+    v_ext = torch.cat([voltages, torch.zeros(b, 1, dtype=DTYPE, device=dev)], 1)
+    if rows is not None and not source_currents:
+        resistor_net = torch.zeros(b, n + 1, dtype=DTYPE, device=dev)
+        resistor_net[:, st.free] = v_ext @ rows.T
+    net, amp = kcl_currents(circuit, voltages, resistor_net=resistor_net)
     free_net = net[:, st.free[st.keep]]
     residual = free_net.abs().amax(1) if U else torch.zeros(b, dtype=DTYPE, device=dev)
     if check_kcl and U:
-        scale = _current_scale(circuit, voltages)
+        scale = _current_scale(circuit, voltages, rows)
         bad = residual > opts.kcl_rtol * scale + opts.kcl_atol_a
         if bad.any():
             s = int(bad.nonzero()[0])
@@ -480,19 +519,26 @@ def solve_dc(
                 f"Kirchhoff's current law fails at node {node} '{circuit.node_names[node]}' of sample {s}: "
                 f"residual {residual[s].item():.3g} A against currents up to {scale[s].item():.3g} A"
             )
-    src = net[:, circuit.source_nodes.to(dev)] if len(circuit.source_nodes) else torch.zeros(b, 0, dtype=DTYPE, device=dev)
+    src = None
+    if source_currents:
+        src = net[:, circuit.source_nodes.to(dev)] if len(circuit.source_nodes) else torch.zeros(b, 0, dtype=DTYPE, device=dev)
     return DCSolution(voltages, src, amp, iterations, residual, (lu_store, piv_store) if keep_lu else None)
 
 
-def _current_scale(circuit: Circuit, voltages: torch.Tensor) -> torch.Tensor:
-    """``(batch,)`` a scale of the currents: the largest ``sum_j |G_ij| |V_j|`` over nodes, diode and source currents."""
+def _current_scale(circuit: Circuit, voltages: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """``(batch,)`` a scale of the currents: the largest ``sum_j |G_ij| |V_j|`` over nodes, diode and source currents.
+
+    ``rows``: the dense free-node rows of the Laplacian when the solver has them (then only free nodes count).
+    """
     b, n = voltages.shape
     dev = voltages.device
     v = torch.cat([voltages, torch.zeros(b, 1, dtype=voltages.dtype, device=dev)], 1)
     largest = torch.zeros(b, dtype=voltages.dtype, device=dev)
     if len(circuit.resistor_nodes):
         g = circuit.conductance_s.to(dev)
-        if g.dim() == 1:
+        if rows is not None:
+            largest = (v.abs() @ rows.abs().T).amax(1)
+        elif g.dim() == 1:
             st = _stamps(circuit, dev)
             lap = st.laplacian(g)
             absl = lap.abs()  # |G_ij|
