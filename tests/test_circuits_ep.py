@@ -119,7 +119,7 @@ def test_amplifier_energy_weights():
 def test_ep_input_gradient_matches_finite_differences():
     model = _net()
     x, t = _data()
-    est = ep_gradients(model, x, t, LOSS, beta=1e-7, options=TIGHT)
+    est = ep_gradients(model, x, t, LOSS, beta=1e-7, options=TIGHT, input_gradients=True)
     eps = 1e-6
     for s, f in [(0, 0), (2, 1), (3, 2)]:
         losses = []

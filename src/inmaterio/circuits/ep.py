@@ -117,7 +117,8 @@ class EPResult:
         gradients: parameter name -> batch-mean gradient estimate (same shape as the parameter).
         loss: ``(batch,)`` per-sample loss at the free equilibrium.
         outputs_v: ``(batch, n_outputs)`` free output voltages.
-        input_gradients: per model input, ``(batch, features)`` estimate of ``dL_i/dx_i`` (per sample, not averaged).
+        input_gradients: per model input, ``(batch, features)`` estimate of ``dL_i/dx_i`` (per sample, not
+            averaged); empty unless asked for.
         free: the free phase's solution.
     """
 
@@ -192,6 +193,7 @@ def ep_gradients(
     options: SolverOptions | None = None,
     device=None,
     allow_inexact: bool = False,
+    input_gradients: bool = False,
 ) -> EPResult:
     """One Equilibrium Propagation estimate of the loss gradient, for a batch.
 
@@ -205,6 +207,8 @@ def ep_gradients(
         variant: one of :data:`VARIANTS`.
         generator: draws the sign of ``random-sign``.
         allow_inexact: run even when the model's amplifiers admit no energy function.
+        input_gradients: also estimate ``dL_i/dx_i`` for every input (from the
+            input sources' currents; needed by mixed-signal training).
 
     Returns:
         the :class:`EPResult`.
@@ -235,22 +239,23 @@ def ep_gradients(
         phases = [(sign * beta, nudged(sign * beta)), (0.0, free)]
     (b1, s1), (b2, s2) = phases
     d_g = _conductance_derivative_sum(model, s1, s2) / ((b1 - b2) * len(outputs))  # batch mean, (R,)
-    per_source = (_source_derivatives(model, s1) - _source_derivatives(model, s2)) / (b1 - b2)  # (batch, S)
     gradients = model.scatter_resistor_values(d_g)
-    start = 0
-    input_grads = []
-    for call, ids in model.source_calls:
-        layer = call.layer
-        block = per_source[:, start : start + len(ids)]
-        start += len(ids)
-        key = f"{layer.name}.voltage_v"
-        if key in model.parameters:
-            gradients[key] = block.mean(0)
-        if layer in model.input_layers:
-            n = layer.n_features
-            grad = block[:, :n] - block[:, n:] if layer.inverted else block
-            input_grads.append(grad)
-    ordered = [input_grads[model.input_layers.index(l)] for l in model.input_layers] if input_grads else []
+    learnable_sources = any(f"{call.layer.name}.voltage_v" in model.parameters for call, _ in model.source_calls)
+    by_input: dict[int, torch.Tensor] = {}
+    if input_gradients or learnable_sources:
+        per_source = (_source_derivatives(model, s1) - _source_derivatives(model, s2)) / (b1 - b2)  # (batch, S)
+        start = 0
+        for call, ids in model.source_calls:
+            layer = call.layer
+            block = per_source[:, start : start + len(ids)]
+            start += len(ids)
+            key = f"{layer.name}.voltage_v"
+            if key in model.parameters:
+                gradients[key] = block.mean(0)
+            if input_gradients and layer in model.input_layers:
+                n = layer.n_features
+                by_input[id(layer)] = block[:, :n] - block[:, n:] if layer.inverted else block
+    ordered = [by_input[id(layer)] for layer in model.input_layers] if input_gradients else []
     return EPResult({k: gradients.get(k, torch.zeros_like(p)) for k, p in model.parameters.items()}, loss, outputs, ordered, free)
 
 

@@ -103,7 +103,7 @@ def fit_mixed(
                 idx = order[s : s + config.batch_size]
                 v = model.input_voltages(x[idx])
                 result = ep_gradients(model.analog, v.detach().to(DTYPE), y[idx], loss_fn, beta=config.beta,
-                                      variant=config.variant, generator=generator)
+                                      variant=config.variant, generator=generator, input_gradients=True)
                 front_opt.zero_grad()
                 v.backward(result.input_gradients[0].to(v.dtype) / len(idx))  # d(mean loss)/dv
                 front_opt.step()
