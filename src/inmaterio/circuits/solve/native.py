@@ -446,20 +446,33 @@ def solve_dc(
         J_lin, rhs_lin = _eliminate_amplifiers(circuit, st, J_lin.clone(), rhs_lin.clone(), known, torch.arange(b, device=dev))
     for it in range(1, opts.max_iterations + 1):
         m = active.numel()
-        J = (J_lin.expand(m, *J_lin.shape[1:]) if shared else J_lin[active]).clone()
-        rhs = rhs_lin[active].clone()
-        _stamp_diodes(circuit, st, J, rhs, known, [v[active] for v in vd], active, st.pos_red if reduce_once else st.pos)
-        if not reduce_once:
-            J, rhs = _eliminate_amplifiers(circuit, st, J, rhs, known, active)
-        if chord is not None and it <= _CHORD_ITERATIONS:
-            # chord step with the reused factorisation: V <- V - J*^-1 (J(V) V - rhs(V))
+        everyone = m == b
+        if chord is not None and it <= _CHORD_ITERATIONS and reduce_once:
+            # chord step with the reused factorisation: V <- V - J*^-1 r(V), r the KCL residual at V
             v_u = previous[active]
-            residual_u = (J @ v_u.unsqueeze(-1)).squeeze(-1) - rhs
-            solution = v_u - torch.linalg.lu_solve(chord[0][active], chord[1][active], residual_u.unsqueeze(-1)).squeeze(-1)
+            residual_u = v_u @ J_lin[0].T - (rhs_lin if everyone else rhs_lin[active])
+            for group, v_d, (a, c) in zip(circuit.diodes, vd, st.diode_ext):
+                i_d = group.model.current(v_d if everyone else v_d[active])
+                pa, pc = st.pos_red[a], st.pos_red[c]
+                residual_u.index_add_(1, pa[pa >= 0], i_d[:, pa >= 0])
+                residual_u.index_add_(1, pc[pc >= 0], -i_d[:, pc >= 0])
+            lu_c, piv_c = (chord if everyone else (chord[0][active], chord[1][active]))
+            solution = v_u - torch.linalg.lu_solve(lu_c, piv_c, residual_u.unsqueeze(-1)).squeeze(-1)
             info = torch.zeros(m, dtype=torch.int32, device=dev)
         else:
-            lu, pivots, info = torch.linalg.lu_factor_ex(J)
-            solution = torch.linalg.lu_solve(lu, pivots, rhs.unsqueeze(-1)).squeeze(-1)
+            J = (J_lin.expand(m, *J_lin.shape[1:]) if shared else J_lin[active]).clone()
+            rhs = rhs_lin[active].clone()
+            _stamp_diodes(circuit, st, J, rhs, known, [v[active] for v in vd], active, st.pos_red if reduce_once else st.pos)
+            if not reduce_once:
+                J, rhs = _eliminate_amplifiers(circuit, st, J, rhs, known, active)
+            if chord is not None and it <= _CHORD_ITERATIONS:
+                v_u = previous[active]
+                residual_u = (J @ v_u.unsqueeze(-1)).squeeze(-1) - rhs
+                solution = v_u - torch.linalg.lu_solve(chord[0][active], chord[1][active], residual_u.unsqueeze(-1)).squeeze(-1)
+                info = torch.zeros(m, dtype=torch.int32, device=dev)
+            else:
+                lu, pivots, info = torch.linalg.lu_factor_ex(J)
+                solution = torch.linalg.lu_solve(lu, pivots, rhs.unsqueeze(-1)).squeeze(-1)
         if (info != 0).any() or not torch.isfinite(solution).all():
             bad = active[(info != 0) | ~torch.isfinite(solution).all(1)]
             raise SimulationError(
