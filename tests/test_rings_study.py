@@ -5,9 +5,10 @@ import torch
 
 from inmaterio.data.rings import make_rings
 from inmaterio.errors import ConfigError
+from inmaterio.nn import processor_swapped
 from inmaterio.processors import SurrogateProcessor
 from inmaterio.surrogate import load_default_surrogate
-from inmaterio.tasks.rings_study import BatchedRingNetworks, ring_trials
+from inmaterio.tasks.rings_study import BatchedRingNetworks, calibrate_on_device, ring_trials
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -56,9 +57,55 @@ def test_ring_trials_group_runs_and_reports_every_trial():
     assert len(r["fisher"]) == len(r["train_accuracy"]) == len(r["test_accuracy"]) == 4
     assert all(0.0 <= a <= 1.0 for a in r["train_accuracy"] + r["test_accuracy"])
     assert r["best"]["index"] == max(range(4), key=lambda t: r["train_accuracy"][t])
+    assert [c["index"] for c in r["top"]] == [r["best"]["index"]]  # keep defaults to 1
     assert ring_trials(spec)["fisher"] == r["fisher"]  # seeded: the same numbers again
 
 
 def test_unknown_architecture():
     with pytest.raises(ConfigError, match="unknown ring architecture"):
         BatchedRingNetworks(SurrogateProcessor(load_default_surrogate()), "3-3-1", 2)
+
+
+def test_ring_trials_keep_returns_the_best_trials_in_order():
+    x, y = make_rings(40, seed=0)
+    spec = {"architecture": "single", "first_seed": 3, "count": 5, "epochs": 20, "keep": 3,
+            "x_train": x.tolist(), "y_train": y.tolist(), "x_test": x.tolist(), "y_test": y.tolist()}  # fmt: skip
+    r = ring_trials(spec)
+    order = sorted(range(5), key=lambda t: (-r["train_accuracy"][t], t))[:3]
+    assert [c["index"] for c in r["top"]] == order
+    assert [c["train_accuracy"] for c in r["top"]] == [r["train_accuracy"][t] for t in order]
+    assert r["top"][0]["state"] == r["best"]["state"]
+
+
+def _trained_2_2_1():
+    torch.manual_seed(0)
+    nets = BatchedRingNetworks(SurrogateProcessor(load_default_surrogate()), "2-2-1", 1, seed=5)
+    x, y = make_rings(30, seed=6)
+    with torch.no_grad():
+        nets(x * 0.7)  # running statistics that do not match x
+    return nets.trial(0), x, y
+
+
+def test_calibrate_on_device_takes_the_batch_norm_statistics_of_the_measured_training_set():
+    net, x, y = _trained_2_2_1()
+    device = SurrogateProcessor(load_default_surrogate(), amplification=1.5)
+    threshold, out = calibrate_on_device(net, device, x, y)
+    assert not net.training
+    with torch.no_grad(), processor_swapped(net, device):
+        torch.testing.assert_close(net(x), out)  # eval mode reproduces the calibration pass
+        first = net[0](x)
+    torch.testing.assert_close(net[1].running_mean, first.mean(dim=0))
+    torch.testing.assert_close(net[1].running_var, first.var(dim=0, unbiased=False))
+    assert net[1].momentum == 0.1  # restored
+    assert threshold.mean.shape == ()
+
+
+def test_batch_norm_calibration_removes_a_gain_of_the_hidden_nodes():
+    """A device = the surrogate x 1.5: after calibration the hidden values are the surrogate's, the output 1.5 x."""
+    net, x, y = _trained_2_2_1()
+    surrogate = SurrogateProcessor(load_default_surrogate())
+    _, on_surrogate = calibrate_on_device(net, surrogate, x, y)
+    _, on_device = calibrate_on_device(net, SurrogateProcessor(load_default_surrogate(), amplification=1.5), x, y)
+    torch.testing.assert_close(on_device, 1.5 * on_surrogate, rtol=1e-4, atol=1e-3)
+    _, uncalibrated = calibrate_on_device(net, SurrogateProcessor(load_default_surrogate(), amplification=1.5), x, y, batch_norm=False)
+    torch.testing.assert_close(uncalibrated, on_device)  # the statistics already fit this device

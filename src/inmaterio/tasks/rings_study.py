@@ -15,6 +15,11 @@ for validation on a device.
 
 :func:`ring_trials` runs one group of trials (a picklable top-level
 function for :func:`inmaterio.parallel.run_trials`).
+:func:`calibrate_on_device` prepares a trained network for a device from
+device measurements of the *training* set only: it re-estimates the
+batch-norm statistics (the hidden nodes of the device differ from the
+surrogate's by an offset and a gain that the running statistics of training
+do not know) and re-fits the logistic read-out on the measured output.
 """
 
 from __future__ import annotations
@@ -26,13 +31,13 @@ import torch
 from torch import nn
 
 from inmaterio.errors import ConfigError
-from inmaterio.nn import DNPU
+from inmaterio.nn import DNPU, dnpu_layers, processor_swapped
 from inmaterio.nn.layers import single_dnpu, two_two_one
 from inmaterio.processors import Processor
 from inmaterio.training.losses import fisher
-from inmaterio.training.metrics import fit_logistic_threshold
+from inmaterio.training.metrics import LogisticThreshold, fit_logistic_threshold
 
-__all__ = ["ARCHITECTURES", "BatchedRingNetworks", "ring_trials"]
+__all__ = ["ARCHITECTURES", "BatchedRingNetworks", "calibrate_on_device", "ring_trials"]
 
 ARCHITECTURES = ("single", "2-2-1")
 
@@ -112,9 +117,21 @@ def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
     (lists or tensors), epochs (400), learning_rate (0.0065), noise_variance_factor
     (1.0: the surrogate's test MSE; 0: no noise), input_electrodes, surrogate_dir
     (None: bundled), bfloat16 (train with bfloat16 matrix products, 3-4x faster
-    on CPUs with AVX512-BF16; the reported numbers are always float32). Returns per trial: ``fisher`` (training set, noise-free),
-    ``train_accuracy``, ``test_accuracy``, and ``best``: the index (within the
-    group) and state of the trial with the highest training accuracy.
+    on CPUs with AVX512-BF16; the reported numbers are always float32), keep (1:
+    how many of the group's best trials to return with their states),
+    noisy_draws (0) and noisy_std_factor (1.0): when ``noisy_draws > 0``, every
+    trial's training accuracy is also measured with output noise on every node
+    (standard deviation ``noisy_std_factor`` times the surrogate's test RMSE),
+    averaged over ``noisy_draws`` draws, with the threshold fitted on the
+    noise-free output: a cheap forecast of the accuracy on a noisy device.
+
+    Returns per trial: ``fisher`` (training set, noise-free), ``train_accuracy``,
+    ``test_accuracy``, ``noisy_train_accuracy`` (only with ``noisy_draws > 0``);
+    ``best``: the index (within the group) and state of the trial with the
+    highest training accuracy; ``top``: the ``keep`` trials with the highest
+    *score* (``noisy_train_accuracy`` with ``noisy_draws > 0``, else
+    ``train_accuracy``), best first (ties: lower index first), each
+    ``{"index", "score", "train_accuracy", "state"}``.
     """
     from inmaterio.processors import SurrogateProcessor
     from inmaterio.surrogate import load_default_surrogate, load_surrogate
@@ -149,6 +166,23 @@ def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
     acc_train = (threshold.predict(out_train) == y_train).float().mean(dim=1)
     acc_test = (threshold.predict(out_test) == y_test).float().mean(dim=1)
     best = int(acc_train.argmax())
+    draws = int(spec.get("noisy_draws", 0))
+    score = acc_train
+    extra = {}
+    if draws > 0:
+        processor.set_noise((processor.info.noise_na or 0.0) * float(spec.get("noisy_std_factor", 1.0)))
+        torch.manual_seed(int(spec["first_seed"]) + 1)
+        with torch.no_grad():
+            score = torch.stack([(threshold.predict(nets(x_train).T) == y_train).float().mean(dim=1) for _ in range(draws)]).mean(0)
+        extra["noisy_train_accuracy"] = score.tolist()
+    keep = max(1, min(int(spec.get("keep", 1)), int(spec["count"])))
+    # stable descending order: equal scores keep the lower index first (argmax's choice for the best)
+    order = sorted(range(len(score)), key=lambda t: -float(score[t]))[:keep]
+    top = [
+        {"index": t, "score": float(score[t]), "train_accuracy": float(acc_train[t]),
+         "state": {k: v.tolist() for k, v in nets.trial(t).state_dict().items()}}
+        for t in order
+    ]  # fmt: skip
     return {
         "architecture": spec["architecture"],
         "first_seed": int(spec["first_seed"]),
@@ -156,5 +190,62 @@ def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
         "train_accuracy": acc_train.tolist(),
         "test_accuracy": acc_test.tolist(),
         "best": {"index": best, "state": {k: v.tolist() for k, v in nets.trial(best).state_dict().items()}},
+        "top": top,
+        **extra,
         "seconds": time.perf_counter() - start,
     }
+
+
+def calibrate_on_device(
+    net: nn.Module,
+    device: Processor,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    *,
+    batch_norm: bool = True,
+    multiplex: bool = True,
+) -> tuple[LogisticThreshold, torch.Tensor]:
+    """Measure the training set on ``device``; re-estimate batch norm and re-fit the read-out on it.
+
+    One pass of ``x_train (batch, 2)`` through ``net`` on ``device`` (node
+    after node when ``multiplex``: one physical device). With ``batch_norm``,
+    every :class:`~torch.nn.BatchNorm1d` of ``net`` takes the mean and the
+    population variance of its input *as measured in this pass* as its running
+    statistics (layer after layer, so each layer sees the already re-normalised
+    outputs of the one before); the affine weights stay as trained. In eval
+    mode the network then maps the training set to exactly the currents
+    returned. The logistic threshold is fitted on these currents and
+    ``y_train (batch,)``. ``net`` is modified in place (batch-norm statistics)
+    and left in eval mode on its own processors. Uses no test data.
+
+    Returns
+    -------
+    threshold : the :class:`~inmaterio.training.metrics.LogisticThreshold` fitted on the device output.
+    output_na : ``(batch,)`` the device's output currents on the training set.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)] if batch_norm else []
+    layers = dnpu_layers(net)
+    before = [layer.multiplex for layer in layers]
+    momenta = [m.momentum for m in norms]
+    n = len(x_train)
+    if norms and n < 2:
+        raise ConfigError(f"batch-norm calibration needs at least 2 training points, got {n}")
+    net.eval()
+    try:
+        with torch.no_grad(), processor_swapped(net, device):
+            for layer in layers:
+                layer.multiplex = multiplex or layer.multiplex
+            for m in norms:  # one batch, cumulative average: the running statistics become this batch's
+                m.reset_running_stats()
+                m.momentum = None
+                m.train()
+            output = net(x_train)
+            for m in norms:  # train mode normalised with the population variance; keep that one for eval
+                m.running_var.mul_((n - 1) / n)
+    finally:
+        for layer, m in zip(layers, before):
+            layer.multiplex = m
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        net.eval()
+    return fit_logistic_threshold(output, torch.as_tensor(y_train, dtype=output.dtype)), output
