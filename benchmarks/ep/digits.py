@@ -2,7 +2,7 @@
 
 Command (from the repository root)::
 
-    python benchmarks/ep/digits.py --seeds 3 --epochs 20
+    python benchmarks/ep/digits.py --seeds 3 --epochs 15 --batch-size 16
 
 Network: 64 pixel inputs and their inverses, fixed biases +1 V and -1 V ->
 ``Dense(--hidden)`` -> Shockley diodes both ways (series bias
@@ -34,9 +34,9 @@ from inmaterio.data.tabular import load_digits_split  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--hidden", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--beta", type=float, default=1e-7)
     parser.add_argument("--diode-bias", type=float, default=-0.3)
