@@ -257,3 +257,30 @@ def test_non_convergence_names_the_sample():
     with pytest.raises(SimulationError, match=r"did not converge within 2 Newton iterations for sample\(s\) \[1\]"):
         solve_dc(c, options=SolverOptions(max_iterations=2))
     assert solve_dc(c).voltages_v[1, 1].item() == pytest.approx(0.53, abs=0.05)  # the default converges
+
+
+def test_compiled_small_path_agrees_with_the_torch_path(monkeypatch):
+    """The numba Newton for small systems gives the torch path's voltages, iterations and chord results."""
+    from inmaterio.circuits import Amplifier, Bias, Concatenate, Dense, Diodes, Input, Model, PiecewiseLinearDiode
+    from inmaterio.circuits.solve import small
+
+    x = Input(4, inverted=True, name="x")
+    b = Bias([1.0, -1.0], name="b")
+    h = Dense(8, name="h", init_s=(1e-6, 1e-5))(Concatenate()([x, b]))
+    h = Diodes(ShockleyDiode(), orientation="both", bias_v=(-0.3, -0.3), name="d")(h)
+    h = Diodes(PiecewiseLinearDiode(on_conductance_s=1e-5, knee_v=0.4), orientation="forward", name="p")(h)
+    y = Dense(4, name="y", init_s=(1e-6, 1e-5))(Concatenate()([Amplifier(4.0, name="a")(h), b]))
+    model = Model(x, y, seed=0)
+    data = torch.rand(37, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    currents = torch.randn(37, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1e-7
+    results = {}
+    for name, limit in (("compiled", small.MAX_UNKNOWNS), ("torch", 0)):
+        monkeypatch.setattr(small, "MAX_UNKNOWNS", limit)
+        free = model.solve(data)
+        nudged = solve_dc(model.circuit(data, currents), initial_v=free.voltages_v, reuse=free)
+        results[name] = (free, nudged)
+    (f1, n1), (f2, n2) = results["compiled"], results["torch"]
+    assert f1.jacobian_lu[1].dtype == torch.int64 and f2.jacobian_lu[1].dtype == torch.int32
+    assert torch.allclose(f1.voltages_v, f2.voltages_v, rtol=0, atol=1e-12)
+    assert torch.equal(f1.iterations, f2.iterations)
+    assert torch.allclose(n1.voltages_v, n2.voltages_v, rtol=0, atol=1e-12)

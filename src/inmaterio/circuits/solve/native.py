@@ -23,10 +23,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import numba
+import numpy as np
+
 import torch
 
 from ...errors import SimulationError
 from ..netlist import DTYPE, GROUND, Circuit
+from . import small
 
 __all__ = ["DCSolution", "SolverOptions", "kcl_currents", "solve_dc"]
 
@@ -430,7 +434,7 @@ def solve_dc(
     last_change = torch.zeros(b, U, dtype=DTYPE, device=dev)
     keep_lu = True
     lu_store = torch.zeros(b, U, U, dtype=DTYPE, device=dev)
-    piv_store = torch.zeros(b, U, dtype=torch.int32, device=dev)
+    piv_store = torch.zeros(b, U, dtype=torch.int32, device=dev)  # LAPACK pivots (the compiled path: int64)
     chord = None
     if reuse is not None:
         if reuse.jacobian_lu is None or tuple(reuse.jacobian_lu[0].shape) != (b, U, U) or initial_v is None:
@@ -444,72 +448,81 @@ def solve_dc(
     reduce_once = shared and circuit.gain.dim() == 1 and circuit.current_gain.dim() == 1 and not st.diodes_on_amplifier_outputs
     if reduce_once:
         J_lin, rhs_lin = _eliminate_amplifiers(circuit, st, J_lin.clone(), rhs_lin.clone(), known, torch.arange(b, device=dev))
-    for it in range(1, opts.max_iterations + 1):
-        m = active.numel()
-        everyone = m == b
-        if chord is not None and it <= _CHORD_ITERATIONS and reduce_once:
-            # chord step with the reused factorisation: V <- V - J*^-1 r(V), r the KCL residual at V
-            v_u = previous[active]
-            residual_u = v_u @ J_lin[0].T - (rhs_lin if everyone else rhs_lin[active])
-            for group, v_d, (a, c) in zip(circuit.diodes, vd, st.diode_ext):
-                i_d = group.model.current(v_d if everyone else v_d[active])
-                pa, pc = st.pos_red[a], st.pos_red[c]
-                residual_u.index_add_(1, pa[pa >= 0], i_d[:, pa >= 0])
-                residual_u.index_add_(1, pc[pc >= 0], -i_d[:, pc >= 0])
-            lu_c, piv_c = (chord if everyone else (chord[0][active], chord[1][active]))
-            solution = v_u - torch.linalg.lu_solve(lu_c, piv_c, residual_u.unsqueeze(-1)).squeeze(-1)
-            info = torch.zeros(m, dtype=torch.int32, device=dev)
-        else:
-            J = (J_lin.expand(m, *J_lin.shape[1:]) if shared else J_lin[active]).clone()
-            rhs = rhs_lin[active].clone()
-            _stamp_diodes(circuit, st, J, rhs, known, [v[active] for v in vd], active, st.pos_red if reduce_once else st.pos)
-            if not reduce_once:
-                J, rhs = _eliminate_amplifiers(circuit, st, J, rhs, known, active)
-            if chord is not None and it <= _CHORD_ITERATIONS:
+    compiled = None
+    if reduce_once and dev.type == "cpu" and 0 < U <= small.MAX_UNKNOWNS:
+        compiled = small.element_table([g.model for g in circuit.diodes for _ in range(len(g))])
+    if chord is not None and (chord[1].dtype == torch.int64) != (compiled is not None):
+        chord = None  # factorised by the other path: plain Newton from initial_v instead
+    if compiled is not None:
+        v_free, iterations, piv_store = _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, initial_v is not None,
+                                                        compiled, opts, chord, lu_store)
+    else:
+        for it in range(1, opts.max_iterations + 1):
+            m = active.numel()
+            everyone = m == b
+            if chord is not None and it <= _CHORD_ITERATIONS and reduce_once:
+                # chord step with the reused factorisation: V <- V - J*^-1 r(V), r the KCL residual at V
                 v_u = previous[active]
-                residual_u = (J @ v_u.unsqueeze(-1)).squeeze(-1) - rhs
-                solution = v_u - torch.linalg.lu_solve(chord[0][active], chord[1][active], residual_u.unsqueeze(-1)).squeeze(-1)
+                residual_u = v_u @ J_lin[0].T - (rhs_lin if everyone else rhs_lin[active])
+                for group, v_d, (a, c) in zip(circuit.diodes, vd, st.diode_ext):
+                    i_d = group.model.current(v_d if everyone else v_d[active])
+                    pa, pc = st.pos_red[a], st.pos_red[c]
+                    residual_u.index_add_(1, pa[pa >= 0], i_d[:, pa >= 0])
+                    residual_u.index_add_(1, pc[pc >= 0], -i_d[:, pc >= 0])
+                lu_c, piv_c = (chord if everyone else (chord[0][active], chord[1][active]))
+                solution = v_u - torch.linalg.lu_solve(lu_c, piv_c, residual_u.unsqueeze(-1)).squeeze(-1)
                 info = torch.zeros(m, dtype=torch.int32, device=dev)
             else:
-                lu, pivots, info = torch.linalg.lu_factor_ex(J)
-                solution = torch.linalg.lu_solve(lu, pivots, rhs.unsqueeze(-1)).squeeze(-1)
-        if (info != 0).any() or not torch.isfinite(solution).all():
-            bad = active[(info != 0) | ~torch.isfinite(solution).all(1)]
+                J = (J_lin.expand(m, *J_lin.shape[1:]) if shared else J_lin[active]).clone()
+                rhs = rhs_lin[active].clone()
+                _stamp_diodes(circuit, st, J, rhs, known, [v[active] for v in vd], active, st.pos_red if reduce_once else st.pos)
+                if not reduce_once:
+                    J, rhs = _eliminate_amplifiers(circuit, st, J, rhs, known, active)
+                if chord is not None and it <= _CHORD_ITERATIONS:
+                    v_u = previous[active]
+                    residual_u = (J @ v_u.unsqueeze(-1)).squeeze(-1) - rhs
+                    solution = v_u - torch.linalg.lu_solve(chord[0][active], chord[1][active], residual_u.unsqueeze(-1)).squeeze(-1)
+                    info = torch.zeros(m, dtype=torch.int32, device=dev)
+                else:
+                    lu, pivots, info = torch.linalg.lu_factor_ex(J)
+                    solution = torch.linalg.lu_solve(lu, pivots, rhs.unsqueeze(-1)).squeeze(-1)
+            if (info != 0).any() or not torch.isfinite(solution).all():
+                bad = active[(info != 0) | ~torch.isfinite(solution).all(1)]
+                raise SimulationError(
+                    f"singular circuit matrix for sample(s) {bad[:5].tolist()} at Newton iteration {it}: "
+                    f"a node without a DC path, or a loop of amplifiers / sources ({circuit.describe()})"
+                )
+            full = torch.zeros(m, F, dtype=DTYPE, device=dev)
+            full[:, st.keep] = solution
+            full = _expand_amplifiers(circuit, st, full, known, active)
+            v_free[active] = full
+            iterations[active] = it
+            v_ext = known[active].clone()
+            v_ext[:, st.free] = full
+            vd_new = diode_v(v_ext)
+            limited = torch.zeros(m, dtype=torch.bool, device=dev)
+            for g, (group, old, new) in enumerate(zip(circuit.diodes, vd, vd_new)):
+                lim = group.model.limit(new, old[active])
+                limited |= (lim != new).any(1)
+                vd[g][active] = lim
+            change = (solution - previous[active]).abs()
+            last_change[active] = torch.nan_to_num(change, nan=float("inf"))
+            tol = opts.reltol * solution.abs().amax(1, keepdim=True) + opts.vntol_v
+            done = (change <= tol).all(1) & ~limited
+            if keep_lu and done.any():
+                lu_store[active[done]], piv_store[active[done]] = lu[done], pivots[done]
+            previous[active] = solution
+            active = active[~done]
+            if active.numel() == 0:
+                break
+        else:
+            worst = last_change[active].amax(0).argmax()
+            node = int(st.free[st.keep[worst]])
             raise SimulationError(
-                f"singular circuit matrix for sample(s) {bad[:5].tolist()} at Newton iteration {it}: "
-                f"a node without a DC path, or a loop of amplifiers / sources ({circuit.describe()})"
+                f"DC solution did not converge within {opts.max_iterations} Newton iterations for sample(s) "
+                f"{active[:5].tolist()} ({active.numel()} in all); largest last change "
+                f"{last_change[active].max().item():.3g} V at node {node} '{circuit.node_names[node]}'"
             )
-        full = torch.zeros(m, F, dtype=DTYPE, device=dev)
-        full[:, st.keep] = solution
-        full = _expand_amplifiers(circuit, st, full, known, active)
-        v_free[active] = full
-        iterations[active] = it
-        v_ext = known[active].clone()
-        v_ext[:, st.free] = full
-        vd_new = diode_v(v_ext)
-        limited = torch.zeros(m, dtype=torch.bool, device=dev)
-        for g, (group, old, new) in enumerate(zip(circuit.diodes, vd, vd_new)):
-            lim = group.model.limit(new, old[active])
-            limited |= (lim != new).any(1)
-            vd[g][active] = lim
-        change = (solution - previous[active]).abs()
-        last_change[active] = torch.nan_to_num(change, nan=float("inf"))
-        tol = opts.reltol * solution.abs().amax(1, keepdim=True) + opts.vntol_v
-        done = (change <= tol).all(1) & ~limited
-        if keep_lu and done.any():
-            lu_store[active[done]], piv_store[active[done]] = lu[done], pivots[done]
-        previous[active] = solution
-        active = active[~done]
-        if active.numel() == 0:
-            break
-    else:
-        worst = last_change[active].amax(0).argmax()
-        node = int(st.free[st.keep[worst]])
-        raise SimulationError(
-            f"DC solution did not converge within {opts.max_iterations} Newton iterations for sample(s) "
-            f"{active[:5].tolist()} ({active.numel()} in all); largest last change "
-            f"{last_change[active].max().item():.3g} V at node {node} '{circuit.node_names[node]}'"
-        )
 
     voltages = known[:, :n].clone()
     voltages[:, st.free] = v_free
@@ -536,6 +549,58 @@ def solve_dc(
     if source_currents:
         src = net[:, circuit.source_nodes.to(dev)] if len(circuit.source_nodes) else torch.zeros(b, 0, dtype=DTYPE, device=dev)
     return DCSolution(voltages, src, amp, iterations, residual, (lu_store, piv_store) if keep_lu else None)
+
+
+def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start, table, opts, chord, lu_store):
+    """Newton (and chord steps) per sample in compiled code (:mod:`.small`).
+
+    Fills ``lu_store (b, U, U)`` with each sample's last factorisation; returns the free
+    voltages ``(b, F)``, the iterations ``(b,)`` and the pivots ``(b, U)`` (int64, 0-based).
+    """
+    b, U = rhs_lin.shape
+    F = st.F
+    pa = torch.cat([st.pos_red[a] for a, _ in st.diode_ext]) if circuit.diodes else torch.zeros(0, dtype=torch.long)
+    pc = torch.cat([st.pos_red[c] for _, c in st.diode_ext]) if circuit.diodes else torch.zeros(0, dtype=torch.long)
+    offsets = []
+    for group, (a, c) in zip(circuit.diodes, st.diode_ext):
+        ka = torch.where(st.pos_red[a] < 0, known[:, a], torch.zeros((), dtype=DTYPE))
+        kc = torch.where(st.pos_red[c] < 0, known[:, c], torch.zeros((), dtype=DTYPE))
+        offsets.append(ka - kc - group.bias_v)
+    offset = torch.cat(offsets, 1) if offsets else torch.zeros(b, 0, dtype=DTYPE)
+    vd0 = torch.cat(vd, 1) if vd else torch.zeros(b, 0, dtype=DTYPE)
+    kinds, params = table
+    lu_out = lu_store.numpy()
+    piv_out = np.zeros((b, U), dtype=np.int64)
+    if chord is not None:
+        chord_lu, chord_piv, n_chord = chord[0].numpy(), chord[1].numpy(), _CHORD_ITERATIONS
+    else:
+        chord_lu, chord_piv, n_chord = np.zeros((1, 1, 1)), np.zeros((1, 1), dtype=np.int64), 0
+    start = torch.nan_to_num(previous, nan=0.0).numpy()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # as many as torch
+    V, iterations, status, last_change = small.newton_small(
+        J_lin[0].contiguous().numpy(), rhs_lin.contiguous().numpy(), pa.numpy(), pc.numpy(), offset.contiguous().numpy(),
+        kinds, params, vd0.contiguous().numpy(), start, has_start, opts.reltol, opts.vntol_v, opts.max_iterations,
+        chord_lu, chord_piv, n_chord, lu_out, piv_out,
+    )
+    singular = np.flatnonzero(status == small.SINGULAR)
+    if singular.size:
+        raise SimulationError(
+            f"singular circuit matrix for sample(s) {singular[:5].tolist()}: a node without a DC path, "
+            f"or a loop of amplifiers / sources ({circuit.describe()})"
+        )
+    failed = np.flatnonzero(status != small.CONVERGED)
+    if failed.size:
+        worst = int(np.abs(last_change[failed]).max(0).argmax())
+        node = int(st.free[st.keep[worst]])
+        raise SimulationError(
+            f"DC solution did not converge within {opts.max_iterations} Newton iterations for sample(s) "
+            f"{failed[:5].tolist()} ({failed.size} in all); largest last change "
+            f"{np.abs(last_change[failed]).max():.3g} V at node {node} '{circuit.node_names[node]}'"
+        )
+    full = torch.zeros(b, F, dtype=DTYPE)
+    full[:, st.keep] = torch.from_numpy(V)
+    full = _expand_amplifiers(circuit, st, full, known, torch.arange(b))
+    return full, torch.from_numpy(iterations), torch.from_numpy(piv_out)
 
 
 def _current_scale(circuit: Circuit, voltages: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
