@@ -19,30 +19,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from inmaterio.circuits import Amplifier, Bias, Concatenate, Dense, Diodes, EPTrainConfig, Input, Model, ShockleyDiode, evaluate, fit
+from inmaterio.circuits import EPTrainConfig, Model, evaluate, fit
 from inmaterio.fileio import atomic_write_text
 from inmaterio.plots import save_figure
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def diode_network(
-    seed: int, n_inputs: int, hidden: int, n_classes: int, *, diode_bias_v: float = -0.3, gain: float = 4.0,
-    init_s: tuple[float, float] | None = None,
-) -> Model:
-    """Inputs + inverses + biases (+1 V, -1 V) -> Dense(hidden) -> Shockley diodes both ways -> amplifiers -> Dense(2 n_classes).
-
-    The output layer also sees the biases; the classes are read differentially
-    (``score k = V[2k] - V[2k+1]``). ``init_s``: initial conductance range of both
-    Dense layers (default: the layers' default, ``[1e-7, 1e-6]`` S).
-    """
-    x = Input(n_inputs, inverted=True, name="x")
-    b = Bias([1.0, -1.0], name="b")
-    h = Dense(hidden, name="h", init_s=init_s)(Concatenate()([x, b]))
-    h = Diodes(ShockleyDiode(), orientation="both", bias_v=(diode_bias_v, diode_bias_v), name="d")(h)
-    h = Amplifier(gain, name="amp")(h)
-    y = Dense(2 * n_classes, name="y", init_s=init_s)(Concatenate()([h, b]))
-    return Model(x, y, seed=seed)
 
 
 @dataclass

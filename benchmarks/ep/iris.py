@@ -32,7 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _learning import RESULTS, diode_network, learning_curve, run_seeds, seed_table, write_report  # noqa: E402
+from inmaterio.circuits.examples import diode_network  # noqa: E402
+from _learning import RESULTS, learning_curve, run_seeds, seed_table, write_report  # noqa: E402
 
 from inmaterio.circuits import EPTrainConfig, Model  # noqa: E402
 from inmaterio.data.tabular import load_iris_split  # noqa: E402
@@ -40,7 +41,7 @@ from inmaterio.data.tabular import load_iris_split  # noqa: E402
 
 def network(seed: int, diode_bias_v: float = -0.3, gain: float = 4.0, hidden: int = 10) -> Model:
     """EBANA's Iris circuit: 4 inputs + inverses + 2 biases -> 10 diode nodes -> amplifiers -> 6 outputs."""
-    return diode_network(seed, 4, hidden, 3, diode_bias_v=diode_bias_v, gain=gain)
+    return diode_network(4, hidden, 3, seed=seed, diode_bias_v=diode_bias_v, gain=gain)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ Network: 13 inputs and their inverses, fixed biases +1 V and -1 V ->
 ``Dense(--hidden)`` -> Shockley diodes both ways (series bias
 ``--diode-bias``) -> bidirectional amplifiers (gain ``--gain``) ->
 ``Dense(6)`` (+ biases), 3 classes read differentially
-(:func:`_learning.diode_network`, the Iris recipe of ``iris.py``).
+(:func:`inmaterio.circuits.examples.diode_network`, the Iris recipe of ``iris.py``).
 
 Data: :func:`inmaterio.data.tabular.load_wine_split` (stratified 124/54,
 ``random_state = seed``, features min-max scaled to [-1, 1] V on the
@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _learning import RESULTS, diode_network, learning_curve, run_seeds, seed_table, write_report  # noqa: E402
+from inmaterio.circuits.examples import diode_network  # noqa: E402
+from _learning import RESULTS, learning_curve, run_seeds, seed_table, write_report  # noqa: E402
 
 from inmaterio.circuits import EPTrainConfig  # noqa: E402
 from inmaterio.data.tabular import load_wine_split  # noqa: E402
@@ -44,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = EPTrainConfig(epochs=args.epochs, batch_size=args.batch_size, beta=args.beta, lr=args.lr,
                         readout="differential", loss="mse", target_v=0.1)
-    build = lambda s: diode_network(s, 13, args.hidden, 3, diode_bias_v=args.diode_bias, gain=args.gain)  # noqa: E731
+    build = lambda s: diode_network(13, args.hidden, 3, seed=s, diode_bias_v=args.diode_bias, gain=args.gain)  # noqa: E731
     runs = run_seeds(build, load_wine_split, cfg, range(args.seeds))
     cmd = (f"python benchmarks/ep/wine.py --seeds {args.seeds} --epochs {args.epochs} --hidden {args.hidden} "
            f"--batch-size {args.batch_size} --lr {args.lr} --beta {args.beta} --diode-bias {args.diode_bias} --gain {args.gain}")

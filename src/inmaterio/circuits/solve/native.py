@@ -23,7 +23,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 import torch
@@ -576,7 +575,6 @@ def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start,
     else:
         chord_lu, chord_piv, n_chord = np.zeros((1, 1, 1)), np.zeros((1, 1), dtype=np.int64), 0
     start = torch.nan_to_num(previous, nan=0.0).numpy()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # as many as torch
     V, iterations, status, last_change = small.newton_small(
         J_lin[0].contiguous().numpy(), rhs_lin.contiguous().numpy(), pa.numpy(), pc.numpy(), offset.contiguous().numpy(),
         kinds, params, vd0.contiguous().numpy(), start, has_start, opts.reltol, opts.vntol_v, opts.max_iterations,

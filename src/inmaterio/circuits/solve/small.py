@@ -1,4 +1,4 @@
-"""Newton's method for many small circuits at once, compiled with numba (one sample per thread).
+"""Newton's method for many small circuits at once, compiled with numba (one sample after the other).
 
 The native solver (:mod:`.native`) reduces a batch of circuits to
 ``J(v) V = rhs(v)`` over the unknown node voltages, with a linear part
@@ -8,7 +8,9 @@ network) the torch path spends its time in launching batched tensor
 operations rather than in arithmetic; this module runs the same iteration
 (the same stamps, limiters and convergence test) per sample in compiled
 code, and returns the same things: voltages, iteration counts and the last
-LU factorisation (for the chord steps of a nudged phase).
+LU factorisation (for the chord steps of a nudged phase). It runs on one
+thread: a thread pool stalls for milliseconds per call whenever another
+process holds a core, which costs more than these solves take.
 
 Only the built-in elements are compiled: :class:`~..elements.ShockleyDiode`
 (``kind 0``, parameters ``I_s, nV_T, g_min, V_crit``) and
@@ -125,7 +127,7 @@ def _lu_solve(lu, piv, b):
     return x
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def newton_small(j0, rhs0, pa, pc, offset, kinds, params, vd0, v0, has_v0, reltol, vntol, max_it,
                  chord_lu, chord_piv, n_chord, lu_out, piv_out):
     """Solve every sample's reduced system; see the module docstring.
@@ -150,7 +152,7 @@ def newton_small(j0, rhs0, pa, pc, offset, kinds, params, vd0, v0, has_v0, relto
     iterations = np.zeros(B, dtype=np.int64)
     status = np.full(B, NOT_CONVERGED, dtype=np.int64)
     last_change = np.zeros((B, U))
-    for b in numba.prange(B):
+    for b in range(B):
         vd = vd0[b].copy()
         prev = v0[b].copy()
         have_prev = has_v0
