@@ -7,14 +7,19 @@ Commands (from the repository root; MNIST from ``--data-dir`` or ``$INMATERIO_MN
 
 Network: the 784 pixels scaled to ``p/255 - 0.5`` (volts, [-0.5, 0.5]) and
 their inverted copies (784 x 2 input sources) plus two bias sources
-(+1 V, -1 V); a Dense crossbar to 100 hidden nodes, each with two Shockley
-diodes to ground (series bias ``--diode-bias``, one each way) and a
-bidirectional amplifier (gain ``--gain``, current gain 1/gain); a Dense
-crossbar (with the biases) to 10 output nodes. Conductances in [1e-7, 1e-5] S,
-initialised uniform in [1e-7, 2e-6] S. Loss: MSE of the output voltages
-against ``+target`` (true class) / ``-target`` (others); symmetric EP with
-``--beta``; Adam with ``--lr`` relative to the conductance range; batches of
-``--batch-size`` circuits solved at once by the native solver.
+(+1 V, -1 V); a Dense crossbar to 100 hidden nodes, each with two diodes
+to ground (``--diode``: piecewise-linear with on-conductance ``--g-on`` by
+default, or Shockley; series bias ``--diode-bias``, one each way: a dead
+zone of +-5 mV, the scale of the hidden nodes' swing, which is small because
+each averages 1570 inputs) and a bidirectional amplifier (gain ``--gain``,
+current gain 1/gain); a Dense crossbar (with the biases) to 10 output nodes.
+Conductances in [1e-7, 1e-5] S, initialised uniform in [1e-7, 2e-6] S. Loss
+(``--loss``): cross-entropy of ``--scale`` times the output voltages (default),
+or MSE against ``+target`` / ``-target``; symmetric EP with ``--beta``; Adam
+with ``--lr`` relative to the conductance range; batches of ``--batch-size``
+circuits solved at once by the native solver. (Tried on 4,000 images x 3
+epochs: MSE with Shockley or piecewise-linear diodes, gains 4 and 20: 79-81%
+validation; cross-entropy: 84-86%.)
 
 Split: :func:`inmaterio.data.mnist.mnist_splits` (55,000 training,
 5,000 validation, 10,000 test). The weights after the last epoch are tested
@@ -32,7 +37,20 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from inmaterio.circuits import Amplifier, Bias, Concatenate, Dense, Diodes, EPTrainConfig, Input, Model, ShockleyDiode, evaluate, fit
+from inmaterio.circuits import (
+    Amplifier,
+    Bias,
+    Concatenate,
+    Dense,
+    Diodes,
+    EPTrainConfig,
+    Input,
+    Model,
+    PiecewiseLinearDiode,
+    ShockleyDiode,
+    evaluate,
+    fit,
+)
 from inmaterio.data.mnist import mnist_splits
 from inmaterio.fileio import atomic_write_json, atomic_write_text
 from inmaterio.plots import save_figure
@@ -41,11 +59,12 @@ from inmaterio.plots import save_figure
 REFERENCE_TEST_ERROR = 3.46
 
 
-def network(hidden: int, gain: float, diode_bias_v: float, seed: int) -> Model:
+def network(hidden: int, gain: float, diode: str, diode_bias_v: float, on_conductance_s: float, seed: int) -> Model:
     x = Input(784, inverted=True, voltage_range_v=(-1.0, 1.0), name="pixels")
     b = Bias([1.0, -1.0], name="bias")
     h = Dense(hidden, init_s=(1e-7, 2e-6), name="hidden")(Concatenate()([x, b]))
-    h = Diodes(ShockleyDiode(), orientation="both", bias_v=(diode_bias_v, diode_bias_v), name="diodes")(h)
+    element = PiecewiseLinearDiode(on_conductance_s=on_conductance_s) if diode == "pwl" else ShockleyDiode()
+    h = Diodes(element, orientation="both", bias_v=(diode_bias_v, diode_bias_v), name="diodes")(h)
     h = Amplifier(gain, name="amplifiers")(h)
     y = Dense(10, init_s=(1e-7, 2e-6), name="outputs")(Concatenate()([h, b]))
     return Model(x, y, seed=seed)
@@ -56,12 +75,16 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train-size", type=int, default=55000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.003)
+    parser.add_argument("--loss", choices=["mse", "cross_entropy"], default="cross_entropy")
+    parser.add_argument("--scale", type=float, default=300.0, help="cross-entropy logits per volt")
+    parser.add_argument("--diode", choices=["pwl", "shockley"], default="pwl")
+    parser.add_argument("--g-on", type=float, default=1e-3, help="on-conductance of the piecewise-linear diodes (S)")
     parser.add_argument("--beta", type=float, default=1e-7)
     parser.add_argument("--target", type=float, default=0.1)
     parser.add_argument("--gain", type=float, default=4.0)
-    parser.add_argument("--diode-bias", type=float, default=0.1)
+    parser.add_argument("--diode-bias", type=float, default=0.005)
     parser.add_argument("--hidden", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -76,9 +99,9 @@ def main() -> None:
     x_val, y_val = flat(splits.x_val), splits.y_val
     x_test, y_test = flat(splits.x_test), splits.y_test
 
-    model = network(args.hidden, args.gain, args.diode_bias, args.seed)
+    model = network(args.hidden, args.gain, args.diode, args.diode_bias, args.g_on, args.seed)
     config = EPTrainConfig(epochs=args.epochs, batch_size=args.batch_size, beta=args.beta, lr=args.lr,
-                           loss="mse", target_v=args.target, seed=args.seed)
+                           loss=args.loss, target_v=args.target, scale_per_v=args.scale, seed=args.seed)
     run_dir = args.out / "runs" / args.tag
 
     t0 = time.perf_counter()
@@ -95,7 +118,8 @@ def main() -> None:
     }
     atomic_write_json(args.out / f"{args.tag}.json", result)
     cmd = (f"python benchmarks/ep/mnist.py --epochs {args.epochs} --train-size {args.train_size} --batch-size {args.batch_size} "
-           f"--lr {args.lr} --beta {args.beta} --target {args.target} --gain {args.gain} --diode-bias {args.diode_bias} "
+           f"--lr {args.lr} --loss {args.loss} --scale {args.scale} --target {args.target} --diode {args.diode} --g-on {args.g_on} "
+           f"--gain {args.gain} --diode-bias {args.diode_bias} "
            f"--hidden {args.hidden} --seed {args.seed} --threads {args.threads} --tag {args.tag}")
     lines = [
         f"# MNIST, analog 784x2-{args.hidden}-10 network trained with EP ({args.tag})",
