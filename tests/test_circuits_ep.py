@@ -244,3 +244,34 @@ def test_parameters_round_trip_and_bad_files(tmp_path):
     with pytest.raises(ModelFileError, match="holds parameters"):
         load_parameters(other, save_parameters(small, tmp_path / "small.safetensors"))
     assert all(torch.equal(other.parameters[k], before[k]) for k in before)
+
+
+def test_power_balance_tellegen():
+    """Power dissipated in resistors and diodes equals the power the sources deliver (no amplifiers)."""
+    model = _net(amplifier=False)
+    x, _ = _data()
+    sol = model.solve(x, currents_a=torch.full((4, 4), 1e-8, dtype=torch.float64))
+    delivered = (sol.source_current_a * model.source_voltages(x)).sum(1)
+    delivered = delivered + (1e-8 * model.output_voltages(sol)).sum(1)  # the output current sources
+    assert torch.allclose(model.power_w(sol), delivered, rtol=1e-9, atol=1e-18)
+    currents = model.resistor_currents(sol)
+    assert currents.shape == (4, len(model.conductances()))
+
+
+def test_locally_connected_gradients_match_the_exact_ones():
+    img = Input((3, 3), inverted=True, name="img")
+    lc = LocallyConnected2D(1, 2, name="lc", init_s=(1e-6, 1e-5))(img)
+    lc = Diodes(ShockleyDiode(), orientation="both", bias_v=(-0.3, -0.3), name="d")(lc)
+    out = Dense(2, name="out", init_s=(1e-6, 1e-5))(lc)
+    model = Model(img, out, seed=0)
+    x = torch.rand(3, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.tensor([0, 1, 1])
+    loss = output_loss("cross_entropy", scale_per_v=20.0)
+    ref = implicit_gradients(model, x, t, loss, options=TIGHT)
+    est = ep_gradients(model, x, t, loss, beta=1e-9, options=TIGHT)  # nudge 20 A per unit beta: keep beta small
+    assert _rel(est.gradients, ref) < 1e-6
+
+
+def test_unknown_layer_parameter_is_named():
+    with pytest.raises(TypeError, match="unitz"):
+        Dense(unitz=3)
