@@ -268,3 +268,11 @@ def test_inexact_ngspice_fallback_is_an_error_naming_the_sample(monkeypatch, mod
     c = random_circuit(24, 21, batch_size=3, diode_model="both", with_amplifiers=False)
     with pytest.raises(SimulationError, match=r"no DC operating point for sample 1\b.*transient-op fallback"):
         ng.solve_ngspice(c, mode=mode)
+
+
+def test_ngspice_leaves_torch_thread_count_alone(shared):
+    """libngspice's OpenMP start-up must not change the thread count torch uses."""
+    torch.set_num_threads(1)
+    circuit = Circuit(("a", "b"), resistor_nodes=[[0, 1], [1, G]], conductance_s=[1e-3, 1e-3], source_nodes=[0], source_v=[1.0])
+    ng.solve_ngspice(circuit, mode="shared")
+    assert torch.get_num_threads() == 1

@@ -566,7 +566,13 @@ def solve_ngspice(circuit: Circuit, *, batch_size: int | None = None, mode: str 
     if mode in ("shared", "reload"):
         if _find_library() is None:
             raise SimulationError(_MISSING + " (libngspice0 provides the shared library; mode='batch' needs only the executable)")
-        return NgspiceShared.get().solve(circuit, batch_size=b, mode=mode)
+        threads = torch.get_num_threads()
+        try:
+            return NgspiceShared.get().solve(circuit, batch_size=b, mode=mode)
+        finally:
+            # libngspice's OpenMP start-up resets the process's OpenMP thread count to the number of cores,
+            # which torch shares: restore it (2 threads on a busy 2-core machine made our solves 30x slower)
+            torch.set_num_threads(threads)
     if mode == "batch":
         return _solve_batch_mode(circuit, b)
     raise ConfigError(f"solve_ngspice mode must be 'shared', 'reload' or 'batch', got {mode!r}")
