@@ -2,9 +2,13 @@
 
 Commands (from the repository root)::
 
-    python benchmarks/dnpu_networks/rings.py                               # 1000 trials per architecture
-    python benchmarks/dnpu_networks/rings.py --trials 100 --validate-repeats 5   # a quick look
+    # the results in results/rings (one core: 1 worker, 1 numba thread for the virtual DNPU)
+    python benchmarks/dnpu_networks/rings.py --trials 1000 --executor local --workers 1 --device-threads 1
+    python benchmarks/dnpu_networks/rings.py --trials 100 --validate-repeats 1   # a quick look
     python benchmarks/dnpu_networks/rings.py --executor ray --address auto
+    # the first protocol (best noise-free training accuracy, one device sample per point)
+    python benchmarks/dnpu_networks/rings.py --ranking train --candidates 1 --plateau-samples 1 --validate-repeats 10
+    python benchmarks/dnpu_networks/rings.py --report-only    # rewrite rings.md and histograms.png from results.json
 
 Data: :func:`inmaterio.data.rings.make_rings`, gap ``--gap`` (0.1), ``--n-train``
 and ``--n-test`` points per class; the same data for every trial. Stage one:
@@ -17,17 +21,46 @@ computed in float32). Trials run in groups of
 ``--group`` as one vectorised model (:mod:`inmaterio.tasks.rings_study`),
 the groups through :func:`inmaterio.parallel.run_trials`.
 
-The best trial of each architecture (highest training accuracy) is measured
-on the virtual DNPU, ``--validate-repeats`` times over the test set (the
-2-2-1 node after node on one device: time multiplexing), with the logistic
-threshold of the surrogate. Writes ``results.json``, ``rings.md`` (our
-numbers beside the paper's), ``histograms.png`` to ``--out``
+Device protocol (the same for both architectures; no test point is used for
+training, calibration or choice):
+
+1. Ranking (``--ranking``): ``train`` ranks the trials by their noise-free
+   training accuracy on the surrogate; ``noisy-train`` by their training
+   accuracy with Gaussian output noise on every node (standard deviation
+   ``--ranking-noise`` times the surrogate's test RMSE, default
+   ``1/sqrt(--plateau-samples)``: the device's measurement noise after
+   averaging; mean over ``--ranking-draws`` draws, threshold fitted without
+   noise). The noise-free accuracy ignores that the 2-2-1 meets the device
+   noise on five nodes and the single DNPU on one.
+2. Calibration (``--readout``): ``surrogate`` keeps the logistic read-out
+   fitted on the surrogate's training output; ``device`` measures the
+   training set once on the device, takes the 2-2-1's batch-norm statistics
+   from that measurement (``--no-calibrate-bn`` keeps those of training) and
+   re-fits the logistic read-out on the measured output
+   (:func:`inmaterio.tasks.rings_study.calibrate_on_device`), as a read-out
+   trained on the chip.
+3. Choice (``--candidates K``): the ``K`` best-ranked trials are each
+   calibrated and measured once on a validation set (``--n-val`` points per
+   class, seed ``--seed + 2``); the one with the best device validation
+   accuracy is chosen. ``K = 1``: the best-ranked trial, no validation set.
+4. Test: the chosen network is measured ``--validate-repeats`` times over the
+   test set on the virtual DNPU (the 2-2-1 node after node on one device: time
+   multiplexing), ``--plateau-samples`` device samples averaged per operating
+   point, numba threads ``--device-threads``.
+
+The old protocol (best training accuracy, surrogate read-out, one sample per
+point) is ``--ranking train --readout surrogate --candidates 1 --plateau-samples 1``.
+
+Writes ``results.json``, ``rings.md`` (our numbers beside the paper's, the
+candidates' device validation accuracies), ``histograms.png`` to ``--out``
 (default ``benchmarks/dnpu_networks/results/rings``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +71,7 @@ from matplotlib.figure import Figure
 import inmaterio
 from inmaterio.data.rings import make_rings
 from inmaterio.fileio import atomic_write_json, atomic_write_text
-from inmaterio.parallel import executor_config_from_cli, run_trials
+from inmaterio.parallel import ExecutorConfig, executor_config_from_cli, run_trials
 from inmaterio.plots import save_figure
 from inmaterio.tasks.rings_study import ARCHITECTURES, ring_trials
 
@@ -46,39 +79,115 @@ from inmaterio.tasks.rings_study import ARCHITECTURES, ring_trials
 PAPER = {"single": (84.95, 76.75), "2-2-1": (94.62, 93.98)}
 
 
-def validate_best(architecture: str, state: dict, x_train, y_train, x_test, y_test, repeats: int, plateau: int) -> dict:
-    """Test accuracy of one trained network on the surrogate and ``repeats`` times on the virtual DNPU."""
-    from inmaterio.devices.hopping import HoppingDevice
-    from inmaterio.devices.registry import device_config_from_description
-    from inmaterio.processors import DeviceProcessor, SurrogateProcessor
-    from inmaterio.surrogate import load_default_surrogate
+def load_trial(architecture: str, state: dict, surrogate):
+    """A trained network (eval mode) on ``surrogate`` from the state a trial returned."""
     from inmaterio.tasks.rings import build_ring_model
-    from inmaterio.tasks.validation import validate_model
-    from inmaterio.training.metrics import fit_logistic_threshold
 
-    surrogate = SurrogateProcessor(load_default_surrogate())
     net = build_ring_model(architecture, surrogate, (3, 4), seed=0)
     net.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
     net.eval()
+    return net
+
+
+def make_device(surrogate, plateau: int, threads: int | None):
+    """The virtual DNPU the surrogate was made from, as a processor averaging ``plateau`` samples per point."""
+    from inmaterio.devices.hopping import HoppingDevice
+    from inmaterio.devices.registry import device_config_from_description
+    from inmaterio.processors import DeviceProcessor
+
+    config = device_config_from_description(surrogate.info.provenance["device"])
+    return DeviceProcessor(HoppingDevice(config, n_threads=threads), plateau_samples=plateau)
+
+
+def prepare_on_device(architecture: str, state: dict, surrogate, device, x_train, y_train, readout: str, calibrate_bn: bool):
+    """Network, read-out threshold and notes for a trial, calibrated on device measurements of the TRAINING set.
+
+    ``readout="surrogate"``: the logistic threshold fitted on the surrogate's
+    training output (and the batch-norm statistics of training).
+    ``readout="device"``: the training set is measured once on the device;
+    with ``calibrate_bn`` the 2-2-1's batch norms take their statistics from
+    that measurement (:func:`inmaterio.tasks.rings_study.calibrate_on_device`),
+    and the threshold is re-fitted on the measured output.
+    """
+    from inmaterio.tasks.rings_study import calibrate_on_device
+    from inmaterio.training.metrics import fit_logistic_threshold
+
+    net = load_trial(architecture, state, surrogate)
     with torch.no_grad():
         threshold = fit_logistic_threshold(net(x_train), y_train)
-        surrogate_test = float((threshold.predict(net(x_test)) == y_test).float().mean())
-    device = DeviceProcessor(
-        HoppingDevice(device_config_from_description(surrogate.info.provenance["device"])), plateau_samples=plateau
-    )
+    seconds = 0.0
+    if readout == "device":
+        start = time.perf_counter()
+        threshold, _ = calibrate_on_device(net, device, x_train, y_train, batch_norm=calibrate_bn, multiplex=architecture != "single")
+        seconds = time.perf_counter() - start
+    return net, threshold, seconds
+
+
+def device_accuracy(net, device, threshold, x, y, repeats: int, architecture: str):
+    """``(repeats,)`` accuracies of ``net`` on ``device`` over ``x`` with ``threshold``, and the :class:`Validation`."""
+    from inmaterio.tasks.validation import validate_model
+
     v = validate_model(
-        net, device, x_test, y_test[None], threshold, outputs=lambda o: o[None], repeats=repeats,
-        multiplex=architecture != "single",
+        net, device, x, y[None], threshold, outputs=lambda o: o[None], repeats=repeats, multiplex=architecture != "single"
     )  # fmt: skip
-    per_repeat = v.accuracy_surrogate_threshold[:, 0].numpy()
+    return v.accuracy_surrogate_threshold[:, 0].numpy(), v
+
+
+def validate_on_device(architecture: str, candidates: list[dict], data: dict, args) -> dict:
+    """Choose among ``candidates`` on the device (validation set), then measure the choice on the test set.
+
+    Every candidate is calibrated (``--readout``) on the training set and
+    measured once on the validation set; the one with the highest device
+    validation accuracy (ties: the better-ranked) is measured ``--validate-repeats``
+    times on the test set. With one candidate there is no validation step.
+    """
+    from inmaterio.processors import SurrogateProcessor
+    from inmaterio.surrogate import load_default_surrogate
+
+    x_train, y_train, x_val, y_val, x_test, y_test = (data[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
+    surrogate = SurrogateProcessor(load_default_surrogate())
+    device = make_device(surrogate, args.plateau_samples, args.device_threads)
+    calibrate_bn = args.calibrate_bn and architecture != "single"
+    start = time.perf_counter()
+    rows, best = [], None
+    for rank, c in enumerate(candidates):
+        net, threshold, _ = prepare_on_device(architecture, c["state"], surrogate, device, x_train, y_train, args.readout, calibrate_bn)
+        row = {"rank": rank, "trial": c["trial"], "score": c["score"], "train_accuracy": c["train_accuracy"], "test_accuracy": c["test_accuracy"]}
+        if len(candidates) > 1:
+            acc, _ = device_accuracy(net, device, threshold, x_val, y_val, 1, architecture)
+            row["device_validation_accuracy"] = float(acc[0])
+            print(f"  {architecture} candidate {rank} (trial {c['trial']}): device validation {acc[0]:.3f}", flush=True)
+        rows.append(row)
+        if best is None or row.get("device_validation_accuracy", 0.0) > best[0].get("device_validation_accuracy", 0.0):
+            best = (row, net, threshold)
+    selection_seconds = time.perf_counter() - start
+    row, net, threshold = best
+    with torch.no_grad():
+        fresh = load_trial(architecture, candidates[row["rank"]]["state"], surrogate)
+        from inmaterio.training.metrics import fit_logistic_threshold
+
+        sur_threshold = fit_logistic_threshold(fresh(x_train), y_train)
+        surrogate_test = float((sur_threshold.predict(fresh(x_test)) == y_test).float().mean())
+    start = time.perf_counter()
+    per_repeat, v = device_accuracy(net, device, threshold, x_test, y_test, args.validate_repeats, architecture)
+    test_seconds = time.perf_counter() - start
     return {
+        "chosen": row,
+        "candidates": rows,
         "surrogate_test_accuracy": surrogate_test,
         "device_test_accuracy_mean": float(per_repeat.mean()),
         "device_test_accuracy_std": float(per_repeat.std()),
-        "device_test_accuracy_refitted_mean": float(v.accuracy[:, 0].mean()),
+        "device_test_accuracy_per_repeat": per_repeat.tolist(),
+        # a threshold fitted on the device's TEST output itself: an upper bound, not a result
+        "device_test_accuracy_threshold_fitted_on_test_mean": float(v.accuracy[:, 0].mean()),
         "rms_difference_na": float(v.rms_difference_na[0]),
-        "repeats": repeats,
-        "seconds": v.seconds,
+        "repeats": args.validate_repeats,
+        "readout": args.readout,
+        "calibrate_bn": calibrate_bn,
+        "plateau_samples": args.plateau_samples,
+        "selection_seconds": selection_seconds,
+        "test_seconds": test_seconds,
+        "seconds": selection_seconds + test_seconds,
     }
 
 
@@ -93,26 +202,53 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.1)
     parser.add_argument("--n-train", type=int, default=200, help="training points per class")
     parser.add_argument("--n-test", type=int, default=100, help="test points per class")
-    parser.add_argument("--validate-repeats", type=int, default=50, help="0: no device validation")
-    parser.add_argument("--plateau-samples", type=int, default=1)
+    parser.add_argument("--n-val", type=int, default=100, help="validation points per class (device selection)")
+    parser.add_argument("--validate-repeats", type=int, default=3, help="test-set measurements; 0: no device validation")
+    parser.add_argument("--plateau-samples", type=int, default=4, help="device samples averaged per operating point")
+    parser.add_argument("--device-threads", type=int, default=None, help="numba threads of the virtual DNPU (default: all)")
+    parser.add_argument("--candidates", type=int, default=2, help="best-ranked trials measured on the device's validation set")
+    parser.add_argument("--ranking", default="noisy-train", choices=("train", "noisy-train"),
+                        help="rank trials by noise-free training accuracy, or by training accuracy with node noise")
+    parser.add_argument("--ranking-noise", type=float, default=None,
+                        help="node noise std of --ranking noisy-train, x the surrogate's test RMSE (default 1/sqrt(plateau samples))")
+    parser.add_argument("--ranking-draws", type=int, default=20)
+    parser.add_argument("--readout", default="surrogate", choices=("surrogate", "device"),
+                        help="logistic threshold fitted on the surrogate's, or on the device's, output of the training set")
+    parser.add_argument("--no-calibrate-bn", dest="calibrate_bn", action="store_false",
+                        help="with --readout device: keep the 2-2-1's batch-norm statistics of training")
     parser.add_argument("--float32", action="store_true", help="train in float32 (default: bfloat16 products, 3-4x faster)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--executor", default="local", choices=("serial", "local", "ray"))
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--address", default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/dnpu_networks/results/rings"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite rings.md and histograms.png from --out/results.json")
     args = parser.parse_args()
+    if args.report_only:
+        stored = json.loads((args.out / "results.json").read_text())
+        old = argparse.Namespace(**(vars(parser.parse_args([])) | stored["args"] | {"out": args.out}))
+        command = stored.get("command") or " ".join(
+            ["python benchmarks/dnpu_networks/rings.py"]
+            + [f"--{k.replace('_', '-')} {v}" for k, v in stored["args"].items()
+               if k not in ("out", "report_only") and (k in ("trials", "executor") or v != parser.get_default(k))]
+        )  # fmt: skip
+        write_report(stored["summary"], old, ExecutorConfig(**stored["executor"]), command)
+        return
     executor = executor_config_from_cli(args.executor, args.workers, args.address)
 
     x_train, y_train = make_rings(args.n_train, gap=args.gap, seed=args.seed)
     x_test, y_test = make_rings(args.n_test, gap=args.gap, seed=args.seed + 1)
+    x_val, y_val = make_rings(args.n_val, gap=args.gap, seed=args.seed + 2)
+    tensors = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_test": x_test, "y_test": y_test}
+    ranking_noise = args.ranking_noise if args.ranking_noise is not None else args.plateau_samples**-0.5
+    ranking = {"noisy_draws": args.ranking_draws if args.ranking == "noisy-train" else 0, "noisy_std_factor": ranking_noise}
     data = {"x_train": x_train.tolist(), "y_train": y_train.tolist(), "x_test": x_test.tolist(), "y_test": y_test.tolist()}
     summary, timing = {}, {}
     for arch in args.architectures:
         specs = [
             {"architecture": arch, "first_seed": args.seed * 1_000_003 + start, "count": min(args.group, args.trials - start),
              "epochs": args.epochs, "learning_rate": args.learning_rate, "noise_variance_factor": args.noise_variance_factor,
-             "bfloat16": not args.float32, **data}
+             "bfloat16": not args.float32, "keep": args.candidates, **ranking, **data}
             for start in range(0, args.trials, args.group)
         ]  # fmt: skip
         start = time.perf_counter()
@@ -121,21 +257,37 @@ def main() -> None:
         fisher = np.concatenate([g["fisher"] for g in groups])
         train = np.concatenate([g["train_accuracy"] for g in groups])
         test = np.concatenate([g["test_accuracy"] for g in groups])
-        best_group = max(groups, key=lambda g: g["train_accuracy"][g["best"]["index"]])
-        best = best_group["first_seed"] - specs[0]["first_seed"] + best_group["best"]["index"]
+        candidates = []
+        for g in groups:
+            offset = g["first_seed"] - specs[0]["first_seed"]
+            for c in g["top"]:
+                candidates.append(c | {"trial": offset + c["index"], "test_accuracy": float(test[offset + c["index"]])})
+        candidates.sort(key=lambda c: (-c["score"], c["trial"]))  # stable: the earlier trial first on ties
+        candidates = candidates[: args.candidates]
+        best = candidates[0]["trial"]
         summary[arch] = {
             "trials": len(test), "fisher": fisher.tolist(), "train_accuracy": train.tolist(), "test_accuracy": test.tolist(),
             "best_trial": int(best), "best_train_accuracy": float(train[best]), "best_test_accuracy": float(test[best]),
             "median_test_accuracy": float(np.median(test)), "training_seconds": timing[arch],
+            "ranking": args.ranking, "best_score": candidates[0]["score"],
         }  # fmt: skip
+        if args.ranking == "noisy-train":
+            summary[arch]["noisy_train_accuracy"] = np.concatenate([g["noisy_train_accuracy"] for g in groups]).tolist()
         if args.validate_repeats > 0:
-            summary[arch]["validation"] = validate_best(
-                arch, best_group["best"]["state"], x_train, y_train, x_test, y_test, args.validate_repeats, args.plateau_samples
-            )
+            summary[arch]["validation"] = validate_on_device(arch, candidates, tensors, args)
+            print(f"{arch}: device test {summary[arch]['validation']['device_test_accuracy_mean']:.4f}", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "results.json", {"package_version": inmaterio.__version__, "args": vars(args) | {"out": str(args.out)},
+    command = " ".join(["python benchmarks/dnpu_networks/rings.py", *sys.argv[1:]])
+    atomic_write_json(args.out / "results.json", {"package_version": inmaterio.__version__, "command": command,
+                                                  "args": vars(args) | {"out": str(args.out)},
                                                   "executor": executor.model_dump(), "summary": summary})  # fmt: skip
+    write_report(summary, args, executor, command)
+
+
+def write_report(summary: dict, args: argparse.Namespace, executor: ExecutorConfig, command: str) -> None:
+    """``histograms.png`` and ``rings.md`` in ``args.out`` from the summary of a run."""
+    ranking_noise = args.ranking_noise if args.ranking_noise is not None else args.plateau_samples**-0.5
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_f, ax_a = fig.subplots(1, 2)
     for arch in args.architectures:
@@ -151,24 +303,60 @@ def main() -> None:
     lines = [
         "# Rings: one DNPU vs the 2-2-1 network",
         "",
-        f"Command: `python benchmarks/dnpu_networks/rings.py --trials {args.trials} --validate-repeats {args.validate_repeats}"
-        f"{'' if args.architectures == list(ARCHITECTURES) else ' --architectures ' + ' '.join(args.architectures)}`  ",
-        f"Executor `{executor.kind}` ({executor.n_workers()} workers); data: gap {args.gap}, {args.n_train} + {args.n_test} points "
-        f"per class; {args.epochs} epochs; noise variance {args.noise_variance_factor} x test MSE; inmaterio {inmaterio.__version__}.",
+        f"Command: `{command}`  ",
+        f"Executor `{executor.kind}` ({executor.n_workers()} workers); data: gap {args.gap}, {args.n_train} training + "
+        f"{args.n_val} validation + {args.n_test} test points per class (seeds {args.seed}, {args.seed + 2}, {args.seed + 1}); "
+        f"{args.epochs} epochs; noise variance {args.noise_variance_factor} x test MSE; inmaterio {inmaterio.__version__}.",
         "",
-        "| architecture | trials | training wall / s | median test acc. | best trial: train / test acc. (surrogate) "
-        "| best trial on the virtual DNPU (mean ± std over repeats) | paper: best off-chip | paper: on chip |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| architecture | trials | training wall / s | median test acc. (surrogate) | best-ranked trial: train / test acc. (surrogate) "
+        "| chosen trial: test acc. (surrogate) | chosen trial on the virtual DNPU: test acc. (mean ± std over repeats) "
+        "| device wall / s | paper: best off-chip | paper: on chip |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for arch in args.architectures:
         s = summary[arch]
         v = s.get("validation")
         device = f"{100 * v['device_test_accuracy_mean']:.2f}% ± {100 * v['device_test_accuracy_std']:.2f} ({v['repeats']} x)" if v else "-"
+        chosen = f"{100 * v['surrogate_test_accuracy']:.2f}% (trial {v['chosen']['trial']})" if v else "-"
         lines.append(
             f"| {arch} | {s['trials']} | {s['training_seconds']:.0f} | {100 * s['median_test_accuracy']:.2f}% "
-            f"| {100 * s['best_train_accuracy']:.2f}% / {100 * s['best_test_accuracy']:.2f}% | {device} "
+            f"| {100 * s['best_train_accuracy']:.2f}% / {100 * s['best_test_accuracy']:.2f}% | {chosen} | {device} "
+            f"| {v['seconds']:.0f} | {PAPER[arch][0]}% | {PAPER[arch][1]}% |"
+            if v else
+            f"| {arch} | {s['trials']} | {s['training_seconds']:.0f} | {100 * s['median_test_accuracy']:.2f}% "
+            f"| {100 * s['best_train_accuracy']:.2f}% / {100 * s['best_test_accuracy']:.2f}% | - | - | - "
             f"| {PAPER[arch][0]}% | {PAPER[arch][1]}% |"
+        )  # fmt: skip
+    if any("validation" in summary[a] for a in args.architectures):
+        rank = ("noise-free training accuracy on the surrogate" if args.ranking == "train" else
+                f"training accuracy on the surrogate with output noise of {ranking_noise:.3g} x its test RMSE on every node "
+                f"(mean of {args.ranking_draws} draws)")  # fmt: skip
+        readout = (
+            "keep the logistic read-out fitted on the surrogate's output of the training set (no device calibration)"
+            if args.readout == "surrogate"
+            else "are calibrated on the device: the training set measured once, "
+            + ("the 2-2-1's batch-norm statistics taken from that measurement and " if args.calibrate_bn else "")
+            + "the logistic read-out re-fitted on the measured output"
         )
+        lines += [
+            "",
+            f"Device protocol (the same for both architectures): trials ranked by {rank}; the best {args.candidates} "
+            f"{readout}"
+            + (", are each measured once on the validation set, and the one with the best device validation accuracy is chosen" if args.candidates > 1 else "")
+            + f"; the chosen network is measured {args.validate_repeats} times on the test set "
+            f"({args.plateau_samples} device sample(s) averaged per operating point; the 2-2-1 node after node on one device). "
+            "No test point is used for training, calibration or choice.",
+            "",
+            "| architecture | candidate | trial | ranking score | train acc. (surrogate) | test acc. (surrogate) | device validation acc. |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]  # fmt: skip
+        for arch in args.architectures:
+            for c in summary[arch].get("validation", {}).get("candidates", []):
+                dv = c.get("device_validation_accuracy")
+                lines.append(
+                    f"| {arch} | {c['rank']} | {c['trial']} | {100 * c['score']:.2f}% | {100 * c['train_accuracy']:.2f}% "
+                    f"| {100 * c['test_accuracy']:.2f}% | {'-' if dv is None else f'{100 * dv:.1f}%'} |"
+                )
     lines += ["", "![histograms](histograms.png)", ""]
     atomic_write_text(args.out / "rings.md", "\n".join(lines))
     print("\n".join(lines))
