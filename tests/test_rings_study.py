@@ -109,3 +109,17 @@ def test_batch_norm_calibration_removes_a_gain_of_the_hidden_nodes():
     torch.testing.assert_close(on_device, 1.5 * on_surrogate, rtol=1e-4, atol=1e-3)
     _, uncalibrated = calibrate_on_device(net, SurrogateProcessor(load_default_surrogate(), amplification=1.5), x, y, batch_norm=False)
     torch.testing.assert_close(uncalibrated, on_device)  # the statistics already fit this device
+
+
+def test_ring_trials_noisy_ranking():
+    """Zero noise: the noisy accuracy is the clean one; with noise, ``top`` follows the noisy accuracy."""
+    x, y = make_rings(40, seed=0)
+    spec = {"architecture": "2-2-1", "first_seed": 1, "count": 4, "epochs": 10, "keep": 4, "noisy_draws": 3,
+            "x_train": x.tolist(), "y_train": y.tolist(), "x_test": x.tolist(), "y_test": y.tolist()}  # fmt: skip
+    quiet = ring_trials(spec | {"noisy_std_factor": 0.0})
+    assert quiet["noisy_train_accuracy"] == pytest.approx(quiet["train_accuracy"])
+    noisy = ring_trials(spec | {"noisy_std_factor": 2.0})
+    scores = noisy["noisy_train_accuracy"]
+    assert [c["index"] for c in noisy["top"]] == sorted(range(4), key=lambda t: (-scores[t], t))
+    assert [c["score"] for c in noisy["top"]] == sorted(scores, reverse=True)
+    assert "noisy_train_accuracy" not in ring_trials(spec | {"noisy_draws": 0})
