@@ -453,7 +453,7 @@ def solve_dc(
     if chord is not None and (chord[1].dtype == torch.int64) != (compiled is not None):
         chord = None  # factorised by the other path: plain Newton from initial_v instead
     if compiled is not None:
-        v_free, iterations, piv_store = _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, initial_v is not None,
+        v_free, iterations, piv_store, compiled_residual, compiled_scale = _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, initial_v is not None,
                                                         compiled, opts, chord, lu_store)
     else:
         for it in range(1, opts.max_iterations + 1):
@@ -525,6 +525,13 @@ def solve_dc(
 
     voltages = known[:, :n].clone()
     voltages[:, st.free] = v_free
+    if compiled is not None and not source_currents:
+        # the compiled path checked Kirchhoff's current law itself; only the amplifier currents are left to read
+        amp = torch.zeros(b, len(circuit.amplifier_nodes), dtype=DTYPE)
+        if check_kcl:
+            _raise_on_kcl(circuit, compiled_residual, compiled_scale, opts)
+        return DCSolution(voltages, None, amp if not len(circuit.amplifier_nodes) else kcl_currents(circuit, voltages)[1],
+                          iterations, compiled_residual, (lu_store, piv_store) if keep_lu else None)
     rows = st.free_rows(circuit.conductance_s.to(dev)) if circuit.conductance_s.dim() == 1 and st.dense_rows else None
     resistor_net = None
     v_ext = torch.cat([voltages, torch.zeros(b, 1, dtype=DTYPE, device=dev)], 1)
@@ -575,7 +582,7 @@ def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start,
     else:
         chord_lu, chord_piv, n_chord = np.zeros((1, 1, 1)), np.zeros((1, 1), dtype=np.int64), 0
     start = torch.nan_to_num(previous, nan=0.0).numpy()
-    V, iterations, status, last_change = small.newton_small(
+    V, iterations, status, last_change, residual, scale = small.newton_small(
         J_lin[0].contiguous().numpy(), rhs_lin.contiguous().numpy(), pa.numpy(), pc.numpy(), offset.contiguous().numpy(),
         kinds, params, vd0.contiguous().numpy(), start, has_start, opts.reltol, opts.vntol_v, opts.max_iterations,
         chord_lu, chord_piv, n_chord, lu_out, piv_out,
@@ -598,7 +605,17 @@ def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start,
     full = torch.zeros(b, F, dtype=DTYPE)
     full[:, st.keep] = torch.from_numpy(V)
     full = _expand_amplifiers(circuit, st, full, known, torch.arange(b))
-    return full, torch.from_numpy(iterations), torch.from_numpy(piv_out)
+    return full, torch.from_numpy(iterations), torch.from_numpy(piv_out), torch.from_numpy(residual), torch.from_numpy(scale)
+
+
+def _raise_on_kcl(circuit: Circuit, residual: torch.Tensor, scale: torch.Tensor, opts: SolverOptions) -> None:
+    bad = residual > opts.kcl_rtol * scale + opts.kcl_atol_a
+    if bad.any():
+        s = int(bad.nonzero()[0])
+        raise SimulationError(
+            f"Kirchhoff's current law fails in sample {s}: residual {residual[s].item():.3g} A against currents up to "
+            f"{scale[s].item():.3g} A ({circuit.describe()})"
+        )
 
 
 def _current_scale(circuit: Circuit, voltages: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:

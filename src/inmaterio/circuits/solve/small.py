@@ -144,7 +144,8 @@ def newton_small(j0, rhs0, pa, pc, offset, kinds, params, vd0, v0, has_v0, relto
 
     Returns:
         ``V (B, U)``, ``iterations (B,)``, ``status (B,)`` (0 converged, 1 not, 2 singular),
-        ``last_change (B, U)``.
+        ``last_change (B, U)``, and Kirchhoff's current law at the solution: the largest
+        residual ``(B,)`` (A) and the largest sum of |currents| at a node ``(B,)`` (A).
     """
     B, U = rhs0.shape
     D = pa.shape[0]
@@ -152,6 +153,8 @@ def newton_small(j0, rhs0, pa, pc, offset, kinds, params, vd0, v0, has_v0, relto
     iterations = np.zeros(B, dtype=np.int64)
     status = np.full(B, NOT_CONVERGED, dtype=np.int64)
     last_change = np.zeros((B, U))
+    residual = np.zeros(B)
+    current_scale = np.zeros(B)
     for b in range(B):
         vd = vd0[b].copy()
         prev = v0[b].copy()
@@ -222,4 +225,27 @@ def newton_small(j0, rhs0, pa, pc, offset, kinds, params, vd0, v0, has_v0, relto
                 status[b] = CONVERGED
                 break
         V[b] = prev
-    return V, iterations, status, last_change
+        # Kirchhoff's current law at the unknowns (amplifier currents folded in): J0 V - rhs0 + diode currents
+        r = -rhs0[b].copy()
+        size = np.abs(rhs0[b])
+        for i in range(U):
+            for j in range(U):
+                r[i] += j0[i, j] * prev[j]
+                size[i] += abs(j0[i, j] * prev[j])
+        for d in range(D):
+            v_d = offset[b, d]
+            if pa[d] >= 0:
+                v_d += prev[pa[d]]
+            if pc[d] >= 0:
+                v_d -= prev[pc[d]]
+            cur, _ = _current_and_conductance(kinds[d], params[d], v_d)
+            if pa[d] >= 0:
+                r[pa[d]] += cur
+                size[pa[d]] += abs(cur)
+            if pc[d] >= 0:
+                r[pc[d]] -= cur
+                size[pc[d]] += abs(cur)
+        for i in range(U):
+            residual[b] = max(residual[b], abs(r[i]))
+            current_scale[b] = max(current_scale[b], size[i])
+    return V, iterations, status, last_change, residual, current_scale
