@@ -156,8 +156,8 @@ def _conductance_derivative_sum(model: Model, s1: DCSolution, s2: DCSolution) ->
     return 0.5 * model.resistor_weight.to(v1.device) * total
 
 
-def _source_derivatives(model: Model, sol: DCSolution) -> torch.Tensor:
-    """``(batch, S)``: ``∂E/∂V_s``, the energy-weighted current each source delivers into the circuit."""
+def _source_derivatives(model: Model, sol: DCSolution, circuit) -> torch.Tensor:
+    """``(batch, S)``: ``∂E/∂V_s``, the energy-weighted current each source delivers into the circuit (of that phase)."""
     c = model._template
     n = c.n_nodes
     v = _with_ground(sol.voltages_v)
@@ -177,7 +177,8 @@ def _source_derivatives(model: Model, sol: DCSolution) -> torch.Tensor:
     if len(c.amplifier_nodes):
         # an amplifier fed by a source draws current_gain * I from it (weight 1: sources are in the base region)
         ain = torch.where(c.amplifier_nodes[:, 0] == GROUND, n, c.amplifier_nodes[:, 0]).to(dev)
-        out.index_add_(1, ain, c.current_gain.to(dev) * sol.amplifier_current_a)
+        amp = sol.amplifier_current_a if sol.amplifier_current_a is not None else kcl_currents(circuit, sol.voltages_v)[1]
+        out.index_add_(1, ain, c.current_gain.to(dev) * amp)
     return out[:, src]
 
 
@@ -243,7 +244,8 @@ def ep_gradients(
     learnable_sources = any(f"{call.layer.name}.voltage_v" in model.parameters for call, _ in model.source_calls)
     by_input: dict[int, torch.Tensor] = {}
     if input_gradients or learnable_sources:
-        per_source = (_source_derivatives(model, s1) - _source_derivatives(model, s2)) / (b1 - b2)  # (batch, S)
+        c1, c2 = (circuit.with_values(current_a=bb * unit) for bb in (b1, b2))
+        per_source = (_source_derivatives(model, s1, c1) - _source_derivatives(model, s2, c2)) / (b1 - b2)  # (batch, S)
         start = 0
         for call, ids in model.source_calls:
             layer = call.layer

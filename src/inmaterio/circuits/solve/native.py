@@ -63,7 +63,9 @@ class DCSolution:
         voltages_v: ``(batch, n_nodes)`` node voltages.
         source_current_a: ``(batch, S)`` current each voltage source delivers into its node
             (None when the solve was asked not to compute it).
-        amplifier_current_a: ``(batch, A)`` current each amplifier delivers into its output node.
+        amplifier_current_a: ``(batch, A)`` current each amplifier delivers into its output node
+            (None when source currents were not asked for and the compiled path solved it;
+            :func:`kcl_currents` gives them).
         iterations: ``(batch,)`` Newton iterations each circuit took.
         kcl_residual_a: ``(batch,)`` largest |KCL residual| over the free nodes.
         jacobian_lu: the LU factorisation ``(LU (batch, U, U), pivots)`` of the
@@ -73,7 +75,7 @@ class DCSolution:
 
     voltages_v: torch.Tensor
     source_current_a: torch.Tensor | None
-    amplifier_current_a: torch.Tensor
+    amplifier_current_a: torch.Tensor | None
     iterations: torch.Tensor
     kcl_residual_a: torch.Tensor
     jacobian_lu: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -449,7 +451,9 @@ def solve_dc(
         J_lin, rhs_lin = _eliminate_amplifiers(circuit, st, J_lin.clone(), rhs_lin.clone(), known, torch.arange(b, device=dev))
     compiled = None
     if reduce_once and dev.type == "cpu" and 0 < U <= small.MAX_UNKNOWNS:
-        compiled = small.element_table([g.model for g in circuit.diodes for _ in range(len(g))])
+        if not hasattr(st, "element_table"):
+            st.element_table = small.element_table([g.model for g in circuit.diodes for _ in range(len(g))])
+        compiled = st.element_table
     if chord is not None and (chord[1].dtype == torch.int64) != (compiled is not None):
         chord = None  # factorised by the other path: plain Newton from initial_v instead
     if compiled is not None:
@@ -526,11 +530,11 @@ def solve_dc(
     voltages = known[:, :n].clone()
     voltages[:, st.free] = v_free
     if compiled is not None and not source_currents:
-        # the compiled path checked Kirchhoff's current law itself; only the amplifier currents are left to read
+        # the compiled path checked Kirchhoff's current law itself (source and amplifier currents were not asked for)
         amp = torch.zeros(b, len(circuit.amplifier_nodes), dtype=DTYPE)
         if check_kcl:
             _raise_on_kcl(circuit, compiled_residual, compiled_scale, opts)
-        return DCSolution(voltages, None, amp if not len(circuit.amplifier_nodes) else kcl_currents(circuit, voltages)[1],
+        return DCSolution(voltages, None, None if len(circuit.amplifier_nodes) else amp,
                           iterations, compiled_residual, (lu_store, piv_store) if keep_lu else None)
     rows = st.free_rows(circuit.conductance_s.to(dev)) if circuit.conductance_s.dim() == 1 and st.dense_rows else None
     resistor_net = None
@@ -565,8 +569,12 @@ def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start,
     """
     b, U = rhs_lin.shape
     F = st.F
-    pa = torch.cat([st.pos_red[a] for a, _ in st.diode_ext]) if circuit.diodes else torch.zeros(0, dtype=torch.long)
-    pc = torch.cat([st.pos_red[c] for _, c in st.diode_ext]) if circuit.diodes else torch.zeros(0, dtype=torch.long)
+    if not hasattr(st, "compiled_rows"):
+        st.compiled_rows = (
+            (torch.cat([st.pos_red[a] for a, _ in st.diode_ext]) if circuit.diodes else torch.zeros(0, dtype=torch.long)).numpy(),
+            (torch.cat([st.pos_red[c] for _, c in st.diode_ext]) if circuit.diodes else torch.zeros(0, dtype=torch.long)).numpy(),
+        )
+    pa, pc = st.compiled_rows
     offsets = []
     for group, (a, c) in zip(circuit.diodes, st.diode_ext):
         ka = torch.where(st.pos_red[a] < 0, known[:, a], torch.zeros((), dtype=DTYPE))
@@ -583,7 +591,7 @@ def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start,
         chord_lu, chord_piv, n_chord = np.zeros((1, 1, 1)), np.zeros((1, 1), dtype=np.int64), 0
     start = torch.nan_to_num(previous, nan=0.0).numpy()
     V, iterations, status, last_change, residual, scale = small.newton_small(
-        J_lin[0].contiguous().numpy(), rhs_lin.contiguous().numpy(), pa.numpy(), pc.numpy(), offset.contiguous().numpy(),
+        J_lin[0].contiguous().numpy(), rhs_lin.contiguous().numpy(), pa, pc, offset.contiguous().numpy(),
         kinds, params, vd0.contiguous().numpy(), start, has_start, opts.reltol, opts.vntol_v, opts.max_iterations,
         chord_lu, chord_piv, n_chord, lu_out, piv_out,
     )
