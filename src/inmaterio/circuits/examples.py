@@ -104,7 +104,7 @@ EXAMPLES: dict[str, Example] = {
                    lambda s: diode_network(2, 6, 2, seed=s), EPTrainConfig(epochs=150, batch_size=4, lr=0.02, **_RECIPE)),
     "iris": Example("Iris (EBANA's network: 4 inputs + inverses + bias, 10 hidden diode nodes, 6 outputs), 105/45 split",
                     _tabular("load_iris_split"), lambda s: diode_network(4, 10, 3, seed=s),
-                    EPTrainConfig(epochs=100, batch_size=8, lr=0.01, **_RECIPE)),
+                    EPTrainConfig(epochs=200, batch_size=8, lr=0.003, **_RECIPE)),
     "wine": Example("Wine (13 inputs + inverses, 10 hidden diode nodes, 6 outputs), 124/54 split",
                     _tabular("load_wine_split"), lambda s: diode_network(13, 10, 3, seed=s),
                     EPTrainConfig(epochs=60, batch_size=8, lr=0.01, **_RECIPE)),
