@@ -90,9 +90,9 @@ def learning_curve(runs: list[SeedRun], title: str, path: Path) -> None:
     save_figure(fig, path)
 
 
-def write_report(name: str, lines: list[str]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
+def write_report(name: str, lines: list[str], out: Path = RESULTS) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -107,3 +107,49 @@ def run_seeds(build: Callable[[int], Model], load: Callable[[int], object], conf
             f"({run.seconds_per_epoch:.3f} s/epoch, wall {run.wall_s:.0f} s)")
         runs.append(run)
     return runs
+
+
+def tabular_main(doc: str, name: str, title: str, load, n_inputs: int, n_classes: int, split: tuple[int, int], defaults: dict) -> None:
+    """The command line of a tabular benchmark (``wine.py``, ``digits.py``): seeds of one recipe, table and curve.
+
+    ``defaults``: ``seeds``, ``epochs``, ``hidden``, ``batch_size``; ``split``: (train, test) sizes for the table.
+    """
+    import argparse
+
+    from inmaterio.circuits.examples import diode_network
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=defaults["seeds"])
+    parser.add_argument("--epochs", type=int, default=defaults["epochs"])
+    parser.add_argument("--hidden", type=int, default=defaults["hidden"])
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--beta", type=float, default=1e-7)
+    parser.add_argument("--diode-bias", type=float, default=-0.3)
+    parser.add_argument("--gain", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    cfg = EPTrainConfig(epochs=args.epochs, batch_size=args.batch_size, beta=args.beta, lr=args.lr,
+                        readout="differential", loss="mse", target_v=0.1)
+    build = lambda s: diode_network(n_inputs, args.hidden, n_classes, seed=s, diode_bias_v=args.diode_bias, gain=args.gain)  # noqa: E731
+    runs = run_seeds(build, load, cfg, range(args.seeds))
+    cmd = (f"python benchmarks/ep/{name}.py --seeds {args.seeds} --epochs {args.epochs} --hidden {args.hidden} "
+           f"--batch-size {args.batch_size} --lr {args.lr} --beta {args.beta} --diode-bias {args.diode_bias} --gain {args.gain}")
+    n_train, n_test = split
+    lines = [
+        f"# {title} with a diode circuit trained by Equilibrium Propagation",
+        "",
+        f"Command: `{cmd}` (1 torch thread).",
+        "",
+        f"{n_inputs} inputs + inverses (min-max to [-1, 1] V on the training set), biases +-1 V -> Dense({args.hidden}) -> Shockley "
+        f"diodes both ways (series bias {args.diode_bias} V) -> amplifiers (gain {args.gain}) -> Dense({2 * n_classes}) (+ biases), "
+        f"differential readout. Symmetric EP, beta {args.beta:g} S, MSE (target +-0.1 V), Adam lr {args.lr}, batch "
+        f"{args.batch_size}, {args.epochs} epochs. Each seed: its own stratified {n_train}/{n_test} split and initialisation; "
+        "accuracies after the last epoch.",
+        "",
+        *seed_table(runs, n_train, n_test),
+        "",
+        f"![learning curve]({name}.png)",
+    ]
+    write_report(name, lines, args.out)
+    learning_curve(runs, f"{title}, symmetric EP", args.out / f"{name}.png")
