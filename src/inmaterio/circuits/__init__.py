@@ -6,14 +6,15 @@ Equilibrium Propagation::
     from inmaterio.circuits import Input, Bias, Dense, Diodes, Amplifier, Concatenate, Model, EPTrainConfig, fit
     x = Input(4, inverted=True)
     b = Bias([1.0, -1.0])
-    h = Diodes(orientation="both", bias_v=(0.1, 0.1))(Dense(10)(Concatenate()([x, b])))
+    h = Diodes(orientation="both", bias_v=(-0.3, -0.3))(Dense(10)(Concatenate()([x, b])))
     y = Dense(6)(Concatenate()([Amplifier(4.0)(h), b]))
     model = Model(x, y, seed=0)
     history = fit(model, x_train, y_train, EPTrainConfig(readout="differential"))
 
 Layers: :mod:`.layers`; the compiled circuit: :mod:`.netlist`; solvers:
 :mod:`.solve` (native batched Newton, ngspice); EP: :mod:`.ep`;
-optimisers: :mod:`.optim`; training: :mod:`.fit`.
+optimisers: :mod:`.optim`; training: :mod:`.fit`; mixed-signal models:
+:mod:`.mixed`; parameter files: :mod:`.io`; ready-made tasks: :mod:`.examples`.
 """
 
 from .elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
