@@ -36,7 +36,7 @@ import torch
 from ..errors import ConfigError, SimulationError
 from ..training.losses import cross_entropy, mse
 from .graph import Model
-from .netlist import DTYPE, GROUND
+from .netlist import DTYPE, GROUND, ground_last, with_ground
 from .solve.native import DCSolution, SolverOptions, _stamps, kcl_currents
 
 __all__ = ["EPResult", "VARIANTS", "ep_gradients", "implicit_gradients", "output_loss", "readout"]
@@ -129,10 +129,6 @@ class EPResult:
     free: DCSolution
 
 
-def _with_ground(v: torch.Tensor) -> torch.Tensor:
-    return torch.cat([v, torch.zeros(v.shape[0], 1, dtype=v.dtype, device=v.device)], 1)
-
-
 def _conductance_derivative_sum(model: Model, s1: DCSolution, s2: DCSolution) -> torch.Tensor:
     """``(R,)``: sum over the batch of ``∂E/∂g (phase 1) - ∂E/∂g (phase 2)`` for every resistor.
 
@@ -143,9 +139,9 @@ def _conductance_derivative_sum(model: Model, s1: DCSolution, s2: DCSolution) ->
     """
     c = model._template
     n = c.n_nodes
-    v1, v2 = _with_ground(s1.voltages_v), _with_ground(s2.voltages_v)
+    v1, v2 = with_ground(s1.voltages_v), with_ground(s2.voltages_v)
     delta, sigma = v1 - v2, v1 + v2
-    r = torch.where(c.resistor_nodes == GROUND, n, c.resistor_nodes).to(v1.device)
+    r = ground_last(c.resistor_nodes, n).to(v1.device)
     if not len(r):
         return torch.zeros(0, dtype=DTYPE, device=v1.device)
     rows, a = torch.unique(r[:, 0], return_inverse=True)
@@ -160,7 +156,7 @@ def _source_derivatives(model: Model, sol: DCSolution, circuit) -> torch.Tensor:
     """``(batch, S)``: ``∂E/∂V_s``, the energy-weighted current each source delivers into the circuit (of that phase)."""
     c = model._template
     n = c.n_nodes
-    v = _with_ground(sol.voltages_v)
+    v = with_ground(sol.voltages_v)
     dev = v.device
     src = c.source_nodes.to(dev)
     if len(c.resistor_nodes):
@@ -169,14 +165,13 @@ def _source_derivatives(model: Model, sol: DCSolution, circuit) -> torch.Tensor:
     else:
         out = torch.zeros(v.shape[0], n + 1, dtype=DTYPE, device=dev)
     for grp, kd in zip(c.diodes, model.diode_weight):
-        a = torch.where(grp.anode == GROUND, n, grp.anode).to(dev)
-        k = torch.where(grp.cathode == GROUND, n, grp.cathode).to(dev)
+        a, k = ground_last(grp.anode, n).to(dev), ground_last(grp.cathode, n).to(dev)
         i_d = kd.to(dev) * grp.model.current(v[:, a] - v[:, k] - grp.bias_v.to(dev))
         out.index_add_(1, a, i_d)
         out.index_add_(1, k, -i_d)
     if len(c.amplifier_nodes):
         # an amplifier fed by a source draws current_gain * I from it (weight 1: sources are in the base region)
-        ain = torch.where(c.amplifier_nodes[:, 0] == GROUND, n, c.amplifier_nodes[:, 0]).to(dev)
+        ain = ground_last(c.amplifier_nodes[:, 0], n).to(dev)
         amp = sol.amplifier_current_a if sol.amplifier_current_a is not None else kcl_currents(circuit, sol.voltages_v)[1]
         out.index_add_(1, ain, c.current_gain.to(dev) * amp)
     return out[:, src]

@@ -25,7 +25,6 @@ from ..fileio import atomic_torch_save, atomic_write_json, atomic_write_text, re
 from ..progress import progress_bar
 from .ep import LossFn, ep_gradients, output_loss, readout
 from .graph import Model
-from .netlist import DTYPE
 from .optim import make_optimizer
 from .solve.native import SolverOptions
 
@@ -76,14 +75,10 @@ class EPTrainConfig(BaseModel):
         return {}
 
 
-def _as_data(x) -> list[torch.Tensor]:
-    return [torch.as_tensor(d, dtype=DTYPE) for d in ([x] if isinstance(x, torch.Tensor) or not isinstance(x, list | tuple) else x)]
-
-
 def evaluate(model: Model, x, y, config: EPTrainConfig | None = None, *, batch_size: int = 512, options: SolverOptions | None = None) -> dict[str, float]:
     """Mean loss and accuracy (argmax of the class scores vs integer labels ``y``) of the free circuits."""
     cfg = config or EPTrainConfig()
-    data = _as_data(x)
+    data = model.input_list(x)
     y = torch.as_tensor(y)
     model.source_voltages(data)  # an error names the sample's index in x, not in a batch of predict
     out = model.predict(data, batch_size=batch_size, options=options)
@@ -127,14 +122,14 @@ def fit(
             an existing checkpoint is resumed.
         progress: show a progress bar (samples, rate, ETA).
     """
-    data = _as_data(x)
+    data = model.input_list(x)
     y = torch.as_tensor(y)
     n = len(data[0])
     if any(len(d) != n for d in data) or len(y) != n:
         raise ConfigError(f"x and y disagree on the number of samples: {[len(d) for d in data]} vs {len(y)}")
     model.source_voltages(data)  # checks every sample first, so an error names its index in x (not in a shuffled batch)
     if validation is not None:
-        model.source_voltages(_as_data(validation[0]))
+        model.source_voltages(model.input_list(validation[0]))
     loss_fn = config.loss_fn()
     optimizer = make_optimizer(config.optimizer, model, config.lr, **config.optimizer_options())
     generator = torch.Generator().manual_seed(config.seed)

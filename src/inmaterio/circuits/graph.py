@@ -31,7 +31,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ..errors import ConfigError
 from .layers import BiasLayer, InputLayer, Layer, LayerCall, Nodes
-from .netlist import DTYPE, GROUND, Circuit, DiodeGroup
+from .netlist import DTYPE, Circuit, DiodeGroup, ground_last, with_ground
 from .solve.native import DCSolution, SolverOptions, solve_dc
 
 __all__ = ["Model"]
@@ -233,16 +233,15 @@ class Model:
                 node_weight[i] = weight.get(int(region[i]), 1.0)
         self.node_weight = node_weight
         # an element's weight is its free end's (both ends known: weight 1, its energy is constant)
-        a, b = c.resistor_nodes[:, 0], c.resistor_nodes[:, 1]
-        wa = torch.where((a >= 0) & free[a.clamp(min=0)], node_weight[a.clamp(min=0)], torch.zeros((), dtype=DTYPE))
-        wb = torch.where((b >= 0) & free[b.clamp(min=0)], node_weight[b.clamp(min=0)], torch.zeros((), dtype=DTYPE))
-        self.resistor_weight = torch.where(wa > 0, wa, torch.where(wb > 0, wb, torch.ones((), dtype=DTYPE)))
-        self.diode_weight = []
-        for g in c.diodes:
-            an, ca = g.anode, g.cathode
-            w1 = torch.where((an >= 0) & free[an.clamp(min=0)], node_weight[an.clamp(min=0)], torch.zeros((), dtype=DTYPE))
-            w2 = torch.where((ca >= 0) & free[ca.clamp(min=0)], node_weight[ca.clamp(min=0)], torch.zeros((), dtype=DTYPE))
-            self.diode_weight.append(torch.where(w1 > 0, w1, torch.where(w2 > 0, w2, torch.ones((), dtype=DTYPE))))
+        free_weight = torch.where(free, node_weight, torch.zeros((), dtype=DTYPE))
+        free_weight = torch.cat([free_weight, torch.zeros(1, dtype=DTYPE)])  # ground (index -1) is not free
+
+        def element_weight(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            wa, wb = free_weight[a], free_weight[b]
+            return torch.where(wa > 0, wa, torch.where(wb > 0, wb, torch.ones((), dtype=DTYPE)))
+
+        self.resistor_weight = element_weight(c.resistor_nodes[:, 0], c.resistor_nodes[:, 1])
+        self.diode_weight = [element_weight(g.anode, g.cathode) for g in c.diodes]
         self.output_weight = node_weight[self.output_ids]
 
     @property
@@ -285,9 +284,14 @@ class Model:
         return out
 
     # ----------------------------------------------------------------- solve
+    def input_list(self, x) -> list[torch.Tensor]:
+        """The data of every input as a list of float64 tensors: ``x`` is one array (one input) or a sequence."""
+        data = [x] if isinstance(x, torch.Tensor | np.ndarray) else list(x)
+        return [torch.as_tensor(d, dtype=DTYPE) for d in data]
+
     def source_voltages(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """``(batch, S)`` voltages of every source: the inputs (and inverted copies) and the biases."""
-        data = [x] if isinstance(x, torch.Tensor | np.ndarray) else list(x)
+        data = self.input_list(x)
         if len(data) != len(self.input_layers):
             raise ConfigError(f"the model has {len(self.input_layers)} inputs, got {len(data)} data tensors")
         values = {id(layer): layer.voltages(d) for layer, d in zip(self.input_layers, data)}
@@ -329,29 +333,29 @@ class Model:
 
     def predict(self, x, *, batch_size: int = 1024, options: SolverOptions | None = None, device=None) -> torch.Tensor:
         """``(batch, n_outputs)`` output voltages of the free circuits, solved ``batch_size`` at a time."""
-        data = [x] if isinstance(x, torch.Tensor | np.ndarray) else list(x)
+        data = self.input_list(x)
         n = len(data[0])
         outs = []
         for s in range(0, n, batch_size):
-            sol = self.solve([torch.as_tensor(d)[s : s + batch_size] for d in data], options=options, device=device)
+            sol = self.solve([d[s : s + batch_size] for d in data], options=options, device=device)
             outs.append(self.output_voltages(sol).cpu())
         return torch.cat(outs)
 
     # -------------------------------------------------------------- readouts
     def resistor_currents(self, solution: DCSolution) -> torch.Tensor:
         """``(batch, R)`` current through each resistor, from its first to its second node (A)."""
-        v = _with_ground(solution.voltages_v)
-        rn = _ext(self._template.resistor_nodes, v)
+        v = with_ground(solution.voltages_v)
+        rn = ground_last(self._template.resistor_nodes, v.shape[1] - 1).to(v.device)
         return self.conductances().to(v.device) * (v[:, rn[:, 0]] - v[:, rn[:, 1]])
 
     def power_w(self, solution: DCSolution) -> torch.Tensor:
         """``(batch,)`` power dissipated in the resistors and diodes (W)."""
-        v = _with_ground(solution.voltages_v)
-        rn = _ext(self._template.resistor_nodes, v)
+        v = with_ground(solution.voltages_v)
+        rn = ground_last(self._template.resistor_nodes, v.shape[1] - 1).to(v.device)
         g = self.conductances().to(v.device)
         p = (g * (v[:, rn[:, 0]] - v[:, rn[:, 1]]) ** 2).sum(1)
         for grp in self._template.diodes:
-            u = v[:, _ext(grp.anode, v)] - v[:, _ext(grp.cathode, v)]
+            u = v[:, ground_last(grp.anode, v.shape[1] - 1).to(v.device)] - v[:, ground_last(grp.cathode, v.shape[1] - 1).to(v.device)]
             p = p + (u * grp.model.current(u - grp.bias_v.to(v.device))).sum(1)
         return p
 
@@ -365,11 +369,3 @@ class Model:
         lines.append(f"circuit: {self._template.describe()}")
         return "\n".join(lines)
 
-
-def _with_ground(v: torch.Tensor) -> torch.Tensor:
-    return torch.cat([v, torch.zeros(v.shape[0], 1, dtype=v.dtype, device=v.device)], 1)
-
-
-def _ext(idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    n = v.shape[1] - 1
-    return torch.where(idx == GROUND, n, idx).to(v.device)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
+from .elements import ShockleyDiode, TwoTerminal
 from .netlist import DTYPE
 
 __all__ = [
@@ -512,6 +512,3 @@ def Bias(voltages_v: Sequence[float], *, learnable: bool = False, bounds_v=(-10.
     """Bias voltage sources (see :class:`BiasLayer`); returns their nodes."""
     return BiasLayer(voltages_v, learnable=learnable, bounds_v=bounds_v, name=name).node
 
-
-#: Element models by name, for configs and checkpoints., for configs and checkpoints.
-ELEMENT_MODELS: dict[str, type[TwoTerminal]] = {"ShockleyDiode": ShockleyDiode, "PiecewiseLinearDiode": PiecewiseLinearDiode}

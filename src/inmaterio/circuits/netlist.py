@@ -24,7 +24,6 @@ shared by the whole batch (shape ``(k,)``) or per circuit (``(batch, k)``)):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import copy
 from dataclasses import dataclass, field
 
@@ -36,10 +35,20 @@ from scipy.sparse.csgraph import connected_components
 from ..errors import ConfigError
 from .elements import TwoTerminal
 
-__all__ = ["GROUND", "Circuit", "DiodeGroup"]
+__all__ = ["GROUND", "Circuit", "DiodeGroup", "ground_last", "with_ground"]
 
 GROUND = -1
 DTYPE = torch.float64
+
+
+def ground_last(index: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """Node indices with :data:`GROUND` mapped to ``n_nodes``: the extra, last column of :func:`with_ground`."""
+    return torch.where(index == GROUND, n_nodes, index)
+
+
+def with_ground(voltages_v: torch.Tensor) -> torch.Tensor:
+    """``(batch, n_nodes)`` voltages -> ``(batch, n_nodes + 1)`` with ground (0 V) as the last column."""
+    return torch.cat([voltages_v, voltages_v.new_zeros(voltages_v.shape[0], 1)], 1)
 
 
 def _long(x, what: str, shape_tail: tuple[int, ...]) -> torch.Tensor:
@@ -161,8 +170,8 @@ class Circuit:
         self.amplifier_order()  # raises on loops of amplifiers
         # every node must reach ground or a driven node through resistors or diodes
         pairs = torch.cat([self.resistor_nodes] + [torch.stack([d.anode, d.cathode], 1) for d in self.diodes])
-        pairs = torch.where(pairs == GROUND, n, pairs)  # index n stands for ground
-        driven_edges = torch.stack([torch.where(driven == GROUND, n, driven), torch.full_like(driven, n)], 1)
+        pairs = ground_last(pairs, n)
+        driven_edges = torch.stack([ground_last(driven, n), torch.full_like(driven, n)], 1)
         edges = torch.cat([pairs, driven_edges]).numpy()
         touched = np.zeros(n + 1, dtype=bool)
         touched[edges.flatten()] = True
@@ -197,22 +206,25 @@ class Circuit:
         except ValueError:
             raise ConfigError(f"no node named {name!r}; nodes are {list(self.node_names[:10])}...") from None
 
-    def amplifier_order(self) -> list[int]:
-        """Amplifiers ordered downstream first (an amplifier driven by another's output comes before it)."""
-        a = len(self.amplifier_nodes)
+    def amplifier_depths(self) -> list[int]:
+        """For every amplifier, how many amplifiers lie upstream of it (its input is another's output, and so on)."""
         out_of = {int(o): k for k, o in enumerate(self.amplifier_nodes[:, 1].tolist())}
-        upstream = {k: out_of.get(int(i)) for k, (i, _) in enumerate(self.amplifier_nodes.tolist())}
-        depth: dict[int, int] = {}
-        for k in range(a):
-            seen, j, d = set(), k, 0
-            while upstream[j] is not None:
+        depths = []
+        for k, (i, _) in enumerate(self.amplifier_nodes.tolist()):
+            seen, j, d = {k}, out_of.get(int(i)), 0
+            while j is not None:
                 if j in seen:
                     raise ConfigError(f"amplifiers form a loop through amplifier {k}")
                 seen.add(j)
-                j = upstream[j]
                 d += 1
-            depth[k] = d
-        return sorted(range(a), key=lambda k: -depth[k])
+                j = out_of.get(int(self.amplifier_nodes[j, 0]))
+            depths.append(d)
+        return depths
+
+    def amplifier_order(self) -> list[int]:
+        """Amplifiers ordered downstream first (an amplifier driven by another's output comes before it)."""
+        depths = self.amplifier_depths()
+        return sorted(range(len(depths)), key=lambda k: -depths[k])
 
     def with_values(self, **values) -> Circuit:
         """A copy with value tensors replaced (``source_v``, ``current_a``, ``conductance_s``, ``gain``, ``current_gain``).
@@ -240,8 +252,3 @@ class Circuit:
             f"{self.n_nodes} nodes, {len(self.resistor_nodes)} resistors, {len(self.source_nodes)} voltage sources, "
             f"{d} diodes, {len(self.amplifier_nodes)} amplifiers, {len(self.current_nodes)} current sources"
         )
-
-
-def concat_long(parts: Sequence[torch.Tensor], tail: tuple[int, ...]) -> torch.Tensor:
-    """Concatenate index tensors (empty list -> an empty ``(0, *tail)`` tensor)."""
-    return torch.cat(list(parts)) if parts else _empty_long(0, *tail)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ...errors import SimulationError
-from ..netlist import DTYPE, GROUND, Circuit
+from ..netlist import DTYPE, Circuit, ground_last, with_ground
 from . import small
 
 __all__ = ["DCSolution", "SolverOptions", "kcl_currents", "solve_dc"]
@@ -122,8 +122,8 @@ class _Stamps:
         self.amp_in_ext = self.ext(circuit.amplifier_nodes[:, 0])
         self.amp_out_pos = pos[self.ext(circuit.amplifier_nodes[:, 1])]
         self.amp_in_pos = pos[self.amp_in_ext]
-        depth = self._depths(circuit)
-        self.amp_levels = [torch.tensor([k for k in range(len(depth)) if depth[k] == d], dtype=torch.long) for d in sorted(set(depth.values()), reverse=True)]
+        depth = circuit.amplifier_depths()
+        self.amp_levels = [torch.tensor([k for k, dk in enumerate(depth) if dk == d], dtype=torch.long) for d in sorted(set(depth), reverse=True)]
         keep = torch.ones(self.F, dtype=torch.bool)
         keep[self.amp_out_pos] = False
         self.keep = keep.nonzero().flatten()
@@ -156,21 +156,9 @@ class _Stamps:
         self.amp_levels = [k.to(device) for k in self.amp_levels]
         self.diode_ext = [(self.ext(g.anode).to(device), self.ext(g.cathode).to(device)) for g in circuit.diodes]
 
-    @staticmethod
-    def _depths(circuit: Circuit) -> dict[int, int]:
-        out_of = {int(o): k for k, o in enumerate(circuit.amplifier_nodes[:, 1].tolist())}
-        depth = {}
-        for k, (i, _) in enumerate(circuit.amplifier_nodes.tolist()):
-            d, j = 0, out_of.get(int(i))
-            while j is not None:
-                d += 1
-                j = out_of.get(int(circuit.amplifier_nodes[j, 0]))
-            depth[k] = d
-        return depth
-
     def ext(self, idx: torch.Tensor) -> torch.Tensor:
         """Node indices with ground mapped to the extended index n."""
-        return torch.where(idx == GROUND, self.n, idx)
+        return ground_last(idx, self.n)
 
     def free_rows(self, g: torch.Tensor) -> torch.Tensor:
         """Dense ``(F, n + 1)`` rows of the free nodes in the resistor Laplacian, for shared conductances ``g (R,)``."""
@@ -234,8 +222,8 @@ def kcl_currents(circuit: Circuit, voltages_v: torch.Tensor, *, resistor_net: to
     """
     b, n = voltages_v.shape
     dev = voltages_v.device
-    v = torch.cat([voltages_v, torch.zeros(b, 1, dtype=voltages_v.dtype, device=dev)], 1)
-    ext = lambda i: torch.where(i == GROUND, n, i).to(dev)  # noqa: E731
+    v = with_ground(voltages_v)
+    ext = lambda i: ground_last(i, n).to(dev)  # noqa: E731
     differentiable = voltages_v.requires_grad or circuit.conductance_s.requires_grad
     if resistor_net is not None:
         net = resistor_net
@@ -269,8 +257,9 @@ def kcl_currents(circuit: Circuit, voltages_v: torch.Tensor, *, resistor_net: to
     return net, amp
 
 
-def _linear_system(circuit: Circuit, st: _Stamps, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``J_lin (b or 1, F, F)``, ``rhs_lin (b, F)`` of the resistive part, and known voltages ``(b, n + 1)``."""
+def _linear_system(circuit: Circuit, st: _Stamps, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``J_lin (b or 1, F, F)``, ``rhs_lin (b, F)`` of the resistive part, known voltages ``(b, n + 1)``,
+    and the dense free-node rows of the Laplacian ``(F, n + 1)`` when they are used (else None)."""
     dev, n, F = st.device, st.n, st.F
     known = torch.zeros(b, n + 1, dtype=DTYPE, device=dev)
     if len(circuit.source_nodes):
@@ -285,7 +274,7 @@ def _linear_system(circuit: Circuit, st: _Stamps, b: int) -> tuple[torch.Tensor,
             p = st.pos[st.ext(circuit.current_nodes.to(dev))]
             keep = p >= 0
             rhs.index_add_(1, p[keep], _batch(circuit.current_a.to(dev), b)[:, keep])
-        return rows[:, st.free].unsqueeze(0).contiguous(), rhs, known
+        return rows[:, st.free].unsqueeze(0).contiguous(), rhs, known, rows
     J = torch.zeros(gb, F * F, dtype=DTYPE, device=dev)
     J.index_add_(1, st.ff_index, g[:, st.ff_resistor] * st.ff_sign)
     J = J.view(gb, F, F)
@@ -299,7 +288,7 @@ def _linear_system(circuit: Circuit, st: _Stamps, b: int) -> tuple[torch.Tensor,
         p = st.pos[st.ext(circuit.current_nodes.to(dev))]
         keep = p >= 0
         rhs.index_add_(1, p[keep], _batch(circuit.current_a.to(dev), b)[:, keep])
-    return J, rhs, known
+    return J, rhs, known, None
 
 
 def _stamp_diodes(circuit, st, J, rhs, known, vd_groups, active, pos):
@@ -412,7 +401,7 @@ def solve_dc(
         raise SimulationError(f"batch_size {batch_size} disagrees with the circuit's per-circuit values ({circuit.batch_size})")
     dev = torch.device(device) if device is not None else circuit.conductance_s.device
     st = _stamps(circuit, dev)
-    J_lin, rhs_lin, known = _linear_system(circuit, st, b)
+    J_lin, rhs_lin, known, rows = _linear_system(circuit, st, b)
     n, F, U = st.n, st.F, st.n_unknowns
 
     def diode_v(v_ext: torch.Tensor) -> list[torch.Tensor]:
@@ -536,9 +525,8 @@ def solve_dc(
             _raise_on_kcl(circuit, compiled_residual, compiled_scale, opts)
         return DCSolution(voltages, None, None if len(circuit.amplifier_nodes) else amp,
                           iterations, compiled_residual, (lu_store, piv_store) if keep_lu else None)
-    rows = st.free_rows(circuit.conductance_s.to(dev)) if circuit.conductance_s.dim() == 1 and st.dense_rows else None
     resistor_net = None
-    v_ext = torch.cat([voltages, torch.zeros(b, 1, dtype=DTYPE, device=dev)], 1)
+    v_ext = with_ground(voltages)
     if rows is not None and not source_currents:
         resistor_net = torch.zeros(b, n + 1, dtype=DTYPE, device=dev)
         resistor_net[:, st.free] = v_ext @ rows.T
@@ -633,7 +621,7 @@ def _current_scale(circuit: Circuit, voltages: torch.Tensor, rows: torch.Tensor 
     """
     b, n = voltages.shape
     dev = voltages.device
-    v = torch.cat([voltages, torch.zeros(b, 1, dtype=voltages.dtype, device=dev)], 1)
+    v = with_ground(voltages)
     largest = torch.zeros(b, dtype=voltages.dtype, device=dev)
     if len(circuit.resistor_nodes):
         g = circuit.conductance_s.to(dev)
@@ -645,11 +633,10 @@ def _current_scale(circuit: Circuit, voltages: torch.Tensor, rows: torch.Tensor 
             absl = lap.abs()  # |G_ij|
             largest = (absl @ v.abs().T).T.amax(1)
         else:
-            r = torch.where(circuit.resistor_nodes == GROUND, n, circuit.resistor_nodes).to(dev)
+            r = ground_last(circuit.resistor_nodes, n).to(dev)
             largest = (g * (v[:, r[:, 0]] - v[:, r[:, 1]])).abs().amax(1)
     for group in circuit.diodes:
-        a = torch.where(group.anode == GROUND, n, group.anode).to(dev)
-        c = torch.where(group.cathode == GROUND, n, group.cathode).to(dev)
+        a, c = ground_last(group.anode, n).to(dev), ground_last(group.cathode, n).to(dev)
         largest = torch.maximum(largest, group.model.current(v[:, a] - v[:, c] - group.bias_v.to(dev)).abs().amax(1))
     if len(circuit.current_nodes):
         largest = torch.maximum(largest, _batch(circuit.current_a.to(dev), b).abs().amax(1))
