@@ -71,3 +71,19 @@ def test_annealed_dnpu_validates_on_a_device():
 def test_unknown_model():
     with pytest.raises(ConfigError, match="unknown capacity model 'mlp'"):
         capacity_trial({"model": "mlp", "n_points": 4, "seed": 0})
+
+
+def test_device_prefilter_measures_only_what_the_surrogate_separates():
+    """With the pre-filter the device sees only surrogate-separated classifiers; the count is a lower bound.
+
+    The device's verdict on a classifier does not depend on which others are
+    measured with it (the analytic device is deterministic), so every
+    classifier found with the pre-filter is also found without it.
+    """
+    spec = {"model": "dnpu_annealed", "n_points": 5, "seed": 0, "epochs": 150, "attempts": 1, "device": {"type": "analytic"}}
+    full, filtered = capacity_trial(spec), capacity_trial(spec | {"device_prefilter": True})
+    assert full["attempts"][0]["measured_on_device"] == 32
+    assert filtered["attempts"][0]["measured_on_device"] == filtered["found_on_surrogate_any_attempt"] < 32
+    both = [d and s for d, s in zip(full["device_found_mask"], full["surrogate_found_mask"])]
+    assert filtered["device_found_mask"] == both  # the same verdicts, restricted to surrogate-separated ones
+    assert filtered["found"] == sum(both) <= full["found"]

@@ -9,6 +9,7 @@ from inmaterio.surrogate.io import (
     save_surrogate,
 )
 from inmaterio.surrogate.model import SurrogateModel
+from inmaterio.surrogate.sensitivity import electrode_sensitivity
 
 __all__ = [
     "DeviceInfo",
@@ -18,4 +19,5 @@ __all__ = [
     "load_brainspy_checkpoint",
     "load_default_surrogate",
     "default_model_dir",
+    "electrode_sensitivity",
 ]
