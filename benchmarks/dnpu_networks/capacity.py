@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=5, help="initialisations per labelling (plain models)")
     parser.add_argument("--attempts", type=int, default=15, help="noise-annealed attempts (dnpu_annealed)")
     parser.add_argument("--plateau-samples", type=int, default=1, help="device samples per point (dnpu_annealed)")
+    parser.add_argument("--input-electrodes", type=int, nargs=2, default=[3, 4], metavar=("A", "B"),
+                        help="DNPU models: the activation electrodes that take the two inputs")
     parser.add_argument("--device-prefilter", action="store_true",
                         help="dnpu_annealed: measure on the device only classifiers the surrogate separates (a lower bound)")
     parser.add_argument("--seed", type=int, default=0)
@@ -73,7 +75,7 @@ def main() -> None:
         {
             "model": model, "n_points": n, "seed": args.seed, "epochs": args.epochs, "restarts": args.restarts,
             "attempts": args.attempts, "plateau_samples": args.plateau_samples, "device_threads": 1,
-            "device_prefilter": args.device_prefilter,
+            "device_prefilter": args.device_prefilter, "input_electrodes": args.input_electrodes,
         }
         for model in args.models
         for n in sorted(args.n_points, reverse=True)  # the longest first: better load balance
@@ -116,7 +118,8 @@ def main() -> None:
 def _cli_args(args: argparse.Namespace) -> list[str]:
     """The options that differ from the defaults, to print the exact command."""
     defaults = {"n_points": list(range(4, 11)), "models": list(MODELS), "epochs": 1500, "restarts": 5, "attempts": 15,
-                "plateau_samples": 1, "device_prefilter": False, "seed": 0, "executor": "local", "workers": None, "address": None}  # fmt: skip
+                "plateau_samples": 1, "input_electrodes": [3, 4], "device_prefilter": False, "seed": 0, "executor": "local", "workers": None, "address": None,
+                "out": Path("benchmarks/dnpu_networks/results/capacity")}  # fmt: skip
     out = []
     for key, default in defaults.items():
         value = getattr(args, key)

@@ -78,12 +78,37 @@ from inmaterio.tasks.rings_study import ARCHITECTURES, ring_trials
 #: Best of 1000 off-chip, and validated on their chip over 50 measurements (test accuracy).
 PAPER = {"single": (84.95, 76.75), "2-2-1": (94.62, 93.98)}
 
+#: Input electrodes per architecture: the pair with the best noisy training accuracy in
+#: ``ring_electrodes.py`` (results/ring_electrodes/electrodes.md; training data only).
+INPUT_ELECTRODES = {"single": (2, 5), "2-2-1": (1, 6)}
 
-def load_trial(architecture: str, state: dict, surrogate):
+
+def _electrode_pair(text: str) -> tuple[str, tuple[int, int]]:
+    """``"single=2,5"`` -> ``("single", (2, 5))`` (argparse type)."""
+    arch, _, pair = text.partition("=")
+    try:
+        a, b = (int(e) for e in pair.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ARCH=A,B such as 2-2-1=1,6, got '{text}'") from None
+    if arch not in ARCHITECTURES or a == b or not (0 <= a < 7 and 0 <= b < 7):
+        raise argparse.ArgumentTypeError(
+            f"'{text}': ARCH is one of {ARCHITECTURES}, A and B two different activation electrodes in 0..6"
+        )
+    return arch, (a, b)
+
+
+class _MergePairs(argparse.Action):
+    """``--input-electrodes single=2,5`` overrides that architecture only; the others keep their default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, dict(INPUT_ELECTRODES) | dict(values))
+
+
+def load_trial(architecture: str, state: dict, surrogate, input_electrodes):
     """A trained network (eval mode) on ``surrogate`` from the state a trial returned."""
     from inmaterio.tasks.rings import build_ring_model
 
-    net = build_ring_model(architecture, surrogate, (3, 4), seed=0)
+    net = build_ring_model(architecture, surrogate, tuple(input_electrodes), seed=0)
     net.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
     net.eval()
     return net
@@ -99,7 +124,8 @@ def make_device(surrogate, plateau: int, threads: int | None):
     return DeviceProcessor(HoppingDevice(config, n_threads=threads), plateau_samples=plateau)
 
 
-def prepare_on_device(architecture: str, state: dict, surrogate, device, x_train, y_train, readout: str, calibrate_bn: bool):
+def prepare_on_device(architecture: str, state: dict, surrogate, device, x_train, y_train, readout: str, calibrate_bn: bool,
+                      input_electrodes):
     """Network, read-out threshold and notes for a trial, calibrated on device measurements of the TRAINING set.
 
     ``readout="surrogate"``: the logistic threshold fitted on the surrogate's
@@ -112,7 +138,7 @@ def prepare_on_device(architecture: str, state: dict, surrogate, device, x_train
     from inmaterio.tasks.rings_study import calibrate_on_device
     from inmaterio.training.metrics import fit_logistic_threshold
 
-    net = load_trial(architecture, state, surrogate)
+    net = load_trial(architecture, state, surrogate, input_electrodes)
     with torch.no_grad():
         threshold = fit_logistic_threshold(net(x_train), y_train)
     seconds = 0.0
@@ -151,7 +177,9 @@ def validate_on_device(architecture: str, candidates: list[dict], data: dict, ar
     start = time.perf_counter()
     rows, best = [], None
     for rank, c in enumerate(candidates):
-        net, threshold, _ = prepare_on_device(architecture, c["state"], surrogate, device, x_train, y_train, args.readout, calibrate_bn)
+        net, threshold, _ = prepare_on_device(
+            architecture, c["state"], surrogate, device, x_train, y_train, args.readout, calibrate_bn, args.input_electrodes[architecture]
+        )
         row = {"rank": rank, "trial": c["trial"], "score": c["score"], "train_accuracy": c["train_accuracy"], "test_accuracy": c["test_accuracy"]}
         if len(candidates) > 1:
             acc, _ = device_accuracy(net, device, threshold, x_val, y_val, 1, architecture)
@@ -163,7 +191,7 @@ def validate_on_device(architecture: str, candidates: list[dict], data: dict, ar
     selection_seconds = time.perf_counter() - start
     row, net, threshold = best
     with torch.no_grad():
-        fresh = load_trial(architecture, candidates[row["rank"]]["state"], surrogate)
+        fresh = load_trial(architecture, candidates[row["rank"]]["state"], surrogate, args.input_electrodes[architecture])
         from inmaterio.training.metrics import fit_logistic_threshold
 
         sur_threshold = fit_logistic_threshold(fresh(x_train), y_train)
@@ -199,6 +227,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--learning-rate", type=float, default=0.0065)
     parser.add_argument("--noise-variance-factor", type=float, default=1.0)
+    parser.add_argument("--input-electrodes", nargs="+", type=_electrode_pair, default=dict(INPUT_ELECTRODES),
+                        metavar="ARCH=A,B", action=_MergePairs,
+                        help="activation electrodes that take the data, per architecture (default: "
+                        + " ".join(f"{k}={a},{b}" for k, (a, b) in INPUT_ELECTRODES.items()) + "; see ring_electrodes.py)")
     parser.add_argument("--gap", type=float, default=0.1)
     parser.add_argument("--n-train", type=int, default=200, help="training points per class")
     parser.add_argument("--n-test", type=int, default=100, help="test points per class")
@@ -248,7 +280,8 @@ def main() -> None:
         specs = [
             {"architecture": arch, "first_seed": args.seed * 1_000_003 + start, "count": min(args.group, args.trials - start),
              "epochs": args.epochs, "learning_rate": args.learning_rate, "noise_variance_factor": args.noise_variance_factor,
-             "bfloat16": not args.float32, "keep": args.candidates, **ranking, **data}
+             "bfloat16": not args.float32, "keep": args.candidates, "input_electrodes": list(args.input_electrodes[arch]),
+             **ranking, **data}
             for start in range(0, args.trials, args.group)
         ]  # fmt: skip
         start = time.perf_counter()
@@ -306,7 +339,9 @@ def write_report(summary: dict, args: argparse.Namespace, executor: ExecutorConf
         f"Command: `{command}`  ",
         f"Executor `{executor.kind}` ({executor.n_workers()} workers); data: gap {args.gap}, {args.n_train} training + "
         f"{args.n_val} validation + {args.n_test} test points per class (seeds {args.seed}, {args.seed + 2}, {args.seed + 1}); "
-        f"{args.epochs} epochs; noise variance {args.noise_variance_factor} x test MSE; inmaterio {inmaterio.__version__}.",
+        f"{args.epochs} epochs; noise variance {args.noise_variance_factor} x test MSE; data on electrodes "
+        + ", ".join(f"{a}: e{p[0]}, e{p[1]}" for a, p in args.input_electrodes.items() if a in args.architectures)
+        + f"; inmaterio {inmaterio.__version__}.",
         "",
         "| architecture | trials | training wall / s | median test acc. (surrogate) | best-ranked trial: train / test acc. (surrogate) "
         "| chosen trial: test acc. (surrogate) | chosen trial on the virtual DNPU: test acc. (mean ± std over repeats) "
@@ -327,6 +362,13 @@ def write_report(summary: dict, args: argparse.Namespace, executor: ExecutorConf
             f"| {100 * s['best_train_accuracy']:.2f}% / {100 * s['best_test_accuracy']:.2f}% | - | - | - "
             f"| {PAPER[arch][0]}% | {PAPER[arch][1]}% |"
         )  # fmt: skip
+    best_clean = []
+    for arch in args.architectures:
+        train, test = np.array(summary[arch]["train_accuracy"]), np.array(summary[arch]["test_accuracy"])
+        t = int(train.argmax())  # the first of equals
+        best_clean.append(f"{arch} {100 * train[t]:.2f}% / {100 * test[t]:.2f}% (trial {t})")
+    lines += ["", "Best trial by noise-free training accuracy on the surrogate (as the paper's best off-chip), train / test: "
+              + "; ".join(best_clean) + "."]  # fmt: skip
     if any("validation" in summary[a] for a in args.architectures):
         rank = ("noise-free training accuracy on the surrogate" if args.ranking == "train" else
                 f"training accuracy on the surrogate with output noise of {ranking_noise:.3g} x its test RMSE on every node "

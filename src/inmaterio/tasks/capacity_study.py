@@ -13,7 +13,9 @@ batch, Adam (lr 0.03, betas (0.995, 0.999)), 1500 epochs. The feature models:
   is multiplied by ``1 - (n + 1) / 15`` after attempt ``n`` (so it reaches 0
   at the last attempt); after every attempt the classifier is measured on the
   virtual device and counts as found there when its accuracy exceeds
-  ``1 - 0.5 / N``; the next attempt trains only the labellings not yet found;
+  ``1 - 0.5 / N``; the next attempt trains only the labellings not yet found
+  (with ``device_prefilter`` only the classifiers the surrogate separates
+  without error are measured, which makes the count a lower bound);
 * ``logistic2`` / ``logistic3``: a layer of 2 or 3 logistic units (weights
   and biases) on the two inputs, summed with learned weights.
 
