@@ -2,8 +2,8 @@
 
 Commands (from the repository root)::
 
-    # the results in results/rings (one core: 1 worker, 1 numba thread for the virtual DNPU)
-    python benchmarks/dnpu_networks/rings.py --trials 1000 --executor local --workers 1 --device-threads 1
+    # the results in results/rings (two cores: 2 workers, then 2 numba threads for the virtual DNPU)
+    python benchmarks/dnpu_networks/rings.py --trials 1000 --executor local --workers 2 --device-threads 2
     python benchmarks/dnpu_networks/rings.py --trials 100 --validate-repeats 1   # a quick look
     python benchmarks/dnpu_networks/rings.py --executor ray --address auto
     # the first protocol (best noise-free training accuracy, one device sample per point)
@@ -11,7 +11,10 @@ Commands (from the repository root)::
     python benchmarks/dnpu_networks/rings.py --report-only    # rewrite rings.md and histograms.png from results.json
 
 Data: :func:`inmaterio.data.rings.make_rings`, gap ``--gap`` (0.1), ``--n-train``
-and ``--n-test`` points per class; the same data for every trial. Stage one:
+and ``--n-test`` points per class; the same data for every trial, on the
+input electrodes ``--input-electrodes`` (per architecture; the defaults come
+from ``ring_electrodes.py``, which judges every pair on training data only).
+Stage one:
 negative Fisher criterion, full batch, ``--epochs`` (400), Adam lr 0.0065,
 Gaussian noise on every node's output with variance ``--noise-variance-factor``
 (1) times the surrogate's test MSE. Stage two: a logistic neuron on the
@@ -234,11 +237,11 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.1)
     parser.add_argument("--n-train", type=int, default=200, help="training points per class")
     parser.add_argument("--n-test", type=int, default=100, help="test points per class")
-    parser.add_argument("--n-val", type=int, default=100, help="validation points per class (device selection)")
+    parser.add_argument("--n-val", type=int, default=200, help="validation points per class (device selection)")
     parser.add_argument("--validate-repeats", type=int, default=3, help="test-set measurements; 0: no device validation")
     parser.add_argument("--plateau-samples", type=int, default=4, help="device samples averaged per operating point")
     parser.add_argument("--device-threads", type=int, default=None, help="numba threads of the virtual DNPU (default: all)")
-    parser.add_argument("--candidates", type=int, default=2, help="best-ranked trials measured on the device's validation set")
+    parser.add_argument("--candidates", type=int, default=4, help="best-ranked trials measured on the device's validation set")
     parser.add_argument("--ranking", default="noisy-train", choices=("train", "noisy-train"),
                         help="rank trials by noise-free training accuracy, or by training accuracy with node noise")
     parser.add_argument("--ranking-noise", type=float, default=None,
