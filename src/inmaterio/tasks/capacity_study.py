@@ -253,9 +253,9 @@ def _annealed(spec, processor, electrodes, data_range, x, labels, epochs) -> dic
         measure = acc == 1.0 if prefilter else torch.ones_like(acc, dtype=torch.bool)
         ok = torch.zeros_like(measure)
         if measure.any():
-            chosen = _selected(layer, decision, measure, electrodes, data_range)
-            with torch.no_grad(), processor_swapped(chosen[0], device):
-                measured = chosen[1](chosen[0](x)) > 0  # (N, measured): running statistics, the surrogate's decision rule
+            sub, node = _selected(layer, decision, measure, electrodes, data_range)
+            with torch.no_grad(), processor_swapped(sub, device):
+                measured = node(sub(x)) > 0  # (N, measured): running statistics, the surrogate's decision rule
             device_acc = (measured == labels[pending[measure]].T.bool()).float().mean(dim=0)
             ok[measure] = device_acc > 1.0 - 0.5 / n
         device_found[pending[ok]] = True
