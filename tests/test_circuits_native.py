@@ -58,19 +58,24 @@ def test_wheatstone_bridge(balanced):
     assert sol.source_current_a[0, 0].item() == pytest.approx(delivered, rel=1e-12)
 
 
+def _source_resistor_diode(diode, g: float, vs, bias: float = 0.0, names=("in", "x")) -> Circuit:
+    """Source ``vs`` V (a number, or ``[[v], ...]`` per sample) - conductance ``g`` S - node 1 - ``diode`` (series ``bias`` V) - ground."""
+    return Circuit(
+        names,
+        resistor_nodes=[[0, 1]],
+        conductance_s=[g],
+        source_nodes=[0],
+        source_v=vs if isinstance(vs, list) else [vs],
+        diodes=(DiodeGroup(diode, [1], [G], [bias]),),
+    )
+
+
 @pytest.mark.parametrize("vs, bias", [(1.0, 0.0), (5.0, 0.2), (0.3, 0.0), (-2.0, 0.1), (0.65, -0.3)])
 def test_diode_resistor_lambert_w(vs, bias):
     """Source Vs - R - diode (series bias b) - ground: I = nVT g W(Is/(nVT g) exp((Vs - b + Is/g)/nVT)) - Is."""
     g = 1e-3
     d = ShockleyDiode(saturation_current_a=1e-12, ideality=1.3, gmin_s=0.0)
-    c = Circuit(
-        ("in", "x"),
-        resistor_nodes=[[0, 1]],
-        conductance_s=[g],
-        source_nodes=[0],
-        source_v=[vs],
-        diodes=(DiodeGroup(d, [1], [G], [bias]),),
-    )
+    c = _source_resistor_diode(d, g, vs, bias)
     nvt, i_s, v_eff = d.nvt, d.saturation_current_a, vs - bias
     log_arg = math.log(i_s / (nvt * g)) + (v_eff + i_s / g) / nvt
     w = float(np.real(lambertw(math.exp(log_arg)))) if log_arg < 700 else _lambertw_of_exp(log_arg)
@@ -133,14 +138,7 @@ def test_amplifier_chain():
 def test_piecewise_linear_clamp(vs):
     """Vs - R - x - PWL diode to ground: on above the knee, V = (g Vs + (g_on - g_off) V_on) / (g + g_on)."""
     g, d = 1e-4, PiecewiseLinearDiode(on_conductance_s=1e-2, off_conductance_s=1e-9, knee_v=0.5)
-    c = Circuit(
-        ("in", "x"),
-        resistor_nodes=[[0, 1]],
-        conductance_s=[g],
-        source_nodes=[0],
-        source_v=[vs],
-        diodes=(DiodeGroup(d, [1], [G], [0.0]),),
-    )
+    c = _source_resistor_diode(d, g, vs)
     on = (vs * g + (d.on_conductance_s - d.off_conductance_s) * d.knee_v) / (g + d.on_conductance_s)
     off = g * vs / (g + d.off_conductance_s)
     expected = on if off > d.knee_v else off
@@ -246,14 +244,8 @@ def test_non_finite_value_is_named(kw, message):
 
 
 def test_non_convergence_names_the_sample():
-    c = Circuit(
-        ("a", "b"),
-        resistor_nodes=[[0, 1]],
-        conductance_s=[1e-3],
-        source_nodes=[0],
-        source_v=[[0.0], [5.0]],  # sample 0 is trivial, sample 1 needs many limited Newton steps
-        diodes=(DiodeGroup(ShockleyDiode(), [1], [G], [0.0]),),
-    )
+    # sample 0 is trivial, sample 1 needs many limited Newton steps
+    c = _source_resistor_diode(ShockleyDiode(), 1e-3, [[0.0], [5.0]], names=("a", "b"))
     with pytest.raises(SimulationError, match=r"did not converge within 2 Newton iterations for sample\(s\) \[1\]"):
         solve_dc(c, options=SolverOptions(max_iterations=2))
     assert solve_dc(c).voltages_v[1, 1].item() == pytest.approx(0.53, abs=0.05)  # the default converges
