@@ -11,6 +11,7 @@ from inmaterio.training.metrics import (
     best_threshold_accuracy,
     confusion_matrix,
     fit_logistic_threshold,
+    paired_accuracy_difference,
     separation_na,
     threshold_accuracy,
 )
@@ -157,3 +158,53 @@ def test_separation_na_by_hand_in_both_orientations():
     # row 0: min(6, 9) - max(1, 2) = 4; row 1: class 1 lower, min(9, 6) - max(2, 1) = 4;
     # row 2: classes overlap: max(3 - 5, 1 - 9) = -2
     assert separation_na(out, target).tolist() == [4.0, 4.0, -2.0]
+
+
+def test_paired_difference_of_identical_and_opposite_classifiers():
+    correct = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1])
+    same = paired_accuracy_difference(correct, correct)
+    assert (same.difference, same.low, same.high) == (0.0, 0.0, 0.0)
+    flipped = paired_accuracy_difference(torch.ones(50), torch.zeros(50))
+    assert (flipped.difference, flipped.low, flipped.high, flipped.points) == (1.0, 1.0, 1.0, 50)
+
+
+def test_paired_difference_averages_repeats_per_point_by_hand():
+    # a: point 0 right in 1 of 2 repeats, point 1 in 2 of 2 -> per point 0.5, 1.0; b: 0, 1 -> d = 0.5, 0 -> mean 0.25
+    a = torch.tensor([[1, 1], [0, 1]])
+    b = torch.tensor([0, 1])
+    assert paired_accuracy_difference(a, b).difference == pytest.approx(0.25)
+
+
+def test_paired_bootstrap_interval_matches_the_normal_approximation():
+    # independent truth: for many points the bootstrap interval of a mean is mean +- 1.96 s / sqrt(n)
+    g = torch.Generator().manual_seed(3)
+    a = (torch.rand(4000, generator=g) < 0.95).int()
+    b = torch.where(torch.rand(4000, generator=g) < 0.8, a, 1 - a)  # paired: b agrees with a on 80% of the points
+    r = paired_accuracy_difference(a, b, resamples=4000, seed=1)
+    d = (a - b).double()
+    half = 1.959964 * d.std().item() / d.numel() ** 0.5
+    assert r.difference == pytest.approx(d.mean().item())
+    assert r.low == pytest.approx(r.difference - half, abs=0.15 * half)
+    assert r.high == pytest.approx(r.difference + half, abs=0.15 * half)
+    assert "95% CI" in str(r) and "4000 paired points" in str(r)
+
+
+def test_paired_difference_is_reproducible_by_seed():
+    a, b = torch.tensor([1, 0, 1, 1, 1, 0, 1, 1]), torch.tensor([0, 0, 1, 1, 0, 1, 1, 0])
+    assert paired_accuracy_difference(a, b, seed=5) == paired_accuracy_difference(a, b, seed=5)
+
+
+@pytest.mark.parametrize(
+    "a, b, kwargs, message",
+    [
+        (torch.ones(5), torch.ones(6), {}, "same points; got 5 and 6"),
+        (torch.tensor([1.0, 0.5]), torch.ones(2), {}, "only 0 and 1"),
+        (torch.ones(2, 2, 2), torch.ones(2), {}, "shape (points,) or (repeats, points)"),
+        (torch.ones(3), torch.ones(3), {"level": 1.0}, "level must lie in (0, 1); got 1.0"),
+        (torch.ones(3), torch.ones(3), {"resamples": 10}, "resamples must be >= 100; got 10"),
+    ],
+)
+def test_paired_difference_rejects_bad_input(a, b, kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        paired_accuracy_difference(a, b, **kwargs)
+    assert message in str(err.value)

@@ -9,6 +9,9 @@ Commands (from the repository root)::
     # the first protocol (best noise-free training accuracy, one device sample per point)
     python benchmarks/dnpu_networks/rings.py --ranking train --candidates 1 --plateau-samples 1 --validate-repeats 10
     python benchmarks/dnpu_networks/rings.py --report-only    # rewrite rings.md and histograms.png from results.json
+    # the stored candidates of a run measured again under another device protocol (no training)
+    python benchmarks/dnpu_networks/rings.py --reuse-training benchmarks/dnpu_networks/results/rings \
+        --plateau-samples 8 --device-threads 2 --out benchmarks/dnpu_networks/results/rings_plateau8
 
 Data: :func:`inmaterio.data.rings.make_rings`, gap ``--gap`` (0.1), ``--n-train``
 and ``--n-test`` points per class; the same data for every trial, on the
@@ -53,6 +56,15 @@ training, calibration or choice):
 
 The old protocol (best training accuracy, surrogate read-out, one sample per
 point) is ``--ranking train --readout surrogate --candidates 1 --plateau-samples 1``.
+
+The test set has 500 points per class by default (100 until the run kept in
+``results/rings_test200``): the two architectures differ by a few points on
+the device, and 200 test points have a sampling error of about 1.8 points.
+The report gives the 2-2-1's margin over the single DNPU on the same test
+points with a 95% paired-bootstrap interval
+(:func:`inmaterio.training.metrics.paired_accuracy_difference`).
+``results.json`` keeps the candidates' states, so ``--reuse-training DIR``
+can measure them again under other device options without training.
 
 Writes ``results.json``, ``rings.md`` (our numbers beside the paper's, the
 candidates' device validation accuracies), ``histograms.png`` to ``--out``
@@ -198,14 +210,18 @@ def validate_on_device(architecture: str, candidates: list[dict], data: dict, ar
         from inmaterio.training.metrics import fit_logistic_threshold
 
         sur_threshold = fit_logistic_threshold(fresh(x_train), y_train)
-        surrogate_test = float((sur_threshold.predict(fresh(x_test)) == y_test).float().mean())
+        surrogate_correct = sur_threshold.predict(fresh(x_test)) == y_test
     start = time.perf_counter()
     per_repeat, v = device_accuracy(net, device, threshold, x_test, y_test, args.validate_repeats, architecture)
     test_seconds = time.perf_counter() - start
+    device_correct = threshold.predict(v.output_na[:, 0]) == y_test  # (repeats, test points)
     return {
         "chosen": row,
         "candidates": rows,
-        "surrogate_test_accuracy": surrogate_test,
+        "surrogate_test_accuracy": float(surrogate_correct.float().mean()),
+        # per test point, for the paired margin between architectures (same test points)
+        "surrogate_test_correct": surrogate_correct.int().tolist(),
+        "device_test_correct": device_correct.int().tolist(),
         "device_test_accuracy_mean": float(per_repeat.mean()),
         "device_test_accuracy_std": float(per_repeat.std()),
         "device_test_accuracy_per_repeat": per_repeat.tolist(),
@@ -222,6 +238,42 @@ def validate_on_device(architecture: str, candidates: list[dict], data: dict, ar
     }
 
 
+#: Options of the device protocol: the only ones ``--reuse-training`` may change (besides where and how to run).
+DEVICE_OPTIONS = ("architectures", "n_val", "validate_repeats", "plateau_samples", "device_threads", "candidates", "readout",
+                  "calibrate_bn", "executor", "workers", "address", "out", "reuse_training", "report_only")
+
+
+def reuse_training(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[dict, argparse.Namespace]:
+    """The stored run of ``--reuse-training DIR`` and the arguments to measure its candidates again.
+
+    Every training and data option is taken from the stored run; an option
+    given on the command line that would change them is an error, as are
+    candidates without states (runs written before states were stored), more
+    candidates than were kept, an architecture the run did not train, and
+    ``--out`` equal to ``DIR`` (the stored run is never overwritten).
+    """
+    source = args.reuse_training / "results.json"
+    if not source.is_file():
+        parser.error(f"--reuse-training: {source} does not exist")
+    if args.out.resolve() == args.reuse_training.resolve():
+        parser.error(f"--reuse-training: --out must differ from {args.reuse_training}, whose results.json is kept as it is")
+    stored = json.loads(source.read_text())
+    old = stored["args"] | {"input_electrodes": {k: tuple(v) for k, v in stored["args"]["input_electrodes"].items()}}
+    for name, value in vars(args).items():
+        if name not in DEVICE_OPTIONS and value != parser.get_default(name) and value != old.get(name):
+            parser.error(f"--{name.replace('_', '-')} {value}: --reuse-training keeps the training and data options of "
+                         f"{source} ({name} = {old.get(name)}); only the device protocol may change")  # fmt: skip
+    for arch in args.architectures:
+        kept = stored["summary"].get(arch, {}).get("candidates")
+        if kept is None or "state" not in kept[0]:
+            parser.error(f"--reuse-training: {source} holds no trained candidates of {arch} (run rings.py to train them)")
+        if args.candidates > len(kept):
+            parser.error(f"--candidates {args.candidates}: {source} kept {len(kept)} candidates of {arch}")
+    merged = argparse.Namespace(**(old | {k: v for k, v in vars(args).items() if k in DEVICE_OPTIONS}))
+    merged.out, merged.reuse_training = args.out, args.reuse_training
+    return stored, merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
@@ -236,7 +288,7 @@ def main() -> None:
                         + " ".join(f"{k}={a},{b}" for k, (a, b) in INPUT_ELECTRODES.items()) + "; see ring_electrodes.py)")
     parser.add_argument("--gap", type=float, default=0.1)
     parser.add_argument("--n-train", type=int, default=200, help="training points per class")
-    parser.add_argument("--n-test", type=int, default=100, help="test points per class")
+    parser.add_argument("--n-test", type=int, default=500, help="test points per class")
     parser.add_argument("--n-val", type=int, default=200, help="validation points per class (device selection)")
     parser.add_argument("--validate-repeats", type=int, default=3, help="test-set measurements; 0: no device validation")
     parser.add_argument("--plateau-samples", type=int, default=4, help="device samples averaged per operating point")
@@ -257,6 +309,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--address", default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/dnpu_networks/results/rings"))
+    parser.add_argument("--reuse-training", type=Path, default=None, metavar="DIR",
+                        help="measure the candidates stored in DIR/results.json again on the device (new device options, "
+                        "no training); writes to --out, which must differ from DIR")
     parser.add_argument("--report-only", action="store_true", help="rewrite rings.md and histograms.png from --out/results.json")
     args = parser.parse_args()
     if args.report_only:
@@ -269,6 +324,9 @@ def main() -> None:
         )  # fmt: skip
         write_report(stored["summary"], old, ExecutorConfig(**stored["executor"]), command)
         return
+    stored = None
+    if args.reuse_training is not None:
+        stored, args = reuse_training(parser, args)
     executor = executor_config_from_cli(args.executor, args.workers, args.address)
 
     x_train, y_train = make_rings(args.n_train, gap=args.gap, seed=args.seed)
@@ -280,6 +338,13 @@ def main() -> None:
     data = {"x_train": x_train.tolist(), "y_train": y_train.tolist(), "x_test": x_test.tolist(), "y_test": y_test.tolist()}
     summary, timing = {}, {}
     for arch in args.architectures:
+        if stored is not None:
+            summary[arch] = {k: v for k, v in stored["summary"][arch].items() if k != "validation"}
+            timing[arch] = summary[arch]["training_seconds"]
+            if args.validate_repeats > 0:
+                summary[arch]["validation"] = validate_on_device(arch, summary[arch]["candidates"][: args.candidates], tensors, args)
+                print(f"{arch}: device test {summary[arch]['validation']['device_test_accuracy_mean']:.4f}", flush=True)
+            continue
         specs = [
             {"architecture": arch, "first_seed": args.seed * 1_000_003 + start, "count": min(args.group, args.trials - start),
              "epochs": args.epochs, "learning_rate": args.learning_rate, "noise_variance_factor": args.noise_variance_factor,
@@ -306,6 +371,7 @@ def main() -> None:
             "best_trial": int(best), "best_train_accuracy": float(train[best]), "best_test_accuracy": float(test[best]),
             "median_test_accuracy": float(np.median(test)), "training_seconds": timing[arch],
             "ranking": args.ranking, "best_score": candidates[0]["score"],
+            "candidates": candidates,  # with their states: --reuse-training measures them again without training
         }  # fmt: skip
         if args.ranking == "noisy-train":
             summary[arch]["noisy_train_accuracy"] = np.concatenate([g["noisy_train_accuracy"] for g in groups]).tolist()
@@ -316,9 +382,24 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/dnpu_networks/rings.py", *sys.argv[1:]])
     atomic_write_json(args.out / "results.json", {"package_version": inmaterio.__version__, "command": command,
-                                                  "args": vars(args) | {"out": str(args.out)},
+                                                  "args": vars(args) | {"out": str(args.out), "reuse_training": (
+                                                      None if args.reuse_training is None else str(args.reuse_training))},
                                                   "executor": executor.model_dump(), "summary": summary})  # fmt: skip
     write_report(summary, args, executor, command)
+
+
+def margin_lines(summary: dict) -> list[str]:
+    """Report lines: the 2-2-1's test accuracy minus the single DNPU's, on the same test points, with 95% intervals."""
+    from inmaterio.training.metrics import paired_accuracy_difference
+
+    v = {arch: summary.get(arch, {}).get("validation") or {} for arch in ARCHITECTURES}
+    if not all("device_test_correct" in v[arch] for arch in ARCHITECTURES):
+        return []
+    device = paired_accuracy_difference(v["2-2-1"]["device_test_correct"], v["single"]["device_test_correct"])
+    surrogate = paired_accuracy_difference(v["2-2-1"]["surrogate_test_correct"], v["single"]["surrogate_test_correct"])
+    return ["", f"Margin of the chosen 2-2-1 over the chosen single DNPU (test accuracy, the same test points; paired "
+                f"bootstrap over the points, each point's correctness averaged over the repeats): on the virtual DNPU "
+                f"**{device}**; on the surrogate {surrogate}."]  # fmt: skip
 
 
 def write_report(summary: dict, args: argparse.Namespace, executor: ExecutorConfig, command: str) -> None:
@@ -372,6 +453,7 @@ def write_report(summary: dict, args: argparse.Namespace, executor: ExecutorConf
         best_clean.append(f"{arch} {100 * train[t]:.2f}% / {100 * test[t]:.2f}% (trial {t})")
     lines += ["", "Best trial by noise-free training accuracy on the surrogate (as the paper's best off-chip), train / test: "
               + "; ".join(best_clean) + "."]  # fmt: skip
+    lines += margin_lines(summary)
     if any("validation" in summary[a] for a in args.architectures):
         rank = ("noise-free training accuracy on the surrogate" if args.ranking == "train" else
                 f"training accuracy on the surrogate with output noise of {ranking_noise:.3g} x its test RMSE on every node "

@@ -23,11 +23,13 @@ from inmaterio.errors import ConfigError
 from inmaterio.training.losses import validate_target
 
 __all__ = [
+    "AccuracyDifference",
     "LogisticThreshold",
     "accuracy",
     "best_threshold_accuracy",
     "confusion_matrix",
     "fit_logistic_threshold",
+    "paired_accuracy_difference",
     "separation_na",
     "threshold_accuracy",
 ]
@@ -264,3 +266,70 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -
             )
     pairs = target.to(torch.int64) * n_classes + pred.to(torch.int64)
     return torch.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+@dataclass(frozen=True)
+class AccuracyDifference:
+    """Difference of two classifiers' accuracies on the same test points, with a confidence interval.
+
+    All three numbers are fractions in [-1, 1]: ``difference`` = accuracy of a
+    - accuracy of b; ``low`` and ``high`` bound its ``level`` confidence interval.
+    """
+
+    difference: float
+    low: float
+    high: float
+    level: float
+    points: int
+
+    def __str__(self) -> str:
+        return (f"{100 * self.difference:+.2f} points ({100 * self.level:.0f}% CI "
+                f"{100 * self.low:+.2f} to {100 * self.high:+.2f}, {self.points} paired points)")
+
+
+def paired_accuracy_difference(
+    correct_a: torch.Tensor, correct_b: torch.Tensor, *, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> AccuracyDifference:
+    r"""Accuracy of a minus accuracy of b on the same points, with a paired bootstrap interval.
+
+    Per point :math:`i`, :math:`d_i = \bar a_i - \bar b_i` with :math:`\bar a_i`
+    the fraction of a's repeated measurements that classify point :math:`i`
+    correctly. The difference is :math:`\bar d`; its interval is the
+    percentile interval of :math:`\bar d` over ``resamples`` resamplings of the
+    points with replacement (the points, not the repeats, are the sample, so
+    the interval covers the test set's sampling error). Pairing the points
+    removes the spread that both classifiers share (points both get right or
+    both get wrong), so the interval is narrower than comparing two unpaired
+    accuracies.
+
+    Args:
+        correct_a, correct_b: ``(points,)`` or ``(repeats, points)`` 0/1 correctness
+            (the repeats may differ between a and b; the points must be the same).
+        level: confidence level in (0, 1).
+        resamples: bootstrap resamplings (>= 100).
+        seed: seed of the resampling.
+    """
+    a, b = (torch.as_tensor(c, dtype=torch.float64) for c in (correct_a, correct_b))
+    for name, c in (("correct_a", a), ("correct_b", b)):
+        if c.dim() not in (1, 2) or c.shape[-1] == 0:
+            raise ConfigError(f"paired_accuracy_difference: {name} must have shape (points,) or (repeats, points); got {tuple(c.shape)}")
+        if not bool(((c == 0) | (c == 1)).all()):
+            raise ConfigError(f"paired_accuracy_difference: {name} must hold only 0 and 1 (correct or not)")
+    if a.shape[-1] != b.shape[-1]:
+        raise ConfigError(
+            f"paired_accuracy_difference: a and b must be measured on the same points; got {a.shape[-1]} and {b.shape[-1]} points"
+        )
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"paired_accuracy_difference: level must lie in (0, 1); got {level}")
+    if resamples < 100:
+        raise ConfigError(f"paired_accuracy_difference: resamples must be >= 100; got {resamples}")
+    d = a.reshape(-1, a.shape[-1]).mean(dim=0) - b.reshape(-1, b.shape[-1]).mean(dim=0)
+    generator = torch.Generator().manual_seed(seed)
+    means = torch.empty(resamples, dtype=torch.float64)
+    for start in range(0, resamples, 1000):  # chunks bound the memory at 1000 x points
+        count = min(1000, resamples - start)
+        index = torch.randint(d.numel(), (count, d.numel()), generator=generator)
+        means[start : start + count] = d[index].mean(dim=1)
+    tail = (1.0 - level) / 2.0
+    low, high = torch.quantile(means, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
+    return AccuracyDifference(difference=float(d.mean()), low=low, high=high, level=level, points=d.numel())
