@@ -9,9 +9,11 @@ Commands (from the repository root)::
     # the first protocol (best noise-free training accuracy, one device sample per point)
     python benchmarks/dnpu_networks/rings.py --ranking train --candidates 1 --plateau-samples 1 --validate-repeats 10
     python benchmarks/dnpu_networks/rings.py --report-only    # rewrite rings.md and histograms.png from results.json
-    # the stored candidates of a run measured again under another device protocol (no training)
+    # the chosen networks of a run measured again with 16 samples per point, no training
+    # (results/rings_221_plateau16; the same with --architectures single: results/rings_single_plateau16)
     python benchmarks/dnpu_networks/rings.py --reuse-training benchmarks/dnpu_networks/results/rings \
-        --plateau-samples 8 --device-threads 2 --out benchmarks/dnpu_networks/results/rings_plateau8
+        --architectures 2-2-1 --candidates 1 --validate-repeats 1 --plateau-samples 16 --device-threads 2 \
+        --out benchmarks/dnpu_networks/results/rings_221_plateau16
 
 Data: :func:`inmaterio.data.rings.make_rings`, gap ``--gap`` (0.1), ``--n-train``
 and ``--n-test`` points per class; the same data for every trial, on the
@@ -340,7 +342,6 @@ def main() -> None:
     for arch in args.architectures:
         if stored is not None:
             summary[arch] = {k: v for k, v in stored["summary"][arch].items() if k != "validation"}
-            timing[arch] = summary[arch]["training_seconds"]
             if args.validate_repeats > 0:
                 summary[arch]["validation"] = validate_on_device(arch, summary[arch]["candidates"][: args.candidates], tensors, args)
                 print(f"{arch}: device test {summary[arch]['validation']['device_test_accuracy_mean']:.4f}", flush=True)
