@@ -11,6 +11,7 @@ from inmaterio.training.metrics import (
     best_threshold_accuracy,
     confusion_matrix,
     fit_logistic_threshold,
+    oriented_separation_na,
     paired_accuracy_difference,
     separation_na,
     threshold_accuracy,
@@ -158,6 +159,9 @@ def test_separation_na_by_hand_in_both_orientations():
     # row 0: min(6, 9) - max(1, 2) = 4; row 1: class 1 lower, min(9, 6) - max(2, 1) = 4;
     # row 2: classes overlap: max(3 - 5, 1 - 9) = -2
     assert separation_na(out, target).tolist() == [4.0, 4.0, -2.0]
+    margin, high = oriented_separation_na(out, target)
+    assert margin.tolist() == [4.0, 4.0, -2.0]
+    assert high.tolist() == [1, 0, 1]  # row 2: class 1 above by -2 beats class 0 above by -8
 
 
 def test_paired_difference_of_identical_and_opposite_classifiers():

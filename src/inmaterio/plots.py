@@ -196,13 +196,13 @@ def plot_output_maps(
 def plot_capacity(
     n_points: Sequence[int], fractions: Mapping[str, Sequence[float]], path: str | Path | None = None
 ) -> Figure:
-    """Fraction of the 2^N labellings found vs N, one line per back end."""
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    """Fraction of the 2^N labellings found vs N, one line per back end or model."""
+    fig = Figure(figsize=(5, 3.5) if len(fractions) <= 3 else (7, 4.5), layout="constrained")
     ax = fig.subplots()
     for name, values in fractions.items():
         ax.plot(list(n_points), list(values), marker="o", label=name)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("number of points N")
     ax.set_ylabel("fraction of labellings found")
-    ax.legend()
+    ax.legend(fontsize="small" if len(fractions) > 3 else None)
     return save_figure(fig, path)

@@ -29,6 +29,7 @@ __all__ = [
     "best_threshold_accuracy",
     "confusion_matrix",
     "fit_logistic_threshold",
+    "oriented_separation_na",
     "paired_accuracy_difference",
     "separation_na",
     "threshold_accuracy",
@@ -215,13 +216,24 @@ def separation_na(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     each side of which the nearest points lie (what a noisy device must not
     close); negative: the classes overlap by ``-m`` nA. Both classes must be present.
     """
+    return oriented_separation_na(output, target)[0]
+
+
+def oriented_separation_na(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`separation_na` and its orientation: ``(margin (...) nA, high_class (...) int64)``.
+
+    ``high_class`` is 1 where the larger of the two margins puts class 1
+    above class 0 (ties count as 1), else 0. The threshold that separates the
+    classes with the full margin lies in the middle of the gap.
+    """
     t = validate_target(output, target, "separation_na", binary=True, both_classes=True)
     inf = torch.tensor(float("inf"), dtype=output.dtype, device=output.device)
     min1 = torch.where(t == 1, output, inf).amin(dim=-1)
     max1 = torch.where(t == 1, output, -inf).amax(dim=-1)
     min0 = torch.where(t == 0, output, inf).amin(dim=-1)
     max0 = torch.where(t == 0, output, -inf).amax(dim=-1)
-    return torch.maximum(min1 - max0, min0 - max1)
+    one_high, zero_high = min1 - max0, min0 - max1
+    return torch.maximum(one_high, zero_high), (one_high >= zero_high).long()
 
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
