@@ -279,6 +279,37 @@ def test_keyboard_interrupt_stops_the_workers(tmp_path):
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
 
+def test_workers_end_when_the_driver_is_killed(tmp_path):
+    """SIGKILL (or SIGTERM) of the driver cannot run its clean-up; its workers must not go on with
+    trials nobody will collect (a capacity trial can last hours)."""
+    script = tmp_path / "killed.py"
+    script.write_text(INTERRUPTED)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("worker*"))) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "the workers never started"
+            time.sleep(0.05)
+        pids = [int(p.read_text()) for p in tmp_path.glob("worker*")]
+        proc.kill()
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    def running(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        try:
+            return "zombie" not in status.read_text().lower()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(pid) for pid in pids), "a worker outlived its killed driver"
+
+
 # --- Ray missing, configuration errors -------------------------------------------------------------
 
 

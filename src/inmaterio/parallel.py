@@ -39,6 +39,8 @@ trial; when several were in flight the culprit is unknown, and each of them
 is re-run alone in a one-worker pool, where a crash is unambiguous. A trial
 killed only because a neighbour crashed the pool is not charged an attempt.
 A trial that keeps crashing its worker is reported like any failed trial.
+Workers end with their driver: a driver killed by a signal leaves no
+worker running on (each watches its parent's sentinel).
 Under Ray a crashed worker fails only its own task (``WorkerCrashedError``),
 which is charged and retried the same way.
 
@@ -75,8 +77,10 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import multiprocessing.connection
 import os
 import socket
+import threading
 import time
 import traceback
 from collections import deque
@@ -269,6 +273,27 @@ def _init_local_worker(threads: int, start_queue: Any) -> None:
     global _START_QUEUE
     _START_QUEUE = start_queue
     _set_threads(threads)
+    _exit_with_driver()
+
+
+def _exit_with_driver() -> None:
+    """End this worker as soon as the driver process dies.
+
+    A driver killed by a signal (SIGKILL, or SIGTERM, which Python does not
+    turn into an exception) cannot shut its pool down; without this its
+    workers would finish their trials, hours for a large one, for nobody.
+    The parent's sentinel (a pipe end the driver holds open) becomes ready
+    when the driver exits; a daemon thread waits on it and ends the process.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="inmaterio-driver-watch", daemon=True).start()
 
 
 def _call(fn: Callable[[Any], Any], task: Any) -> tuple[bool, Any, float, str]:
