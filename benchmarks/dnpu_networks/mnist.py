@@ -33,21 +33,28 @@ validation accuracy; the test set is evaluated once, with those weights.
 
 Training: ``--trainer own`` (default) is a plain loop (per-step LR schedule,
 validation accuracy each epoch, checkpoint after every epoch in
-``<out>/runs/<tag>/checkpoint.pt``, so a rerun of the same command resumes);
-``--trainer gd`` uses :func:`inmaterio.training.gd.train_gd` (constant rate
-only; its end-of-epoch pass over the whole training set is included in its
-epoch time). Each run writes ``<out>/runs/<tag>/result.json`` and the report
-(``<out>/RESULTS.md``, confusion matrices and learning curves as PNG) is
-rebuilt from all result files after every run.
+``<out>/runs/<tag>/checkpoint.pt`` (not kept in git), so a rerun of the same
+command resumes); ``--trainer gd`` uses :func:`inmaterio.training.gd.train_gd`
+(constant rate only; its end-of-epoch pass over the whole training set is
+included in its epoch time). Each run writes ``<out>/results/<tag>.json``
+(kept in git) and the report (``<out>/RESULTS.md``, confusion matrices and
+learning curves as PNG) is rebuilt from all result files after every run.
+Runs are one process each, with ``--threads`` torch threads (no executor:
+one training is not split into trials).
 
 Commands (repository root; data in $INMATERIO_MNIST_DIR or --data-dir)::
 
+    # the whole table, run after run (each resumes if interrupted), then the report: about an hour on 2 cores
+    python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --suite
+    # its runs one by one
     python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 3 --recipe paper --epochs 30
     python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 7 --recipe paper --epochs 30
     python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 3 --recipe ours --epochs 30
     python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 7 --recipe ours --epochs 30
     python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 3 --recipe paper --model relu --epochs 30
     python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 7 --recipe paper --model relu --epochs 30
+    python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 3 --recipe ours --model relu --epochs 30
+    python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 7 --recipe ours --model relu --epochs 30
     # one epoch through train_gd, to compare epoch times
     python benchmarks/dnpu_networks/mnist.py --data-dir ../shared/data/mnist --inputs-per-node 3 --recipe paper --epochs 1 --trainer gd
     # only rebuild the report from the result files
@@ -83,6 +90,22 @@ DEFAULT_OUT = HERE / "results" / "mnist"
 INPUTS = {3: ("e0", "e3", "e4"), 7: ("e0", "e1", "e2", "e3", "e4", "e5", "e6")}
 N_NODES = 10
 PAPER = {("dnpu", 3): 94.7, ("dnpu", 7): 96.1, ("relu", 3): 94.5, ("relu", 7): 96.0}
+
+#: The runs of the table (``--suite``): every recipe for both node sizes, the ReLU baselines, one train_gd epoch.
+SUITE: list[list[str]] = [
+    [*what, "--epochs", "1" if "gd" in what else "30"]
+    for what in (
+        ["--inputs-per-node", "3", "--recipe", "ours"],
+        ["--inputs-per-node", "7", "--recipe", "ours"],
+        ["--inputs-per-node", "3", "--recipe", "paper"],
+        ["--inputs-per-node", "7", "--recipe", "paper"],
+        ["--inputs-per-node", "3", "--recipe", "paper", "--model", "relu"],
+        ["--inputs-per-node", "7", "--recipe", "paper", "--model", "relu"],
+        ["--inputs-per-node", "3", "--recipe", "ours", "--model", "relu"],
+        ["--inputs-per-node", "7", "--recipe", "ours", "--model", "relu"],
+        ["--inputs-per-node", "3", "--recipe", "paper", "--trainer", "gd"],
+    )
+]
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(
@@ -283,7 +306,7 @@ def write_report(out: Path) -> None:
     from inmaterio.plots import save_figure
 
     results = []
-    for f in sorted((out / "runs").glob("*/result.json")):
+    for f in sorted((out / "results").glob("*.json")):
         results.append(json.loads(f.read_text()))
     if not results:
         return
@@ -294,11 +317,11 @@ def write_report(out: Path) -> None:
         "Test accuracy on the 10,000 MNIST test images with the weights of the best validation epoch",
         "(55k training / 5k validation, seed 0); evaluated on the surrogate without output noise.",
         "Epoch times: wall time of the training pass over 55,000 images (`train s/epoch`) and of the whole",
-        "epoch with its evaluation (`epoch s`), median over the run; the machine is a shared 2-core VM,",
-        "so times vary with the other users' load.",
+        "epoch with its evaluation (`epoch s`), median over the run, one process with `threads` torch threads;",
+        "the machine is a shared 2-core VM, so times vary with the other users' load.",
         "",
-        "| network | inputs/node | recipe | trainer | epochs (best) | val acc | **test acc** | paper | train s/epoch | epoch s | run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| network | inputs/node | recipe | trainer | epochs (best) | val acc | **test acc** | paper | train s/epoch | epoch s | threads | run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     order = {"dnpu": 0, "relu": 1}
     results.sort(key=lambda r: (r["inputs_per_node"], order[r["model"]], r["recipe"], r["tag"]))
@@ -309,7 +332,8 @@ def write_report(out: Path) -> None:
             f"| {r['model']} | {r['inputs_per_node']} | {r['recipe']} | {r['trainer']} | {len(h)} ({r['best_epoch']}) "
             f"| {100 * r['val_accuracy']:.2f}% | **{100 * r['test_accuracy']:.2f}%** | "
             f"{PAPER[(r['model'], r['inputs_per_node'])]}% | "
-            f"{np.median(train_s) if train_s else float('nan'):.1f} | {np.median([x['time_s'] for x in h]):.1f} | `{r['tag']}` |"
+            f"{np.median(train_s) if train_s else float('nan'):.1f} | {np.median([x['time_s'] for x in h]):.1f} | "
+            f"{r['threads']} | `{r['tag']}` |"
         )
     lines += ["", "## Commands", ""]
     for r in results:
@@ -376,6 +400,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]
     p.add_argument("--trainer", choices=("own", "gd"), default="own")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--suite", action="store_true",
+                   help="run every run of the table (SUITE) in turn with --data-dir, --threads, --seed and --out, then the report")
     over = p.add_argument_group("recipe overrides (default: the recipe's value)")
     over.add_argument("--optimizer", choices=("adam", "adamw"))
     over.add_argument("--lr", type=float)
@@ -407,6 +433,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         write_report(args.out)
         return
+    if args.suite:
+        common = ["--threads", str(args.threads), "--seed", str(args.seed)]
+        if args.out != DEFAULT_OUT:
+            common += ["--out", str(args.out)]
+        if args.data_dir is not None:
+            common = ["--data-dir", str(args.data_dir), *common]
+        for k, run in enumerate(SUITE, 1):
+            print(f"--- suite run {k} of {len(SUITE)}: {' '.join(run)}", flush=True)
+            main([*run, *common])
+        return
+    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + (sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(args.threads)
     started = time.strftime("%Y-%m-%d %H:%M")
     t_start = time.perf_counter()
@@ -420,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     tag = run_tag(args, overrides)
     run_dir = args.out / "runs" / tag
     run_dir.mkdir(parents=True, exist_ok=True)
+    result_path = args.out / "results" / f"{tag}.json"
     print(f"run {tag}: {model}")
     trainer = train_own if args.trainer == "own" else train_with_gd
     outcome = trainer(model, processor, data, args, run_dir)
@@ -442,14 +480,15 @@ def main(argv: list[str] | None = None) -> None:
         "test_accuracy": test_acc,
         "confusion": cm.tolist(),
         "history": outcome["history"],
-        "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:]),
+        "command": command,
         "started": started,
         "wall_s": time.perf_counter() - t_start,
         "threads": args.threads,
         "inmaterio_version": __version__,
         "torch_version": torch.__version__,
     }
-    atomic_write_json(run_dir / "result.json", result)
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(result_path, result)
     print(f"{tag}: test accuracy {100 * test_acc:.2f}% (best epoch {outcome['best_epoch']}, val {100 * result['val_accuracy']:.2f}%)")
     write_report(args.out)
 
