@@ -259,16 +259,23 @@ INTERRUPTED = textwrap.dedent(
 )
 
 
+def _start_sleeping_workers(script: Path, tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """Run ``script`` (INTERRUPTED) as a driver; return it once both workers sleep in a trial, with their pids."""
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("worker*"))) < 2:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError("the workers never started")
+        time.sleep(0.05)
+    return proc, [int(p.read_text()) for p in tmp_path.glob("worker*")]
+
+
 def test_keyboard_interrupt_stops_the_workers(tmp_path):
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    proc, pids = _start_sleeping_workers(script, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("worker*"))) < 2:
-            assert time.monotonic() < deadline and proc.poll() is None, "the workers never started"
-            time.sleep(0.05)
-        pids = [int(p.read_text()) for p in tmp_path.glob("worker*")]
         proc.send_signal(signal.SIGINT)  # to the driver only, as `kill -INT` would
         out, _ = proc.communicate(timeout=20)
     finally:
@@ -284,13 +291,8 @@ def test_workers_end_when_the_driver_is_killed(tmp_path):
     trials nobody will collect (a capacity trial can last hours)."""
     script = tmp_path / "killed.py"
     script.write_text(INTERRUPTED)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    proc, pids = _start_sleeping_workers(script, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("worker*"))) < 2:
-            assert time.monotonic() < deadline and proc.poll() is None, "the workers never started"
-            time.sleep(0.05)
-        pids = [int(p.read_text()) for p in tmp_path.glob("worker*")]
         proc.kill()
         proc.communicate(timeout=20)
     finally:
