@@ -309,6 +309,7 @@ def write_report(out: Path) -> None:
     for f in sorted((out / "results").glob("*.json")):
         results.append(json.loads(f.read_text()))
     if not results:
+        print(f"no result files in {out / 'results'}: the report was not written")
         return
     lines = [
         "# MNIST with 10 DNPUs",
