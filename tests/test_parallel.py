@@ -271,6 +271,14 @@ def _start_sleeping_workers(script: Path, tmp_path: Path) -> tuple[subprocess.Po
     return proc, [int(p.read_text()) for p in tmp_path.glob("worker*")]
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
 def test_keyboard_interrupt_stops_the_workers(tmp_path):
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)
@@ -283,7 +291,7 @@ def test_keyboard_interrupt_stops_the_workers(tmp_path):
             proc.kill()
     assert "interrupted cleanly" in out
     for pid in pids:  # the 60 s trials were stopped, not waited for
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        assert not _running(pid)
 
 
 def test_workers_end_when_the_driver_is_killed(tmp_path):
@@ -299,17 +307,10 @@ def test_workers_end_when_the_driver_is_killed(tmp_path):
         if proc.poll() is None:
             proc.kill()
 
-    def running(pid: int) -> bool:
-        status = Path(f"/proc/{pid}/status")
-        try:
-            return "zombie" not in status.read_text().lower()
-        except FileNotFoundError:
-            return False
-
     deadline = time.monotonic() + 20
-    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(running(pid) for pid in pids), "a worker outlived its killed driver"
+    assert not any(_running(pid) for pid in pids), "a worker outlived its killed driver"
 
 
 # --- Ray missing, configuration errors -------------------------------------------------------------

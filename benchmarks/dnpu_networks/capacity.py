@@ -73,7 +73,7 @@ LABELS = {
     "logistic3": "3 logistic units",
 }
 #: The extra row of ``dnpu_search``: labellings found with a margin of at least the surrogate's test RMSE.
-ROBUST_LABEL = "DNPU, max-margin search (ours), surrogate, margin >= test RMSE"
+ROBUST_LABEL = "DNPU, max-margin search (ours), surrogate, margin >= test RMSE ({rmse:.1f} nA)"
 
 
 def main() -> None:
@@ -121,8 +121,7 @@ def main() -> None:
         rows.append((LABELS[m], [table[m][n]["fraction"] for n in ns], PAPER_VC[m]))
         if m == "dnpu_search" and all("fraction_margin_ge_rmse" in table[m][n] for n in ns):
             rmse = table[m][ns[0]]["margin_threshold_na"]
-            rows.append((ROBUST_LABEL.replace("test RMSE", f"test RMSE ({rmse:.1f} nA)"),
-                         [table[m][n]["fraction_margin_ge_rmse"] for n in ns], ""))  # fmt: skip
+            rows.append((ROBUST_LABEL.format(rmse=rmse), [table[m][n]["fraction_margin_ge_rmse"] for n in ns], ""))
     plot_capacity(ns, {label: fractions for label, fractions, _ in rows}, args.out / "capacity.png")
 
     lines = [
