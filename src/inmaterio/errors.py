@@ -27,3 +27,14 @@ class SimulationError(InmaterioError, RuntimeError):
 
 class TrainingDivergedError(InmaterioError, RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept on disk."""
+
+
+class RunFolderError(InmaterioError, RuntimeError):
+    """A run folder that cannot be used: a file in its place, a foreign or busy folder, no space, no permission."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM inside a run; the message names the run folder that resumes it.
+
+    A :class:`KeyboardInterrupt`, so code that stops on Ctrl-C stops on it too.
+    """

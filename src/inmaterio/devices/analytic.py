@@ -11,7 +11,8 @@ The current, in nA, for voltages ``v`` (volts) is::
 with ``w`` a fixed vector of weights drawn from ``seed`` and ``c`` a coupling
 that makes electrodes 0 and 1 interact (an XOR-like term). Measurement noise
 is Gaussian with standard deviation ``noise_na`` (reported as the standard
-error), drawn from a generator seeded by ``seed`` so that runs repeat.
+error), drawn from the call's random stream (``seed`` and
+:meth:`~inmaterio.devices.base.Device.random_streams`), so that runs repeat.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from inmaterio.devices.base import Device, Electrode, Measurement
+from inmaterio.random_streams import numpy_generator
 
 __all__ = ["AnalyticDevice"]
 
@@ -58,7 +60,6 @@ class AnalyticDevice(Device):
         rng = np.random.default_rng(seed)
         self.weights = rng.normal(0.0, 1.0, n_activation) / np.sqrt(n_activation)
         self.coupling = 1.5
-        self._noise_rng = np.random.default_rng([seed, 1])
 
     def true_current(self, voltages: np.ndarray) -> np.ndarray:
         """Noise-free current in nA, ``(batch,)``, for validated voltages ``(batch, n)`` V."""
@@ -68,7 +69,8 @@ class AnalyticDevice(Device):
     def _measure(self, voltages: np.ndarray) -> Measurement:
         current = self.true_current(voltages)
         if self.noise_na > 0:
-            current = current + self._noise_rng.normal(0.0, self.noise_na, current.shape)
+            rng = numpy_generator(self.seed, "noise", *self.next_stream_key())
+            current = current + rng.normal(0.0, self.noise_na, current.shape)
         return Measurement(current, np.full(current.shape, self.noise_na))
 
     def describe(self) -> dict[str, Any]:

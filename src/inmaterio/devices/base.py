@@ -12,17 +12,32 @@ device) implements :class:`Device`. Conventions:
   infinite values, or a wrong number of columns raise :class:`VoltageError`
   naming the electrode, the value and the allowed range, before anything
   reaches the device.
+
+Random streams. A simulated device draws its measurement noise from streams
+keyed by what the measurement serves, so that a resumed run measures exactly
+what an uninterrupted one would have::
+
+    with device.random_streams("acquisition", plan_id, first_point):
+        device.measure_with_error(batch)      # call 0 of this block: the same numbers in any process
+
+Inside a block, the k-th call gets the stream ``(*keys, k)`` whatever was
+measured before; blocks nest (the keys add up). Outside any block the calls
+of one device object are numbered from 0, which repeats only for the same
+sequence of calls on a fresh device.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from inmaterio.errors import VoltageError
+from inmaterio.random_streams import Key
 
 __all__ = ["Electrode", "Measurement", "Device", "check_voltages"]
 
@@ -127,6 +142,26 @@ class Device(ABC):
         """Mean readout current and its standard error, both ``(batch,)`` nA."""
         v = self.check_voltages(voltages)
         return self._measure(v)
+
+    @contextmanager
+    def random_streams(self, *keys: Key) -> Iterator[None]:
+        """Key the noise of the calls inside the block by ``(*keys, call number in the block)``."""
+        saved = getattr(self, "_stream_scope", None)
+        self._stream_scope = [(*(saved[0] if saved else ()), *keys), 0]
+        try:
+            yield
+        finally:
+            self._stream_scope = saved
+
+    def next_stream_key(self) -> tuple[Key, ...]:
+        """The key of this call's random stream (see the module docstring); each call takes a new one."""
+        scope = getattr(self, "_stream_scope", None)
+        if scope is None:
+            calls = getattr(self, "_unscoped_calls", 0)
+            self._unscoped_calls = calls + 1
+            return ("unscoped", calls)
+        scope[1] += 1
+        return ("scoped", *scope[0], scope[1] - 1)
 
     @abstractmethod
     def _measure(self, voltages: np.ndarray) -> Measurement:

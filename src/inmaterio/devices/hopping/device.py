@@ -19,6 +19,7 @@ from inmaterio.devices.hopping.electrostatics import ElectrodePotentials, solve_
 from inmaterio.devices.hopping.geometry import Dopants, distance_to_arcs, place_dopants
 from inmaterio.devices.hopping.kmc import simulate_batch
 from inmaterio.errors import SimulationError
+from inmaterio.random_streams import stream_seeds
 
 __all__ = ["HoppingDevice", "HoppingResult", "ELEMENTARY_CHARGE_C", "BOLTZMANN_EV_PER_K", "COULOMB_EV_NM"]
 
@@ -85,7 +86,6 @@ class HoppingDevice(Device):
         self.electrodes = tuple(
             Electrode(names[k], lo, hi) for k, (lo, hi) in zip(self.activation_indices, c.activation_ranges())
         )
-        self._calls = 0
 
         self.beta = 1.0 / (BOLTZMANN_EV_PER_K * c.temperature_k)
         placed = place_dopants(c)
@@ -158,15 +158,14 @@ class HoppingDevice(Device):
         return full
 
     def _stream_seeds(self, voltages: np.ndarray) -> np.ndarray:
-        """One uint64 seed per operating point, from (chip seed, call number, the voltages).
+        """One uint64 seed per operating point, from (chip seed, the call's stream key, the voltages).
 
-        The same sequence of calls repeats exactly; a resumed acquisition (a new device object,
-        call numbers restarting at 0) does not replay the streams of earlier batches.
+        The stream key comes from :meth:`Device.next_stream_key`: inside a
+        :meth:`Device.random_streams` block it names what the call serves, so a resumed
+        acquisition measures its remaining batches exactly as an uninterrupted one would.
         """
         digest = int.from_bytes(hashlib.blake2b(voltages.tobytes(), digest_size=8).digest(), "little")
-        seeds = np.random.SeedSequence([self.config.seed, self._calls, digest]).generate_state(len(voltages), dtype=np.uint64)
-        self._calls += 1
-        return seeds
+        return stream_seeds(len(voltages), self.config.seed, *self.next_stream_key(), digest)
 
     def _simulate(self, voltages: np.ndarray) -> HoppingResult:
         c = self.config
