@@ -38,10 +38,17 @@ def test_run_gates_prints_table_and_writes_results(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"{metrics['gates']['AND']['surrogate_accuracy']:.0%}" in text
     assert metrics["device"]["plateau_samples"] == 2
-    # a second run into the same folder is refused, with the advice
+    # a second run into the same folder prints the stored table and changes nothing
+    before = (out / "metrics.json").read_bytes()
     again = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--no-progress"])
-    assert again.exit_code == 2
-    assert "already holds results" in _flat(again.output) and "--overwrite" in again.output
+    assert again.exit_code == 0, again.output
+    assert f"{metrics['gates']['AND']['surrogate_accuracy']:.0%}" in _flat(again.output)
+    assert (out / "metrics.json").read_bytes() == before
+    # the same folder with another seed is refused, naming the field
+    cfg.write_text(cfg.read_text().replace("seed: 1", "seed: 2"))
+    other = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--no-progress"])
+    assert other.exit_code == 2
+    assert "config.seed: 1 in the folder, 2 now" in _flat(other.output) and "--overwrite" in other.output
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import yaml
 
 from inmaterio.config import load_config, validate_config
 from inmaterio.devices.analytic import AnalyticDevice
-from inmaterio.errors import ConfigError, ModelFileError, TrainingDivergedError
+from inmaterio.errors import ConfigError, ModelFileError, RunInterrupted, TrainingDivergedError
 from inmaterio.nn import DNPU
 from inmaterio.processors import RANGE_TOLERANCE_V, DeviceProcessor, SurrogateProcessor
 from inmaterio.surrogate import DeviceInfo, SurrogateModel, load_default_surrogate, save_surrogate
@@ -260,12 +260,13 @@ def test_gates_results_folder(gates_run):
     for name in ("config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png", "solution_iv.png",
                  "history.json", "history.csv"):  # fmt: skip
         assert (out / name).is_file(), name
-    curves = json.loads((out / "history.json").read_text())
-    (name, rows), = curves.items()
+    rows = json.loads((out / "history.json").read_text())
+    assert len({r["curve"] for r in rows}) == 1
     assert [r["step"] for r in rows] == list(range(1, 61))  # gd: {epochs: 60}
     csv_rows = (out / "history.csv").read_text().splitlines()
     assert csv_rows[0] == "curve,step,loss" and len(csv_rows) == 61
     assert float(csv_rows[-1].rsplit(",", 1)[1]) == pytest.approx(rows[-1]["loss"])
+    assert json.loads((out / "run.json").read_text())["state"] == "finished"
     assert load_config(RunConfig, out / "config.yaml") == config
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(outcome.metrics))
@@ -303,13 +304,16 @@ def test_gates_controls_and_device_outputs_by_hand(gates_run):
 
 
 def test_results_folder_not_overwritten_unless_asked(gates_run):
-    config, out, _ = gates_run
-    before = (out / "controls.json").read_text()
-    with pytest.raises(ModelFileError, match="already holds results"):
-        run_task(config, out, progress=False)
-    assert (out / "controls.json").read_text() == before
+    config, out, outcome = gates_run
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    again = run_task(config, out, progress=False)  # a finished run is read back, not run again
+    assert again.rows == outcome.rows and again.metrics == outcome.metrics
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before
+    other = config.model_copy(update={"seed": config.seed + 1})
+    with pytest.raises(ConfigError, match="seed: 0 in the folder, 1 now"):
+        run_task(other, out, progress=False)
     run_task(config, out, progress=False, overwrite=True)
-    assert (out / "controls.json").read_text() == before  # seeded: the same solutions again
+    assert (out / "controls.json").read_bytes() == before["controls.json"]  # seeded: the same solutions again
 
 
 # ---------------------------------------------------------------------------------- run_task: rings
@@ -523,16 +527,14 @@ def test_capacity_resumes_after_interruption(tmp_path, monkeypatch):
         return real(processor, x, targets, **kw)
 
     monkeypatch.setattr(fitting, "fit_binary_nodes", interrupt_at_five)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted, match="run the same command again to resume"):
         run_task(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "metrics.json").exists()
-    assert set(json.loads((tmp_path / "run" / "capacity_partial.json").read_text())["per_n"]) == {"4"}
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["state"] == "interrupted"
+    other = validate_config(RunConfig, {"task": {**spec, "attempts": 2}, "validation": {"enabled": False}})
+    with pytest.raises(ConfigError, match="config.task.attempts: 1 in the folder, 2 now"):
+        run_task(other, tmp_path / "run", progress=False)
     resumed = run_task(config, tmp_path / "run", progress=False).metrics["per_n"]
     assert trained == [4, 5, 5]  # N = 4 was not trained again
     for n in ("4", "5"):
         assert resumed[n]["found_on_surrogate"] == reference[n]["found_on_surrogate"]
-
-    other = validate_config(RunConfig, {"task": {**spec, "attempts": 2}, "validation": {"enabled": False}})
-    (tmp_path / "run" / "metrics.json").unlink()
-    with pytest.raises(ModelFileError, match="another capacity configuration"):
-        run_task(other, tmp_path / "run", progress=False)

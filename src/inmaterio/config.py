@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from inmaterio.errors import ConfigError
 
-__all__ = ["StrictModel", "load_config", "validate_config", "dump_config"]
+__all__ = ["StrictModel", "load_config", "read_yaml", "validate_config", "dump_config"]
 
 
 class StrictModel(BaseModel):
-    """Base of every config: unknown keys rejected, instances immutable."""
+    """Base of every config: unknown keys rejected, instances immutable, no NaN or infinite numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,22 +62,38 @@ def validate_config(model: type[M], data: Any, source: str = "<dict>") -> M:
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The content of a YAML configuration file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing (or a folder), unreadable, not UTF-8 text (e.g. a binary file), or not valid YAML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file '{path}' does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"configuration file '{path}' is not UTF-8 text (bad byte at offset {err.start}); give a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"configuration file '{path}' cannot be read: {err.strerror or err}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"configuration file '{path}' is not valid YAML: {' '.join(str(err).split())}") from None
+
+
 def load_config(model: type[M], path: str | Path) -> M:
     """Read a YAML file and validate it against ``model``.
 
     Raises
     ------
     ConfigError
-        If the file is missing, is not valid YAML, or does not validate.
+        If the file is missing, not UTF-8, not valid YAML, or does not validate.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"configuration file '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"configuration file '{path}' is not valid YAML: {err}") from None
-    return validate_config(model, data, source=str(path))
+    return validate_config(model, read_yaml(path), source=str(path))
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:

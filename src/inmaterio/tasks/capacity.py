@@ -14,21 +14,15 @@ right, as the first wrong point costs 1/N).
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 
 import torch
 
-from inmaterio.errors import ModelFileError
-from inmaterio.fileio import atomic_write_json, read_json
 from inmaterio.processors import Processor
+from inmaterio.runs import RunFolder
 from inmaterio.tasks.config import CAPACITY_POINTS
 from inmaterio.tasks.outcome import TaskOutcome
 
-__all__ = ["PARTIAL_FILE", "labellings", "run_capacity"]
-
-#: Per-N results of a capacity run, saved as each N finishes (resume point).
-PARTIAL_FILE = "capacity_partial.json"
+__all__ = ["labellings", "run_capacity"]
 
 
 def labellings(n: int) -> torch.Tensor:
@@ -36,28 +30,23 @@ def labellings(n: int) -> torch.Tensor:
     return torch.tensor(list(itertools.product((0.0, 1.0), repeat=n)), dtype=torch.float32)
 
 
-def run_capacity(task, surrogate: Processor, device: Processor | None, out: Path, seed: int = 0, progress: bool = False, repeats: int = 1) -> TaskOutcome:
-    """Estimate the capacity for every N of ``task.n_points``; write the plots to ``out``.
+def run_capacity(
+    task, surrogate: Processor, device: Processor | None, run: RunFolder, seed: int = 0, progress: bool = False, repeats: int = 1
+) -> TaskOutcome:
+    """Estimate the capacity for every N of ``task.n_points``; write the plots into the run folder.
 
-    Each finished N is saved to ``out/capacity_partial.json`` at once; a run
-    that is interrupted and started again with the same task, seed and back
-    ends skips the N it has already done (a file of another configuration is
-    refused, never overwritten).
+    Each finished N is saved in the run's checkpoint at once; a run that is
+    interrupted and started again skips the N it has already done. The device
+    measurements of each N are keyed by N (``device.random_streams("capacity", N)``),
+    so a resumed run measures exactly what an uninterrupted one would.
     """
     from inmaterio.plots import plot_capacity, plot_loss_curves
     from inmaterio.tasks.fitting import fit_binary_nodes
     from inmaterio.tasks.validation import validate_layer
     from inmaterio.training.metrics import fit_logistic_threshold
 
-    identity = {
-        "task": task.model_dump(mode="json"),
-        "seed": seed,
-        "repeats": repeats,
-        "surrogate": surrogate.describe(),
-        "device": None if device is None else device.describe(),
-    }
-    partial_path = out / PARTIAL_FILE
-    done = _load_partial(partial_path, identity)
+    out = run.path
+    done = (run.load_checkpoint() or {}).get("per_n", {})
     per_n, rows, curves, controls = {}, [], {}, {}
     for n in task.n_points:
         if str(n) in done:
@@ -85,7 +74,9 @@ def run_capacity(task, surrogate: Processor, device: Processor | None, out: Path
             sub = type(layer)(surrogate, len(idx), task.input_electrodes, task.data_range)
             with torch.no_grad():
                 sub.controls.copy_(layer.controls[idx])
-            validation = validate_layer(sub, device, x, trainable[idx], fit_logistic_threshold(fits.output_na[idx], trainable[idx]), repeats=repeats)
+            threshold = fit_logistic_threshold(fits.output_na[idx], trainable[idx])
+            with device.device.random_streams("capacity", n):
+                validation = validate_layer(sub, device, x, trainable[idx], threshold, repeats=repeats)
             device_found = int((validation.accuracy.mean(0) > 1 - 0.5 / n).sum()) + 2
             entry.update({"found_on_device": device_found, "fraction_device": device_found / 2**n, "validation_seconds": validation.seconds})
         elif device is not None:
@@ -98,7 +89,7 @@ def run_capacity(task, surrogate: Processor, device: Processor | None, out: Path
             if ok
         }
         done[str(n)] = {"entry": entry, "history": fits.history, "controls": controls[str(n)]}
-        atomic_write_json(partial_path, {"identity": identity, "per_n": done})
+        run.save_checkpoint({"per_n": done})
         rows.append(_row(n, entry, device is not None))
     fractions = {"surrogate": [per_n[str(n)]["fraction_surrogate"] for n in task.n_points]}
     if device is not None:
@@ -121,16 +112,3 @@ def _row(n: int, entry: dict, with_device: bool) -> list[str]:
         + ([f"{entry['fraction_device']:.3f}"] if with_device else [])
         + [f"{entry['fit_seconds']:.1f}"]
     )
-
-
-def _load_partial(path: Path, identity: dict) -> dict:
-    """The finished N of an interrupted run of the same configuration ({} if none)."""
-    if not path.exists():
-        return {}
-    saved = read_json(path, ModelFileError)
-    if not isinstance(saved, dict) or saved.get("identity") != json.loads(json.dumps(identity)):
-        raise ModelFileError(
-            f"{path} holds the partial results of another capacity configuration; "
-            "choose another --out or pass --overwrite to start again"
-        )
-    return saved["per_n"]

@@ -25,6 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from inmaterio.config import StrictModel
 from inmaterio.devices.registry import DeviceSpec
+from inmaterio.tasks.registry import RunnableConfig
 from inmaterio.tasks.gates import GATES, GateName
 from inmaterio.training.ga import GAConfig
 from inmaterio.training.gd import GDConfig
@@ -201,8 +202,8 @@ class CapacityTask(_TrainedTask):
         return self
 
 
-class RunConfig(StrictModel):
-    """One ``inmaterio run`` job: task, surrogate, validation, seed."""
+class RunConfig(RunnableConfig):
+    """One ``inmaterio run`` job of a DNPU task: task, surrogate, validation, seed."""
 
     task: Annotated[Union[GatesTask, RingsTask, CapacityTask], Field(discriminator="type")]
     surrogate: SurrogateBackend = SurrogateBackend()

@@ -1,44 +1,40 @@
-"""``inmaterio run CONFIG.yaml``: run one task and write its results folder.
+"""``inmaterio run CONFIG.yaml``: run one task or study in its run folder.
 
-The folder holds::
+:func:`run_task` opens the run folder (:mod:`inmaterio.runs`, kind
+``inmaterio.task.<type>``; identity = the config without its speed-only
+fields), calls the task's runner (:mod:`inmaterio.tasks.registry`), writes
+``metrics.json`` (the task's numbers and the summary table) and
+``history.json`` / ``history.csv``, and marks the run finished. A finished
+run is not run again: its table is read back from ``metrics.json``. An
+interrupted run resumes from what its runner checkpointed.
 
-    config.yaml          the validated config (every default filled in)
-    metrics.json         the task's numbers, the back ends, package version, wall time
-    controls.json        learned control voltages (V) per solution, by electrode name
-    history.json, .csv   training curves: loss per epoch / generation (csv columns: curve, step, loss)
-    learning_curve.png   loss per epoch / generation
+For the DNPU tasks (gates, rings, capacity) the folder also holds::
+
+    controls.json          learned control voltages (V) per solution, by electrode name
+    learning_curve.png     loss per epoch / generation
     outputs_per_class.png  output current per class, surrogate and device
-    solution_iv.png      output current over the input plane (gates, rings)
-    capacity.png         fraction found vs N (capacity)
-    model.safetensors    the whole trained network: controls, batch-norm state (rings)
-
-A folder that already holds results is never overwritten unless asked.
+    solution_iv.png        output current over the input plane (gates, rings)
+    capacity.png           fraction found vs N (capacity)
+    model.safetensors      the whole trained network: controls, batch-norm state (rings)
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-import inmaterio
-from inmaterio.config import dump_config
-from inmaterio.errors import ConfigError, ModelFileError
-from inmaterio.fileio import atomic_write_json, atomic_write_text
+from inmaterio.errors import ConfigError
 from inmaterio.processors import DeviceProcessor, SurrogateProcessor, check_interchangeable
+from inmaterio.runs import RunFolder, open_run
 from inmaterio.tasks.config import CapacityTask, GatesTask, RingsTask, RunConfig, SurrogateBackend, ValidationConfig
 from inmaterio.tasks.outcome import TaskOutcome
+from inmaterio.tasks.registry import RunnableConfig, resolve, task_of
 
-#: Every file a run may write; ``overwrite`` removes them all first, so no stale figure survives.
-RESULT_FILES = (
-    "config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png",
-    "solution_iv.png", "capacity.png", "capacity_partial.json", "history.json", "history.csv", "model.safetensors",
-)  # fmt: skip
-
-__all__ = ["build_surrogate_processor", "build_validation_processor", "check_backends", "run_task"]
+__all__ = [
+    "build_surrogate_processor", "build_validation_processor", "check_backends", "prepare_dnpu_task", "run_dnpu_task", "run_task",
+]  # fmt: skip
 
 
 def build_surrogate_processor(config: SurrogateBackend) -> SurrogateProcessor:
@@ -85,24 +81,26 @@ def check_backends(config: RunConfig, surrogate: SurrogateProcessor, device: Dev
     )  # fmt: skip
 
 
-def run_task(config: RunConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False) -> TaskOutcome:
-    """Run the task of ``config``; write the results folder ``out`` (see the module docstring)."""
-    out = Path(out)
-    if (out / "metrics.json").exists() and not overwrite:
-        raise ModelFileError(f"'{out}' already holds results (metrics.json); choose another --out or pass --overwrite")
+def prepare_dnpu_task(config: RunConfig) -> tuple[SurrogateProcessor, DeviceProcessor | None]:
+    """The back ends of a DNPU task, checked before anything is trained or written."""
     task = config.task
     on_device = getattr(task, "train_on", "surrogate") == "device"
     surrogate = build_surrogate_processor(config.surrogate)
     validation = config.validation.model_copy(update={"enabled": True}) if on_device else config.validation
     device = build_validation_processor(validation, surrogate)
-    check_backends(config, surrogate, device)  # before anything is trained or written
-    if overwrite:
-        for name in RESULT_FILES:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(config, out / "config.yaml")
-    start = time.perf_counter()
+    check_backends(config, surrogate, device)
+    return surrogate, device
+
+
+def run_dnpu_task(
+    config: RunConfig, run: RunFolder, *, progress: bool, prepared: tuple[SurrogateProcessor, DeviceProcessor | None]
+) -> TaskOutcome:
+    """Runner of the gates, rings and capacity tasks (trained on the surrogate, validated on the device)."""
+    surrogate, device = prepared
+    task = config.task
+    on_device = getattr(task, "train_on", "surrogate") == "device"
     repeats = config.validation.repeats
+    out = run.path
     with torch.random.fork_rng():  # seed the surrogate's output noise; leave the caller's generator alone
         torch.manual_seed(config.seed)
         if isinstance(task, GatesTask):
@@ -119,32 +117,45 @@ def run_task(config: RunConfig, out: str | Path, *, progress: bool = True, overw
         elif isinstance(task, CapacityTask):
             from inmaterio.tasks.capacity import run_capacity
 
-            outcome = run_capacity(task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats)
+            outcome = run_capacity(task, surrogate, device, run, seed=config.seed, progress=progress, repeats=repeats)
         else:  # pragma: no cover - the config's discriminated union admits nothing else
             raise ConfigError(f"unknown task type {type(task).__name__}")
-    seconds = time.perf_counter() - start
-    metrics = {
+    outcome.metrics = {
         "task": task.type,
         "trained_on": "device" if on_device else "surrogate",
-        "package_version": inmaterio.__version__,
-        "seconds": seconds,
         "surrogate": surrogate.describe(),
         "device": None if device is None else device.describe(),
         **outcome.metrics,
     }
-    atomic_write_json(out / "controls.json", outcome.controls)
-    _write_history(out, outcome.curves)
-    atomic_write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
-    outcome.metrics = metrics
+    run.write_json("controls.json", outcome.controls)
     return outcome
 
 
-def _write_history(out: Path, curves: dict[str, list[dict]]) -> None:
-    """The training curves as JSON and as a long-format CSV (curve, step, loss)."""
-    atomic_write_json(out / "history.json", curves)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["curve", "step", "loss"])
-    for name, rows in curves.items():
-        writer.writerows([name, r["step"], r["loss"]] for r in rows)
-    atomic_write_text(out / "history.csv", buffer.getvalue())
+def _history_rows(curves: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Named training curves as long-format rows: curve, then the row's own columns."""
+    return [{"curve": name, **row} for name, rows in curves.items() for row in rows]
+
+
+def run_task(config: RunnableConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False) -> TaskOutcome:
+    """Run (or resume, or read back) the task of ``config`` in the run folder ``out``.
+
+    Raises
+    ------
+    ConfigError
+        A config the task cannot run (checked before the folder is touched where the task can tell),
+        or a folder holding a run of this task with other settings (the fields are named).
+    RunFolderError
+        ``out`` is a file, a foreign folder, a run of another kind, busy, not writable or on a full disk.
+    """
+    entry = task_of(config)
+    # what the task needs (back ends, data) is built and checked before the folder is touched
+    prepared = None if entry.prepare is None else resolve(entry.prepare)(config)
+    with open_run(out, entry.kind, identity={"config": config.identity()}, config=config, overwrite=overwrite) as run:
+        if run.finished:
+            return TaskOutcome.from_metrics(run.metrics())
+        outcome = resolve(entry.runner)(config, run, progress=progress, prepared=prepared)
+        run.write_history(_history_rows(outcome.curves))
+        outcome.metrics = {**outcome.metrics, "seconds": run.wall_s, "table": outcome.table()}
+        run.finish(outcome.metrics)
+        outcome.metrics = run.metrics()
+    return outcome

@@ -1,0 +1,169 @@
+"""The one place where a config's ``task.type`` becomes a task: its config class, its runner, its report.
+
+Every YAML that ``inmaterio run CONFIG.yaml`` takes has a top-level ``task:``
+mapping whose ``type`` names an entry of :data:`TASKS`; the entry's
+``config`` class validates the *whole* file (unknown keys are errors)::
+
+    task:
+      type: gates          # an entry of TASKS
+      ...
+    seed: 0
+
+A task may have a ``prepare(config) -> prepared`` step that builds and checks
+what it needs (back ends, data) *before* the run folder is touched, so a bad
+surrogate path or electrode name leaves nothing behind. A runner is
+``runner(config, run, *, progress, prepared) -> TaskOutcome``: it gets the
+validated config, the open :class:`~inmaterio.runs.RunFolder` (checkpoints,
+nested runs, figures and extra files go there) and what ``prepare`` returned
+(None without one), and returns the numbers;
+:func:`~inmaterio.tasks.run.run_task` writes them and marks the run finished.
+A report is ``report(runs) -> str``: one Markdown table built from the
+finished run folders of that task (``inmaterio report FOLDER ...``).
+
+Runners and reports are named as ``"module:function"`` and imported only
+when used, so loading a config never imports a study's heavy dependencies.
+To add a task or a study: a config class (a :class:`RunnableConfig` with a
+``task`` field whose ``type`` is a ``Literal``), a runner, optionally a
+report, and one :class:`Task` line in :data:`TASKS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from inmaterio.config import StrictModel, read_yaml, validate_config
+from inmaterio.errors import ConfigError
+
+__all__ = ["RunnableConfig", "Task", "TASKS", "FinishedRun", "task_of", "parse_run_config", "load_run_config", "resolve"]
+
+
+class RunnableConfig(StrictModel):
+    """Base of the configs ``inmaterio run`` takes.
+
+    ``SPEED_ONLY`` lists the fields (pydantic ``exclude`` syntax) that change
+    how fast a run goes, not its result (threads, workers, progress bars): a
+    run may resume with other values of them.
+    """
+
+    SPEED_ONLY: ClassVar[Mapping[str, Any] | set[str] | None] = None
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the result (everything but ``SPEED_ONLY``), as JSON types."""
+        return self.model_dump(mode="json", exclude=self.SPEED_ONLY)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task.
+
+    Attributes
+    ----------
+    type : the ``task.type`` of its YAML.
+    config : the :class:`RunnableConfig` that validates the whole file.
+    runner : ``"module:function"`` of ``runner(config, run, *, progress, prepared) -> TaskOutcome``.
+    prepare : ``"module:function"`` of ``prepare(config) -> prepared``, run before the folder is opened, or None.
+    summary : one line for ``inmaterio run --list``.
+    report : ``"module:function"`` of ``report(runs: list[FinishedRun]) -> str`` (Markdown), or None
+        (then a generic table of each run's summary table is used).
+    example : the example config under ``examples/`` (for the listing).
+    """
+
+    type: str
+    config: Callable[[], type[RunnableConfig]]
+    runner: str
+    summary: str
+    report: str | None = None
+    example: str | None = None
+    prepare: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The run-folder kind of this task's runs."""
+        return f"inmaterio.task.{self.type}"
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a report reads from one finished run folder."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    record: dict[str, Any]
+
+
+def _dnpu_run_config() -> type[RunnableConfig]:
+    from inmaterio.tasks.config import RunConfig
+
+    return RunConfig
+
+
+TASKS: dict[str, Task] = {
+    entry.type: entry
+    for entry in (
+        Task("gates", _dnpu_run_config, "inmaterio.tasks.run:run_dnpu_task",
+             "two-input Boolean gates on one DNPU (GD or GA; on the surrogate or evolved on the device)",
+             example="gates_gd.yaml", prepare="inmaterio.tasks.run:prepare_dnpu_task"),
+        Task("rings", _dnpu_run_config, "inmaterio.tasks.run:run_dnpu_task",
+             "inner disc vs outer ring with one DNPU or the 2-2-1 network", example="rings.yaml",
+             prepare="inmaterio.tasks.run:prepare_dnpu_task"),
+        Task("capacity", _dnpu_run_config, "inmaterio.tasks.run:run_dnpu_task",
+             "fraction of the 2^N labellings of N points one DNPU separates", example="capacity.yaml",
+             prepare="inmaterio.tasks.run:prepare_dnpu_task"),
+    )
+}  # fmt: skip
+"""Every task ``inmaterio run`` knows, by ``task.type``."""
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """Import ``"module:function"``."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def task_of(config: StrictModel) -> Task:
+    """The registered task of a validated config."""
+    kind = getattr(getattr(config, "task", None), "type", None)
+    if kind not in TASKS:
+        raise ConfigError(f"unknown task type {kind!r}; choose one of {sorted(TASKS)}")
+    return TASKS[kind]
+
+
+def parse_run_config(data: Any, source: str = "<dict>") -> RunnableConfig:
+    """Validate a run config (a mapping with ``task.type``) against its task's config class.
+
+    Raises
+    ------
+    ConfigError
+        When ``task`` or its ``type`` is missing or unknown (the choices are listed), or the file
+        does not validate (every offending field named with its value).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: expected a mapping with a 'task' key, got {type(data).__name__}")
+    task = data.get("task")
+    if not isinstance(task, dict) or "type" not in task:
+        raise ConfigError(
+            f"invalid configuration in {source}: 'task' must be a mapping with a 'type', one of {sorted(TASKS)} "
+            f"(got task = {task!r})"
+        )
+    kind = task["type"]
+    if not isinstance(kind, str) or kind not in TASKS:
+        raise ConfigError(f"invalid configuration in {source}: unknown task type {kind!r}; choose one of {sorted(TASKS)}")
+    return validate_config(TASKS[kind].config(), data, source=source)
+
+
+def load_run_config(path: str | Path) -> RunnableConfig:
+    """Read a run config YAML file and validate it (see :func:`parse_run_config`).
+
+    Raises
+    ------
+    ConfigError
+        A missing, unreadable, binary, non-UTF-8 or invalid-YAML file, or a config that does not validate.
+    """
+    data = read_yaml(path)
+    return parse_run_config(data, source=str(path))
