@@ -11,7 +11,9 @@ mapping whose ``type`` names an entry of :data:`TASKS`; the entry's
 
 A task may have a ``prepare(config) -> prepared`` step that builds and checks
 what it needs (back ends, data) *before* the run folder is touched, so a bad
-surrogate path or electrode name leaves nothing behind. A runner is
+surrogate path or electrode name leaves nothing behind; if what it returns
+has an ``identity`` mapping (e.g. the fingerprint of a surrogate's weights),
+that joins the run's identity. A runner is
 ``runner(config, run, *, progress, prepared) -> TaskOutcome``: it gets the
 validated config, the open :class:`~inmaterio.runs.RunFolder` (checkpoints,
 nested runs, figures and extra files go there) and what ``prepare`` returned

@@ -2,7 +2,8 @@
 
 :func:`run_task` opens the run folder (:mod:`inmaterio.runs`, kind
 ``inmaterio.task.<type>``; identity = the config without its speed-only
-fields), calls the task's runner (:mod:`inmaterio.tasks.registry`), writes
+fields, and what the task's ``prepare`` step says defines the result, e.g. the
+surrogate's weights), calls the task's runner (:mod:`inmaterio.tasks.registry`), writes
 ``metrics.json`` (the task's numbers and the summary table) and
 ``history.json`` / ``history.csv``, and marks the run finished. A finished
 run is not run again: its table is read back from ``metrics.json``. An
@@ -20,6 +21,7 @@ For the DNPU tasks (gates, rings, capacity) the folder also holds::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ import torch
 
 from inmaterio.errors import ConfigError
 from inmaterio.processors import DeviceProcessor, SurrogateProcessor, check_interchangeable
-from inmaterio.runs import RunFolder, open_run
+from inmaterio.runs import RunFolder, fingerprint_tensors, open_run
 from inmaterio.tasks.config import CapacityTask, GatesTask, RingsTask, RunConfig, SurrogateBackend, ValidationConfig
 from inmaterio.tasks.outcome import TaskOutcome
 from inmaterio.tasks.registry import RunnableConfig, resolve, task_of
@@ -81,22 +83,38 @@ def check_backends(config: RunConfig, surrogate: SurrogateProcessor, device: Dev
     )  # fmt: skip
 
 
-def prepare_dnpu_task(config: RunConfig) -> tuple[SurrogateProcessor, DeviceProcessor | None]:
-    """The back ends of a DNPU task, checked before anything is trained or written."""
+@dataclass(frozen=True)
+class DnpuBackends:
+    """The back ends of a DNPU task and what of them defines a run's result (its ``identity``)."""
+
+    surrogate: SurrogateProcessor
+    device: DeviceProcessor | None
+    identity: dict[str, Any]
+
+
+def prepare_dnpu_task(config: RunConfig) -> DnpuBackends:
+    """The back ends of a DNPU task, checked before anything is trained or written.
+
+    The identity holds the fingerprint of the surrogate's weights and the device's description, so
+    a run is not resumed on another surrogate (e.g. a regenerated bundled model) or another device.
+    """
     task = config.task
     on_device = getattr(task, "train_on", "surrogate") == "device"
     surrogate = build_surrogate_processor(config.surrogate)
     validation = config.validation.model_copy(update={"enabled": True}) if on_device else config.validation
     device = build_validation_processor(validation, surrogate)
     check_backends(config, surrogate, device)
-    return surrogate, device
+    weights = surrogate.model.state_dict()
+    identity = {
+        "surrogate_weights": fingerprint_tensors(*(weights[k] for k in sorted(weights))),
+        "device": None if device is None else device.device.describe(),
+    }
+    return DnpuBackends(surrogate, device, identity)
 
 
-def run_dnpu_task(
-    config: RunConfig, run: RunFolder, *, progress: bool, prepared: tuple[SurrogateProcessor, DeviceProcessor | None]
-) -> TaskOutcome:
+def run_dnpu_task(config: RunConfig, run: RunFolder, *, progress: bool, prepared: DnpuBackends) -> TaskOutcome:
     """Runner of the gates, rings and capacity tasks (trained on the surrogate, validated on the device)."""
-    surrogate, device = prepared
+    surrogate, device = prepared.surrogate, prepared.device
     task = config.task
     on_device = getattr(task, "train_on", "surrogate") == "device"
     repeats = config.validation.repeats
@@ -150,7 +168,8 @@ def run_task(config: RunnableConfig, out: str | Path, *, progress: bool = True, 
     entry = task_of(config)
     # what the task needs (back ends, data) is built and checked before the folder is touched
     prepared = None if entry.prepare is None else resolve(entry.prepare)(config)
-    with open_run(out, entry.kind, identity={"config": config.identity()}, config=config, overwrite=overwrite) as run:
+    identity = {"config": config.identity(), **getattr(prepared, "identity", {})}
+    with open_run(out, entry.kind, identity=identity, config=config, overwrite=overwrite) as run:
         if run.finished:
             return TaskOutcome.from_metrics(run.metrics())
         outcome = resolve(entry.runner)(config, run, progress=progress, prepared=prepared)

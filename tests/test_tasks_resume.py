@@ -1,0 +1,45 @@
+"""A task killed at a random point resumes to exactly the uninterrupted result (``inmaterio run``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from killresume import kill_then_resume, python_argv, run_to_end
+
+# capacity on a noisy device: each N's measurements are keyed by N, so the resumed N are measured
+# exactly as in the uninterrupted run although the earlier N are not measured again
+CAPACITY = """\
+task: {type: capacity, n_points: [4, 5, 6], attempts: 1, gd: {epochs: 40}}
+validation: {device: {type: analytic, noise_na: 3.0}, plateau_samples: 2, ramp_samples: 1}
+seed: 0
+"""
+
+
+def _without_timings(metrics: dict) -> dict:
+    drop = {"seconds", "wall_s", "fit_seconds", "validation_seconds", "package_version", "table"}
+    if isinstance(metrics, dict):
+        return {k: _without_timings(v) for k, v in metrics.items() if k not in drop}
+    return metrics
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_capacity_on_a_noisy_device_resumes_bit_for_bit(tmp_path, seed):
+    config = tmp_path / "capacity.yaml"
+    config.write_text(CAPACITY)
+
+    def argv(out):
+        return python_argv("-m", "inmaterio", "run", str(config), "--out", str(out), "--no-progress")
+
+    run_to_end(argv(tmp_path / "clean"))
+    report = kill_then_resume(argv(tmp_path / "killed"), tmp_path / "killed" / "checkpoint.pt", seed=seed, max_delay_s=4.0)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    metrics = [_without_timings(json.loads((d / "metrics.json").read_text())) for d in (clean, killed)]
+    assert metrics[0] == metrics[1], report
+    assert metrics[0]["per_n"]["4"]["found_on_device"] < metrics[0]["per_n"]["4"]["found_on_surrogate"]  # the noise matters
+    assert (clean / "controls.json").read_bytes() == (killed / "controls.json").read_bytes(), report
+    history = [json.loads((d / "history.json").read_text()) for d in (clean, killed)]
+    assert history[0] == history[1], report
+    assert report.killed_while_running, report  # N = 5 and 6 take seconds after N = 4's checkpoint
+    record = json.loads((killed / "run.json").read_text())
+    assert record["state"] == "finished" and record["sessions"] == 2
