@@ -89,6 +89,13 @@ def die_beside_a_running_neighbour(task: tuple[str, int]) -> int:
     os._exit(1)
 
 
+def slower_first(task: tuple[int, int]) -> int:
+    """Task i of n sleeps 0.25 s x (n - i): with two workers, task 1 ends before task 0."""
+    i, n = task
+    time.sleep(0.25 * (n - i))
+    return i * i
+
+
 def torch_threads(_: int) -> int:
     return torch.get_num_threads()
 
@@ -155,6 +162,39 @@ def test_workers_and_serial_run_with_the_configured_torch_threads():
 
 def test_no_tasks_give_no_results():
     assert run_trials(fail_always_on_two, [], LOCAL2) == []
+
+
+# --- results handed over as they finish -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["serial", "local"])
+def test_on_result_gets_every_final_result_once_as_it_finishes(kind):
+    """Each trial's final result reaches on_result once, failures too; with workers, in completion order."""
+    n = 4
+    seen: list[TrialResult] = []
+    results = run_trials(slower_first, [(i, n) for i in range(n)], ExecutorConfig(kind=kind, workers=2), on_result=seen.append)
+    assert sorted(r.index for r in seen) == list(range(n))
+    assert all(r == results[r.index] and r.value == r.index**2 for r in seen)
+    if kind == "serial":
+        assert [r.index for r in seen] == list(range(n))
+    else:
+        assert [r.index for r in seen] != list(range(n)), "two workers and shorter later trials: task 1 ends before task 0"
+
+    failures: list[TrialResult] = []
+    run_trials(fail_always_on_two, range(4), ExecutorConfig(kind=kind, workers=2, retries=1), allow_failures=True,
+               on_result=failures.append)  # fmt: skip
+    [bad] = [r for r in failures if not r.ok]
+    assert bad.index == 2 and bad.attempts == 2 and len(failures) == 4
+
+
+def _stop_after_first(result: TrialResult) -> None:
+    raise RuntimeError(f"stop after trial {result.index}")
+
+
+@pytest.mark.parametrize("kind", ["serial", "local"])
+def test_an_error_in_on_result_stops_the_run(kind):
+    with pytest.raises(RuntimeError, match="stop after trial"):
+        run_trials(fail_always_on_two, range(6), ExecutorConfig(kind=kind, workers=2), on_result=_stop_after_first)
 
 
 # --- a trial that raises: retried, then reported ----------------------------------------------------

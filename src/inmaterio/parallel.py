@@ -65,6 +65,13 @@ reference; Ray's cloudpickle does the same except for functions of the main
 script, which it copies by value, so module-level caches there do not last
 from one trial to the next).
 
+Results as they come
+--------------------
+``on_result`` is called in the driver with each trial's final
+:class:`TrialResult` as soon as it has one (in completion order, failures
+included), so a caller can save finished trials at once: a study that is
+interrupted and started again runs only the trials it has not saved.
+
 Example::
 
     from inmaterio.parallel import ExecutorConfig, run_trials
@@ -214,6 +221,7 @@ def run_trials(
     progress: bool = False,
     description: str = "trials",
     allow_failures: bool = False,
+    on_result: Callable[[TrialResult], None] | None = None,
 ) -> list[TrialResult]:
     """Run ``fn(task)`` for every task; results in task order.
 
@@ -227,6 +235,8 @@ def run_trials(
     description : text of the progress bar.
     allow_failures : return failed trials (``value=None``, ``error`` set)
         instead of raising.
+    on_result : called in this process with each trial's final result as soon as it is known
+        (completion order); an exception it raises stops the run (the workers are stopped).
 
     Returns
     -------
@@ -243,7 +253,7 @@ def run_trials(
     tasks = list(tasks)
     runner = {"serial": _run_serial, "local": _run_local, "ray": _run_ray}[config.kind]
     with progress_bar(total=len(tasks), description=description, unit="trials", enabled=progress) as bar:
-        results = runner(fn, tasks, config, bar) if tasks else []
+        results = runner(fn, tasks, config, _Ledger(len(tasks), config.retries, bar, on_result)) if tasks else []
     if not allow_failures and any(not r.ok for r in results):
         raise TrialsFailedError(results)
     return results
@@ -324,32 +334,37 @@ def _ray_call(fn: Callable[[Any], Any], task: Any, threads: int) -> tuple[bool, 
 class _Ledger:
     """Attempts and final results of every trial; advances the progress bar."""
 
-    def __init__(self, n: int, retries: int, bar: ProgressBar) -> None:
+    def __init__(self, n: int, retries: int, bar: ProgressBar, on_result: Callable[[TrialResult], None] | None = None) -> None:
         self.attempts = [0] * n
         self.results: list[TrialResult | None] = [None] * n
         self.retries = retries
         self.bar = bar
+        self.on_result = on_result
+
+    def _final(self, result: TrialResult) -> None:
+        self.results[result.index] = result
+        self.bar.advance(1)
+        if self.on_result is not None:
+            self.on_result(result)
 
     def record(self, index: int, ok: bool, payload: Any, seconds: float, worker: str) -> bool:
         """Charge one attempt; True when the trial must be run again."""
         self.attempts[index] += 1
         if not ok and self.attempts[index] <= self.retries:
             return True
-        self.results[index] = TrialResult(
+        self._final(TrialResult(
             index=index,
             value=payload if ok else None,
             error=None if ok else str(payload),
             attempts=self.attempts[index],
             seconds=seconds,
             worker=worker,
-        )
-        self.bar.advance(1)
+        ))  # fmt: skip
         return False
 
     def give_up(self, index: int, error: str, worker: str) -> None:
         """Report a trial as failed without charging an attempt (it could not be run)."""
-        self.results[index] = TrialResult(index, None, error, self.attempts[index], 0.0, worker)
-        self.bar.advance(1)
+        self._final(TrialResult(index, None, error, self.attempts[index], 0.0, worker))
 
     def done(self) -> list[TrialResult]:
         missing = [i for i, r in enumerate(self.results) if r is None]
@@ -364,10 +379,9 @@ def _future_error(err: BaseException) -> str:
 # --- serial --------------------------------------------------------------------------------------
 
 
-def _run_serial(fn: Callable, tasks: list, config: ExecutorConfig, bar: ProgressBar) -> list[TrialResult]:
+def _run_serial(fn: Callable, tasks: list, config: ExecutorConfig, ledger: _Ledger) -> list[TrialResult]:
     import torch
 
-    ledger = _Ledger(len(tasks), config.retries, bar)
     saved = torch.get_num_threads()
     _set_threads(config.threads_per_worker)
     try:
@@ -497,8 +511,7 @@ def _crash_text(index: int, worker: str, workers: int) -> str:
     )
 
 
-def _run_local(fn: Callable, tasks: list, config: ExecutorConfig, bar: ProgressBar) -> list[TrialResult]:
-    ledger = _Ledger(len(tasks), config.retries, bar)
+def _run_local(fn: Callable, tasks: list, config: ExecutorConfig, ledger: _Ledger) -> list[TrialResult]:
     workers = min(config.n_workers(), len(tasks))
     todo = list(range(len(tasks)))
     idle_breaks = 0  # pools in a row that broke before any trial started (failing initialiser, killed worker)
@@ -547,7 +560,7 @@ def _import_ray() -> Any:
     return ray
 
 
-def _run_ray(fn: Callable, tasks: list, config: ExecutorConfig, bar: ProgressBar) -> list[TrialResult]:
+def _run_ray(fn: Callable, tasks: list, config: ExecutorConfig, ledger: _Ledger) -> list[TrialResult]:
     """Ray tasks with our retry loop (``max_retries=0``: a crash is charged and retried like an exception).
 
     A Ray connection that is already open (``ray.init`` by the caller) is used as it is, and left
@@ -565,7 +578,6 @@ def _run_ray(fn: Callable, tasks: list, config: ExecutorConfig, bar: ProgressBar
         )
     running: dict[Any, int] = {}
     try:
-        ledger = _Ledger(len(tasks), config.retries, bar)
         remote = ray.remote(max_retries=0, num_cpus=1)(_ray_call)
         fn_ref = ray.put(fn)
 
