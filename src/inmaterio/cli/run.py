@@ -51,10 +51,16 @@ def report(
     out: Annotated[Optional[Path], typer.Option(help="also write the Markdown to this file")] = None,
 ) -> None:
     """Rebuild the result tables of tasks and studies from their run folders (Markdown)."""
+    from inmaterio.errors import RunFolderError
     from inmaterio.fileio import atomic_write_text
     from inmaterio.tasks.report import build_report
 
+    if out is not None and out.is_dir():
+        raise RunFolderError(f"cannot write the report to '{out}': it is a folder; give a file name such as {out / 'RESULTS.md'}")
     text = build_report(folders)
     print(text, end="")
     if out is not None:
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OSError as err:
+            raise RunFolderError(f"cannot write the report to '{out}': {err.strerror or err}") from None
