@@ -426,7 +426,7 @@ def test_device_processor_configuration_errors():
 def test_device_describe_is_json():
     proc = DeviceProcessor(AnalyticDevice(n_activation=4), plateau_samples=3, ramp_samples=2)
     d = json.loads(json.dumps(proc.describe()))
-    assert d["type"] == "DeviceProcessor" and d["device"]["type"] == "AnalyticDevice"
+    assert d["type"] == "DeviceProcessor" and d["device"] == proc.device.describe() and d["device"]["type"] == "analytic"
     assert (d["plateau_samples"], d["ramp_samples"]) == (3, 2)
 
 

@@ -8,6 +8,9 @@ device) implements :class:`Device`. Conventions:
   order of :attr:`Device.activation_names`;
 - currents are in nanoamperes, shape ``(batch,)``; a positive current flows
   from the device into the readout electrode (held at 0 V);
+- voltages are real numbers: numpy arrays, torch tensors, lists of ints or
+  floats (integers are volts like floats); complex numbers, booleans, strings,
+  None and object arrays holding them are refused;
 - a device never clips: voltages outside an electrode's declared range, NaN or
   infinite values, or a wrong number of columns raise :class:`VoltageError`
   naming the electrode, the value and the allowed range, before anything
@@ -71,26 +74,82 @@ class Measurement:
     stderr_na: np.ndarray
 
 
+_REAL_SCALARS = (int, float, np.integer, np.floating)
+
+
+def _shape_error(voltages: Any, shape: tuple[int, ...], electrodes: tuple[Electrode, ...]) -> VoltageError:
+    names = ", ".join(e.name for e in electrodes)
+    given = "" if isinstance(voltages, np.ndarray) or hasattr(voltages, "detach") else f" ({type(voltages).__name__})"
+    return VoltageError(
+        f"voltages must have shape (batch, {len(electrodes)}) or ({len(electrodes)},) for electrodes [{names}], "
+        f"got shape {shape}{given}"
+    )
+
+
+def _not_real(value: Any, row: int, electrode: Electrode) -> VoltageError:
+    what = "complex" if isinstance(value, complex | np.complexfloating) else f"not a real number ({type(value).__name__})"
+    return VoltageError(
+        f"electrode '{electrode.name}' voltage {value!r} in sample {row} is {what}; "
+        f"give a real number of volts in [{electrode.low_v}, {electrode.high_v}] V"
+    )
+
+
+def _real_array(voltages: Any, electrodes: tuple[Electrode, ...]) -> np.ndarray:
+    """``voltages`` as a ``(batch, n)`` float64 array; anything but real numbers (integers or floats) is refused."""
+    n = len(electrodes)
+    if isinstance(voltages, str | bytes):
+        names = ", ".join(e.name for e in electrodes)
+        raise VoltageError(f"voltages must be numbers (batch, {n}) for electrodes [{names}], got the text {voltages!r}")
+    if hasattr(voltages, "detach"):  # a torch tensor: complex, bool and bfloat16 are not numpy-convertible as such
+        tensor = voltages.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.double()
+        voltages = tensor.resolve_conj().numpy()
+    if isinstance(voltages, np.ndarray):
+        v = voltages
+    else:  # lists, tuples, scalars: look at every element before converting
+        try:
+            v = np.asarray(voltages, dtype=object)
+        except ValueError as err:
+            raise VoltageError(f"voltages must be a rectangular (batch, {n}) array of numbers, got a ragged {type(voltages).__name__} ({err})") from None
+        if any(isinstance(x, list | tuple | np.ndarray) for x in v.flat):
+            raise VoltageError(f"voltages must be a rectangular (batch, {n}) array of numbers, got a ragged {type(voltages).__name__} (rows of different lengths)")
+    v2 = v[None, :] if v.ndim == 1 else v
+    if v2.ndim != 2 or v2.shape[1] != n:
+        raise _shape_error(voltages, tuple(np.shape(v)), electrodes)
+    kind = v2.dtype.kind
+    if kind == "O":
+        for (row, col), value in np.ndenumerate(v2):
+            if isinstance(value, bool | np.bool_) or not isinstance(value, _REAL_SCALARS):
+                raise _not_real(value, row, electrodes[col])
+    elif kind not in "iuf":  # complex, bool, strings, bytes, dates, structured
+        if v2.size == 0:
+            raise VoltageError(f"voltages of dtype {v2.dtype} are not real numbers; give int or float volts")
+        value = v2.flat[0]
+        raise _not_real(value.item() if hasattr(value, "item") else value, 0, electrodes[0])
+    return np.asarray(v2, dtype=np.float64)
+
+
 def check_voltages(voltages: Any, electrodes: tuple[Electrode, ...]) -> np.ndarray:
     """Validate voltages against electrode ranges; return them as ``(batch, n)`` float64.
 
-    A 1-D input of length ``n`` is taken as a batch of one. Raises
-    :class:`VoltageError` for a wrong shape, NaN/inf, or any value outside its
-    electrode's range (the first offending electrode and sample are named).
+    Accepted: numpy arrays, torch tensors, lists or tuples of real numbers
+    (integers are numbers of volts like floats), shape ``(batch, n)``; a 1-D
+    input of length ``n`` is a batch of one. Raises :class:`VoltageError` for
+    a wrong shape, a ragged list, anything that is not a real number
+    (complex, bool, strings, None, object arrays holding them), NaN/inf, or
+    any value outside its electrode's range; the message names the first
+    offending electrode, the value, the sample and the allowed range.
     """
-    if hasattr(voltages, "detach"):  # torch tensor
-        voltages = voltages.detach().cpu().numpy()
-    v = np.asarray(voltages, dtype=np.float64)
-    n = len(electrodes)
-    if v.ndim == 1:
-        v = v[None, :]
-    if v.ndim != 2 or v.shape[1] != n:
-        names = ", ".join(e.name for e in electrodes)
-        raise VoltageError(f"voltages must have shape (batch, {n}) for electrodes [{names}], got shape {tuple(np.shape(voltages))}")
+    v = _real_array(voltages, electrodes)
     bad = ~np.isfinite(v)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise VoltageError(f"electrode '{electrodes[col].name}' voltage {v[row, col]} in sample {row} is not finite")
+        e = electrodes[col]
+        raise VoltageError(
+            f"electrode '{e.name}' voltage {v[row, col]} in sample {row} is not finite; "
+            f"allowed range [{e.low_v}, {e.high_v}] V ({int(bad.sum())} non-finite value(s) in total)"
+        )
     low = np.array([e.low_v for e in electrodes])
     high = np.array([e.high_v for e in electrodes])
     outside = (v < low) | (v > high)
@@ -107,13 +166,18 @@ def check_voltages(voltages: Any, electrodes: tuple[Electrode, ...]) -> np.ndarr
 class Device(ABC):
     """Abstract device: ``measure(voltages (batch, n_activation) V) -> (batch,) nA``.
 
-    Subclasses implement :meth:`_measure` on already validated voltages, and set
-    :attr:`electrodes` (activation electrodes, in column order) and
-    :attr:`readout_name`.
+    Subclasses implement :meth:`_measure` on already validated voltages and
+    :meth:`describe`, set :attr:`electrodes` (activation electrodes, in column
+    order) and :attr:`readout_name`, are registered in
+    :mod:`inmaterio.devices.registry` and pass
+    :func:`inmaterio.devices.conformance.check_device`.
     """
 
     electrodes: tuple[Electrode, ...]
     readout_name: str
+    #: Mean readout current in nA with every activation electrode at 0 V, where the device's physics
+    #: fixes it (e.g. 0 for a passive device in equilibrium), else None; checked by ``check_device``.
+    zero_bias_current_na: float | None = None
 
     @property
     def activation_names(self) -> list[str]:
@@ -139,8 +203,14 @@ class Device(ABC):
         return self.measure_with_error(voltages).current_na
 
     def measure_with_error(self, voltages: Any) -> Measurement:
-        """Mean readout current and its standard error, both ``(batch,)`` nA."""
+        """Mean readout current and its standard error, both ``(batch,)`` float64 nA.
+
+        Voltages are checked first (:func:`check_voltages`); a refused call measures
+        nothing and takes no random stream. An empty batch ``(0, n)`` measures nothing.
+        """
         v = self.check_voltages(voltages)
+        if len(v) == 0:
+            return Measurement(np.zeros(0), np.zeros(0))
         return self._measure(v)
 
     @contextmanager
@@ -169,4 +239,6 @@ class Device(ABC):
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
-        """JSON-serialisable description (type, parameters) recorded as provenance."""
+        """JSON-serialisable description recorded as provenance: ``{"type": <registry name>, "package_version":
+        ..., <the parameters of its registry spec>}``; :func:`inmaterio.devices.registry.device_from_description`
+        rebuilds an identical device from it."""

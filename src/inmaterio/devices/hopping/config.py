@@ -11,6 +11,9 @@ from inmaterio.config import StrictModel
 
 __all__ = ["HoppingConfig"]
 
+_MAX_GRID_RINGS = 400  # the Laplace solve grows as rings^2 (about a minute at 300 rings)
+_MAX_PACKING = 0.3  # area fraction of exclusion discs; random sequential addition jams near 0.55
+
 
 class HoppingConfig(StrictModel):
     """Geometry, material, simulation and accuracy parameters of a :class:`HoppingDevice`.
@@ -30,7 +33,7 @@ class HoppingConfig(StrictModel):
     )
     # dopants
     n_acceptors: int = Field(200, ge=1, le=2000, description="boron acceptor sites (hopping sites)")
-    n_donors: int = Field(3, ge=0, description="fixed compensating donors, each of charge +e")
+    n_donors: int = Field(3, ge=0, le=2000, description="fixed compensating donors, each of charge +e")
     min_site_distance_nm: float = Field(2.0, ge=0, description="dopants closer than this are redrawn, nm")
     # material
     localization_length_nm: float = Field(20.0, gt=0, description="a in exp(-2r/a), nm")
@@ -75,6 +78,19 @@ class HoppingConfig(StrictModel):
                     raise ValueError(f"voltage_ranges_v[{k}] = [{lo}, {hi}] V must have low < high")
         if self.max_blocks < self.min_blocks:
             raise ValueError(f"max_blocks {self.max_blocks} must be >= min_blocks {self.min_blocks}")
+        rings = self.radius_nm / self.grid_spacing_nm
+        if rings > _MAX_GRID_RINGS:
+            raise ValueError(
+                f"grid_spacing_nm {self.grid_spacing_nm} gives {rings:.0f} grid rings over radius_nm {self.radius_nm}; "
+                f"at most {_MAX_GRID_RINGS} (grid_spacing_nm >= {self.radius_nm / _MAX_GRID_RINGS:.3g} nm)"
+            )
+        packing = (self.n_acceptors + self.n_donors) * self.min_site_distance_nm**2 / (4 * self.radius_nm**2)
+        if packing > _MAX_PACKING:
+            raise ValueError(
+                f"{self.n_acceptors + self.n_donors} dopants (n_acceptors + n_donors) at least min_site_distance_nm "
+                f"{self.min_site_distance_nm} nm apart would cover {packing:.0%} of the disc of radius_nm {self.radius_nm}; "
+                f"at most {_MAX_PACKING:.0%} can be placed at random"
+            )
         width_angle = self.electrode_width_nm / self.radius_nm
         if width_angle * self.n_electrodes >= 2 * 3.141592653589793:
             raise ValueError(

@@ -71,6 +71,9 @@ class HoppingDevice(Device):
     array([0.02])
     """
 
+    #: detailed balance: with every electrode at 0 V no net current flows (on average)
+    zero_bias_current_na = 0.0
+
     def __init__(self, config: HoppingConfig | None = None, *, n_threads: int | None = None, **params: Any) -> None:
         if config is None:
             config = HoppingConfig(**params)
@@ -140,7 +143,8 @@ class HoppingDevice(Device):
 
     # ------------------------------------------------------------------ interface
     def describe(self) -> dict[str, Any]:
-        return {"type": "HoppingDevice", "package_version": inmaterio.__version__, **self.config.model_dump(mode="json")}
+        """``{"type": "hopping", "package_version": ..., <every HoppingConfig field>}`` (the registry's spec)."""
+        return {"type": "hopping", "package_version": inmaterio.__version__, **self.config.model_dump(mode="json")}
 
     def _measure(self, voltages: np.ndarray) -> Measurement:
         result = self._simulate(voltages)
@@ -164,7 +168,8 @@ class HoppingDevice(Device):
         :meth:`Device.random_streams` block it names what the call serves, so a resumed
         acquisition measures its remaining batches exactly as an uninterrupted one would.
         """
-        digest = int.from_bytes(hashlib.blake2b(voltages.tobytes(), digest_size=8).digest(), "little")
+        # + 0.0 turns -0.0 into 0.0: the same voltages give the same stream whatever their sign bit
+        digest = int.from_bytes(hashlib.blake2b((voltages + 0.0).tobytes(), digest_size=8).digest(), "little")
         return stream_seeds(len(voltages), self.config.seed, *self.next_stream_key(), digest)
 
     def _simulate(self, voltages: np.ndarray) -> HoppingResult:

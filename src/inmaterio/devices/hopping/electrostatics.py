@@ -30,6 +30,7 @@ import scipy.sparse.linalg as spla
 
 from inmaterio.devices.hopping.config import HoppingConfig
 from inmaterio.devices.hopping.geometry import angle_on_electrode
+from inmaterio.errors import ConfigError
 
 __all__ = ["ElectrodePotentials", "solve_electrode_potentials"]
 
@@ -84,9 +85,9 @@ def solve_electrode_potentials(config: HoppingConfig) -> ElectrodePotentials:
     n_el = config.n_electrodes
     for k in range(n_el):
         if not np.any(rim_owner == k):
-            raise ValueError(
+            raise ConfigError(
                 f"electrode {k} is narrower than the angular grid step; lower grid_spacing_nm "
-                f"(now {h} nm) or widen electrode_width_nm"
+                f"(now {h} nm) or widen electrode_width_nm (now {config.electrode_width_nm} nm)"
             )
 
     # unknown numbering: centre = 0, ring i (1..n_r), angle j -> 1 + (i-1)*n_t + j
