@@ -32,12 +32,13 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from inmaterio.devices.base import Device
+from inmaterio.devices.base import Device, Electrode, as_real_voltages
 from inmaterio.errors import ConfigError, VoltageError
 from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.model import SurrogateModel
@@ -95,6 +96,7 @@ class Processor(nn.Module):
     def __init__(self, info: DeviceInfo) -> None:
         super().__init__()
         self.info = info
+        self._electrodes = tuple(Electrode(name, lo, hi) for name, (lo, hi) in zip(info.electrode_names, info.voltage_ranges_v))
         ranges = torch.as_tensor(info.ranges_array(), dtype=torch.float64)
         self.register_buffer("voltage_low", ranges[:, 0].clone(), persistent=False)
         self.register_buffer("voltage_high", ranges[:, 1].clone(), persistent=False)
@@ -104,13 +106,32 @@ class Processor(nn.Module):
         """Number of activation electrodes (last dimension of the voltages)."""
         return self.info.n_activation
 
-    def check_voltages(self, voltages: torch.Tensor) -> None:
-        """Raise :class:`VoltageError` for a wrong last dimension, NaN/inf or out-of-range values.
+    def as_voltages(self, voltages: Any) -> torch.Tensor:
+        """``voltages (..., n_activation)`` as a floating-point tensor; only real numbers pass.
+
+        Float tensors pass unchanged (gradients kept); integer tensors become
+        torch's default float dtype (integers are volts like floats, and the
+        current is a float); numpy arrays, lists and tuples of real numbers
+        become float64 tensors. Complex numbers, booleans, text, None and
+        other objects raise :class:`VoltageError` naming the electrode, the
+        value and the range.
+        """
+        if isinstance(voltages, torch.Tensor):
+            if voltages.is_floating_point():
+                return voltages
+            if not (voltages.is_complex() or voltages.dtype == torch.bool):
+                return voltages.to(torch.get_default_dtype())
+        return torch.as_tensor(as_real_voltages(voltages, self._electrodes, leading_dims=True))
+
+    def check_voltages(self, voltages: Any) -> None:
+        """Raise :class:`VoltageError` for anything but real numbers (see :meth:`as_voltages`), a wrong
+        last dimension, NaN/inf or out-of-range values.
 
         The test runs in torch (cheap next to a surrogate call); the message
         names the first offending electrode, value, range and sample (samples
         counted over the flattened leading dimensions).
         """
+        voltages = self.as_voltages(voltages)
         n = self.n_activation
         if voltages.ndim == 0 or voltages.shape[-1] != n:
             raise VoltageError(
@@ -260,6 +281,7 @@ class SurrogateProcessor(Processor):
         rows: each layer's activations then stay in cache (about 3x faster
         than one call on 300k rows, measured on this project's 2-core machine).
         """
+        voltages = self.as_voltages(voltages)
         if self.check:
             self.check_voltages(voltages)
         shape = voltages.shape[:-1]
@@ -397,6 +419,7 @@ class DeviceProcessor(Processor):
         self.last_mask: np.ndarray | None = None
 
     def forward(self, voltages: torch.Tensor) -> torch.Tensor:
+        voltages = self.as_voltages(voltages)
         if voltages.requires_grad and torch.is_grad_enabled():
             raise ConfigError(
                 "the device path has no gradient: train on a SurrogateProcessor (or with the genetic "

@@ -2,8 +2,12 @@
 
 from inmaterio.devices.analytic import AnalyticDevice
 from inmaterio.devices.base import Device, Electrode, Measurement, check_voltages
+from inmaterio.devices.conformance import DeviceConformanceError, check_device
 
-__all__ = ["Device", "Electrode", "Measurement", "check_voltages", "AnalyticDevice", "HoppingDevice"]
+__all__ = [
+    "Device", "Electrode", "Measurement", "check_voltages", "check_device", "DeviceConformanceError", "AnalyticDevice",
+    "HoppingDevice",
+]  # fmt: skip
 
 
 def __getattr__(name: str):

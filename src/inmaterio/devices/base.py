@@ -42,7 +42,7 @@ import numpy as np
 from inmaterio.errors import VoltageError
 from inmaterio.random_streams import Key
 
-__all__ = ["Electrode", "Measurement", "Device", "check_voltages"]
+__all__ = ["Electrode", "Measurement", "Device", "as_real_voltages", "check_voltages"]
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,10 @@ class Measurement:
 _REAL_SCALARS = (int, float, np.integer, np.floating)
 
 
-def _shape_error(voltages: Any, shape: tuple[int, ...], electrodes: tuple[Electrode, ...]) -> VoltageError:
+def _shape_error(voltages: Any, shape: tuple[int, ...], electrodes: tuple[Electrode, ...], expected: str) -> VoltageError:
     names = ", ".join(e.name for e in electrodes)
     given = "" if isinstance(voltages, np.ndarray) or hasattr(voltages, "detach") else f" ({type(voltages).__name__})"
-    return VoltageError(
-        f"voltages must have shape (batch, {len(electrodes)}) or ({len(electrodes)},) for electrodes [{names}], "
-        f"got shape {shape}{given}"
-    )
+    return VoltageError(f"voltages must have shape {expected} for electrodes [{names}], got shape {shape}{given}")
 
 
 def _not_real(value: Any, row: int, electrode: Electrode) -> VoltageError:
@@ -94,12 +91,21 @@ def _not_real(value: Any, row: int, electrode: Electrode) -> VoltageError:
     )
 
 
-def _real_array(voltages: Any, electrodes: tuple[Electrode, ...]) -> np.ndarray:
-    """``voltages`` as a ``(batch, n)`` float64 array; anything but real numbers (integers or floats) is refused."""
+def as_real_voltages(voltages: Any, electrodes: tuple[Electrode, ...], *, leading_dims: bool = False) -> np.ndarray:
+    """``voltages`` as a float64 array whose last dimension is the electrodes; only real numbers pass.
+
+    Integers (numpy, torch or Python) are volts like floats. Refused with
+    :class:`VoltageError`: text, ragged lists, complex numbers, booleans,
+    None or any other object, naming the electrode, the value and the range.
+    Shapes: ``(batch, n)`` or ``(n,)`` (a batch of one), returned as
+    ``(batch, n)``; with ``leading_dims`` any ``(..., n)``, returned as is.
+    Values are not range-checked here (see :func:`check_voltages`).
+    """
     n = len(electrodes)
+    expected = f"(..., {n})" if leading_dims else f"(batch, {n}) or ({n},)"
     if isinstance(voltages, str | bytes):
         names = ", ".join(e.name for e in electrodes)
-        raise VoltageError(f"voltages must be numbers (batch, {n}) for electrodes [{names}], got the text {voltages!r}")
+        raise VoltageError(f"voltages must be numbers of shape {expected} for electrodes [{names}], got the text {voltages!r}")
     if hasattr(voltages, "detach"):  # a torch tensor: complex, bool and bfloat16 are not numpy-convertible as such
         tensor = voltages.detach().cpu()
         if tensor.is_floating_point():
@@ -111,23 +117,24 @@ def _real_array(voltages: Any, electrodes: tuple[Electrode, ...]) -> np.ndarray:
         try:
             v = np.asarray(voltages, dtype=object)
         except ValueError as err:
-            raise VoltageError(f"voltages must be a rectangular (batch, {n}) array of numbers, got a ragged {type(voltages).__name__} ({err})") from None
+            raise VoltageError(f"voltages must be a rectangular {expected} array of numbers, got a ragged {type(voltages).__name__} ({err})") from None
         if any(isinstance(x, list | tuple | np.ndarray) for x in v.flat):
-            raise VoltageError(f"voltages must be a rectangular (batch, {n}) array of numbers, got a ragged {type(voltages).__name__} (rows of different lengths)")
-    v2 = v[None, :] if v.ndim == 1 else v
-    if v2.ndim != 2 or v2.shape[1] != n:
-        raise _shape_error(voltages, tuple(np.shape(v)), electrodes)
-    kind = v2.dtype.kind
+            raise VoltageError(f"voltages must be a rectangular {expected} array of numbers, got a ragged {type(voltages).__name__} (rows of different lengths)")
+    if v.ndim == 0 or v.shape[-1] != n or (not leading_dims and v.ndim > 2):
+        raise _shape_error(voltages, tuple(v.shape), electrodes, expected)
+    rows = v.reshape(-1, n)
+    kind = v.dtype.kind
     if kind == "O":
-        for (row, col), value in np.ndenumerate(v2):
+        for (row, col), value in np.ndenumerate(rows):
             if isinstance(value, bool | np.bool_) or not isinstance(value, _REAL_SCALARS):
                 raise _not_real(value, row, electrodes[col])
     elif kind not in "iuf":  # complex, bool, strings, bytes, dates, structured
-        if v2.size == 0:
-            raise VoltageError(f"voltages of dtype {v2.dtype} are not real numbers; give int or float volts")
-        value = v2.flat[0]
+        if v.size == 0:
+            raise VoltageError(f"voltages of dtype {v.dtype} are not real numbers; give int or float volts")
+        value = rows[0, 0]
         raise _not_real(value.item() if hasattr(value, "item") else value, 0, electrodes[0])
-    return np.asarray(v2, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    return v if leading_dims else v.reshape(-1, n)
 
 
 def check_voltages(voltages: Any, electrodes: tuple[Electrode, ...]) -> np.ndarray:
@@ -141,7 +148,7 @@ def check_voltages(voltages: Any, electrodes: tuple[Electrode, ...]) -> np.ndarr
     any value outside its electrode's range; the message names the first
     offending electrode, the value, the sample and the allowed range.
     """
-    v = _real_array(voltages, electrodes)
+    v = as_real_voltages(voltages, electrodes)
     bad = ~np.isfinite(v)
     if bad.any():
         row, col = np.argwhere(bad)[0]
