@@ -1,5 +1,6 @@
 """Genetic algorithm: each operator against its formula, then the whole run (optimum, elitism, resume)."""
 
+import json
 import math
 
 import pytest
@@ -8,6 +9,7 @@ from pydantic import ValidationError
 
 from inmaterio.config import validate_config
 from inmaterio.errors import ConfigError, ModelFileError
+from inmaterio.runs import CHECKPOINT_FILE
 from inmaterio.training.ga import (
     GAConfig,
     GAResult,
@@ -249,7 +251,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     cfg = GAConfig(generations=40, seed=3)
     reference = GeneticAlgorithm(cfg, BOUNDS).evolve(sphere)
 
-    path = tmp_path / "ga.pt"
+    folder = tmp_path / "ga"
     seen = []
 
     def interrupt(generation, so_far):
@@ -260,10 +262,12 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        GeneticAlgorithm(cfg, BOUNDS).evolve(sphere, callback=interrupt, checkpoint=path)
+        GeneticAlgorithm(cfg, BOUNDS).evolve(sphere, callback=interrupt, directory=folder)
     assert seen == list(range(18))
-    state = torch.load(path, weights_only=True)
+    state = torch.load(folder / CHECKPOINT_FILE, weights_only=True)["state"]
     assert state["generation"] == 17 and len(state["history"]) == 18
+    assert json.loads((folder / "run.json").read_text())["state"] == "interrupted"
+    assert len(json.loads((folder / "history.json").read_text())) == 18
 
     calls = []
 
@@ -271,35 +275,49 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
         calls.append(1)
         return sphere(population)
 
-    resumed = GeneticAlgorithm(cfg, BOUNDS).evolve(counting, checkpoint=path)
+    resumed = GeneticAlgorithm(cfg, BOUNDS).evolve(counting, directory=folder)
     assert len(calls) == 40 - 18
     assert_same_result(resumed, reference)
+    assert json.loads((folder / "run.json").read_text())["state"] == "finished"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["best_fitness"] == reference.best_fitness and metrics["generations_run"] == 40
+    assert without_time(json.loads((folder / "history.json").read_text())) == without_time(reference.history)
 
-    # a finished checkpoint returns its result without evaluating anything
+    # a finished run returns its result without evaluating anything
     calls.clear()
-    again = GeneticAlgorithm(cfg, BOUNDS).evolve(counting, checkpoint=path)
+    again = GeneticAlgorithm(cfg, BOUNDS).evolve(counting, directory=folder)
     assert calls == []
     assert_same_result(again, reference)
 
 
-def test_checkpoint_of_another_run_is_refused(tmp_path):
-    path = tmp_path / "ga.pt"
+def test_run_of_another_config_or_bounds_is_refused(tmp_path):
+    folder = tmp_path / "ga"
     cfg = GAConfig(generations=3)
-    GeneticAlgorithm(cfg, BOUNDS).evolve(sphere, checkpoint=path)
-    with pytest.raises(ConfigError, match="mutation_scale: checkpoint 0.1, this run 0.2"):
-        GeneticAlgorithm(cfg.model_copy(update={"mutation_scale": 0.2}), BOUNDS).evolve(sphere, checkpoint=path)
-    with pytest.raises(ConfigError, match="population_size 26, this run has 20"):
-        GeneticAlgorithm(GAConfig(generations=3, population_size=20), BOUNDS).evolve(sphere, checkpoint=path)
-    with pytest.raises(ConfigError, match="5 genes, this run has 4"):
-        GeneticAlgorithm(cfg, BOUNDS[:4]).evolve(sphere, checkpoint=path)
+    GeneticAlgorithm(cfg, BOUNDS).evolve(sphere, directory=folder)
+    before = (folder / CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(ConfigError, match=r"config\.mutation_scale: 0\.1 in the folder, 0\.2 now"):
+        GeneticAlgorithm(cfg.model_copy(update={"mutation_scale": 0.2}), BOUNDS).evolve(sphere, directory=folder)
+    with pytest.raises(ConfigError, match=r"config\.population_size: 26 in the folder, 20 now"):
+        GeneticAlgorithm(GAConfig(generations=3, population_size=20), BOUNDS).evolve(sphere, directory=folder)
+    with pytest.raises(ConfigError, match=r"n_genes: 5 in the folder, 4 now"):
+        GeneticAlgorithm(cfg, BOUNDS[:4]).evolve(sphere, directory=folder)
     other = BOUNDS.clone()
     other[2, 1] = 0.9
-    with pytest.raises(ConfigError, match=r"gene 2: checkpoint \[-1, 1\], this run \[-1, 0.9\]"):
-        GeneticAlgorithm(cfg, other).evolve(sphere, checkpoint=path)
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelFileError, match="cannot be read"):
-        GeneticAlgorithm(cfg, BOUNDS).evolve(sphere, checkpoint=junk)
+    with pytest.raises(ConfigError, match=r"bounds\.gene 2: \[-1\.0, 1\.0\] in the folder, \[-1\.0, 0\.9\] now"):
+        GeneticAlgorithm(cfg, other).evolve(sphere, directory=folder)
+    with pytest.raises(ConfigError, match=r"extra\.device: absent in the folder, 'chip 2' now"):
+        GeneticAlgorithm(cfg, BOUNDS).evolve(sphere, directory=folder, identity={"device": "chip 2"})
+    assert (folder / CHECKPOINT_FILE).read_bytes() == before
+    # overwrite replaces the finished run
+    result = GeneticAlgorithm(cfg.model_copy(update={"mutation_scale": 0.2}), BOUNDS).evolve(
+        sphere, directory=folder, overwrite=True
+    )
+    assert result.generations_run == 3 and (folder / CHECKPOINT_FILE).read_bytes() != before
+    # a damaged checkpoint is refused and left as it is
+    (folder / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelFileError, match=r"checkpoint '.*checkpoint\.pt' cannot be read"):
+        GeneticAlgorithm(cfg.model_copy(update={"mutation_scale": 0.2}), BOUNDS).evolve(sphere, directory=folder)
+    assert (folder / CHECKPOINT_FILE).read_bytes() == b"not a checkpoint"
 
 
 def test_nan_fitness_counts_as_worst():

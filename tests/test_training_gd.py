@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from inmaterio.errors import ConfigError, TrainingDivergedError
-from inmaterio.training.gd import CHECKPOINT_FILE, GDConfig, train_gd
+from inmaterio.runs import CHECKPOINT_FILE
+from inmaterio.training.gd import GDConfig, train_gd
+
+
+def checkpoint_state(folder):
+    """The training state saved in a run folder's checkpoint (loaded without pickle)."""
+    return torch.load(folder / CHECKPOINT_FILE, weights_only=True)["state"]
 
 
 def mse(out, target):
@@ -267,12 +273,13 @@ def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = GDConfig(learning_rate=0.05, epochs=10)
     with pytest.raises(TrainingDivergedError, match=r"epoch 5: the objective of batch 1 of 1 is nan.*epoch 4"):
         train_gd(copy.deepcopy(init), nan_at_epoch(5), x, y, cfg, directory=tmp_path / "bad")
-    checkpoint = torch.load(tmp_path / "bad" / CHECKPOINT_FILE, weights_only=True)
+    checkpoint = checkpoint_state(tmp_path / "bad")
     assert checkpoint["epoch"] == 4 and not checkpoint["finished"]
+    assert json.loads((tmp_path / "bad" / "run.json").read_text())["state"] == "failed"
     assert len(json.loads((tmp_path / "bad" / "history.json").read_text())) == 4
     # epoch 4's state, from an independent 4-epoch run
     train_gd(copy.deepcopy(init), mse, x, y, cfg.model_copy(update={"epochs": 4}), directory=tmp_path / "ref")
-    reference = torch.load(tmp_path / "ref" / CHECKPOINT_FILE, weights_only=True)
+    reference = checkpoint_state(tmp_path / "ref")
     for key in ("model", "best_model"):
         for name, value in reference[key].items():
             assert torch.equal(checkpoint[key][name], value)
@@ -321,7 +328,8 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train_gd(copy.deepcopy(init), mse, x, y, cfg, directory=tmp_path / "cut", metrics={"mae": interrupting})
-    assert torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 5
+    assert checkpoint_state(tmp_path / "cut")["epoch"] == 5
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["state"] == "interrupted"
     resumed = train_gd(copy.deepcopy(init), mse, x, y, cfg, directory=tmp_path / "cut", metrics=metric)
 
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -329,8 +337,8 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
     strip = [{k: v for k, v in h.items() if k != "time_s"} for h in full.history]
     assert [{k: v for k, v in h.items() if k != "time_s"} for h in resumed.history] == strip
     assert (resumed.best_epoch, resumed.best_loss) == (full.best_epoch, full.best_loss)
-    end_full = torch.load(tmp_path / "full" / CHECKPOINT_FILE, weights_only=True)
-    end_cut = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
+    end_full = checkpoint_state(tmp_path / "full")
+    end_cut = checkpoint_state(tmp_path / "cut")
     for name, value in end_full["model"].items():
         assert torch.equal(end_cut["model"][name], value)
     csv_lines = (tmp_path / "cut" / "history.csv").read_text().splitlines()
@@ -365,14 +373,14 @@ def test_checkpoint_of_another_config_or_model_is_refused(tmp_path):
     cfg = GDConfig(learning_rate=0.01, epochs=3)
     train_gd(nn.Linear(1, 1), mse, x, y, cfg, directory=tmp_path)
     before = (tmp_path / CHECKPOINT_FILE).read_bytes()
-    with pytest.raises(ConfigError, match=r"learning_rate 0\.01 there, 0\.02 here"):
+    with pytest.raises(ConfigError, match=r"config\.learning_rate: 0\.01 in the folder, 0\.02 now"):
         train_gd(nn.Linear(1, 1), mse, x, y, cfg.model_copy(update={"learning_rate": 0.02}), directory=tmp_path)
-    with pytest.raises(ConfigError, match=r"'weight' has shape \(1, 1\) torch.float32 there, \(1, 2\)"):
+    with pytest.raises(ConfigError, match=r"model\.weight: \[\[1, 1\], 'torch.float32'\] in the folder, \[\[1, 2\], 'torch.float32'\] now"):
         train_gd(nn.Linear(2, 1), mse, x.repeat(1, 2), y, cfg, directory=tmp_path)
-    with pytest.raises(ConfigError, match="'bias' only in the checkpoint"):
+    with pytest.raises(ConfigError, match=r"model\.bias: \[\[1\], 'torch.float32'\] in the folder, absent now"):
         train_gd(nn.Linear(1, 1, bias=False), mse, x, y, cfg, directory=tmp_path)
-    with pytest.raises(ConfigError, match="other training/validation data"):
+    with pytest.raises(ConfigError, match="data_sha256: '[0-9a-f]{64}' in the folder, '[0-9a-f]{64}' now"):
         train_gd(nn.Linear(1, 1), mse, x, y + 1, cfg, directory=tmp_path)
-    with pytest.raises(ConfigError, match="optimizer torch.optim.adam.Adam"):
+    with pytest.raises(ConfigError, match="optimizer.class: 'torch.optim.adam.Adam' in the folder, 'torch.optim.sgd.SGD' now"):
         train_gd(nn.Linear(1, 1), mse, x, y, cfg, directory=tmp_path, optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
     assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before

@@ -6,17 +6,22 @@ the nodes of ONE :class:`~inmaterio.nn.DNPU` layer: the losses of the nodes
 are independent and summed, so each node gets exactly the gradient it would
 get alone, and one processor call per step evaluates them all; each node keeps
 the controls of its own best epoch (lowest own loss), so a node ends exactly
-where it would end if trained alone from the same start. The genetic
-algorithm evolves each problem's population in one batched call per
-generation. A problem's best attempt is the one with the highest threshold
-accuracy, then the lowest loss.
+where it would end if trained alone from the same start (the
+:class:`BestPerNode` callback of :func:`~inmaterio.training.gd.train_gd`). The
+genetic algorithm evolves each problem's population in one batched call per
+generation; on a device (a processor with a ``device``) the noise of each
+generation is keyed by the attempt, the problem and the generation, so a
+repeated fit measures the same numbers. A problem's best attempt is the one
+with the highest threshold accuracy, then the widest class separation.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -24,11 +29,11 @@ from inmaterio.errors import ConfigError
 from inmaterio.nn import DNPU
 from inmaterio.processors import Processor
 from inmaterio.training.ga import GAConfig, GeneticAlgorithm
-from inmaterio.training.gd import GDConfig, train_gd
+from inmaterio.training.gd import Callback, EpochEnd, GDConfig, train_gd
 from inmaterio.training.losses import get_loss
 from inmaterio.training.metrics import separation_na, threshold_accuracy
 
-__all__ = ["NodeFits", "fit_binary_nodes", "evaluate_nodes"]
+__all__ = ["NodeFits", "BestPerNode", "fit_binary_nodes", "evaluate_nodes"]
 
 
 @dataclass
@@ -126,33 +131,60 @@ def fit_binary_nodes(
     )
 
 
+class BestPerNode(Callback):
+    """Model selection per node: keeps each node's controls of the epoch where its own loss was lowest.
+
+    :func:`~inmaterio.training.gd.train_gd` keeps the epoch of the lowest *mean*
+    loss, which would make one node's result depend on the other problems
+    trained beside it. After every epoch's evaluation this callback compares
+    each node's loss (``per_node_loss(outputs, targets) -> (nodes,)``, on the
+    trainer's evaluation outputs) with the node's best so far and keeps the
+    controls ``(nodes, n_controls)`` of every node that improved (NaN never
+    improves). Its state is checkpointed with the run.
+    """
+
+    def __init__(self, layer: DNPU, per_node_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.layer = layer
+        self.per_node_loss = per_node_loss
+        self.best_loss = torch.full((layer.controls.shape[0],), math.inf, dtype=torch.float64)
+        self.best_controls = layer.controls.detach().clone()
+
+    def on_epoch_end(self, end: EpochEnd) -> None:
+        with torch.no_grad():
+            per_node = self.per_node_loss(end.outputs, end.targets).detach().to(self.best_loss.dtype)
+            better = per_node < self.best_loss
+            self.best_loss[better] = per_node[better]
+            self.best_controls[better] = self.layer.controls.detach()[better]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_loss": self.best_loss.clone(), "best_controls": self.best_controls.clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_loss = state["best_loss"].clone()
+        self.best_controls = state["best_controls"].clone()
+
+
 def _fit_gd(processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress):
     n_nodes = targets.shape[0] * attempts
     layer = DNPU(processor, n_nodes, input_electrodes, data_range, seed=seed)
     y = targets.repeat(attempts, 1).T  # (batch, nodes): the trainer splits data along dim 0
-
-    # Model selection per node: the trainer keeps the epoch of the lowest *mean* loss, which
-    # would make one node's result depend on the other problems. Every epoch, after the
-    # trainer's evaluation, each node's controls are kept if its own loss improved.
-    best_loss = torch.full((n_nodes,), float("inf"))
-    best_controls = layer.controls.detach().clone()
-
-    def track(out: torch.Tensor, yb: torch.Tensor) -> float:
-        with torch.no_grad():
-            per_node = loss_fn(out.T, yb.T).detach().to(best_loss.dtype)
-            better = per_node < best_loss  # NaN never improves
-            best_loss[better] = per_node[better]
-            best_controls[better] = layer.controls.detach()[better]
-        return float(per_node.mean())
-
+    best = BestPerNode(layer, lambda out, yb: loss_fn(out.T, yb.T))
     result = train_gd(
         layer, lambda out, yb: loss_fn(out.T, yb.T), x, y, config.model_copy(update={"seed": seed}),
-        progress=progress, metrics={"node_loss": track},
+        progress=progress, callbacks=[best],
     )  # fmt: skip
     with torch.no_grad():
-        layer.controls.copy_(best_controls)
+        layer.controls.copy_(best.best_controls)
     history = [{"step": h["epoch"], "loss": h["train_loss"]} for h in result.history]
     return layer, history
+
+
+def _device_streams(processor: Processor, *keys: Any) -> Callable[..., Any] | None:
+    """``device.random_streams`` with ``keys`` in front, for a processor that measures on a device; else None."""
+    device = getattr(processor, "device", None)
+    if device is None or not callable(getattr(device, "random_streams", None)):
+        return None
+    return lambda *more: device.random_streams(*keys, *more)
 
 
 def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress):
@@ -170,7 +202,7 @@ def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config
                     return -loss_fn(out, target)
 
             ga = GeneticAlgorithm(config.model_copy(update={"seed": seed + a * n_problems + p}), bounds)  # one seed per node
-            result = ga.evolve(fitness, progress=progress)
+            result = ga.evolve(fitness, progress=progress, random_streams=_device_streams(processor, "fit", a, p))
             with torch.no_grad():
                 layer.controls[a * n_problems + p] = result.best_genome.to(layer.controls.dtype)
             curves.append([-h["best_fitness"] for h in result.history])

@@ -67,42 +67,54 @@ The run stops when the best fitness reaches ``target_fitness`` (if given) or
 after ``generations`` generations. The result keeps the best genome ever
 evaluated and its fitness.
 
-Reproducibility, checkpoints and resume
+Reproducibility, run folders and resume
 ---------------------------------------
-All randomness (initial population, selection, pairing, crossover, mutation)
-comes from one :class:`torch.Generator` seeded with ``config.seed``: the same
-config, bounds and (deterministic) fitness function give the same result run
-to run. With ``checkpoint=path``, :meth:`GeneticAlgorithm.evolve` saves after
-every generation, atomically, a ``torch.save`` file of plain tensors, numbers,
-strings and lists (readable with ``torch.load(weights_only=True)``, no pickle
-of objects) holding the evaluated population, its fitness, the generation
-index, the history, the best genome so far and the generator state. Calling
-``evolve`` again with the same path resumes from it, and the resumed run gives
-*exactly* the result of an uninterrupted one (a fitness function with its own
-randomness, e.g. device noise, must be resumable itself for that to hold). A
-checkpoint made with another config or other bounds is refused.
+All randomness of the algorithm (initial population, selection, pairing,
+crossover, mutation) comes from one :class:`torch.Generator` seeded with
+``config.seed``: the same config, bounds and (deterministic) fitness function
+give the same result run to run. The fitness function's own randomness is
+keyed by the generation it evaluates, never by call order: each evaluation
+runs with the global torch RNG seeded from ``(seed, "ga.fitness",
+generation)`` (inside :func:`torch.random.fork_rng`, e.g. the output noise of
+a :class:`~inmaterio.processors.SurrogateProcessor`), and inside
+``random_streams("ga", generation)`` when ``evolve`` is given one, e.g. a
+device's :meth:`~inmaterio.devices.base.Device.random_streams`, so each
+generation is measured with its own noise on the (virtual) device.
+
+With ``directory``, :meth:`GeneticAlgorithm.evolve` keeps a run folder
+(:mod:`inmaterio.runs`, kind ``"inmaterio.training.ga"``): after every
+generation a checkpoint (the evaluated population, its fitness, the
+generation index, the history, the best genome so far and the generator
+state) and the history (JSON and CSV). Calling ``evolve`` again with the same
+folder resumes from it, and the resumed run gives *exactly* the result of an
+uninterrupted one; a finished run is returned without evaluating anything. A
+folder made with another config, other bounds or another caller ``identity``
+is refused, naming the differing fields.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
-import inmaterio
 from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError
-from inmaterio.fileio import atomic_torch_save, read_torch_state
 from inmaterio.progress import progress_bar
+from inmaterio.random_streams import stream_seed
+from inmaterio.runs import RunFolder, open_run
 
 __all__ = [
+    "KIND",
     "GAConfig",
     "GAResult",
     "GeneticAlgorithm",
@@ -113,8 +125,8 @@ __all__ = [
     "mutation_rate",
 ]
 
-CHECKPOINT_FORMAT = "inmaterio.ga_checkpoint"
-CHECKPOINT_VERSION = 1
+KIND = "inmaterio.training.ga"
+"""The kind of run folder :meth:`GeneticAlgorithm.evolve` writes."""
 
 
 class GAConfig(StrictModel):
@@ -124,22 +136,29 @@ class GAConfig(StrictModel):
     generations: int = Field(200, ge=1, description="generations at most (the initial population is generation 0)")
     n_elite: int = Field(6, ge=1, description="best genomes copied unchanged to the next generation")
     selection_pressure: float = Field(
-        1.8, ge=1.0, le=2.0, description="s of linear ranking: picks of the best genome per N draws (1: uniform)"
+        1.8, ge=1.0, le=2.0, allow_inf_nan=False, description="s of linear ranking: picks of the best genome per N draws (1: uniform)"
     )
-    crossover_alpha: float = Field(0.5, ge=0.0, description="BLX: reach beyond the better parent, fraction of |x - y|")
-    crossover_beta: float = Field(0.1, ge=0.0, description="BLX: reach beyond the worse parent, fraction of |x - y|")
-    mutation_rate_start: float = Field(0.1, ge=0.0, le=1.0, description="per-gene mutation probability, generation 0")
-    mutation_rate_end: float = Field(0.01, ge=0.0, le=1.0, description="per-gene mutation probability, last generation")
+    crossover_alpha: float = Field(0.5, ge=0.0, allow_inf_nan=False, description="BLX: reach beyond the better parent, fraction of |x - y|")
+    crossover_beta: float = Field(0.1, ge=0.0, allow_inf_nan=False, description="BLX: reach beyond the worse parent, fraction of |x - y|")
+    mutation_rate_start: float = Field(0.1, ge=0.0, le=1.0, allow_inf_nan=False, description="per-gene mutation probability, generation 0")
+    mutation_rate_end: float = Field(0.01, ge=0.0, le=1.0, allow_inf_nan=False, description="per-gene mutation probability, last generation")
     mutation_scale: float = Field(
-        0.1, gt=0.0, description="std of the Gaussian mutation step, as a fraction of each gene's range"
+        0.1, gt=0.0, allow_inf_nan=False, description="std of the Gaussian mutation step, as a fraction of each gene's range"
     )
     target_fitness: float | None = Field(
         None, allow_inf_nan=False, description="stop as soon as the best fitness is >= this (None: run all generations)"
     )
-    seed: int = Field(0, ge=0, description="seeds every random draw of the algorithm")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds every random draw of the algorithm")
+
+    @field_validator("population_size", "generations", "n_elite", "seed", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a whole number, not the boolean {value}")
+        return value
 
     @model_validator(mode="after")
-    def _check(self) -> "GAConfig":
+    def _check(self) -> GAConfig:
         if self.n_elite >= self.population_size:
             raise ValueError(
                 f"n_elite {self.n_elite} must be < population_size {self.population_size}, "
@@ -352,50 +371,94 @@ class GeneticAlgorithm:
         fitness_fn: Callable[[Tensor], Tensor],
         progress: bool = False,
         callback: Callable[[int, GAResult], None] | None = None,
-        checkpoint: str | Path | None = None,
+        *,
+        random_streams: Callable[..., AbstractContextManager[Any]] | None = None,
+        directory: str | Path | None = None,
+        overwrite: bool = False,
+        identity: Mapping[str, Any] | None = None,
     ) -> GAResult:
-        """Run the algorithm (or resume it from ``checkpoint``) and return the best genome.
+        """Run the algorithm (or resume it from ``directory``) and return the best genome.
 
         Parameters
         ----------
         fitness_fn:
             ``(population_size, n_genes) -> (population_size,)``, called once
-            per generation on the whole population (under ``torch.no_grad``).
+            per generation on the whole population (under ``torch.no_grad``,
+            with the global torch RNG seeded for that generation).
             Higher is better; NaN counts as the worst.
         progress:
             Show a progress bar (unit "gen") with the best fitness, on a terminal.
         callback:
             ``callback(generation, result_so_far)`` after every generation
             (after its checkpoint is saved). An exception raised here (e.g.
-            ``KeyboardInterrupt``) stops the run; the checkpoint allows resuming.
-        checkpoint:
-            File saved after every generation; if it exists when ``evolve``
-            starts, the run resumes from it.
+            ``KeyboardInterrupt``) stops the run; the run folder allows resuming.
+        random_streams:
+            A context-manager factory entered as ``random_streams("ga", generation)``
+            around every evaluation, e.g. ``device.random_streams`` of the device the
+            fitness is measured on: its noise is then keyed by the generation.
+        directory:
+            The run folder (see the module docstring); None: nothing is saved.
+        overwrite:
+            Replace a run of another identity in ``directory`` (an unfinished one is moved aside).
+        identity:
+            Anything else that defines the result (e.g. the device's description,
+            the task), JSON-able; resuming with another is refused.
 
         Raises
         ------
         ConfigError
-            If ``fitness_fn`` returns a wrong shape, or the checkpoint was made
-            with another config, other bounds or another number of genes.
+            If ``fitness_fn`` returns a wrong shape, or ``directory`` holds a run
+            made with another config, other bounds or another ``identity``.
         ModelFileError
-            If the checkpoint cannot be read or is not a GA checkpoint.
+            If the checkpoint in ``directory`` cannot be read or does not fit.
+        RunFolderError
+            If ``directory`` is a file, a foreign folder, a run of another kind, busy or not writable.
         """
+        if directory is None:
+            return self._evolve(fitness_fn, progress, callback, random_streams, None)
+        run_identity = {
+            "config": self.config.model_dump(mode="json"),
+            "n_genes": self.n_genes,
+            "bounds": {f"gene {i}": pair for i, pair in enumerate(self.bounds.tolist())},
+            "bounds_dtype": str(self.bounds.dtype),
+            "extra": dict(identity or {}),
+        }
+        with open_run(directory, KIND, identity=run_identity, config=self.config, overwrite=overwrite) as run:
+            return self._evolve(fitness_fn, progress, callback, random_streams, run)
+
+    def _evolve(
+        self,
+        fitness_fn: Callable[[Tensor], Tensor],
+        progress: bool,
+        callback: Callable[[int, GAResult], None] | None,
+        random_streams: Callable[..., AbstractContextManager[Any]] | None,
+        run: RunFolder | None,
+    ) -> GAResult:
         cfg = self.config
         generator = torch.Generator()
         generator.manual_seed(cfg.seed)
-        state = _load_checkpoint(Path(checkpoint)) if checkpoint is not None and Path(checkpoint).exists() else None
+        state = None if run is None else run.load_checkpoint()
         if state is None:
+            if run is not None and run.finished:
+                raise ModelFileError(f"the finished run in '{run.path}' has no checkpoint; replace it with overwrite=True (--overwrite)")
             population = self._initial_population(generator)
             fitness: Tensor | None = None
             generation = -1  # the last evaluated generation
             history: list[dict[str, Any]] = []
             best_genome, best_fitness = population[0].clone(), -math.inf
         else:
-            self._check_checkpoint(state, Path(checkpoint))
-            generator.set_state(state["generator_state"])
-            population, fitness = state["population"], state["fitness"]
-            generation, history = int(state["generation"]), list(state["history"])
-            best_genome, best_fitness = state["best_genome"], float(state["best_fitness"])
+            try:
+                generator.set_state(state["generator_state"])
+                population, fitness = state["population"], state["fitness"]
+                generation, history = int(state["generation"]), list(state["history"])
+                best_genome, best_fitness = state["best_genome"], float(state["best_fitness"])
+                if population.shape != (cfg.population_size, self.n_genes) or fitness.shape != (cfg.population_size,):
+                    raise ValueError(f"population {tuple(population.shape)}, fitness {tuple(fitness.shape)}")
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+                raise ModelFileError(
+                    f"checkpoint '{run.file('checkpoint.pt')}' does not fit this run ({type(err).__name__}: {err}); "
+                    "replace the run with overwrite=True (--overwrite)"
+                ) from None
 
         stopped = self._stop_reason(best_fitness, generation)
         with progress_bar(
@@ -410,7 +473,7 @@ class GeneticAlgorithm:
                 if fitness is not None:
                     population = self._breed(population, fitness, mutation_rate(cfg, generation), generator)
                 generation += 1
-                fitness, n_nan, mean = self._evaluate(fitness_fn, population)
+                fitness, n_nan, mean = self._evaluate(fitness_fn, population, generation, random_streams)
                 best_index = int(torch.argmax(fitness))
                 generation_best = float(fitness[best_index])
                 if generation == 0 or generation_best > best_fitness:
@@ -426,15 +489,35 @@ class GeneticAlgorithm:
                     }
                 )
                 stopped = self._stop_reason(best_fitness, generation)
-                if checkpoint is not None:
-                    self._save_checkpoint(
-                        Path(checkpoint), population, fitness, generation, history, best_genome, best_fitness, generator
+                if run is not None:
+                    run.save_checkpoint(
+                        {
+                            "generation": generation,
+                            "population": population,
+                            "fitness": fitness,
+                            "history": history,
+                            "best_genome": best_genome,
+                            "best_fitness": best_fitness,
+                            "generator_state": generator.get_state(),
+                        }
                     )
+                    run.write_history(history)
                 bar.advance(1)
                 bar.set_description(_describe(best_fitness))
                 if callback is not None:
                     callback(generation, _result(best_genome, best_fitness, history, "running"))
-        return _result(best_genome, best_fitness, history, stopped)
+        result = _result(best_genome, best_fitness, history, stopped)
+        if run is not None and not run.finished:
+            run.write_history(history)
+            run.finish(
+                {
+                    "best_fitness": best_fitness,
+                    "best_genome": best_genome.tolist(),
+                    "generations_run": len(history),
+                    "stopped_because": stopped,
+                }
+            )
+        return result
 
     # -- steps
 
@@ -444,10 +527,21 @@ class GeneticAlgorithm:
         u = torch.rand((self.config.population_size, self.n_genes), generator=generator, dtype=self.bounds.dtype)
         return low + u * (high - low)
 
-    def _evaluate(self, fitness_fn: Callable[[Tensor], Tensor], population: Tensor) -> tuple[Tensor, int, float]:
-        """Fitness ``(population_size,)`` float64 with NaN -> -inf, the NaN count, the mean of the others."""
+    def _evaluate(
+        self,
+        fitness_fn: Callable[[Tensor], Tensor],
+        population: Tensor,
+        generation: int,
+        random_streams: Callable[..., AbstractContextManager[Any]] | None,
+    ) -> tuple[Tensor, int, float]:
+        """Fitness ``(population_size,)`` float64 with NaN -> -inf, the NaN count, the mean of the others.
+
+        The fitness function runs with its randomness keyed by ``generation`` (see the module docstring).
+        """
         n = population.shape[0]
-        with torch.no_grad():
+        streams = random_streams("ga", generation) if random_streams is not None else contextlib.nullcontext()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), streams:
+            torch.default_generator.manual_seed(stream_seed(self.config.seed, "ga.fitness", generation))
             raw = fitness_fn(population.clone())
         try:
             raw = torch.as_tensor(raw)
@@ -497,66 +591,6 @@ class GeneticAlgorithm:
             return "generations"
         return None
 
-    # -- checkpoints
-
-    def _save_checkpoint(
-        self,
-        path: Path,
-        population: Tensor,
-        fitness: Tensor,
-        generation: int,
-        history: list[dict[str, Any]],
-        best_genome: Tensor,
-        best_fitness: float,
-        generator: torch.Generator,
-    ) -> None:
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "package_version": inmaterio.__version__,
-            "config": self.config.model_dump(mode="json"),
-            "n_genes": self.n_genes,
-            "population_size": self.config.population_size,
-            "bounds": self.bounds,
-            "generation": generation,
-            "population": population,
-            "fitness": fitness,
-            "history": history,
-            "best_genome": best_genome,
-            "best_fitness": best_fitness,
-            "generator_state": generator.get_state(),
-        }
-        atomic_torch_save(path, state)
-
-    def _check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
-        """Refuse a checkpoint of another run (config, bounds, genes, population size)."""
-        if state["n_genes"] != self.n_genes:
-            raise ConfigError(f"checkpoint '{path}' has {state['n_genes']} genes, this run has {self.n_genes}")
-        if state["population_size"] != self.config.population_size:
-            raise ConfigError(
-                f"checkpoint '{path}' has population_size {state['population_size']}, "
-                f"this run has {self.config.population_size}"
-            )
-        saved, current = state["config"], self.config.model_dump(mode="json")
-        if saved != current:
-            diffs = [
-                f"{key}: checkpoint {saved.get(key)!r}, this run {current.get(key)!r}"
-                for key in sorted(set(saved) | set(current))
-                if saved.get(key) != current.get(key)
-            ]
-            raise ConfigError(
-                f"checkpoint '{path}' was made with another GA config ({'; '.join(diffs)}); "
-                "use the same config to resume, or another checkpoint path to start afresh"
-            )
-        bounds = state["bounds"]
-        if bounds.dtype != self.bounds.dtype or not torch.equal(bounds, self.bounds):
-            diffs = [
-                f"gene {i}: checkpoint {_format_pair(bounds[i])}, this run {_format_pair(self.bounds[i])}"
-                for i in range(self.n_genes)
-                if not torch.equal(bounds[i].to(self.bounds.dtype), self.bounds[i])
-            ] or [f"dtype: checkpoint {bounds.dtype}, this run {self.bounds.dtype}"]
-            raise ConfigError(f"checkpoint '{path}' was made with other bounds ({'; '.join(diffs)})")
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -583,16 +617,6 @@ def _validate_bounds(bounds: Tensor) -> Tensor:
     return b.clone()
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    state = read_torch_state(path, CHECKPOINT_FORMAT, "GA checkpoint", ModelFileError)
-    if state.get("format_version") != CHECKPOINT_VERSION:
-        raise ModelFileError(
-            f"GA checkpoint '{path}' has format version {state.get('format_version')!r}, "
-            f"this inmaterio ({inmaterio.__version__}) reads {CHECKPOINT_VERSION}"
-        )
-    return state
-
-
 def _result(best_genome: Tensor, best_fitness: float, history: list[dict[str, Any]], stopped: str) -> GAResult:
     return GAResult(
         best_genome=best_genome.clone(),
@@ -601,11 +625,6 @@ def _result(best_genome: Tensor, best_fitness: float, history: list[dict[str, An
         generations_run=len(history),
         stopped_because=stopped,
     )
-
-
-def _format_pair(pair: Tensor) -> str:
-    low, high = (float(v) for v in pair)
-    return f"[{low:.6g}, {high:.6g}]"
 
 
 def _describe(best_fitness: float) -> str:

@@ -20,7 +20,8 @@ up by name (:data:`LossName` is the type of that name in configs).
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
