@@ -9,8 +9,10 @@ from inmaterio.nn import DNPU
 from inmaterio.processors import Processor
 from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.tasks.capacity import labellings
-from inmaterio.tasks.capacity_search import constant_mask, gap_threshold, refine_margin, screen_controls
-from inmaterio.tasks.capacity_study import DecisionNode, capacity_trial
+from inmaterio.studies.capacity_search import constant_mask, gap_threshold, refine_margin, screen_controls
+from inmaterio.studies.capacity_trial import CapacitySettings, CapacityTrial, DecisionNode, capacity_trial
+from inmaterio.studies.common import DeviceChoice
+from inmaterio.devices.registry import AnalyticDeviceConfig
 from inmaterio.tasks.config import CAPACITY_POINTS
 from inmaterio.training.metrics import separation_na
 
@@ -120,7 +122,8 @@ def test_bad_arguments_name_the_value():
 
 def test_searched_dnpu_separates_every_labelling_of_four_points_on_the_surrogate():
     """And every classifier it counts is checked again here: its decision node classifies all points."""
-    r = capacity_trial({"model": "dnpu_search", "n_points": 4, "seed": 0, "screen_samples": 20_000, "refine_steps": 50})
+    settings = CapacitySettings(screen_samples=20_000, refine_steps=50)
+    r = capacity_trial(CapacityTrial(model="dnpu_search", n_points=4, seed=0, settings=settings))
     assert r["found"] == 16 == sum(r["found_mask"]) and r["fraction"] == 1.0
     margins = [m for m in r["surrogate_margin_na"] if m is not None]
     assert len(margins) == 14 and min(margins) > 0  # the two constant labellings have no margin
@@ -128,10 +131,10 @@ def test_searched_dnpu_separates_every_labelling_of_four_points_on_the_surrogate
 
 
 def test_searched_dnpu_on_a_device_counts_what_the_device_separates():
-    r = capacity_trial({
-        "model": "dnpu_search_device", "n_points": 4, "seed": 0, "attempts": 2, "screen_samples": 5000,
-        "refine_steps": 20, "device": {"type": "analytic"},
-    })  # fmt: skip
+    r = capacity_trial(CapacityTrial(
+        model="dnpu_search_device", n_points=4, seed=0, settings=CapacitySettings(attempts=2, screen_samples=5000, refine_steps=20),
+        device=DeviceChoice(spec=AnalyticDeviceConfig()),
+    ))  # fmt: skip
     assert r["attempts"][0]["tried"] == 16  # constant labellings are measured on the device too
     assert sum(a["found"] for a in r["attempts"]) == r["found"] == sum(r["found_mask"])
     assert r["fraction"] == r["found"] / 16

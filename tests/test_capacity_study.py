@@ -3,16 +3,23 @@
 import pytest
 import torch
 
+from inmaterio.config import validate_config
+from inmaterio.devices.registry import AnalyticDeviceConfig
 from inmaterio.errors import ConfigError
-from inmaterio.tasks.capacity import labellings
-from inmaterio.tasks.capacity_study import (
+from inmaterio.studies.capacity_trial import (
+    CapacitySettings,
+    CapacityTrial,
     DecisionNode,
     LogisticFeatures,
     anneal_schedule,
     capacity_trial,
     train_classifiers,
 )
+from inmaterio.studies.common import DeviceChoice
+from inmaterio.tasks.capacity import labellings
 from inmaterio.tasks.config import CAPACITY_POINTS
+
+ANALYTIC = DeviceChoice(spec=AnalyticDeviceConfig())
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,7 +52,7 @@ def test_decision_node_normalises_each_labelling_separately():
 
 def test_three_logistic_units_shatter_four_points():
     """XOR-type corners included: every one of the 16 labellings of 4 points is separated."""
-    r = capacity_trial({"model": "logistic3", "n_points": 4, "seed": 0, "epochs": 800})
+    r = capacity_trial(CapacityTrial(model="logistic3", n_points=4, seed=0, settings=CapacitySettings(epochs=800)))
     assert r["labellings"] == 16 and r["found"] == 16 and r["fraction"] == 1.0
 
 
@@ -58,19 +65,22 @@ def test_training_reaches_full_accuracy_on_separable_labellings():
 
 def test_annealed_dnpu_validates_on_a_device():
     """The annealed model trains on the surrogate and counts what the (analytic) device separates."""
-    r = capacity_trial({
-        "model": "dnpu_annealed", "n_points": 4, "seed": 0, "epochs": 100, "attempts": 3,
-        "device": {"type": "analytic"},
-    })  # fmt: skip
+    r = capacity_trial(CapacityTrial(
+        model="dnpu_annealed", n_points=4, seed=0, settings=CapacitySettings(epochs=100, attempts=3), device=ANALYTIC,
+    ))  # fmt: skip
     assert [a["noise_variance_factor"] for a in r["attempts"]] == pytest.approx(anneal_schedule(3)[: len(r["attempts"])])
     assert r["attempts"][0]["trained"] == 16
     assert sum(a["found_on_device"] for a in r["attempts"]) == r["found"] <= 16
     assert r["fraction"] == r["found"] / 16
 
 
-def test_unknown_model():
-    with pytest.raises(ConfigError, match="unknown capacity model 'mlp'"):
-        capacity_trial({"model": "mlp", "n_points": 4, "seed": 0})
+def test_unknown_model_and_untyped_specs_are_refused():
+    with pytest.raises(ConfigError, match=r"field 'model' = 'mlp': Input should be 'dnpu', 'dnpu_annealed'"):
+        validate_config(CapacityTrial, {"model": "mlp", "n_points": 4, "seed": 0})
+    with pytest.raises(ConfigError, match="unknown key 'settings.epoch'"):
+        validate_config(CapacityTrial, {"model": "dnpu", "n_points": 4, "settings": {"epoch": 10}})
+    with pytest.raises(ConfigError, match="capacity_trial takes a CapacityTrial, got dict"):
+        capacity_trial({"model": "logistic2", "n_points": 4, "seed": 0})
 
 
 def test_device_prefilter_measures_only_what_the_surrogate_separates():
@@ -80,8 +90,9 @@ def test_device_prefilter_measures_only_what_the_surrogate_separates():
     measured with it (the analytic device is deterministic), so every
     classifier found with the pre-filter is also found without it.
     """
-    spec = {"model": "dnpu_annealed", "n_points": 5, "seed": 0, "epochs": 150, "attempts": 1, "device": {"type": "analytic"}}
-    full, filtered = capacity_trial(spec), capacity_trial(spec | {"device_prefilter": True})
+    spec = CapacityTrial(model="dnpu_annealed", n_points=5, seed=0, settings=CapacitySettings(epochs=150, attempts=1), device=ANALYTIC)
+    prefiltered = spec.model_copy(update={"settings": CapacitySettings(epochs=150, attempts=1, device_prefilter=True)})
+    full, filtered = capacity_trial(spec), capacity_trial(prefiltered)
     assert full["attempts"][0]["measured_on_device"] == 32
     assert filtered["attempts"][0]["measured_on_device"] == filtered["found_on_surrogate_any_attempt"] < 32
     both = [d and s for d, s in zip(full["device_found_mask"], full["surrogate_found_mask"])]

@@ -8,7 +8,7 @@ from inmaterio.errors import ConfigError
 from inmaterio.nn import processor_swapped
 from inmaterio.processors import SurrogateProcessor
 from inmaterio.surrogate import load_default_surrogate
-from inmaterio.tasks.rings_study import BatchedRingNetworks, calibrate_on_device, ring_trials
+from inmaterio.studies.ring_trials import BatchedRingNetworks, calibrate_on_device, ring_trials
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,7 +17,7 @@ Two measurements, neither of which looks at a test point:
    Data on a weak electrode gives hidden nodes a small swing, which the
    device noise (about 3 nA per sample) then swamps.
 2. For every pair of activation electrodes and both architectures,
-   ``--trials`` ring trials (:func:`inmaterio.tasks.rings_study.ring_trials`,
+   ``--trials`` ring trials (:func:`inmaterio.studies.ring_trials.ring_trials`,
    the recipe of ``rings.py``: 400 epochs, lr 0.0065, noise variance = test
    MSE) on the training set of ``rings.py``; reported: the best and the median
    training accuracy, and the best training accuracy with output noise of
@@ -44,7 +44,7 @@ from inmaterio.data.rings import make_rings
 from inmaterio.fileio import atomic_write_json, atomic_write_text
 from inmaterio.parallel import executor_config_from_cli, run_trials
 from inmaterio.surrogate import electrode_sensitivity, load_default_surrogate
-from inmaterio.tasks.rings_study import ARCHITECTURES, ring_trials
+from inmaterio.studies.ring_trials import ARCHITECTURES, ring_trials
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ Gaussian noise on every node's output with variance ``--noise-variance-factor``
 standardised output (fitted on the training set). Training uses bfloat16
 matrix products (``--float32`` to switch off; every reported number is
 computed in float32). Trials run in groups of
-``--group`` as one vectorised model (:mod:`inmaterio.tasks.rings_study`),
+``--group`` as one vectorised model (:mod:`inmaterio.studies.ring_trials`),
 the groups through :func:`inmaterio.parallel.run_trials`.
 
 Device protocol (the same for both architectures; no test point is used for
@@ -45,7 +45,7 @@ training, calibration or choice):
    training set once on the device, takes the 2-2-1's batch-norm statistics
    from that measurement (``--no-calibrate-bn`` keeps those of training) and
    re-fits the logistic read-out on the measured output
-   (:func:`inmaterio.tasks.rings_study.calibrate_on_device`), as a read-out
+   (:func:`inmaterio.studies.ring_trials.calibrate_on_device`), as a read-out
    trained on the chip.
 3. Choice (``--candidates K``): the ``K`` best-ranked trials are each
    calibrated and measured once on a validation set (``--n-val`` points per
@@ -90,7 +90,7 @@ from inmaterio.data.rings import make_rings
 from inmaterio.fileio import atomic_write_json, atomic_write_text
 from inmaterio.parallel import ExecutorConfig, executor_config_from_cli, run_trials
 from inmaterio.plots import save_figure
-from inmaterio.tasks.rings_study import ARCHITECTURES, ring_trials
+from inmaterio.studies.ring_trials import ARCHITECTURES, ring_trials
 
 #: Best of 1000 off-chip, and validated on their chip over 50 measurements (test accuracy).
 PAPER = {"single": (84.95, 76.75), "2-2-1": (94.62, 93.98)}
@@ -149,10 +149,10 @@ def prepare_on_device(architecture: str, state: dict, surrogate, device, x_train
     training output (and the batch-norm statistics of training).
     ``readout="device"``: the training set is measured once on the device;
     with ``calibrate_bn`` the 2-2-1's batch norms take their statistics from
-    that measurement (:func:`inmaterio.tasks.rings_study.calibrate_on_device`),
+    that measurement (:func:`inmaterio.studies.ring_trials.calibrate_on_device`),
     and the threshold is re-fitted on the measured output.
     """
-    from inmaterio.tasks.rings_study import calibrate_on_device
+    from inmaterio.studies.ring_trials import calibrate_on_device
     from inmaterio.training.metrics import fit_logistic_threshold
 
     net = load_trial(architecture, state, surrogate, input_electrodes)

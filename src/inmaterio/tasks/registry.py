@@ -105,6 +105,12 @@ def _dnpu_run_config() -> type[RunnableConfig]:
     return RunConfig
 
 
+def _capacity_study_config() -> type[RunnableConfig]:
+    from inmaterio.studies.capacity import CapacityStudyConfig
+
+    return CapacityStudyConfig
+
+
 TASKS: dict[str, Task] = {
     entry.type: entry
     for entry in (
@@ -117,6 +123,10 @@ TASKS: dict[str, Task] = {
         Task("capacity", _dnpu_run_config, "inmaterio.tasks.run:run_dnpu_task",
              "fraction of the 2^N labellings of N points one DNPU separates", example="capacity.yaml",
              prepare="inmaterio.tasks.run:prepare_dnpu_task"),
+        Task("capacity_study", _capacity_study_config, "inmaterio.studies.capacity:run_capacity_study",
+             "the capacity study of Ruiz Euler et al. 2021: DNPU vs logistic units, N = 4..10 (resumes per trial)",
+             report="inmaterio.studies.capacity:report_capacity_study", example="capacity_study.yaml",
+             prepare="inmaterio.studies.capacity:prepare_capacity_study"),
     )
 }  # fmt: skip
 """Every task ``inmaterio run`` knows, by ``task.type``."""

@@ -1,4 +1,4 @@
-"""The capacity study of Ruiz Euler et al. (2021): DNPU vs small logistic networks, N = 4..10 points.
+"""One trial of the capacity study (Ruiz Euler et al. 2021): one feature model at one N, all 2^N labellings.
 
 For N points of :data:`~inmaterio.tasks.config.CAPACITY_POINTS` every one of
 the ``2**N`` labellings is a binary classification problem. A classifier is a
@@ -8,28 +8,29 @@ batch, Adam (lr 0.03, betas (0.995, 0.999)), 1500 epochs. The feature models:
 
 * ``dnpu``: one DNPU node of the surrogate, inputs on two electrodes, the
   points mapped onto the electrodes' voltage range (the points are volts);
-* ``dnpu_annealed``: the same, trained up to 15 times with Gaussian output
-  noise whose variance, in units of the surrogate's test MSE, starts at 1 and
-  is multiplied by ``1 - (n + 1) / 15`` after attempt ``n`` (so it reaches 0
-  at the last attempt); after every attempt the classifier is measured on the
-  virtual device and counts as found there when its accuracy exceeds
-  ``1 - 0.5 / N``; the next attempt trains only the labellings not yet found
-  (with ``device_prefilter`` only the classifiers the surrogate separates
-  without error are measured, which makes the count a lower bound);
+* ``dnpu_annealed``: the same, trained up to ``attempts`` (15) times with
+  Gaussian output noise whose variance, in units of the surrogate's test MSE,
+  starts at 1 and is multiplied by ``1 - (n + 1) / attempts`` after attempt
+  ``n`` (so it reaches 0 at the last attempt); after every attempt the
+  classifier is measured on the device and counts as found there when its
+  accuracy exceeds ``1 - 0.5 / N``; the next attempt trains only the
+  labellings not yet found (with ``device_prefilter`` only the classifiers
+  the surrogate separates without error are measured, which makes the count
+  a lower bound);
 * ``logistic2`` / ``logistic3``: a layer of 2 or 3 logistic units (weights
   and biases) on the two inputs, summed with learned weights;
 * ``dnpu_search`` (our recipe, not the paper's): the same DNPU, its controls
   found by a max-margin search instead of cross-entropy from a uniform start
-  (:mod:`~inmaterio.tasks.capacity_search`: screen random control vectors
+  (:mod:`~inmaterio.studies.capacity_search`: screen random control vectors
   on the surrogate, refine the best one per labelling by gradient ascent on
   a smooth margin, set the decision node to the middle of the gap); found
   when the surrogate separates the labelling (margin > 0); the next-best
   screened vectors are tried for the labellings not separated (``restarts``
   in all), and each labelling's margin is reported, so the fraction found
   with a margin of at least the surrogate's test RMSE can be read too;
-* ``dnpu_search_device``: the searched classifiers measured on the virtual
-  device, found there as for ``dnpu_annealed`` (accuracy > ``1 - 0.5 / N``);
-  the labellings not found get the next-best screened vector, ``attempts``
+* ``dnpu_search_device``: the searched classifiers measured on the device,
+  found there as for ``dnpu_annealed`` (accuracy > ``1 - 0.5 / N``); the
+  labellings not found get the next-best screened vector, ``attempts``
   times in all.
 
 The plain models retrain the labellings not yet separated with fresh
@@ -42,29 +43,116 @@ network / one batch-norm channel per labelling), and the BCE losses of the
 labellings are summed, so each gets exactly the gradient it would get alone.
 The two constant labellings are trained like the others.
 
-:func:`capacity_trial` runs one (model, N, seed) case and returns plain
-numbers; it is a top-level function so an executor can ship it to a worker.
+A trial is described by a frozen :class:`CapacityTrial` (unknown keys are
+errors) and run by :func:`capacity_trial`, a top-level function an executor
+ships to a worker; it returns plain numbers. Its randomness comes from the
+trial's seed, and its device measurements are keyed by
+``("capacity_study", model, N, seed, attempt)``
+(:meth:`~inmaterio.devices.base.Device.random_streams`), so a trial measures
+the same in any process and whatever ran before it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Literal, Union, get_args
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
+from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError
 from inmaterio.nn import DNPU
 from inmaterio.processors import Processor
+from inmaterio.studies.common import DeviceChoice, SurrogateChoice, device_processor, surrogate_processor
 from inmaterio.tasks.capacity import labellings
 from inmaterio.tasks.config import CAPACITY_POINTS
 
-__all__ = ["MODELS", "DecisionNode", "LogisticFeatures", "anneal_schedule", "capacity_trial", "train_classifiers"]
+__all__ = [
+    "MODELS", "DEVICE_MODELS", "SEARCH_MODELS", "CapacityModel", "CapacitySettings", "CapacityTrial", "DecisionNode",
+    "LogisticFeatures", "anneal_schedule", "capacity_trial", "train_classifiers",
+]  # fmt: skip
 
 #: Feature models of the study.
-MODELS = ("dnpu", "dnpu_annealed", "dnpu_search", "dnpu_search_device", "logistic2", "logistic3")
+CapacityModel = Literal["dnpu", "dnpu_annealed", "dnpu_search", "dnpu_search_device", "logistic2", "logistic3"]
+MODELS: tuple[str, ...] = get_args(CapacityModel)
+#: The models whose classifiers are measured on the device.
+DEVICE_MODELS = ("dnpu_annealed", "dnpu_search_device")
+#: The models found by the max-margin search (screened control vectors).
+SEARCH_MODELS = ("dnpu_search", "dnpu_search_device")
+
+Electrode = Union[int, str]
+
+
+class CapacitySettings(StrictModel):
+    """How the classifiers of every trial are trained, searched and measured.
+
+    epochs : Adam steps (full batch) of the cross-entropy models (>= 1).
+    learning_rate : Adam's learning rate (> 0; betas (0.995, 0.999)).
+    restarts : fresh initialisations per labelling of the plain models, screened vectors
+        tried per labelling by ``dnpu_search`` (>= 1).
+    attempts : device attempts per labelling of ``dnpu_annealed`` and ``dnpu_search_device`` (>= 1).
+    screen_samples : control vectors screened by the search models (>= restarts and attempts).
+    refine_steps : gradient-ascent steps on the smooth margin (>= 0).
+    refine_lr : their learning rate, V (> 0).
+    temperature_na : the smooth margin's temperature, nA (> 0).
+    input_electrodes : the two activation electrodes (indices or names) that take the points.
+    data_range : the interval of the points mapped onto the input electrodes' voltage range
+        (low < high); the default equals the bundled device's range, so the points are volts.
+    device_prefilter : ``dnpu_annealed``: measure on the device only the classifiers the surrogate
+        separates without error (a lower bound on the count, much less device time).
+    """
+
+    epochs: int = Field(1500, ge=1)
+    learning_rate: float = Field(0.03, gt=0)
+    restarts: int = Field(30, ge=1)
+    attempts: int = Field(15, ge=1)
+    screen_samples: int = Field(200_000, ge=1)
+    refine_steps: int = Field(500, ge=0)
+    refine_lr: float = Field(0.01, gt=0)
+    temperature_na: float = Field(0.5, gt=0)
+    input_electrodes: tuple[Electrode, Electrode] = (3, 4)
+    data_range: tuple[float, float] = (-1.2, 0.6)
+    device_prefilter: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CapacitySettings:
+        low, high = self.data_range
+        if not low < high:
+            raise ValueError(f"data_range must be (low, high) with low < high, got {list(self.data_range)}")
+        if self.input_electrodes[0] == self.input_electrodes[1]:
+            raise ValueError(f"input_electrodes must be two different electrodes, got {list(self.input_electrodes)}")
+        tries = max(self.restarts, self.attempts)
+        if self.screen_samples < tries:
+            raise ValueError(
+                f"screen_samples = {self.screen_samples} must be at least restarts and attempts ({tries}): "
+                "the search tries that many screened vectors per labelling"
+            )
+        return self
+
+
+class CapacityTrial(StrictModel):
+    """One trial: ``model`` on the first ``n_points`` capacity points (4..10), all labellings.
+
+    seed : seeds every initialisation and the screening of the trial.
+    settings : :class:`CapacitySettings`.
+    surrogate : the surrogate of the DNPU models.
+    device : the device of ``dnpu_annealed`` and ``dnpu_search_device``.
+    """
+
+    model: CapacityModel
+    n_points: int = Field(ge=4, le=len(CAPACITY_POINTS))
+    seed: int = 0
+    settings: CapacitySettings = CapacitySettings()
+    surrogate: SurrogateChoice = SurrogateChoice()
+    device: DeviceChoice = DeviceChoice()
+
+    @property
+    def key(self) -> str:
+        """``"<model>/N=<n>"``: the trial's name in a study."""
+        return f"{self.model}/N={self.n_points}"
 
 
 def anneal_schedule(attempts: int = 15) -> list[float]:
@@ -168,61 +256,50 @@ def _quiet(features: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return features(x)
 
 
-def capacity_trial(spec: dict[str, Any]) -> dict[str, Any]:
-    """One case of the study: ``spec`` = model, n_points, seed, epochs, restarts (plain models:
-    labellings not yet separated are retrained with fresh initialisations, 30
-    times in all by default), input_electrodes, data_range, and for DNPU
-    models ``surrogate_dir`` (None: bundled) and, for
-    ``dnpu_annealed``, ``device`` (a device spec such as ``{"type": "analytic"}``
-    or ``{"type": "hopping", ...}``; None: the surrogate's own virtual DNPU, on
-    ``device_threads`` threads), ``plateau_samples``, ``attempts`` and
-    ``device_prefilter`` (False: every classifier of an attempt is measured
-    on the device; True: only those the surrogate separates without error, a
-    lower bound on the found count that saves most of the device time at
-    large N).
-
-    ``dnpu_search`` and ``dnpu_search_device`` also take ``screen_samples``
-    (control vectors screened, default 200,000), ``refine_steps`` (500),
-    ``refine_lr`` (0.01 V) and ``temperature_na`` (0.5 nA); ``restarts``
-    (surrogate) or ``attempts`` (device) screened vectors are tried per labelling.
+def capacity_trial(trial: CapacityTrial) -> dict[str, Any]:
+    """Run one trial (see the module docstring) and return plain numbers.
 
     Returns found counts and fractions (constant labellings included), the
-    per-attempt history of the annealed and searched models, the searched
-    model's margins, and the wall time.
+    per-restart or per-attempt history, the searched models' margins, the
+    found masks of the device models, and the wall time (``seconds``). The
+    caller's torch random state is left as it was.
+
+    Raises
+    ------
+    ConfigError
+        ``trial`` is not a :class:`CapacityTrial`; the surrogate or the device cannot be built;
+        ``dnpu_annealed`` on a surrogate without a test RMSE; a training that diverges.
     """
+    if not isinstance(trial, CapacityTrial):
+        raise ConfigError(f"capacity_trial takes a CapacityTrial, got {type(trial).__name__}")
     start = time.perf_counter()
-    model, n = spec["model"], int(spec["n_points"])
-    if model not in MODELS:
-        raise ConfigError(f"unknown capacity model '{model}'; choose one of {MODELS}")
-    seed = int(spec["seed"])
-    torch.manual_seed(seed)
+    model, n, seed, settings = trial.model, trial.n_points, trial.seed, trial.settings
     x = torch.tensor(CAPACITY_POINTS[:n], dtype=torch.float32)
     labels = labellings(n)
-    epochs = int(spec.get("epochs", 1500))
-    result: dict[str, Any] = {"model": model, "n_points": n, "labellings": len(labels), "seed": spec["seed"]}
-    restarts = int(spec.get("restarts", 30))
-    if model.startswith("logistic"):
-        hidden = int(model[-1])
-        make = lambda count, r: LogisticFeatures(count, hidden, torch.Generator().manual_seed(seed * 1000 + r))  # noqa: E731
-        result.update(_with_restarts(make, x, labels, restarts, epochs))
-    else:
-        processor = _surrogate_processor(spec.get("surrogate_dir"))
-        electrodes = spec.get("input_electrodes", (3, 4))
-        data_range = tuple(spec.get("data_range", (-1.2, 0.6)))
-        if model == "dnpu":
-            make = lambda count, r: DNPU(processor, count, electrodes, data_range, seed=seed * 1000 + r)  # noqa: E731
-            result.update(_with_restarts(make, x, labels, restarts, epochs))
-        elif model == "dnpu_annealed":
-            result.update(_annealed(spec, processor, electrodes, data_range, x, labels, epochs))
+    result: dict[str, Any] = {"model": model, "n_points": n, "labellings": len(labels), "seed": seed}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if model.startswith("logistic"):
+            hidden = int(model[-1])
+            make = lambda count, r: LogisticFeatures(count, hidden, torch.Generator().manual_seed(seed * 1000 + r))  # noqa: E731
+            result.update(_with_restarts(make, x, labels, settings))
         else:
-            device = _validation_device(spec, processor) if model == "dnpu_search_device" else None
-            tries = int(spec.get("attempts", 15)) if device is not None else restarts
-            result.update(_searched(spec, processor, electrodes, data_range, x, labels, tries, device))
+            processor = surrogate_processor(trial.surrogate)
+            electrodes, data_range = settings.input_electrodes, settings.data_range
+            if model == "dnpu":
+                make = lambda count, r: DNPU(processor, count, electrodes, data_range, seed=seed * 1000 + r)  # noqa: E731
+                result.update(_with_restarts(make, x, labels, settings))
+            else:
+                device = device_processor(trial.device, processor) if model in DEVICE_MODELS else None
+                if model == "dnpu_annealed":
+                    result.update(_annealed(trial, processor, device, x, labels))
+                else:
+                    result.update(_searched(trial, processor, device, x, labels))
     result["seconds"] = time.perf_counter() - start
     return result
 
 
-def _with_restarts(make, x: torch.Tensor, labels: torch.Tensor, restarts: int, epochs: int) -> dict[str, Any]:
+def _with_restarts(make, x: torch.Tensor, labels: torch.Tensor, settings: CapacitySettings) -> dict[str, Any]:
     """Train all labellings; retrain those not yet separated with fresh initialisations, ``restarts`` times in all.
 
     ``make(count, restart)`` builds the feature model of ``count`` labellings.
@@ -230,22 +307,15 @@ def _with_restarts(make, x: torch.Tensor, labels: torch.Tensor, restarts: int, e
     pending = torch.arange(len(labels))
     found = torch.zeros(len(labels), dtype=torch.bool)
     per_restart = []
-    for r in range(restarts):
+    for r in range(settings.restarts):
         if len(pending) == 0:
             break
-        _, acc = train_classifiers(make(len(pending), r), x, labels[pending], epochs=epochs)
+        _, acc = train_classifiers(make(len(pending), r), x, labels[pending], epochs=settings.epochs, lr=settings.learning_rate)
         ok = acc == 1.0
         found[pending[ok]] = True
         per_restart.append(int(ok.sum()))
         pending = pending[~ok]
     return {"found": int(found.sum()), "fraction": float(found.float().mean()), "found_per_restart": per_restart}
-
-
-def _surrogate_processor(model_dir: str | None) -> Processor:
-    from inmaterio.processors import SurrogateProcessor
-    from inmaterio.surrogate import load_default_surrogate, load_surrogate
-
-    return SurrogateProcessor(load_default_surrogate() if model_dir is None else load_surrogate(model_dir))
 
 
 def _selected(layer: DNPU, decision: DecisionNode, keep: torch.Tensor, electrodes, data_range) -> tuple[DNPU, DecisionNode]:
@@ -263,57 +333,48 @@ def _selected(layer: DNPU, decision: DecisionNode, keep: torch.Tensor, electrode
     return sub, node
 
 
-def _validation_device(spec: dict[str, Any], processor: Processor):
-    """The device of ``spec['device']`` (None: the surrogate's own virtual DNPU) as a DeviceProcessor."""
-    from inmaterio.config import validate_config
-    from inmaterio.devices.hopping import HoppingDevice
-    from inmaterio.devices.registry import DeviceFile, build_device, device_config_from_description
-    from inmaterio.processors import DeviceProcessor
-
-    if spec.get("device") is None:  # the virtual DNPU the surrogate was generated from
-        config = device_config_from_description(processor.info.provenance["device"])
-        physical = HoppingDevice(config, n_threads=spec.get("device_threads", 1))
-    else:
-        physical = build_device(validate_config(DeviceFile, {"device": spec["device"]}, "spec['device']").device)
-    return DeviceProcessor(physical, plateau_samples=int(spec.get("plateau_samples", 1)))
-
-
-def _found_on_device(layer: DNPU, decision: DecisionNode, measure: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
-                     device: Processor, electrodes, data_range) -> torch.Tensor:
+def _found_on_device(
+    trial: CapacityTrial, attempt: int, layer: DNPU, decision: DecisionNode, measure: torch.Tensor, x: torch.Tensor,
+    labels: torch.Tensor, device: Processor,
+) -> torch.Tensor:  # fmt: skip
     """``(L,)`` bool: the classifiers ``measure (L,) bool`` of ``layer`` + ``decision`` (for ``labels (L, N)``)
-    that classify the N points on ``device`` with accuracy > ``1 - 0.5 / N`` (the decision rule unchanged)."""
+    that classify the N points on ``device`` with accuracy > ``1 - 0.5 / N`` (the decision rule unchanged).
+
+    The measurements of one attempt are keyed by ``("capacity_study", model, N, seed, attempt)``.
+    """
     from inmaterio.nn import processor_swapped
 
     ok = torch.zeros_like(measure)
     if measure.any():
-        sub, node = _selected(layer, decision, measure, electrodes, data_range)
-        with torch.no_grad(), processor_swapped(sub, device):
+        settings = trial.settings
+        sub, node = _selected(layer, decision, measure, settings.input_electrodes, settings.data_range)
+        keys = ("capacity_study", trial.model, trial.n_points, trial.seed, attempt)
+        with torch.no_grad(), processor_swapped(sub, device), device.device.random_streams(*keys):
             measured = node(sub(x)) > 0  # (N, measured)
         device_acc = (measured == labels[measure].T.bool()).float().mean(dim=0)
         ok[measure] = device_acc > 1.0 - 0.5 / x.shape[0]
     return ok
 
 
-def _annealed(spec, processor, electrodes, data_range, x, labels, epochs) -> dict[str, Any]:
+def _annealed(trial: CapacityTrial, processor, device, x: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Noise-annealed training with device validation after each attempt (see the module docstring)."""
-    device = _validation_device(spec, processor)
+    settings = trial.settings
     rmse = processor.info.noise_na
     if rmse is None:
-        raise ConfigError("the surrogate has no test RMSE (info.noise_na); the annealed model needs it")
-    prefilter = bool(spec.get("device_prefilter", False))
+        raise ConfigError("the surrogate has no test RMSE (info.noise_na); the model dnpu_annealed needs it")
     pending = torch.arange(len(labels))
     surrogate_found = torch.zeros(len(labels), dtype=torch.bool)
     device_found = torch.zeros(len(labels), dtype=torch.bool)
     history = []
-    for attempt, factor in enumerate(anneal_schedule(int(spec.get("attempts", 15)))):
+    for attempt, factor in enumerate(anneal_schedule(settings.attempts)):
         if len(pending) == 0:
             break
         processor.set_noise(rmse * math.sqrt(factor))
-        layer = DNPU(processor, len(pending), electrodes, data_range, seed=int(spec["seed"]) * 100 + attempt)
-        decision, acc = train_classifiers(layer, x, labels[pending], epochs=epochs)
+        layer = DNPU(processor, len(pending), settings.input_electrodes, settings.data_range, seed=trial.seed * 100 + attempt)
+        decision, acc = train_classifiers(layer, x, labels[pending], epochs=settings.epochs, lr=settings.learning_rate)
         surrogate_found[pending[acc == 1.0]] = True
-        measure = acc == 1.0 if prefilter else torch.ones_like(acc, dtype=torch.bool)
-        ok = _found_on_device(layer, decision, measure, x, labels[pending], device, electrodes, data_range)
+        measure = acc == 1.0 if settings.device_prefilter else torch.ones_like(acc, dtype=torch.bool)
+        ok = _found_on_device(trial, attempt, layer, decision, measure, x, labels[pending], device)
         device_found[pending[ok]] = True
         history.append({
             "attempt": attempt, "noise_variance_factor": factor, "trained": len(pending),
@@ -331,14 +392,15 @@ def _annealed(spec, processor, electrodes, data_range, x, labels, epochs) -> dic
     }
 
 
-def _searched(spec, processor, electrodes, data_range, x, labels, tries: int, device: Processor | None) -> dict[str, Any]:
-    """Max-margin search (see :mod:`~inmaterio.tasks.capacity_search`), found on the surrogate or on ``device``."""
-    from inmaterio.tasks.capacity_search import constant_mask, gap_threshold, refine_margin, screen_controls
+def _searched(trial: CapacityTrial, processor, device, x: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Max-margin search (see :mod:`~inmaterio.studies.capacity_search`), found on the surrogate or on ``device``."""
+    from inmaterio.studies.capacity_search import constant_mask, gap_threshold, refine_margin, screen_controls
 
-    seed = int(spec["seed"])
-    n_samples = int(spec.get("screen_samples", 200_000))
+    settings = trial.settings
+    electrodes, data_range = settings.input_electrodes, settings.data_range
+    tries = settings.attempts if device is not None else settings.restarts
     probe = DNPU(processor, 1, electrodes, data_range)
-    screen = screen_controls(probe, x, labels, n_samples, tries, torch.Generator().manual_seed(seed))
+    screen = screen_controls(probe, x, labels, settings.screen_samples, tries, torch.Generator().manual_seed(trial.seed))
     constant = constant_mask(labels)
     margin_na = torch.where(constant, torch.inf, -torch.inf)  # best surrogate margin of a tried classifier
     found = constant.clone() if device is None else torch.zeros_like(constant)
@@ -352,8 +414,8 @@ def _searched(spec, processor, electrodes, data_range, x, labels, tries: int, de
             layer.controls.copy_(screen.controls[pending, attempt])
         high_class = screen.high_class[pending, attempt]
         margin = refine_margin(
-            layer, x, labels[pending], high_class, steps=int(spec.get("refine_steps", 500)),
-            lr=float(spec.get("refine_lr", 0.01)), temperature_na=float(spec.get("temperature_na", 0.5)),
+            layer, x, labels[pending], high_class, steps=settings.refine_steps, lr=settings.refine_lr,
+            temperature_na=settings.temperature_na,
         )  # fmt: skip
         margin_na[pending] = torch.maximum(margin_na[pending], margin)
         with torch.no_grad(), processor.noise_off():
@@ -362,7 +424,7 @@ def _searched(spec, processor, electrodes, data_range, x, labels, tries: int, de
             ok = margin > 0
         else:
             everything = torch.ones(len(pending), dtype=torch.bool)
-            ok = _found_on_device(layer, decision, everything, x, labels[pending], device, electrodes, data_range)
+            ok = _found_on_device(trial, attempt, layer, decision, everything, x, labels[pending], device)
         found[pending[ok]] = True
         history.append({"attempt": attempt, "tried": len(pending), "found": int(ok.sum())})
         pending = pending[~ok]
@@ -372,7 +434,7 @@ def _searched(spec, processor, electrodes, data_range, x, labels, tries: int, de
         "fraction": float(found.float().mean()),
         "found_mask": found.tolist(),  # per labelling, in the order of labellings(N)
         "surrogate_margin_na": [None if m == float("inf") else round(m, 4) for m in margin_na.tolist()],
-        "screen_samples": n_samples,
+        "screen_samples": settings.screen_samples,
         "attempts": history,
     }
     if rmse is not None:

@@ -26,7 +26,7 @@ finds them in three steps, all vectorised over labellings:
    the best hard margin seen is kept.
 3. :func:`gap_threshold`: the threshold in the middle of the gap, from
    which the decision node (batch norm + logistic of
-   :mod:`~inmaterio.tasks.capacity_study`) is set in closed form, so it
+   :mod:`~inmaterio.studies.capacity_trial`) is set in closed form, so it
    applies unchanged on a device.
 
 Constant labellings (all points in one class) have no gap; they are
