@@ -17,12 +17,12 @@ import itertools
 import numpy as np
 import pytest
 
+from inmaterio.config import validate_config
 from inmaterio.devices.hopping import HoppingConfig, HoppingDevice
 from inmaterio.devices.hopping.device import BOLTZMANN_EV_PER_K, COULOMB_EV_NM, ELEMENTARY_CHARGE_C
 from inmaterio.devices.hopping.electrostatics import solve_electrode_potentials
 from inmaterio.devices.hopping.geometry import distance_to_arcs, place_dopants
 from inmaterio.errors import ConfigError, SimulationError, VoltageError
-from inmaterio.config import validate_config
 
 # ----------------------------------------------------------------------------- exact master equation
 

@@ -98,9 +98,7 @@ def test_clipping_hand_values():
     assert proc.clipping_na == (-10.0, 10.0)
     np.testing.assert_allclose(proc(v).detach().numpy(), [2.5, 10.0, -10.0], rtol=1e-6)
     # None switches it off even when the info has a range
-    np.testing.assert_allclose(
-        SurrogateProcessor(model, clipping_na=None)(v).detach().numpy(), [2.5, 27.5, -22.5], rtol=1e-6
-    )
+    np.testing.assert_allclose(SurrogateProcessor(model, clipping_na=None)(v).detach().numpy(), [2.5, 27.5, -22.5], rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [(5.0, -5.0), (1.0, 1.0), (0.0, float("inf")), "auto", (0.0, 1.0, 2.0)])
@@ -409,7 +407,11 @@ def test_device_processor_configuration_errors():
     v = torch.full((2, 4), 0.3, dtype=torch.float64)
     np.testing.assert_allclose(proc(v).numpy(), analytic_truth(positive, v.numpy()))
     device = AnalyticDevice(n_activation=4)
-    for kwargs, field in [({"plateau_samples": 0}, "plateau_samples"), ({"ramp_samples": -1}, "ramp_samples"), ({"max_points": 0}, "max_points")]:
+    for kwargs, field in [
+        ({"plateau_samples": 0}, "plateau_samples"),
+        ({"ramp_samples": -1}, "ramp_samples"),
+        ({"max_points": 0}, "max_points"),
+    ]:
         with pytest.raises(ConfigError, match=field):
             DeviceProcessor(device, **kwargs)
     info = DeviceInfo.from_device(device)

@@ -250,9 +250,7 @@ class SurrogateProcessor(Processor):
         if std_na is None:
             std_na = self.info.noise_na
             if std_na is None:
-                raise ConfigError(
-                    "the surrogate has no test RMSE (info.noise_na is None); give noise_std_na explicitly"
-                )
+                raise ConfigError("the surrogate has no test RMSE (info.noise_na is None); give noise_std_na explicitly")
         if not (np.isfinite(std_na) and std_na >= 0):
             raise ConfigError(f"noise_std_na must be a finite value >= 0 nA, got {std_na}")
         self.noise_std_na = float(std_na)
@@ -386,9 +384,7 @@ class DeviceProcessor(Processor):
     ) -> None:
         info = info or DeviceInfo.from_device(device)
         if info.n_activation != device.n_activation:
-            raise ConfigError(
-                f"info describes {info.n_activation} activation electrodes, the device has {device.n_activation}"
-            )
+            raise ConfigError(f"info describes {info.n_activation} activation electrodes, the device has {device.n_activation}")
         wide = [
             name
             for name, (lo, hi), (dev_lo, dev_hi) in zip(info.electrode_names, info.voltage_ranges_v, device.voltage_ranges)

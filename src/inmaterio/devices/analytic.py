@@ -75,7 +75,9 @@ class AnalyticDevice(Device):
         noise_na: float = 0.0,
         seed: int = 0,
     ) -> None:
-        params = dict(n_activation=n_activation, low_v=low_v, high_v=high_v, amplitude_na=amplitude_na, noise_na=noise_na, seed=seed)
+        params = dict(
+            n_activation=n_activation, low_v=low_v, high_v=high_v, amplitude_na=amplitude_na, noise_na=noise_na, seed=seed
+        )
         self.config = validate_config(AnalyticDeviceConfig, params, source="the AnalyticDevice parameters")
         c = self.config
         self.electrodes = tuple(Electrode(f"e{k}", c.low_v, c.high_v) for k in range(c.n_activation))

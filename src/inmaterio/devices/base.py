@@ -117,9 +117,13 @@ def as_real_voltages(voltages: Any, electrodes: tuple[Electrode, ...], *, leadin
         try:
             v = np.asarray(voltages, dtype=object)
         except ValueError as err:
-            raise VoltageError(f"voltages must be a rectangular {expected} array of numbers, got a ragged {type(voltages).__name__} ({err})") from None
+            raise VoltageError(
+                f"voltages must be a rectangular {expected} array of numbers, got a ragged {type(voltages).__name__} ({err})"
+            ) from None
         if any(isinstance(x, list | tuple | np.ndarray) for x in v.flat):
-            raise VoltageError(f"voltages must be a rectangular {expected} array of numbers, got a ragged {type(voltages).__name__} (rows of different lengths)")
+            raise VoltageError(
+                f"voltages must be a rectangular {expected} array of numbers, got a ragged {type(voltages).__name__} (rows of different lengths)"
+            )
     if v.ndim == 0 or v.shape[-1] != n or (not leading_dims and v.ndim > 2):
         raise _shape_error(voltages, tuple(v.shape), electrodes, expected)
     rows = v.reshape(-1, n)

@@ -141,7 +141,9 @@ def check_measurement_shapes(device: Device) -> None:
     with device.random_streams("check_device", "shapes"):
         plain = device.measure(v)
     assert isinstance(plain, np.ndarray) and plain.dtype == np.float64 and plain.shape == (3,)
-    assert np.array_equal(plain, m.current_na), "measure(v) differs from measure_with_error(v).current_na under the same stream keys"
+    assert np.array_equal(plain, m.current_na), (
+        "measure(v) differs from measure_with_error(v).current_na under the same stream keys"
+    )
 
 
 def check_one_dimensional_input(device: Device) -> None:
@@ -253,7 +255,9 @@ def check_description(device: Device) -> None:
     except (TypeError, ValueError) as err:
         raise AssertionError(f"describe() is not plain JSON: {err}") from None
     assert json.loads(text) == d, "describe() changes in a JSON round trip (tuples? non-string keys?)"
-    assert d.get("type") in DEVICE_TYPES, f"describe()['type'] = {d.get('type')!r} is not a registered type {sorted(DEVICE_TYPES)}"
+    assert d.get("type") in DEVICE_TYPES, (
+        f"describe()['type'] = {d.get('type')!r} is not a registered type {sorted(DEVICE_TYPES)}"
+    )
     assert "package_version" in d, "describe() must record the package_version"
     _measure(device, _points(device, 1, 5), "describe")
     assert device.describe() == d, "describe() changed after a measurement"

@@ -103,7 +103,9 @@ def build_device(spec: HoppingDeviceConfig | AnalyticDeviceConfig) -> Device:
     return entry.build(spec)
 
 
-def device_spec_from_description(description: Any, source: str = "the recorded device description") -> HoppingDeviceConfig | AnalyticDeviceConfig:
+def device_spec_from_description(
+    description: Any, source: str = "the recorded device description"
+) -> HoppingDeviceConfig | AnalyticDeviceConfig:
     """The validated spec of a description written by :meth:`Device.describe` (old type names included).
 
     ``package_version`` is provenance, not a parameter, and is dropped.

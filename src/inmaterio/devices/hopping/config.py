@@ -61,7 +61,7 @@ class HoppingConfig(StrictModel):
     abs_tolerance_na: float = Field(0.5, gt=0, description="... or when stderr < abs_tolerance_na")
 
     @model_validator(mode="after")
-    def _check(self) -> "HoppingConfig":
+    def _check(self) -> HoppingConfig:
         if self.readout_electrode >= self.n_electrodes:
             raise ValueError(
                 f"readout_electrode {self.readout_electrode} outside [0, {self.n_electrodes - 1}] "

@@ -135,9 +135,7 @@ def solve_electrode_potentials(config: HoppingConfig) -> ElectrodePotentials:
             add(b_nodes, idx(i - 1, jb), w_r)
             add(b_nodes, idx(i, jb + 1), w_t)
             add(b_nodes, idx(i, jb - 1), w_t)
-    A = sp.csc_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_unknown, n_unknown)
-    )
+    A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_unknown, n_unknown))
     solution = spla.splu(A).solve(rhs)  # (n_unknown, n_el)
     grid = np.empty((n_el, n_r + 1, n_t))
     grid[:, 0, :] = solution[0][:, None]
