@@ -31,9 +31,25 @@ def surrogate_info(
         table.add_row(name, f"[{lo}, {hi}]")
     console.print(table)
     console.print(f"readout: {info.readout_name}; architecture: {model.architecture()}")
-    console.print(f"noise (test RMSE): {info.noise_na} nA; output clipping: {info.output_clipping_na} nA")
-    console.print(f"device: {info.provenance.get('device', {}).get('type', 'unknown')}; "
-                  f"package version: {info.provenance.get('package_version', 'unknown')}")
+    noise = "unknown" if info.noise_na is None else f"{info.noise_na} nA"
+    clipping = "none" if info.output_clipping_na is None else f"{list(info.output_clipping_na)} nA"
+    console.print(f"noise (test RMSE): {noise}; output clipping: {clipping}")
+    console.print(f"device: {_device_summary(info.provenance.get('device'))}; "
+                  f"package version: {info.provenance.get('package_version', 'unknown')}", soft_wrap=True)  # fmt: skip
+
+
+def _device_summary(description: object) -> str:
+    """The recorded device in words: its registry type, or why it cannot be rebuilt."""
+    from inmaterio.devices.registry import DEVICE_TYPES, device_spec_from_description
+    from inmaterio.errors import ConfigError
+
+    if description is None:
+        return "not recorded"
+    try:
+        spec = device_spec_from_description(description)
+    except ConfigError as err:
+        return f"a description this version cannot rebuild ({' '.join(str(err).split())[:200]})"
+    return f"{spec.type} ({DEVICE_TYPES[spec.type].what})"
 
 
 @surrogate_app.command("import-brainspy")
