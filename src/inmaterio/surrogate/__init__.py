@@ -2,7 +2,9 @@
 
 from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.io import (
+    check_plausible,
     default_model_dir,
+    export_surrogate,
     load_brainspy_checkpoint,
     load_default_surrogate,
     load_surrogate,
@@ -15,7 +17,9 @@ __all__ = [
     "DeviceInfo",
     "SurrogateModel",
     "save_surrogate",
+    "export_surrogate",
     "load_surrogate",
+    "check_plausible",
     "load_brainspy_checkpoint",
     "load_default_surrogate",
     "default_model_dir",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -153,7 +153,7 @@ class DeviceInfo(StrictModel):
         provenance = {
             "device": device.describe(),
             "package_version": inmaterio.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **overrides.pop("provenance", {}),
         }
         fields = {

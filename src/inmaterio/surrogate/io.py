@@ -24,7 +24,19 @@ A surrogate is a *directory* holding two files:
       overwrite interrupted between the two files) are detected on loading.
 
 Each file is written atomically (temporary sibling + :func:`os.replace`),
-weights first and ``model.json`` last.
+weights first and ``model.json`` last; :func:`export_surrogate` installs a
+whole folder at once (built beside it, then swapped in). The installed
+bundled model (:func:`default_model_dir`) is replaced only when asked with
+``replace_bundled=True`` (``--replace-bundled``).
+
+Loading checks, in this order and before the model is allocated where it
+can: the JSON (format, version, keys, ``info``, ``architecture``), the
+tensors' names, shapes and dtypes against the architecture (computed, so
+absurd sizes in ``model.json`` cost nothing), ``weights_sha256`` when
+present, and, hash or no hash, that the weights are those of a trained
+model (:func:`check_plausible`: finite, within :data:`MAX_ABS_PARAMETER`,
+non-zero input scales, a positive output scale, finite and bounded
+predictions at the corners of the voltage box).
 
 brains-py import
 ----------------
@@ -36,11 +48,16 @@ Python object is refused and nothing in it is run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
+import os
 import pickle
 import re
-from datetime import datetime, timezone
+import shutil
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +66,27 @@ import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save_file as save_safetensors_file
+from safetensors.torch import save as save_safetensors_bytes
 
 import inmaterio
-from inmaterio.errors import ModelFileError
-from inmaterio.fileio import atomic_path, atomic_write_text
+from inmaterio.errors import InmaterioError, ModelFileError
+from inmaterio.fileio import atomic_path
+from inmaterio.random_streams import numpy_generator
 from inmaterio.surrogate.info import DeviceInfo
-from inmaterio.surrogate.model import ACTIVATIONS, SurrogateModel
+from inmaterio.surrogate.model import ACTIVATIONS, SurrogateModel, checked_hidden_sizes, state_shapes
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "WEIGHTS_FILE",
     "MODEL_FILE",
+    "MAX_ABS_PARAMETER",
+    "MAX_ABS_NETWORK_OUTPUT",
+    "surrogate_files",
     "save_surrogate",
+    "export_surrogate",
     "load_surrogate",
+    "check_plausible",
     "load_brainspy_checkpoint",
     "default_model_dir",
     "load_default_surrogate",
@@ -77,9 +100,18 @@ _REQUIRED_KEYS = ("format", "format_version", "package_version", "created", "arc
 _OPTIONAL_KEYS = ("weights_sha256",)
 _ARCHITECTURE_KEYS = ("hidden_sizes", "activation", "n_inputs")
 
+#: Largest magnitude of a plausible weight or bias. A surrogate's network sees voltages mapped onto
+#: about [-1, 1] and is fitted to currents normalised to zero mean and unit standard deviation (a
+#: brains-py network to raw volts and instrument units of the same order), so its weights are of
+#: order 1 to 100; a value beyond this is a corrupt file, not a model.
+MAX_ABS_PARAMETER = 1e6
+#: Largest plausible network output at in-range voltages, in output scales (training-set standard
+#: deviations): trained outputs stay within a few of them.
+MAX_ABS_NETWORK_OUTPUT = 1e6
+
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _validation_summary(err: ValidationError) -> str:
@@ -91,38 +123,26 @@ def _validation_summary(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def save_surrogate(
-    model: SurrogateModel,
-    directory: str | Path,
-    metadata: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Save ``model`` as a surrogate directory (see the module docstring); return its path.
+def _os_reason(err: OSError) -> str:
+    if err.errno == errno.ENOSPC:
+        return "the disk is full"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied"
+    return err.strerror or str(err)
 
-    Parameters
-    ----------
-    model : the surrogate to save (weights and buffers are stored as float32).
-    directory : target directory, created if missing.
-    metadata : JSON-serialisable dict stored under ``metadata`` in ``model.json``.
-    overwrite : replace the files of an existing non-empty directory.
+
+def surrogate_files(model: SurrogateModel, metadata: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """The files of a surrogate folder as bytes, in writing order: ``weights.safetensors``, then ``model.json``.
 
     Raises
     ------
-    ModelFileError
-        If ``directory`` is a file, or is a non-empty directory and ``overwrite`` is False.
+    TypeError
+        If ``model`` is not a :class:`SurrogateModel`.
     ValueError
-        If ``metadata`` is not a JSON-serialisable dict (checked before anything is written).
+        If ``metadata`` is not a JSON-serialisable dict.
     """
     if not isinstance(model, SurrogateModel):
         raise TypeError(f"model must be a SurrogateModel, got {type(model).__name__}")
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ModelFileError(f"cannot save surrogate to '{directory}': it exists and is not a directory")
-    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise ModelFileError(
-            f"cannot save surrogate to '{directory}': the directory exists and is not empty "
-            "(pass overwrite=True to replace the surrogate in it)"
-        )
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
@@ -139,12 +159,150 @@ def save_surrogate(
         json.dumps(document)
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata is not JSON-serialisable: {err}") from None
-
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_safetensors_file(tensors, str(tmp), metadata={"format": FORMAT})
-        document["weights_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    atomic_write_text(directory / MODEL_FILE, json.dumps(document, indent=2) + "\n")
+    weights = save_safetensors_bytes(tensors, metadata={"format": FORMAT})
+    document["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    return {WEIGHTS_FILE: weights, MODEL_FILE: (json.dumps(document, indent=2) + "\n").encode()}
+
+
+def _is_bundled(directory: Path) -> bool:
+    try:
+        return directory.resolve() == default_model_dir().resolve()
+    except OSError:
+        return False
+
+
+def _refuse_bundled(directory: Path, replace_bundled: bool) -> None:
+    """The installed bundled surrogate is replaced only on explicit request."""
+    if not replace_bundled and _is_bundled(directory) and (directory / MODEL_FILE).exists():
+        raise ModelFileError(
+            f"'{directory}' is the bundled default surrogate (demo and every task without a model_dir use it); "
+            "it is never replaced by accident: choose another destination, or pass --replace-bundled "
+            "(replace_bundled=True) to install a new default on purpose"
+        )
+
+
+def save_surrogate(
+    model: SurrogateModel,
+    directory: str | Path,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    *,
+    replace_bundled: bool = False,
+) -> Path:
+    """Save ``model`` as a surrogate directory (see the module docstring); return its path.
+
+    Parameters
+    ----------
+    model : the surrogate to save (weights and buffers are stored as float32).
+    directory : target directory, created if missing.
+    metadata : JSON-serialisable dict stored under ``metadata`` in ``model.json``.
+    overwrite : replace the files of an existing non-empty directory.
+    replace_bundled : allow ``directory`` to be the installed bundled model (:func:`default_model_dir`).
+
+    Raises
+    ------
+    ModelFileError
+        If ``directory`` is a file, is a non-empty directory and ``overwrite`` is False, is the
+        bundled model and ``replace_bundled`` is False, or cannot be written (read-only, disk full).
+    ValueError
+        If ``metadata`` is not a JSON-serialisable dict (checked before anything is written).
+    """
+    files = surrogate_files(model, metadata)
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ModelFileError(f"cannot save surrogate to '{directory}': it exists and is not a directory")
+    _refuse_bundled(directory, replace_bundled)
+    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        raise ModelFileError(
+            f"cannot save surrogate to '{directory}': the directory exists and is not empty "
+            "(pass overwrite=True to replace the surrogate in it)"
+        )
+    try:
+        for name, data in files.items():
+            with atomic_path(directory / name) as tmp:
+                tmp.write_bytes(data)
+    except OSError as err:
+        raise ModelFileError(f"cannot save surrogate to '{directory}': {_os_reason(err)}") from None
+    return directory
+
+
+def export_surrogate(
+    model: SurrogateModel,
+    directory: str | Path,
+    metadata: dict[str, Any] | None = None,
+    *,
+    extra_json: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    replace_bundled: bool = False,
+) -> Path:
+    """Install ``model`` (and ``extra_json`` files, e.g. ``{"summary.json": {...}}``) as a complete folder, atomically.
+
+    The new folder is written beside ``directory`` and swapped in with two renames, so
+    ``directory`` holds the old surrogate or the new one, never a mixture; files of the old
+    folder that the export does not write (a README) are carried over.
+
+    Raises
+    ------
+    ModelFileError
+        If ``directory`` is a file; is not empty and ``overwrite`` is False; is not empty but holds no
+        surrogate (``overwrite`` replaces only a surrogate folder); is the installed bundled model and
+        ``replace_bundled`` is False (with ``replace_bundled``, the model must record the virtual
+        device it imitates, which ``demo`` rebuilds); or cannot be written.
+    """
+    files = surrogate_files(model, metadata)
+    for name, data in (extra_json or {}).items():
+        files[name] = (json.dumps(data, indent=2) + "\n").encode()
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ModelFileError(f"cannot export the surrogate to '{directory}': it exists and is not a directory")
+    _refuse_bundled(directory, replace_bundled)
+    if _is_bundled(directory):
+        from inmaterio.devices.registry import device_config_from_description
+
+        try:
+            device_config_from_description(dict(model.info.provenance.get("device") or {}))
+        except InmaterioError as err:
+            raise ModelFileError(
+                f"this model cannot become the bundled surrogate: demo rebuilds the virtual device from its "
+                f"info.provenance.device, and {' '.join(str(err).split())}"
+            ) from None
+    existing = sorted(directory.iterdir()) if directory.is_dir() else []
+    if existing and not overwrite:
+        raise ModelFileError(
+            f"cannot export the surrogate to '{directory}': it holds a model already (pass --overwrite / "
+            "overwrite=True to replace it)" if (directory / MODEL_FILE).exists() else
+            f"cannot export the surrogate to '{directory}': the folder is not empty; choose a new folder"
+        )  # fmt: skip
+    if existing and not (directory / MODEL_FILE).exists():
+        names = ", ".join(p.name for p in existing[:8])
+        raise ModelFileError(
+            f"'{directory}' holds no surrogate (it holds {names}); --overwrite replaces only a surrogate folder: "
+            "choose a new folder"
+        )
+    tag = uuid.uuid4().hex[:12]
+    staging = directory.with_name(f".{directory.name}.export-{tag}")
+    aside = directory.with_name(f".{directory.name}.replaced-{tag}")
+    try:
+        staging.mkdir(parents=True)
+        for entry in existing:
+            if entry.name not in files and entry.name not in (WEIGHTS_FILE, MODEL_FILE):
+                copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                copy(entry, staging / entry.name)
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if existing:
+            os.replace(directory, aside)
+        os.replace(staging, directory)
+    except OSError as err:
+        if aside.exists() and not directory.exists():
+            os.replace(aside, directory)
+        raise ModelFileError(
+            f"cannot export the surrogate to '{directory}': {_os_reason(err)}; the folder is unchanged"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
     return directory
 
 
@@ -165,9 +323,13 @@ def _read_document(json_path: Path) -> dict[str, Any]:
     if not json_path.is_file():
         raise ModelFileError(f"surrogate directory '{json_path.parent}' has no {MODEL_FILE} (expected '{json_path}')")
     try:
-        document = json.loads(json_path.read_text())
+        document = json.loads(json_path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"file '{json_path}' is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ModelFileError(f"file '{json_path}' is not a surrogate description: its JSON is nested too deeply") from None
+    except OSError as err:
+        raise ModelFileError(f"file '{json_path}' cannot be read: {_os_reason(err)}") from None
     if not isinstance(document, dict):
         raise ModelFileError(f"file '{json_path}' must hold a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT:
@@ -190,10 +352,14 @@ def _read_document(json_path: Path) -> dict[str, Any]:
         raise ModelFileError(f"file '{json_path}' has unknown key(s) {unknown}; allowed: {list(_REQUIRED_KEYS + _OPTIONAL_KEYS)}")
     if not isinstance(document["metadata"], dict):
         raise ModelFileError(f"file '{json_path}': 'metadata' must be a JSON object, got {type(document['metadata']).__name__}")
+    digest = document.get("weights_sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ModelFileError(f"file '{json_path}': weights_sha256 must be 64 lower-case hex digits, got {digest!r}")
     return document
 
 
-def _build_model(document: dict[str, Any], json_path: Path) -> SurrogateModel:
+def _read_architecture(document: dict[str, Any], json_path: Path) -> tuple[DeviceInfo, tuple[int, ...], str]:
+    """The validated ``info``, hidden sizes and activation of ``model.json`` (nothing is allocated)."""
     try:
         info = DeviceInfo.model_validate(document["info"])
     except ValidationError as err:
@@ -203,38 +369,119 @@ def _build_model(document: dict[str, Any], json_path: Path) -> SurrogateModel:
         raise ModelFileError(
             f"file '{json_path}': 'architecture' must be an object with keys {list(_ARCHITECTURE_KEYS)}, got {arch!r}"
         )
-    if arch["n_inputs"] != info.n_activation:
+    if arch["n_inputs"] != info.n_activation or isinstance(arch["n_inputs"], bool):
         raise ModelFileError(
             f"file '{json_path}': architecture n_inputs={arch['n_inputs']!r} but info lists {info.n_activation} electrodes"
         )
+    activation = arch["activation"]
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ModelFileError(
+            f"file '{json_path}': invalid 'architecture': unknown activation {activation!r}; allowed: {sorted(ACTIVATIONS)}"
+        )
     try:
-        return SurrogateModel(info, arch["hidden_sizes"], arch["activation"])
-    except (TypeError, ValueError) as err:
+        hidden = checked_hidden_sizes(arch["hidden_sizes"])
+    except ValueError as err:
         raise ModelFileError(f"file '{json_path}': invalid 'architecture': {err}") from None
+    return info, hidden, activation
 
 
-def _load_state(model: SurrogateModel, tensors: dict[str, Any], source: Path) -> None:
-    """Check ``tensors`` against the model's state dict (names, shapes, float dtype) and load them."""
-    expected = model.state_dict()
+def _check_tensors(tensors: dict[str, Any], n_inputs: int, hidden: tuple[int, ...], architecture: dict, source: Path) -> None:
+    """Names, types, shapes and float dtypes of ``tensors`` against the architecture, before any model is built.
+
+    The expected shapes are computed, not allocated: an architecture claiming absurd sizes fails here.
+    """
+    expected = state_shapes(n_inputs, hidden)
     missing = [key for key in expected if key not in tensors]
     unexpected = [key for key in tensors if key not in expected]
     if missing or unexpected:
         raise ModelFileError(
-            f"weights in '{source}' do not match the architecture {model.architecture()}: "
+            f"weights in '{source}' do not match the architecture {architecture}: "
             f"missing tensors {missing}, unexpected tensors {unexpected}"
         )
-    for key, reference in expected.items():
+    for key, shape in expected.items():
         value = tensors[key]
         if not isinstance(value, torch.Tensor):
             raise ModelFileError(f"weights in '{source}': '{key}' is a {type(value).__name__}, not a tensor")
-        if tuple(value.shape) != tuple(reference.shape):
+        if tuple(value.shape) != shape:
             raise ModelFileError(
                 f"weights in '{source}': tensor '{key}' has shape {tuple(value.shape)}, "
-                f"the architecture {model.architecture()} needs {tuple(reference.shape)}"
+                f"the architecture {architecture} needs {shape}"
             )
         if not value.is_floating_point():
             raise ModelFileError(f"weights in '{source}': tensor '{key}' has dtype {value.dtype}, expected a float dtype")
-    model.load_state_dict({key: tensors[key].to(torch.float32) for key in expected})
+
+
+def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in torch.nonzero(mask)[0]) if mask.dim() else ()
+
+
+def _plausibility_points(info: DeviceInfo) -> np.ndarray:
+    """Voltages ``(P, n)`` V: the centre and the corners of the box of ranges (1024 random points for n > 10)."""
+    ranges = info.ranges_array()
+    n = info.n_activation
+    if n <= 10:
+        corners = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+        unit = corners.astype(np.float64)
+    else:
+        unit = numpy_generator(0, "surrogate plausibility").uniform(0.0, 1.0, (1024, n))
+    points = ranges[:, 0] + unit * (ranges[:, 1] - ranges[:, 0])
+    return np.vstack([ranges.mean(axis=1), points])
+
+
+def check_plausible(model: SurrogateModel, source: str | Path) -> None:
+    """Refuse a model no training makes (see :data:`MAX_ABS_PARAMETER`), naming the tensor and the value.
+
+    Checked: every weight, bias and normalisation value is finite; every weight and bias
+    is within ``±MAX_ABS_PARAMETER``; every input scale is non-zero; the output scale
+    (the training currents' standard deviation, or brains-py's amplification) is > 0; at
+    the centre and the corners of the voltage box the network's output is within
+    ``±MAX_ABS_NETWORK_OUTPUT`` output scales and the predicted current is finite.
+
+    Raises
+    ------
+    ModelFileError
+        Naming ``source``, the tensor, the element and its value.
+    """
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                index = _first_bad(~finite)
+                value = tensor[index].item() if index else tensor.item()
+                raise ModelFileError(
+                    f"weights in '{source}': tensor '{name}' element {list(index)} is {value}, not a finite number; the file is corrupt"
+                )
+            if name.startswith("mlp."):
+                big = tensor.abs() > MAX_ABS_PARAMETER
+                if bool(big.any()):
+                    index = _first_bad(big)
+                    raise ModelFileError(
+                        f"weights in '{source}': tensor '{name}' element {list(index)} = {tensor[index].item():.6g} is "
+                        f"outside [-{MAX_ABS_PARAMETER:g}, {MAX_ABS_PARAMETER:g}], far beyond any trained weight; the file is corrupt"
+                    )
+        zero = model.input_scale == 0
+        if bool(zero.any()):
+            k = _first_bad(zero)[0]
+            raise ModelFileError(
+                f"weights in '{source}': tensor 'input_scale' element [{k}] (electrode '{model.info.electrode_names[k]}') "
+                "is 0: that electrode's voltage would be ignored; the file is corrupt"
+            )
+        scale = model.output_scale.item()
+        if not scale > 0:
+            raise ModelFileError(
+                f"weights in '{source}': tensor 'output_scale' = {scale:.6g} nA must be > 0 (the standard deviation "
+                "of the training currents, or the instrument gain); the file is corrupt"
+            )
+        voltages = _plausibility_points(model.info)
+        current = model(torch.as_tensor(voltages, dtype=model.input_offset.dtype)).double()
+        network = (current - model.output_offset.double()) / scale
+        worst = int(torch.argmax(torch.nan_to_num(network.abs(), nan=math.inf)))
+        if not (torch.isfinite(current).all() and network.abs().max() <= MAX_ABS_NETWORK_OUTPUT):
+            raise ModelFileError(
+                f"surrogate '{source}' predicts {current[worst].item():.4g} nA at voltages "
+                f"{np.round(voltages[worst], 6).tolist()} V, {network[worst].item():.3g} output scales from its offset "
+                f"(bound ±{MAX_ABS_NETWORK_OUTPUT:g}): its weights are corrupt"
+            )
 
 
 def load_surrogate(path: str | Path) -> SurrogateModel:
@@ -249,29 +496,38 @@ def load_surrogate(path: str | Path) -> SurrogateModel:
         Naming the file and the problem: missing directory or file, invalid
         JSON, foreign ``format``, newer ``format_version``, missing key,
         invalid ``info`` or ``architecture``, corrupt safetensors, tensors whose
-        names or shapes do not fit the architecture, or a weights file from a
-        different save than ``model.json``.
+        names or shapes do not fit the architecture (checked before the model is
+        allocated, so absurd sizes in ``model.json`` fail at once), a weights
+        file from a different save than ``model.json``, or weights no training
+        makes (:func:`check_plausible`, with or without ``weights_sha256``).
     """
     directory = _surrogate_dir(path)
     json_path = directory / MODEL_FILE
     document = _read_document(json_path)
-    model = _build_model(document, json_path)
+    info, hidden, activation = _read_architecture(document, json_path)
+    architecture = {"hidden_sizes": list(hidden), "activation": activation, "n_inputs": info.n_activation}
 
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
         raise ModelFileError(f"surrogate directory '{directory}' has no {WEIGHTS_FILE} (expected '{weights_path}')")
-    data = weights_path.read_bytes()
+    try:
+        data = weights_path.read_bytes()
+    except OSError as err:
+        raise ModelFileError(f"file '{weights_path}' cannot be read: {_os_reason(err)}") from None
     try:
         tensors = load_safetensors_bytes(data)
     except SafetensorError as err:
         raise ModelFileError(f"file '{weights_path}' is not a readable safetensors file (corrupt or truncated): {err}") from None
-    _load_state(model, tensors, weights_path)
+    _check_tensors(tensors, info.n_activation, hidden, architecture, weights_path)
     recorded = document.get("weights_sha256")
     if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
         raise ModelFileError(
             f"file '{weights_path}' does not match the weights_sha256 recorded in '{json_path}': the two files "
             "come from different saves (an interrupted overwrite or a hand-edited file)"
         )
+    model = SurrogateModel(info, hidden, activation)
+    model.load_state_dict({key: tensors[key].to(torch.float32) for key in model.state_dict()})
+    check_plausible(model, weights_path)
     model.metadata = document["metadata"]
     return model
 
@@ -430,6 +686,10 @@ def load_brainspy_checkpoint(path: str | Path) -> SurrogateModel:
         clipping = _float_array(clipping, "clipping_value", path).reshape(-1).tolist()
 
     try:
+        hidden = checked_hidden_sizes(hidden_sizes)
+    except ValueError as err:
+        raise ModelFileError(f"brains-py checkpoint '{path}': invalid model_structure: {err}") from None
+    try:
         device_info = DeviceInfo(
             electrode_names=[f"e{k}" for k in range(n)],
             readout_name="out",
@@ -444,11 +704,8 @@ def load_brainspy_checkpoint(path: str | Path) -> SurrogateModel:
                 "brainspy_info": _jsonable(info),
             },
         )
-        model = SurrogateModel(device_info, hidden_sizes, activation)
     except ValidationError as err:
         raise ModelFileError(f"brains-py checkpoint '{path}': invalid electrode info: {_validation_summary(err)}") from None
-    except (TypeError, ValueError) as err:
-        raise ModelFileError(f"brains-py checkpoint '{path}': invalid model_structure: {err}") from None
 
     if not isinstance(state, dict):
         raise ModelFileError(f"brains-py checkpoint '{path}': model_state_dict is a {type(state).__name__}, expected a dict")
@@ -461,12 +718,16 @@ def load_brainspy_checkpoint(path: str | Path) -> SurrogateModel:
             raise ModelFileError(
                 f"brains-py checkpoint '{path}': unexpected state-dict key '{key}' (expected 'model.<i>.weight' / '.bias')"
             )
-    model.set_input_normalization(np.zeros(n), np.ones(n))
-    with torch.no_grad():
-        model.output_scale.fill_(amplification)
-    for key in ("input_offset", "input_scale", "output_offset", "output_scale"):
-        tensors[key] = getattr(model, key)
-    _load_state(model, tensors, path)
+    # brains-py's network works on raw volts and its output is multiplied by the amplification
+    tensors.update(
+        input_offset=torch.zeros(n), input_scale=torch.ones(n),
+        output_offset=torch.tensor(0.0), output_scale=torch.tensor(amplification, dtype=torch.float32),
+    )  # fmt: skip
+    architecture = {"hidden_sizes": list(hidden), "activation": activation, "n_inputs": n}
+    _check_tensors(tensors, n, hidden, architecture, path)
+    model = SurrogateModel(device_info, hidden, activation)
+    model.load_state_dict({key: tensors[key].to(torch.float32) for key in model.state_dict()})
+    check_plausible(model, path)
     return model
 
 

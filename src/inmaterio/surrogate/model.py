@@ -26,7 +26,7 @@ from torch import nn
 
 from inmaterio.surrogate.info import DeviceInfo
 
-__all__ = ["ACTIVATIONS", "SurrogateModel"]
+__all__ = ["ACTIVATIONS", "SurrogateModel", "checked_hidden_sizes", "state_shapes", "parameter_count"]
 
 #: The activation functions a surrogate may use, by name (the only name-to-class lookup).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -35,6 +35,44 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU,
 }
+
+
+def checked_hidden_sizes(hidden_sizes: Any) -> tuple[int, ...]:
+    """``hidden_sizes`` as a tuple of positive ints; ValueError for anything else (floats, bools, strings, empty)."""
+    try:
+        sizes = tuple(hidden_sizes)
+    except TypeError:
+        raise ValueError(f"hidden_sizes must be a list of integers, got {hidden_sizes!r}") from None
+    if any(isinstance(h, bool) for h in sizes):
+        raise ValueError(f"hidden_sizes must be integers, got {list(sizes)}")
+    try:
+        sizes = tuple(operator.index(h) for h in sizes)
+    except TypeError:
+        raise ValueError(f"hidden_sizes must be integers, got {list(sizes)}") from None
+    if not sizes or any(h <= 0 for h in sizes):
+        raise ValueError(f"hidden_sizes must be a non-empty list of positive integers, got {list(sizes)}")
+    return sizes
+
+
+def state_shapes(n_inputs: int, hidden_sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """The state-dict keys of a :class:`SurrogateModel` and their shapes, without building it.
+
+    ``mlp.{2i}.weight (out, in)``, ``mlp.{2i}.bias (out,)`` per linear layer, then the buffers
+    ``input_offset (n,)``, ``input_scale (n,)``, ``output_offset ()``, ``output_scale ()``.
+    """
+    widths = (n_inputs, *hidden_sizes, 1)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        shapes[f"mlp.{2 * i}.weight"] = (n_out, n_in)
+        shapes[f"mlp.{2 * i}.bias"] = (n_out,)
+    shapes.update(input_offset=(n_inputs,), input_scale=(n_inputs,), output_offset=(), output_scale=())
+    return shapes
+
+
+def parameter_count(n_inputs: int, hidden_sizes: Sequence[int]) -> int:
+    """Number of trainable parameters (weights and biases) of the MLP."""
+    widths = (n_inputs, *hidden_sizes, 1)
+    return sum((n_in + 1) * n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
 
 
 class SurrogateModel(nn.Module):
@@ -64,12 +102,7 @@ class SurrogateModel(nn.Module):
             raise TypeError(f"info must be a DeviceInfo, got {type(info).__name__}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; allowed: {sorted(ACTIVATIONS)}")
-        try:
-            sizes = tuple(operator.index(h) for h in hidden_sizes)
-        except TypeError:
-            raise ValueError(f"hidden_sizes must be integers, got {list(hidden_sizes)}") from None
-        if not sizes or any(h <= 0 for h in sizes):
-            raise ValueError(f"hidden_sizes must be a non-empty list of positive integers, got {list(sizes)}")
+        sizes = checked_hidden_sizes(hidden_sizes)
         self.info = info
         self.hidden_sizes = sizes
         self.activation = activation
