@@ -60,13 +60,16 @@ def test_smg_run_export_and_info(tmp_path):
     result = runner.invoke(app, ["smg", "run", str(path), "--out", str(run), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "test RMSE / nA" in result.output
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((run / "metrics.json").read_text())
     dest = tmp_path / "exported"
     assert runner.invoke(app, ["smg", "export", str(run), "--to", str(dest)]).exit_code == 0
+    assert sorted(p.name for p in dest.iterdir()) == ["model.json", "summary.json", "weights.safetensors"]
+    assert json.loads((dest / "summary.json").read_text()) == summary
     # the destination exists now: a second export must refuse and keep it
     before = (dest / "weights.safetensors").read_bytes()
     again = runner.invoke(app, ["smg", "export", str(run), "--to", str(dest)])
     assert again.exit_code == 2
+    assert "holds a model already (pass --overwrite" in " ".join(again.output.split())
     assert (dest / "weights.safetensors").read_bytes() == before
     info = runner.invoke(app, ["surrogate", "info", str(dest)])
     assert info.exit_code == 0, info.output

@@ -32,5 +32,5 @@ def test_smg_pipeline_on_the_hopping_device(tmp_path):
     assert summary["consistency"]["consistent"]
     model = load_surrogate(tmp_path / "model")
     assert model.info.noise_na == pytest.approx(metrics["rmse_na"])
-    assert model.info.provenance["device"]["type"] == "HoppingDevice"
+    assert model.info.provenance["device"]["type"] == "hopping"
     assert np.isfinite(model.predict(np.zeros((1, 7)))).all()

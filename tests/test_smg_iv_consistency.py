@@ -70,5 +70,25 @@ def test_noisy_device_is_consistent_and_drifted_device_is_not():
     assert report["consistent"]
     for r in report["repeats"]:
         assert r["rms_diff_over_stderr"] == pytest.approx(1.0, abs=0.15)  # two independent noises of 2 nA
-    drifted = AnalyticDevice(noise_na=2.0, amplitude_na=103.0)
-    assert not consistency_check(drifted, data, n_repeats=1, n_points=400)["consistent"]
+    # a 10% gain drift moves the mean by 0.1 * mean(I) = -1.46 nA, ten standard errors of the mean (0.14 nA);
+    # (a 3% drift sits at the 3-standard-error threshold and is found only about every other draw)
+    drifted = AnalyticDevice(noise_na=2.0, amplitude_na=110.0)
+    drift = consistency_check(drifted, data, n_repeats=1, n_points=400)
+    assert not drift["consistent"]
+    expected = 0.1 * np.mean(device.true_current(data.voltages_v))
+    repeat = drift["repeats"][0]
+    assert repeat["stderr_of_mean_na"] == pytest.approx(np.sqrt(400 * 2 * 2.0**2) / 400)
+    assert abs(repeat["mean_diff_na"] - expected) < 4 * repeat["stderr_of_mean_na"]
+
+
+def test_repeats_draw_independent_noise_the_same_in_every_run():
+    """Repeat r is keyed by the reference signal and r: independent of the data's noise and of the other
+    repeats, and the same whatever the device measured before."""
+    device = AnalyticDevice(noise_na=2.0)
+    data = reference_data(device)
+    first = consistency_check(device, data, n_repeats=3, n_points=400)
+    fresh = AnalyticDevice(noise_na=2.0)
+    second = consistency_check(fresh, data, n_repeats=3, n_points=400)
+    assert first == second
+    diffs = [r["mean_diff_na"] for r in first["repeats"]]
+    assert len(set(diffs)) == 3

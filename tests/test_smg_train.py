@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from inmaterio.devices import AnalyticDevice
-from inmaterio.errors import ModelFileError
+from inmaterio.errors import ConfigError, RunInterrupted
+from inmaterio.runs import read_run
 from inmaterio.smg.config import SamplingConfig, TrainConfig
 from inmaterio.smg.dataset import Dataset, split
 from inmaterio.smg.evaluate import error_metrics, evaluate_surrogate
@@ -16,9 +17,7 @@ from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import TrainingDivergedError, train_surrogate
 from inmaterio.surrogate import DeviceInfo, load_surrogate
 
-SMALL = TrainConfig(
-    hidden_sizes=(32, 32), learning_rate=3e-3, batch_size=128, max_epochs=40, patience=10, seed=0, num_threads=1
-)
+SMALL = TrainConfig(hidden_sizes=(32, 32), learning_rate=3e-3, batch_size=128, max_epochs=40, patience=10, seed=0, num_threads=1)
 
 
 def measured(device, n, seed, kind="uniform"):
@@ -81,9 +80,15 @@ def test_finished_run_is_reused_and_other_config_refused(noise_free_run, monkeyp
     monkeypatch.setattr(torch.optim.Adam, "step", forbidden)
     again = train_surrogate(train, val, SMALL, result.directory, DeviceInfo.from_device(device), progress=False)
     assert again.best_epoch == result.best_epoch and again.history == result.history
+    # num_threads changes the speed only: the finished run is still this one
+    again = train_surrogate(train, val, SMALL.model_copy(update={"num_threads": 2}), result.directory,
+                            DeviceInfo.from_device(device), progress=False)  # fmt: skip
+    assert again.history == result.history
     other = SMALL.model_copy(update={"learning_rate": 1e-2})
-    with pytest.raises(ModelFileError, match="another config"):
+    with pytest.raises(ConfigError, match=r"config\.learning_rate: 0\.003 in the folder, 0\.01 now"):
         train_surrogate(train, val, other, result.directory, DeviceInfo.from_device(device), progress=False)
+    with pytest.raises(ConfigError, match=r"data_fingerprint: '[0-9a-f]+' in the folder, '[0-9a-f]+' now"):
+        train_surrogate(val, train, SMALL, result.directory, DeviceInfo.from_device(device), progress=False)
 
 
 def test_noisy_training_approaches_the_noise_floor(tmp_path):
@@ -126,27 +131,41 @@ def test_nan_loss_aborts_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     survivor = load_surrogate(tmp_path)
     assert all(torch.isfinite(p).all() for p in survivor.parameters())
     assert survivor.metadata["epoch"] <= 3
-    state = json.loads((tmp_path / "training_state.json").read_text())
-    assert state["finished"] is False and state["epochs_done"] == 3
+    record = read_run(tmp_path)
+    assert record["state"] == "failed" and "TrainingDivergedError: training diverged in epoch 4" in record["error"]
+    assert [h["epoch"] for h in json.loads((tmp_path / "history.json").read_text())] == [1, 2, 3]
 
 
-def test_interrupted_training_resumes(tmp_path, monkeypatch, capsys):
+def test_interrupted_training_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """Interrupted mid-epoch, then resumed in a fresh call: weights and history equal an uninterrupted run's."""
     device = AnalyticDevice(n_activation=3)
     train, val = train_val(device, n=1000)
-    config = SMALL.model_copy(update={"max_epochs": 8})
+    config = SMALL.model_copy(update={"max_epochs": 8, "lr_schedule": "cosine"})
+    info = DeviceInfo.from_device(device)
+    reference = train_surrogate(train, val, config, tmp_path / "ref", info, progress=False, notify=print)
 
     def interrupt(optimizer):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
         poison_after(patch, 7 * 4 + 3, interrupt)  # in epoch 5
-        with pytest.raises(KeyboardInterrupt):
-            train_surrogate(train, val, config, tmp_path, DeviceInfo.from_device(device), progress=False)
-    result = train_surrogate(train, val, config, tmp_path, DeviceInfo.from_device(device), progress=False)
-    assert "after epoch 4" in capsys.readouterr().out
+        with pytest.raises(RunInterrupted):
+            train_surrogate(train, val, config, tmp_path / "run", info, progress=False)
+    assert read_run(tmp_path / "run")["state"] == "interrupted"
+    messages = []
+    result = train_surrogate(train, val, config, tmp_path / "run", info, progress=False, notify=messages.append)
+    assert "resuming training after epoch 4 (best epoch 4)" in messages
     assert [h["epoch"] for h in result.history] == list(range(1, 9))
-    assert result.stop_reason == "max_epochs"
-    assert json.loads((tmp_path / "training_state.json").read_text())["finished"] is True
+    assert result.stop_reason == "max_epochs" and read_run(tmp_path / "run")["state"] == "finished"
+
+    def without_times(history):
+        return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
+
+    assert without_times(result.history) == without_times(reference.history)
+    assert result.best_epoch == reference.best_epoch and result.best_val_rmse_na == reference.best_val_rmse_na
+    for (name, a), (_, b) in zip(result.model.state_dict().items(), reference.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert (tmp_path / "run" / "weights.safetensors").read_bytes() == (tmp_path / "ref" / "weights.safetensors").read_bytes()
 
 
 def test_error_metrics_against_hand_computation():

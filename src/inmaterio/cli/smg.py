@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,18 +14,28 @@ smg_app = typer.Typer(help="Surrogate-model generator: sample, measure, train, t
 app.add_typer(smg_app, name="smg")
 
 
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 @smg_app.command("run")
 @friendly_errors
 def smg_run(
     config: Annotated[Path, typer.Argument(help="SMG YAML config (see examples/)")],
     out: Annotated[Path, typer.Option(help="run folder; re-running resumes what is unfinished")],
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace a run of another config in OUT (an unfinished one is moved aside)")
+    ] = False,
 ) -> None:
     """Run (or resume) the whole surrogate-model generation: sample, measure, train, test, check."""
     from inmaterio.config import load_config
     from inmaterio.smg import SMGConfig, run_smg
 
-    summary = run_smg(load_config(SMGConfig, config), out, progress=progress)
+    def notify(message: str) -> None:
+        console.print(message, markup=False, highlight=False)
+
+    summary = run_smg(load_config(SMGConfig, config), out, progress=progress, overwrite=overwrite, notify=notify)
     m = summary["test_metrics"]
     table = Table(title=f"surrogate of {summary['device']['type']} ({out})")
     table.add_column("quantity")
@@ -34,11 +43,11 @@ def smg_run(
     table.add_row("training points", str(summary["train_data"]["n_points"]))
     table.add_row("independent test points", str(summary["test_data"]["n_points"]))
     table.add_row("test RMSE / nA", f"{m['rmse_na']:.3f}")
-    table.add_row("test RMSE / % of output range", f"{m['rmse_percent_of_range']:.2f}")
+    table.add_row("test RMSE / % of output range", _number(m["rmse_percent_of_range"], ".2f"))
     table.add_row("device noise floor / nA", f"{m['noise_floor_na']:.3f}")
-    table.add_row("RMSE / noise floor", f"{m['rmse_over_noise_floor']:.2f}")
+    table.add_row("RMSE / noise floor", _number(m["rmse_over_noise_floor"], ".2f"))
     console.print(table)
-    console.print(f"model: {out / 'model'}; summary: {out / 'summary.json'}")
+    console.print(f"model: {out / 'model'}; summary: {out / 'metrics.json'}")
 
 
 @smg_app.command("export")
@@ -47,18 +56,12 @@ def smg_export(
     run: Annotated[Path, typer.Argument(help="a finished SMG run folder")],
     to: Annotated[Optional[Path], typer.Option(help="destination model folder (default: the package's bundled model)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model at the destination")] = False,
+    replace_bundled: Annotated[
+        bool, typer.Option(help="allow replacing the installed bundled model (used by demo and the tasks)")
+    ] = False,
 ) -> None:
-    """Copy the surrogate of a finished run (weights, info, test metrics) to a model folder."""
-    from inmaterio.errors import ModelFileError
-    from inmaterio.fileio import atomic_write_json
-    from inmaterio.surrogate import default_model_dir, load_surrogate, save_surrogate
+    """Install the surrogate of a finished run (weights, info, summary) as a model folder, whole or not at all."""
+    from inmaterio.smg import export_smg_model
 
-    summary_path = run / "summary.json"
-    if not summary_path.is_file():
-        raise ModelFileError(f"'{run}' is not a finished SMG run: {summary_path} is missing")
-    model = load_surrogate(run / "model")
-    dest = to or default_model_dir()
-    save_surrogate(model, dest, metadata=model.metadata, overwrite=overwrite)
-    summary = json.loads(summary_path.read_text())
-    atomic_write_json(dest / "summary.json", summary)
+    dest = export_smg_model(run, to, overwrite=overwrite, replace_bundled=replace_bundled)
     console.print(f"exported {run / 'model'} -> {dest}")

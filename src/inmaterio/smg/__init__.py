@@ -11,7 +11,7 @@ from inmaterio.smg.consistency import consistency_check
 from inmaterio.smg.dataset import Dataset, load_dataset, noise_floor_na, postprocess, save_dataset, split
 from inmaterio.smg.evaluate import evaluate_surrogate
 from inmaterio.smg.iv import IVCurves, iv_curves
-from inmaterio.smg.pipeline import run_smg
+from inmaterio.smg.pipeline import export_smg_model, run_smg
 from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import TrainingDivergedError, TrainResult, train_surrogate
 
@@ -37,4 +37,5 @@ __all__ = [
     "IVCurves",
     "iv_curves",
     "run_smg",
+    "export_smg_model",
 ]

@@ -1,103 +1,120 @@
 """Resumable acquisition: measure a voltage plan in batches, checkpointing after each.
 
-Directory layout while measuring (``<dir>`` is the ``directory`` argument)::
+An acquisition is a run folder (:mod:`inmaterio.runs`, kind ``inmaterio.smg.acquisition``)::
 
-    <dir>/acquisition_state.json          {"fingerprint", "n_total", "n_done", ...}
-    <dir>/partial/chunk_<start>_<stop>.npz  current_na, stderr_na of points [start, stop)
+    <dir>/run.json, config.yaml           state, identity, wall time; the AcquisitionConfig
+    <dir>/chunks/<start>-<stop>.npz       current_na, stderr_na of points [start, stop) (while measuring)
+    <dir>/checkpoint.pt                   {"n_done": points measured and saved in chunks}
+    <dir>/data.npz, dataset.json          the finished Dataset (see :mod:`inmaterio.smg.dataset`)
+    <dir>/metrics.json                    number of points and the plan's fingerprint
 
-Each chunk is written atomically *before* the state that counts it, so an
-interruption (Ctrl-C, a crash, a power cut) leaves either the old or the new
-state, both valid. When every point is measured the chunks are joined into a
-:class:`~inmaterio.smg.dataset.Dataset` saved in ``<dir>`` and the partial
-files are removed.
+Each chunk is written atomically *before* the checkpoint that counts it, so
+an interruption (Ctrl-C, SIGKILL, a power cut) leaves a valid state; a chunk
+that cannot be written is saved to a rescue folder and the error says where.
 
-The *fingerprint* is the sha256 of the planned voltages and of the device's
-``describe()``: a directory only ever holds data of one plan on one device.
-Calling :func:`acquire` again with the same plan and device resumes after the
-last finished batch, or loads the finished dataset; another plan or device
-raises :class:`~inmaterio.errors.ModelFileError` and touches no file.
+The run's identity is the plan (fingerprint of its voltages), the device's
+``describe()`` and the batch size: a folder only ever holds data of one plan
+on one device. Calling :func:`acquire` again with the same identity resumes
+after the last saved batch, or loads the finished dataset; another identity
+raises :class:`~inmaterio.errors.ConfigError` naming what differs and
+touches no file.
+
+Random streams: batch ``[start, stop)`` is measured inside
+``device.random_streams("acquisition", <plan fingerprint>, start)``, so a
+noisy device (the virtual DNPU) measures every batch the same whether the
+run was interrupted or not. That is why the batch size belongs to the
+identity: other batches draw other noise.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from inmaterio.devices.base import Device
-from inmaterio.errors import ModelFileError
-from inmaterio.fileio import atomic_path, atomic_write_json, read_json
+from inmaterio.errors import ModelFileError, VoltageError
 from inmaterio.progress import progress_bar
+from inmaterio.runs import RunFolder, fingerprint_tensors, open_run
 from inmaterio.smg.config import AcquisitionConfig
-from inmaterio.smg.dataset import Dataset, base_metadata, is_dataset, load_dataset, save_dataset
+from inmaterio.smg.dataset import Dataset, base_metadata, dataset_writers, load_dataset
 
-__all__ = ["acquire", "plan_fingerprint"]
+__all__ = ["KIND", "acquire", "acquisition_identity"]
 
-STATE_FILE = "acquisition_state.json"
-PARTIAL_DIR = "partial"
-
-
-def plan_fingerprint(voltages: np.ndarray, device_description: dict[str, Any]) -> str:
-    """sha256 hex digest of a plan ``(N, n)`` V (as float64) and a device description."""
-    digest = hashlib.sha256()
-    v = np.ascontiguousarray(voltages, dtype=np.float64)
-    digest.update(repr(v.shape).encode())
-    digest.update(v.tobytes())
-    digest.update(json.dumps(device_description, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+KIND = "inmaterio.smg.acquisition"
+CHUNK_DIR = "chunks"
 
 
-def _chunk_path(directory: Path, start: int, stop: int) -> Path:
-    return directory / PARTIAL_DIR / f"chunk_{start:010d}_{stop:010d}.npz"
+def acquisition_identity(voltages: np.ndarray, device: Device, config: AcquisitionConfig) -> dict[str, Any]:
+    """What defines an acquisition's result: the plan ``(N, n)`` V, the device and the batch size."""
+    voltages = np.ascontiguousarray(voltages, dtype=np.float64)
+    return {
+        "plan": {"fingerprint": fingerprint_tensors(voltages), "n_points": len(voltages), "n_electrodes": voltages.shape[1]},
+        "device": device.describe(),
+        "batch_size": config.batch_size,
+    }
 
 
-def _read_chunks(directory: Path, n_done: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _chunk_name(start: int, stop: int) -> str:
+    return f"{CHUNK_DIR}/{start:010d}-{stop:010d}.npz"
+
+
+def _read_chunks(run: RunFolder, n_done: int, n_total: int, batch: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Currents and standard errors of points [0, n_done), from the chunk files in order."""
     currents: list[np.ndarray] = []
     stderrs: list[np.ndarray] = []
-    position = 0
-    while position < n_done:
-        matches = sorted((directory / PARTIAL_DIR).glob(f"chunk_{position:010d}_*.npz"))
-        if not matches:
-            raise ModelFileError(
-                f"checkpoint in '{directory}' counts {n_done} finished points but the chunk starting at point "
-                f"{position} is missing from '{directory / PARTIAL_DIR}'; remove the directory to start again"
-            )
-        path = matches[-1]
-        stop = int(path.stem.split("_")[2])
+    for start in range(0, n_done, batch):
+        stop = min(start + batch, n_total)
+        path = run.file(_chunk_name(start, stop))
         try:
             with np.load(path, allow_pickle=False) as npz:
                 current, stderr = npz["current_na"], npz["stderr_na"]
+        except FileNotFoundError:
+            raise ModelFileError(
+                f"the checkpoint of '{run.path}' counts {n_done} measured points but the chunk of points "
+                f"[{start}, {stop}) is missing ('{path}'); replace the run with --overwrite (overwrite=True)"
+            ) from None
         except (OSError, ValueError, KeyError) as err:
             raise ModelFileError(f"checkpoint chunk '{path}' is unreadable: {err}") from None
-        if current.shape != (stop - position,) or stderr.shape != current.shape:
-            raise ModelFileError(f"checkpoint chunk '{path}' holds {current.shape} points, expected {stop - position}")
+        if current.shape != (stop - start,) or stderr.shape != current.shape:
+            raise ModelFileError(f"checkpoint chunk '{path}' holds {current.shape} points, expected {stop - start}")
         currents.append(current)
         stderrs.append(stderr)
-        position = stop
     return currents, stderrs
+
+
+def _chunk_writer(current: np.ndarray, stderr: np.ndarray) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(fh, current_na=current, stderr_na=stderr)
+
+    return write
 
 
 def acquire(
     device: Device,
     voltages: np.ndarray,
     directory: str | Path,
-    config: AcquisitionConfig = AcquisitionConfig(),
+    config: AcquisitionConfig | None = None,
     metadata: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    notify: Callable[[str], None] = print,
 ) -> Dataset:
     """Measure ``voltages`` ``(N, n_activation)`` V on ``device``; resumable (see the module docstring).
 
     Parameters
     ----------
     device : the device; ``measure_with_error`` is called once per batch.
-    voltages : the plan, validated against the device's ranges before anything is measured.
-    directory : where the checkpoint and the finished dataset live.
-    config : batch size (points per call and per checkpoint) and progress bar.
+    voltages : the plan, validated against the device's ranges before anything is measured or written.
+    directory : the run folder of this acquisition.
+    config : batch size (points per call and per checkpoint) and progress bar; default ``AcquisitionConfig()``.
     metadata : extra JSON-serialisable entries for the dataset (e.g. ``{"sampling": ...}``).
+    overwrite : replace a run of another identity in ``directory`` (see :func:`inmaterio.runs.open_run`).
+    notify : where messages go (resuming, a replaced run moved aside).
 
     Returns
     -------
@@ -105,63 +122,53 @@ def acquire(
 
     Raises
     ------
-    ModelFileError
-        If ``directory`` holds a checkpoint or dataset of another plan or device.
+    ConfigError
+        If ``directory`` holds an acquisition of another plan, device or batch size (the fields are named).
+    RunFolderError
+        If ``directory`` is a file, a foreign folder, a run of another kind, or not writable.
     VoltageError
         If a planned voltage is outside its electrode's range.
     """
-    directory = Path(directory)
+    config = AcquisitionConfig() if config is None else config
     voltages = device.check_voltages(voltages)
-    description = device.describe()
-    fingerprint = plan_fingerprint(voltages, description)
-    n_total = len(voltages)
-
-    if is_dataset(directory):
-        dataset = load_dataset(directory)
-        stored = dataset.metadata.get("fingerprint")
-        if stored != fingerprint:
-            raise ModelFileError(
-                f"'{directory}' already holds a finished dataset of another plan or device (fingerprint {stored}, "
-                f"this plan {fingerprint}); it is never overwritten: choose another directory"
-            )
-        return dataset
-
-    state_path = directory / STATE_FILE
-    n_done = 0
-    if state_path.exists():
-        state = read_json(state_path, ModelFileError)
-        if state.get("fingerprint") != fingerprint:
-            raise ModelFileError(
-                f"'{directory}' holds a checkpoint of another plan or device (fingerprint {state.get('fingerprint')}, "
-                f"this plan {fingerprint}); refusing to mix data: choose another directory or remove it"
-            )
-        n_done = int(state["n_done"])
+    if len(voltages) == 0:
+        raise VoltageError("the plan has no points: give voltages of shape (N, n_activation) with N >= 1")
+    identity = acquisition_identity(voltages, device, config)
+    plan_id = identity["plan"]["fingerprint"]
+    n_total, batch = len(voltages), config.batch_size
+    with open_run(directory, KIND, identity=identity, config=config, overwrite=overwrite, notify=notify) as run:
+        if run.finished:
+            return load_dataset(run.path)
+        n_done = int((run.load_checkpoint() or {}).get("n_done", 0))
+        if not 0 <= n_done <= n_total or (n_done % batch and n_done != n_total):
+            raise ModelFileError(f"the checkpoint of '{run.path}' counts {n_done} points, not a batch boundary of {n_total}")
+        currents, stderrs = _read_chunks(run, n_done, n_total, batch)
         if n_done:
-            print(f"resuming acquisition in '{directory}': {n_done} of {n_total} points already measured")
-    currents, stderrs = _read_chunks(directory, n_done)
+            notify(f"{n_done} of {n_total} points already measured")
+        with progress_bar(n_total, "measuring", unit="pts", completed=n_done, enabled=config.progress) as bar:
+            while n_done < n_total:
+                stop = min(n_done + batch, n_total)
+                with device.random_streams("acquisition", plan_id, n_done):
+                    measurement = device.measure_with_error(voltages[n_done:stop])
+                current = np.asarray(measurement.current_na, dtype=np.float64).reshape(stop - n_done)
+                stderr = np.asarray(measurement.stderr_na, dtype=np.float64).reshape(stop - n_done)
+                run.write_file(_chunk_name(n_done, stop), _chunk_writer(current, stderr),
+                               what=f"measured points [{n_done}, {stop})")  # fmt: skip
+                run.save_checkpoint({"n_done": stop})
+                currents.append(current)
+                stderrs.append(stderr)
+                bar.advance(stop - n_done)
+                n_done = stop
 
-    state = {"fingerprint": fingerprint, "n_total": n_total, "n_done": n_done, "device": description}
-    if n_done == 0:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(state_path, state)
-    with progress_bar(n_total, "measuring", unit="pts", completed=n_done, enabled=config.progress) as bar:
-        while n_done < n_total:
-            stop = min(n_done + config.batch_size, n_total)
-            measurement = device.measure_with_error(voltages[n_done:stop])
-            current = np.asarray(measurement.current_na, dtype=np.float64).reshape(stop - n_done)
-            stderr = np.asarray(measurement.stderr_na, dtype=np.float64).reshape(stop - n_done)
-            with atomic_path(_chunk_path(directory, n_done, stop)) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, current_na=current, stderr_na=stderr)
-            atomic_write_json(state_path, {**state, "n_done": stop})
-            currents.append(current)
-            stderrs.append(stderr)
-            bar.advance(stop - n_done)
-            n_done = stop
-
-    meta = {**base_metadata(device), **(metadata or {}), "fingerprint": fingerprint}
-    dataset = Dataset(voltages, np.concatenate(currents), np.concatenate(stderrs), meta)
-    save_dataset(dataset, directory)
-    state_path.unlink()
-    shutil.rmtree(directory / PARTIAL_DIR, ignore_errors=True)
+        meta = {
+            **base_metadata(device),
+            **(metadata or {}),
+            "fingerprint": run.record["fingerprint"],
+            "plan_fingerprint": plan_id,
+        }
+        dataset = Dataset(voltages, np.concatenate(currents), np.concatenate(stderrs), meta)
+        for name, write in dataset_writers(dataset).items():
+            run.write_file(name, write, what=f"dataset file {name}")
+        run.finish({"n_points": n_total, "plan_fingerprint": plan_id})
+    shutil.rmtree(run.file(CHUNK_DIR), ignore_errors=True)
     return dataset

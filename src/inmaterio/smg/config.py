@@ -19,15 +19,24 @@ from pydantic import Field, field_validator, model_validator
 
 from inmaterio.config import StrictModel
 from inmaterio.devices.registry import DeviceSpec
-from inmaterio.surrogate.model import ACTIVATIONS
+from inmaterio.surrogate.model import ACTIVATIONS, parameter_count
 
 __all__ = [
+    "MAX_PLAN_POINTS",
+    "MAX_PARAMETERS",
     "SamplingConfig",
     "AcquisitionConfig",
     "PostprocessConfig",
     "TrainConfig",
     "SMGConfig",
 ]
+
+
+#: Most points of one sampling plan (10^8 points of 7 electrodes are 5.6 GB of float64 voltages).
+MAX_PLAN_POINTS = 10**8
+#: Most parameters of a surrogate's network: weights, Adam's two moments and the best copy are
+#: 1.6 GB of float32 at this size, far beyond what a few million measured points can train.
+MAX_PARAMETERS = 10**8
 
 
 class SamplingConfig(StrictModel):
@@ -44,7 +53,7 @@ class SamplingConfig(StrictModel):
     kind: Literal["sine", "triangle", "uniform", "lhs"] = Field(
         "sine", description="sampling scheme: sine, triangle (waves), uniform or lhs (Latin hypercube)"
     )
-    n_samples: int = Field(..., gt=0, description="number of voltage points to measure")
+    n_samples: int = Field(..., gt=0, le=MAX_PLAN_POINTS, description="number of voltage points to measure")
     seed: int = Field(0, description="seed of the random phases / random draws")
     base_frequency_hz: float = Field(
         0.5, gt=0, description="waves only: frequency of electrode 0 is base * sqrt(2), electrode k base * sqrt(p_k), Hz"
@@ -60,7 +69,10 @@ class AcquisitionConfig(StrictModel):
     """How points are sent to the device."""
 
     batch_size: int = Field(
-        1000, gt=0, description="points per device call; a checkpoint is written after every batch"
+        1000,
+        gt=0,
+        description="points per device call; a checkpoint is written after every batch. Part of the result: "
+        "a noisy device draws each batch's noise from the stream of the batch's first point",
     )
     progress: bool = Field(True, description="show a progress bar (only on a terminal)")
 
@@ -114,15 +126,19 @@ class TrainConfig(StrictModel):
     patience: int = Field(20, gt=0, description="stop after this many epochs without a better validation RMSE")
     weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay")
     seed: int = Field(0, description="seed of the weight initialisation and of the shuffling")
-    num_threads: int | None = Field(
-        None, gt=0, description="torch CPU threads during training; None uses all cores"
-    )
+    num_threads: int | None = Field(None, gt=0, description="torch CPU threads during training; None uses all cores")
 
     @field_validator("hidden_sizes")
     @classmethod
     def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if len(value) == 0 or any(h <= 0 for h in value):
             raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {list(value)}")
+        count = parameter_count(1, value)
+        if count > MAX_PARAMETERS:
+            raise ValueError(
+                f"hidden_sizes {list(value)} make a network of at least {count:.3g} parameters; at most "
+                f"{MAX_PARAMETERS:.0e} are allowed (memory for weights and optimiser state)"
+            )
         return value
 
     @field_validator("activation")
@@ -149,10 +165,10 @@ class SMGConfig(StrictModel):
         3, ge=0, description="how many times the reference signal (first points of the training data) is re-measured"
     )
     consistency_points: int = Field(500, gt=0, description="length of the reference signal, points")
-    iv_points: int = Field(101, ge=2, description="points per I-V sweep")
+    iv_points: int = Field(101, ge=2, le=100_000, description="points per I-V sweep")
 
     @model_validator(mode="after")
-    def _test_set_is_independent(self) -> "SMGConfig":
+    def _test_set_is_independent(self) -> SMGConfig:
         if self.test_sampling == self.sampling or (
             self.test_sampling.kind == self.sampling.kind and self.test_sampling.seed == self.sampling.seed
         ):

@@ -11,6 +11,10 @@ are measured again ``n_repeats`` times; for repeat ``r`` with differences
 - ``stderr_of_mean_na = sqrt(sum(s^2)) / n``, the standard error of ``mean_diff_na``;
 - ``within_3_stderr``: ``|mean_diff_na| <= 3 * stderr_of_mean_na``, i.e. no
   drift beyond what the noise explains (for exact devices: no difference at all).
+
+Repeat ``r`` is measured inside ``device.random_streams("consistency",
+<fingerprint of the reference voltages>, r)``: its noise is independent of the
+acquisition's and of the other repeats', and the same in every run.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from inmaterio.devices.base import Device
+from inmaterio.runs import fingerprint_tensors
 from inmaterio.smg.dataset import Dataset
 
 __all__ = ["consistency_check"]
@@ -40,8 +45,10 @@ def consistency_check(device: Device, dataset: Dataset, n_repeats: int, n_points
     voltages = dataset.voltages_v[:n]
     reference, ref_err = dataset.current_na[:n], dataset.stderr_na[:n]
     repeats = []
+    reference_id = fingerprint_tensors(np.ascontiguousarray(voltages, dtype=np.float64))
     for repeat in range(n_repeats):
-        measurement = device.measure_with_error(voltages)
+        with device.random_streams("consistency", reference_id, repeat):
+            measurement = device.measure_with_error(voltages)
         diff = np.asarray(measurement.current_na, dtype=np.float64) - reference
         combined_var = ref_err**2 + np.asarray(measurement.stderr_na, dtype=np.float64) ** 2
         mean_diff = float(np.mean(diff))

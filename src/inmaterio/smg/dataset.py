@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +29,13 @@ import numpy as np
 
 import inmaterio
 from inmaterio.errors import ModelFileError
-from inmaterio.fileio import atomic_path, atomic_write_json, read_json
+from inmaterio.fileio import atomic_path, read_json
 from inmaterio.smg.config import PostprocessConfig
 
 __all__ = [
     "Dataset",
     "save_dataset",
+    "dataset_writers",
     "load_dataset",
     "is_dataset",
     "postprocess",
@@ -81,11 +84,9 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.current_na)
 
-    def subset(self, index: np.ndarray, **metadata: Any) -> "Dataset":
+    def subset(self, index: np.ndarray, **metadata: Any) -> Dataset:
         """The points at ``index`` (integer or boolean array); ``metadata`` entries are added."""
-        return Dataset(
-            self.voltages_v[index], self.current_na[index], self.stderr_na[index], {**self.metadata, **metadata}
-        )
+        return Dataset(self.voltages_v[index], self.current_na[index], self.stderr_na[index], {**self.metadata, **metadata})
 
 
 def base_metadata(device: Any) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def base_metadata(device: Any) -> dict[str, Any]:
         "device": device.describe(),
         "units": dict(UNITS),
         "inmaterio_version": inmaterio.__version__,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -116,28 +117,39 @@ def is_dataset(directory: str | Path) -> bool:
     return (directory / DATA_FILE).is_file() and (directory / META_FILE).is_file()
 
 
+def dataset_writers(dataset: Dataset) -> dict[str, Callable[[Path], None]]:
+    """The two files of a saved dataset as ``{name: write(path)}``, arrays first, header last."""
+
+    def write_arrays(path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(fh, voltages_v=dataset.voltages_v, current_na=dataset.current_na, stderr_na=dataset.stderr_na)
+
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "n_samples": len(dataset),
+        "n_electrodes": int(dataset.voltages_v.shape[1]),
+        "metadata": dataset.metadata,
+    }
+    text = json.dumps(header, indent=2) + "\n"
+    return {DATA_FILE: write_arrays, META_FILE: lambda path: path.write_text(text, encoding="utf-8")}
+
+
 def save_dataset(dataset: Dataset, directory: str | Path, overwrite: bool = False) -> Path:
     """Write ``dataset`` into ``directory`` (format in the module docstring); return the directory.
 
-    Raises :class:`ModelFileError` if a dataset is already there and ``overwrite`` is False.
+    Raises :class:`ModelFileError` if a dataset is already there and ``overwrite`` is False,
+    or if the directory cannot be written.
     """
     directory = Path(directory)
     if not overwrite and is_dataset(directory):
         raise ModelFileError(f"'{directory}' already holds a dataset; pass overwrite=True or choose another directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / DATA_FILE) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, voltages_v=dataset.voltages_v, current_na=dataset.current_na, stderr_na=dataset.stderr_na)
-    atomic_write_json(
-        directory / META_FILE,
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "n_samples": len(dataset),
-            "n_electrodes": int(dataset.voltages_v.shape[1]),
-            "metadata": dataset.metadata,
-        },
-    )
+    try:
+        for name, write in dataset_writers(dataset).items():
+            with atomic_path(directory / name) as tmp:
+                write(tmp)
+    except OSError as err:
+        raise ModelFileError(f"cannot save the dataset to '{directory}': {err.strerror or err}") from None
     return directory
 
 
@@ -192,9 +204,7 @@ def postprocess(dataset: Dataset, config: PostprocessConfig) -> tuple[Dataset, d
 
     The report also holds ``n_input`` and ``n_kept``.
     """
-    finite = (
-        np.isfinite(dataset.voltages_v).all(axis=1) & np.isfinite(dataset.current_na) & np.isfinite(dataset.stderr_na)
-    )
+    finite = np.isfinite(dataset.voltages_v).all(axis=1) & np.isfinite(dataset.current_na) & np.isfinite(dataset.stderr_na)
     keep = finite.copy()
     n_clipped = 0
     if config.clip_na is not None:

@@ -1,129 +1,147 @@
-"""The surrogate-model generator (SMG) life cycle in one resumable call.
+"""The surrogate-model generator (SMG) life cycle in one resumable call, and the export of its model.
 
-:func:`run_smg` goes through these stages, each writing into ``directory``::
+:func:`run_smg` runs in one run folder (:mod:`inmaterio.runs`, kind ``inmaterio.smg``)
+with the long stages as run folders nested in it::
 
-    config.yaml                  the config of this run (a directory holds one run)
-    train_data/                  acquisition of the training plan (resumable)    -> postprocess + split
-    model/                       training (resumable); the final surrogate, load with load_surrogate
-    test_data/                   acquisition of the independent test plan (resumable)
+    run.json, config.yaml        state, identity (the config without progress bars and threads), wall time
+    train_data/                  acquisition of the training plan (kind inmaterio.smg.acquisition)
+    training/                    training (kind inmaterio.smg.training): checkpoints, history, best model
+    test_data/                   acquisition of the independent test plan
+    model/                       the tested surrogate (load with load_surrogate; export with export_smg_model)
     learning_curve.png, test_predicted_vs_measured.png, iv_curves.png
-    summary.json                 every number below, with the config and package version
+    metrics.json                 the summary: every number below, with the config and package version
 
 After training, the model's :class:`~inmaterio.surrogate.DeviceInfo` gets
 ``noise_na`` = the RMSE on the independent test set and a provenance record
 (device description, dataset fingerprints, package version, config), and is
-saved again. Then the reference signal is re-measured (consistency check) and
-the I-V curves of device and surrogate are compared.
+saved in ``model/``. Then the reference signal is re-measured (consistency
+check) and the I-V curves of device and surrogate are compared; both key the
+device's random streams by what they measure, so a re-run measures them alike.
 
 Re-running with the same config resumes interrupted acquisitions and
-training and reuses what is finished; once ``summary.json`` is written the
-run is complete and a re-run just returns it (nothing is measured again).
-Another config in the same directory raises :class:`~inmaterio.errors.ConfigError`.
+training (to the same numbers as an uninterrupted run) and reuses what is
+finished; a finished run is returned as it is (nothing is measured again).
+Another config in the same folder raises :class:`~inmaterio.errors.ConfigError`
+naming the differing fields; ``overwrite=True`` (``--overwrite``) replaces it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from matplotlib.figure import Figure
 
 import inmaterio
-from inmaterio.config import validate_config
 from inmaterio.devices.registry import build_device
-from inmaterio.errors import ConfigError, ModelFileError
-from inmaterio.fileio import atomic_write_json, atomic_write_text, read_json
+from inmaterio.errors import ModelFileError, RunFolderError
+from inmaterio.fileio import read_json
 from inmaterio.plots import plot_iv_curves, plot_learning_curve, plot_predicted_vs_measured
+from inmaterio.runs import METRICS_FILE, RunFolder, open_run, read_run
 from inmaterio.smg.acquire import acquire
 from inmaterio.smg.config import SamplingConfig, SMGConfig
 from inmaterio.smg.consistency import consistency_check
-from inmaterio.smg.dataset import Dataset, dataset_fingerprint, postprocess, split
+from inmaterio.smg.dataset import dataset_fingerprint, postprocess, split
 from inmaterio.smg.evaluate import evaluate_surrogate
 from inmaterio.smg.iv import iv_curves
 from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import train_surrogate
-from inmaterio.surrogate import DeviceInfo, save_surrogate
+from inmaterio.surrogate import DeviceInfo, default_model_dir, export_surrogate, load_surrogate
+from inmaterio.surrogate.io import surrogate_files
 
-__all__ = ["run_smg"]
+__all__ = ["KIND", "run_smg", "smg_identity", "export_smg_model"]
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
+KIND = "inmaterio.smg"
+MODEL_DIR = "model"
 
 
-def _result_defining(config_json: dict[str, Any]) -> dict[str, Any]:
-    """The config without the knobs that change speed or display only (progress bar, threads)."""
-    stripped = {**config_json, "acquisition": dict(config_json["acquisition"]), "training": dict(config_json["training"])}
+def smg_identity(config: SMGConfig) -> dict[str, Any]:
+    """What defines an SMG run's result: the config without the progress bar and the torch threads."""
+    stripped = config.model_dump(mode="json")
     stripped["acquisition"].pop("progress")
     stripped["training"].pop("num_threads")
-    return stripped
+    return {"config": stripped}
 
 
-def _claim_directory(directory: Path, config: SMGConfig) -> None:
-    """Write ``config.yaml``, or check that the one there describes the same run."""
-    path = directory / CONFIG_FILE
-    new = config.model_dump(mode="json")
-    if path.exists():
-        old = validate_config(SMGConfig, yaml.safe_load(path.read_text()), source=str(path))
-        if _result_defining(old.model_dump(mode="json")) != _result_defining(new):
-            raise ConfigError(
-                f"'{directory}' holds an SMG run of another configuration ('{path}'); "
-                "use a new directory for a new configuration"
-            )
-    atomic_write_text(path, yaml.safe_dump(new, sort_keys=False))
+def _save_figure(run: RunFolder, name: str, fig: Figure) -> None:
+    run.write_file(name, lambda path: fig.savefig(path, format="png", dpi=120, bbox_inches="tight"), what=f"figure {name}")
 
 
-def run_smg(config: SMGConfig, directory: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole SMG life cycle; return the summary also written to ``summary.json``.
+def run_smg(
+    config: SMGConfig,
+    directory: str | Path,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    notify: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) the whole SMG life cycle; return the summary (``metrics.json`` of the run folder).
 
     Parameters
     ----------
     config : the validated run configuration.
-    directory : the run directory (layout in the module docstring).
+    directory : the run folder (layout in the module docstring).
     progress : show progress bars (also requires ``config.acquisition.progress`` for acquisition).
+    overwrite : replace a run of another config in ``directory`` (a resumable one is moved aside).
+    notify : where messages go (resuming, a replaced run moved aside).
+
+    Raises
+    ------
+    ConfigError
+        ``directory`` holds an SMG run of another config (the fields are named), or the sampling
+        cannot be made (checked before the folder is touched).
+    RunFolderError
+        ``directory`` is a file, a foreign folder, a run of another kind, busy or not writable.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _claim_directory(directory, config)
-    if (directory / SUMMARY_FILE).is_file():
-        print(f"SMG run in '{directory}' is already complete; returning its {SUMMARY_FILE}")
-        return read_json(directory / SUMMARY_FILE, ModelFileError)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
+    device = build_device(config.device)  # a device that cannot be built, or a plan that cannot be sampled,
+    ranges = device.voltage_ranges  # is refused before the folder is touched
+    plans = {"train_data": (config.sampling, sample_plan(config.sampling, ranges)),
+             "test_data": (config.test_sampling, sample_plan(config.test_sampling, ranges))}  # fmt: skip
+    with open_run(directory, KIND, identity=smg_identity(config), config=config, overwrite=overwrite, notify=notify) as run:
+        if run.finished:
+            notify(f"the SMG run in '{run.path}' is complete; returning its {METRICS_FILE}")
+            return run.metrics()
+        summary = _run_stages(config, run, device, plans, progress, notify)
+        run.finish(summary)
+        return run.metrics()
 
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = now - clock
-        clock = now
 
-    device = build_device(config.device)
+def _run_stages(
+    config: SMGConfig,
+    run: RunFolder,
+    device: Any,
+    plans: dict[str, tuple[SamplingConfig, np.ndarray]],
+    progress: bool,
+    notify: Callable[[str], None],
+) -> dict[str, Any]:
+    """Acquire, train, test, check and sweep inside the open run folder; return the summary."""
     ranges = device.voltage_ranges
     acquisition = config.acquisition.model_copy(update={"progress": config.acquisition.progress and progress})
 
-    def measure_plan(sampling: SamplingConfig, folder: str) -> Dataset:
-        """Acquire (or resume, or reload) one sampling plan into ``directory / folder``."""
+    def measure(folder: str):
+        sampling, voltages = plans[folder]
         metadata = {"sampling": sampling.model_dump(mode="json")}
-        return acquire(device, sample_plan(sampling, ranges), directory / folder, acquisition, metadata=metadata)
+        return acquire(device, voltages, run.subfolder(folder), acquisition, metadata=metadata, notify=notify)
 
-    raw = measure_plan(config.sampling, "train_data")
-    lap("acquire_train_s")
+    raw = measure("train_data")
     clean, cleaning = postprocess(raw, config.postprocess)
     train, val, held_out = split(clean, config.postprocess.split, config.postprocess.seed)
     info = DeviceInfo.from_device(device, output_clipping_na=config.postprocess.clip_na)
-    result = train_surrogate(train, val, config.training, directory / "model", info, progress=progress)
-    plot_learning_curve(result.history, directory / "learning_curve.png")
-    lap("train_s")
+    result = train_surrogate(train, val, config.training, run.subfolder("training"), info, progress=progress, notify=notify)
+    _save_figure(run, "learning_curve.png", plot_learning_curve(result.history))
 
-    test_raw = measure_plan(config.test_sampling, "test_data")
-    lap("acquire_test_s")
+    test_raw = measure("test_data")
+    clock = time.perf_counter()
     test, test_cleaning = postprocess(test_raw, config.postprocess)
     model = result.model
     test_metrics = evaluate_surrogate(model, test)
     held_out_metrics = evaluate_surrogate(model, held_out) if len(held_out) else None
-    plot_predicted_vs_measured(model.predict(test.voltages_v), test.current_na, directory / "test_predicted_vs_measured.png")
-
+    _save_figure(
+        run, "test_predicted_vs_measured.png", plot_predicted_vs_measured(model.predict(test.voltages_v), test.current_na)
+    )
     provenance = {
         **model.info.provenance,
         "device": device.describe(),
@@ -134,22 +152,29 @@ def run_smg(config: SMGConfig, directory: str | Path, progress: bool = True) -> 
         "smg_config": config.model_dump(mode="json"),
     }
     model.info = model.info.with_updates(noise_na=test_metrics["rmse_na"], provenance=provenance)
-    save_surrogate(model, directory / "model", metadata={**model.metadata, "test_metrics": test_metrics}, overwrite=True)
-    lap("evaluate_s")
+    for name, data in surrogate_files(model, {**model.metadata, "test_metrics": test_metrics}).items():
+        run.write_file(f"{MODEL_DIR}/{name}", lambda path, data=data: path.write_bytes(data), what=f"tested model ({name})")
+    timings = {"evaluate_s": time.perf_counter() - clock}
 
+    clock = time.perf_counter()
     consistency = (
         consistency_check(device, raw, config.consistency_repeats, config.consistency_points)
         if config.consistency_repeats > 0
         else None
     )
-    lap("consistency_s")
+    timings["consistency_s"] = time.perf_counter() - clock
 
-    device_iv = iv_curves(device.measure_with_error, ranges, config.iv_points)
+    clock = time.perf_counter()
+    with device.random_streams("iv", config.iv_points):
+        device_iv = iv_curves(device.measure_with_error, ranges, config.iv_points)
     model_iv = iv_curves(model.predict, ranges, config.iv_points)
-    plot_iv_curves({"device": device_iv, "surrogate": model_iv}, device.activation_names, directory / "iv_curves.png")
-    lap("iv_s")
+    _save_figure(run, "iv_curves.png", plot_iv_curves({"device": device_iv, "surrogate": model_iv}, device.activation_names))
+    timings["iv_s"] = time.perf_counter() - clock
+    # the long stages' wall time summed over every session that worked on them
+    stage_walls = {f"{stage}_s": float(read_run(run.subfolder(folder))["wall_s"])
+                   for stage, folder in (("acquire_train", "train_data"), ("train", "training"), ("acquire_test", "test_data"))}  # fmt: skip
 
-    summary = {
+    return {
         "inmaterio_version": inmaterio.__version__,
         "device": device.describe(),
         "train_data": {"n_points": len(raw), "fingerprint": raw.metadata["fingerprint"], "postprocess": cleaning},
@@ -161,8 +186,45 @@ def run_smg(config: SMGConfig, directory: str | Path, progress: bool = True) -> 
         "noise_na": test_metrics["rmse_na"],
         "consistency": consistency,
         "iv_rmse_device_vs_surrogate_na": float(np.sqrt(np.mean((device_iv.current_na - model_iv.current_na) ** 2))),
-        "timings_s": timings,
+        "timings_s": {**stage_walls, **timings},
         "config": config.model_dump(mode="json"),
     }
-    atomic_write_json(directory / SUMMARY_FILE, summary)
-    return summary
+
+
+def export_smg_model(
+    run_dir: str | Path,
+    destination: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    replace_bundled: bool = False,
+) -> Path:
+    """Install the tested surrogate of a finished SMG run, with its summary as ``summary.json``.
+
+    ``destination`` defaults to the package's bundled model folder, which is replaced only with
+    ``replace_bundled=True``. The folder is written whole and swapped in
+    (:func:`~inmaterio.surrogate.export_surrogate`): it never holds half a model.
+
+    Raises
+    ------
+    RunFolderError
+        ``run_dir`` is not a finished SMG run.
+    ModelFileError
+        The destination is a file, holds something else, holds a model and ``overwrite`` is False,
+        is the bundled model and ``replace_bundled`` is False, or cannot be written.
+    """
+    run_dir = Path(run_dir)
+    try:
+        record = read_run(run_dir)
+    except RunFolderError as err:
+        raise RunFolderError(f"'{run_dir}' is not a finished SMG run: {err}") from None
+    if record["kind"] != KIND:
+        raise RunFolderError(f"'{run_dir}' is not a finished SMG run: it holds a run of kind '{record['kind']}'")
+    if record["state"] != "finished":
+        raise RunFolderError(
+            f"'{run_dir}' is not a finished SMG run: it is {record['state']}; run the same 'smg run' command to finish it"
+        )
+    model = load_surrogate(run_dir / MODEL_DIR)
+    summary = read_json(run_dir / METRICS_FILE, ModelFileError)
+    dest = Path(destination) if destination is not None else default_model_dir()
+    return export_surrogate(model, dest, metadata=model.metadata, extra_json={"summary.json": summary},
+                            overwrite=overwrite, replace_bundled=replace_bundled)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Training a surrogate MLP on measured data, with early stopping, checkpoints and resume.
+"""Training a surrogate MLP on measured data, with early stopping, checkpoints and an exact resume.
 
 The loss is the mean squared error of *normalised* currents: the model's
 output map is set to the training set's mean and standard deviation
@@ -12,27 +12,31 @@ one ``torch.randperm``, gathers the shuffled copy once and trains on
 contiguous slices of it; the epoch's loss is accumulated in a tensor and read
 once per epoch (no per-batch ``.item()``); Adam runs fused.
 
-Run directory (``directory``)::
+A training is a run folder (:mod:`inmaterio.runs`, kind ``inmaterio.smg.training``)::
 
-    model.json, model.safetensors  the best model so far (save_surrogate; load_surrogate reads it)
+    run.json, config.yaml          state, identity, wall time; the TrainConfig
+    model.json, weights.safetensors the best model so far (load_surrogate reads the folder)
+    checkpoint.pt                  after every epoch: the model, Adam's state, the best model, the best
+                                   epoch and its RMSE, the history
     history.json, history.csv      epoch, train_rmse_na, val_rmse_na, time_s (seconds of that epoch)
-    training_state.json            config, data fingerprint, epochs done, best epoch, finished flag
+    metrics.json                   the summary of a finished training (TrainResult.as_dict)
 
-Resume: calling :func:`train_surrogate` again on a directory with an
-*unfinished* run of the same config and data continues after the last
-finished epoch from the *best* checkpoint (its weights, a fresh Adam state,
-the patience counter as it was), so a resumed run is valid but not
-bit-identical to an uninterrupted one. A *finished* run is loaded, not
-retrained. Another config or other data raise
-:class:`~inmaterio.errors.ModelFileError`.
+The identity is the config (without ``num_threads``, which changes the speed
+only), the fingerprint of the training and validation data, and the device
+info without its provenance. Calling :func:`train_surrogate` again on an
+unfinished run continues after the last finished epoch from the saved model
+and optimiser state, so a resumed run is bit-identical to an uninterrupted
+one (epoch ``e`` shuffles with a generator keyed by ``(seed, e)``, the learning
+rate is a function of the epoch). A finished run is loaded, not retrained;
+another identity raises :class:`~inmaterio.errors.ConfigError` naming the
+differing fields.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,19 +44,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from inmaterio.errors import ModelFileError, TrainingDivergedError
-from inmaterio.fileio import atomic_write_json, atomic_write_text, read_json
+from inmaterio.errors import TrainingDivergedError
 from inmaterio.progress import progress_bar
+from inmaterio.runs import RunFolder, open_run
 from inmaterio.smg.config import TrainConfig
 from inmaterio.smg.dataset import Dataset, dataset_fingerprint, noise_floor_na
-from inmaterio.surrogate import DeviceInfo, SurrogateModel, load_surrogate, save_surrogate
+from inmaterio.surrogate import DeviceInfo, SurrogateModel, load_surrogate
+from inmaterio.surrogate.io import surrogate_files
 
-__all__ = ["TrainResult", "TrainingDivergedError", "train_surrogate", "epoch_generator"]
+__all__ = ["KIND", "TrainResult", "TrainingDivergedError", "train_surrogate", "training_identity", "epoch_generator"]
 
-STATE_FILE = "training_state.json"
-HISTORY_JSON = "history.json"
-HISTORY_CSV = "history.csv"
-HISTORY_FIELDS = ("epoch", "train_rmse_na", "val_rmse_na", "time_s")
+KIND = "inmaterio.smg.training"
 
 
 @dataclass
@@ -92,7 +94,6 @@ class TrainResult:
             "output_range_na": self.output_range_na,
             "noise_floor_na": self.noise_floor_na,
             "stop_reason": self.stop_reason,
-            "directory": str(self.directory),
         }
 
 
@@ -109,18 +110,13 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
 
 
-def _write_history(directory: Path, history: list[dict[str, float]]) -> None:
-    atomic_write_json(directory / HISTORY_JSON, history)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(directory / HISTORY_CSV, buffer.getvalue())
-
-
-def _run_identity(config: TrainConfig, fingerprint: str) -> dict[str, Any]:
-    # num_threads changes the speed, not the result: a run may resume with another value.
-    return {"config": config.model_dump(mode="json", exclude={"num_threads"}), "data_fingerprint": fingerprint}
+def training_identity(config: TrainConfig, train: Dataset, val: Dataset, info: DeviceInfo) -> dict[str, Any]:
+    """What defines a training's result: the config without ``num_threads`` (speed only), the data, the device info."""
+    return {
+        "config": config.model_dump(mode="json", exclude={"num_threads"}),
+        "data_fingerprint": dataset_fingerprint(train, val),
+        "device_info": info.model_dump(mode="json", exclude={"provenance"}),
+    }
 
 
 def _normalised(model: SurrogateModel, ds: Dataset, mean: float, std: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,34 +138,8 @@ def _rmse(mlp: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 6
     return (total / len(x)).sqrt()
 
 
-def train_surrogate(
-    train: Dataset,
-    val: Dataset,
-    config: TrainConfig,
-    directory: str | Path,
-    info: DeviceInfo,
-    progress: bool = True,
-) -> TrainResult:
-    """Fit a :class:`SurrogateModel` to ``train``, selecting the epoch with the best validation RMSE.
-
-    Parameters
-    ----------
-    train, val : measured data, voltages ``(N, n_activation)`` V, currents ``(N,)`` nA.
-    config : architecture, optimiser, batch size, early stopping, seed, threads.
-    directory : run directory (see the module docstring); created if missing.
-    info : the device description stored with the model.
-    progress : show a progress bar over epochs (on a terminal).
-
-    Raises
-    ------
-    TrainingDivergedError
-        If the loss becomes NaN/inf; the best checkpoint so far stays in ``directory``.
-    ModelFileError
-        If ``directory`` holds a run of another config or other data.
-    ValueError
-        If the data are empty, have the wrong number of electrodes, or constant currents.
-    """
-    directory = Path(directory)
+def _check_data(train: Dataset, val: Dataset, info: DeviceInfo) -> tuple[float, float]:
+    """The training currents' mean and standard deviation, nA, after checking both datasets."""
     for name, ds in (("train", train), ("val", val)):
         if len(ds) == 0:
             raise ValueError(f"the {name} dataset is empty")
@@ -180,46 +150,68 @@ def train_surrogate(
             )
     mean_na = float(np.mean(train.current_na))
     std_na = float(np.std(train.current_na))
-    if not (np.isfinite(std_na) and std_na > 0):
+    if not (np.isfinite(mean_na) and np.isfinite(std_na) and std_na > 0):
         raise ValueError(f"training currents must vary and be finite (std {std_na} nA); postprocess the data first")
-    output_range_na = float(np.ptp(train.current_na))
-    identity = _run_identity(config, dataset_fingerprint(train, val))
-    summary_base = {"output_range_na": output_range_na, "noise_floor_na": noise_floor_na(val)}
+    return mean_na, std_na
 
-    state_path = directory / STATE_FILE
-    history: list[dict[str, float]] = []
-    best_epoch, best_val = 0, math.inf
-    if state_path.exists():
-        state = read_json(state_path, ModelFileError)
-        if {k: state.get(k) for k in identity} != identity:
-            raise ModelFileError(
-                f"'{directory}' holds a training run with another config or other data; "
-                "choose another directory or remove it"
+
+def train_surrogate(
+    train: Dataset,
+    val: Dataset,
+    config: TrainConfig,
+    directory: str | Path,
+    info: DeviceInfo,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    notify: Callable[[str], None] = print,
+) -> TrainResult:
+    """Fit a :class:`SurrogateModel` to ``train``, selecting the epoch with the best validation RMSE.
+
+    Parameters
+    ----------
+    train, val : measured data, voltages ``(N, n_activation)`` V, currents ``(N,)`` nA.
+    config : architecture, optimiser, batch size, early stopping, seed, threads.
+    directory : the run folder (see the module docstring); created if missing.
+    info : the device description stored with the model.
+    progress : show a progress bar over epochs (on a terminal).
+    overwrite : replace a training of another identity in ``directory``.
+    notify : where messages go (resuming, a replaced run moved aside).
+
+    Raises
+    ------
+    TrainingDivergedError
+        If the loss becomes NaN/inf; the best model so far stays in ``directory``.
+    ConfigError
+        If ``directory`` holds a training of another config, other data or another device.
+    RunFolderError
+        If ``directory`` is a file, a foreign folder, a run of another kind, or not writable.
+    ValueError
+        If the data are empty, have the wrong number of electrodes, or constant currents.
+    """
+    mean_na, std_na = _check_data(train, val, info)
+    summary_base = {"output_range_na": float(np.ptp(train.current_na)), "noise_floor_na": noise_floor_na(val)}
+    identity = training_identity(config, train, val, info)
+    with open_run(directory, KIND, identity=identity, config=config, overwrite=overwrite, notify=notify) as run:
+        if run.finished:
+            done = run.metrics()
+            return _result(
+                run.path, run.read_history(), done["best_epoch"], done["best_val_rmse_na"], done["stop_reason"], summary_base
             )
-        history = read_json(directory / HISTORY_JSON, ModelFileError)[: state["epochs_done"]]
-        best_epoch, best_val = state["best_epoch"], state["best_val_rmse_na"]
-        if state["finished"]:
-            return _result(directory, history, best_epoch, best_val, state["stop_reason"], summary_base)
-        model = load_surrogate(directory)
-        print(f"resuming training in '{directory}' after epoch {len(history)} from the best epoch {best_epoch}")
-    else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = SurrogateModel(info, hidden_sizes=config.hidden_sizes, activation=config.activation)
         model.set_output_normalization(mean_na, std_na)
-        directory.mkdir(parents=True, exist_ok=True)
-
-    previous_threads = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    try:
-        stop_reason = _fit(
-            model, train, val, config, directory, identity, history, best_epoch, best_val, mean_na, std_na, progress
-        )
-    finally:
-        torch.set_num_threads(previous_threads)
-    state = read_json(state_path, ModelFileError)
-    return _result(directory, history, state["best_epoch"], state["best_val_rmse_na"], stop_reason, summary_base)
+        previous_threads = torch.get_num_threads()
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        try:
+            history, best_epoch, best_val, stop_reason = _fit(model, train, val, config, run, mean_na, std_na, progress, notify)
+        finally:
+            torch.set_num_threads(previous_threads)
+        result = _result(run.path, history, best_epoch, best_val, stop_reason, summary_base)
+        run.finish(result.as_dict())
+    return result
 
 
 def _fit(
@@ -227,44 +219,32 @@ def _fit(
     train: Dataset,
     val: Dataset,
     config: TrainConfig,
-    directory: Path,
-    identity: dict[str, Any],
-    history: list[dict[str, float]],
-    best_epoch: int,
-    best_val: float,
+    run: RunFolder,
     mean_na: float,
     std_na: float,
     progress: bool,
-) -> str:
-    """The epoch loop; appends to ``history``, checkpoints, returns the stop reason."""
+    notify: Callable[[str], None],
+) -> tuple[list[dict[str, float]], int, float, str]:
+    """The epoch loop, from the run's checkpoint if it has one; returns history, best epoch and RMSE, stop reason."""
     x, y = _normalised(model, train, mean_na, std_na)
     xv, yv = _normalised(model, val, mean_na, std_na)
     mlp = model.mlp
-    optimizer = torch.optim.Adam(
-        mlp.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
-    )
+    optimizer = torch.optim.Adam(mlp.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+    state = run.load_checkpoint()
+    if state is None:
+        history: list[dict[str, float]] = []
+        best_epoch, best_val, best_model = 0, math.inf, None
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = [dict(row) for row in state["history"]]
+        best_epoch, best_val, best_model = state["best_epoch"], state["best_val_rmse_na"], state["best_model"]
+        notify(f"resuming training after epoch {len(history)} (best epoch {best_epoch})")
     n, batch = len(x), config.batch_size
-    first_epoch = len(history) + 1
     stop_reason = "max_epochs"
 
-    def save_state(finished: bool) -> None:
-        _write_history(directory, history)
-        atomic_write_json(
-            directory / STATE_FILE,
-            {
-                **identity,
-                "epochs_done": len(history),
-                "best_epoch": best_epoch,
-                "best_val_rmse_na": best_val,
-                "finished": finished,
-                "stop_reason": stop_reason if finished else None,
-            },
-        )
-
-    with progress_bar(
-        config.max_epochs, "training", unit="epochs", completed=first_epoch - 1, enabled=progress
-    ) as bar:
-        for epoch in range(first_epoch, config.max_epochs + 1):
+    with progress_bar(config.max_epochs, "training", unit="epochs", completed=len(history), enabled=progress) as bar:
+        for epoch in range(len(history) + 1, config.max_epochs + 1):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(config, epoch)
             if epoch - best_epoch > config.patience:
@@ -289,29 +269,32 @@ def _fit(
                 raise TrainingDivergedError(
                     f"training diverged in epoch {epoch}: train RMSE {train_rmse} nA, validation RMSE {val_rmse} nA "
                     f"(learning_rate {config.learning_rate}); the best model (epoch {best_epoch}, validation RMSE "
-                    f"{best_val:.4g} nA) is kept in '{directory}'"
+                    f"{best_val:.4g} nA) is kept in '{run.path}'"
                 )
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_rmse_na": train_rmse,
-                    "val_rmse_na": val_rmse,
-                    "time_s": time.perf_counter() - start_time,
-                }
-            )
+            history.append({"epoch": epoch, "train_rmse_na": train_rmse, "val_rmse_na": val_rmse,
+                            "time_s": time.perf_counter() - start_time})  # fmt: skip
             if val_rmse < best_val:
                 best_epoch, best_val = epoch, val_rmse
-                save_surrogate(
-                    model,
-                    directory,
-                    metadata={"epoch": epoch, "val_rmse_na": val_rmse, "training": identity},
-                    overwrite=True,
-                )
-            save_state(finished=False)
+                best_model = {key: value.detach().clone() for key, value in model.state_dict().items()}
+                _write_model(run, model, epoch, val_rmse)
+            run.save_checkpoint({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_model": best_model,
+                "best_epoch": best_epoch, "best_val_rmse_na": best_val, "history": history,
+            })  # fmt: skip
+            run.write_history(history)
             bar.set_description(f"training (val RMSE {val_rmse:.3g} nA, best {best_val:.3g})")
             bar.advance(1)
-    save_state(finished=True)
-    return stop_reason
+    if best_model is not None:  # the folder's model files, rewritten from the checkpoint's best state
+        model.load_state_dict(best_model)
+        _write_model(run, model, best_epoch, best_val)
+    return history, best_epoch, best_val, stop_reason
+
+
+def _write_model(run: RunFolder, model: SurrogateModel, epoch: int, val_rmse_na: float) -> None:
+    """``model.json`` and ``weights.safetensors`` of ``model`` in the run folder (weights first)."""
+    files = surrogate_files(model, metadata={"epoch": epoch, "val_rmse_na": val_rmse_na, "training": run.record["identity"]})
+    for name, data in files.items():
+        run.write_file(name, lambda path, data=data: path.write_bytes(data), what=f"best model ({name})")
 
 
 def _result(
