@@ -399,6 +399,24 @@ class RunFolder:
         """``metrics.json`` of a finished run."""
         return self.read_json(METRICS_FILE)
 
+    def reopen(self, config: BaseModel | Mapping[str, Any] | None = None) -> None:
+        """Continue a finished run (where its kind allows it, e.g. more epochs): a new session in state ``running``.
+
+        ``config``, the config of the continued run, replaces ``config.yaml``. A run that is not finished is left as it is.
+        """
+        if not self.finished:
+            return
+        self.record.update(state="running", started=_now(), ended=None, sessions=int(self.record.get("sessions", 0)) + 1,
+                           package_version=__version__)  # fmt: skip
+        self._session_start = time.perf_counter()
+        self._finished_now = False
+        self.resumed = True
+        self._write_record()
+        cfg = _config_dict(config)
+        if cfg is not None:
+            text = yaml.safe_dump(cfg, sort_keys=False)
+            self.write_file(CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+
     # ------------------------------------------------------------------ session
 
     def _write_record(self) -> None:
