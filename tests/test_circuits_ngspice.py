@@ -106,6 +106,49 @@ def test_per_circuit_gains_conductances_and_zero_conductance_are_altered():
         _assert_parity(c, native, ng.solve_ngspice(c, mode=mode))
 
 
+# ---------------------------------------------------------------------------------- circuits without resistors
+@pytest.mark.usefixtures("shared")
+def test_circuit_without_resistors_matches_ngspice():
+    """0.5 V source, diode, middle node, diode to ground: no resistor at all (once a TypeError in solve_dc).
+
+    Two equal diodes carry the same current, so by symmetry each drops half the source: 0.25 V at the middle
+    node (ngspice: 0.25 V); with a PWL diode the middle node must sit where the two I-V laws meet, which we
+    solve by hand (bisection).
+    """
+    d = ShockleyDiode()
+    c = Circuit(("in", "mid"), source_nodes=[0], source_v=[[0.5], [1.2]], diodes=(DiodeGroup(d, [0, 1], [1, G], [0.0, 0.0]),))
+    native = solve_dc(c)
+    assert native.voltages_v[:, 1].tolist() == pytest.approx([0.25, 0.6], abs=1e-12)
+    _assert_parity(c, native, ng.solve_ngspice(c, mode="shared"))
+
+    pwl = PiecewiseLinearDiode(on_conductance_s=1e-3, off_conductance_s=1e-9, knee_v=0.3)
+    mixed = Circuit(("in", "mid"), source_nodes=[0], source_v=[1.0],
+                    diodes=(DiodeGroup(d, [0], [1], [0.0]), DiodeGroup(pwl, [1], [G], [0.0])))  # fmt: skip
+    lo, hi = 0.0, 1.0
+    for _ in range(200):  # the middle voltage where i_shockley(1 - v) = i_pwl(v)
+        mid = (lo + hi) / 2
+        excess = d.current(torch.tensor(1.0 - mid, dtype=torch.float64)) - pwl.current(torch.tensor(mid, dtype=torch.float64))
+        lo, hi = (mid, hi) if excess > 0 else (lo, mid)
+    native = solve_dc(mixed)
+    assert native.voltages_v[0, 1].item() == pytest.approx(mid, abs=1e-9)
+    _assert_parity(mixed, native, ng.solve_ngspice(mixed, mode="shared"))
+
+
+@pytest.mark.usefixtures("shared")
+def test_circuit_without_free_nodes_matches_ngspice():
+    """Every node fixed (a source and an amplifier output, each with a diode to ground): only the currents to solve."""
+    d = ShockleyDiode()
+    c = Circuit(("in", "out"), source_nodes=[0], source_v=[0.3], amplifier_nodes=[[0, 1]], gain=[2.0], current_gain=[0.5],
+                diodes=(DiodeGroup(d, [0, 1], [G, G], [0.0, 0.0]),))  # fmt: skip
+    native = solve_dc(c)
+    assert native.voltages_v.tolist() == [[0.3, 0.6]]
+    i_out = d.current(torch.tensor(0.6, dtype=torch.float64)).item()
+    assert native.amplifier_current_a.item() == pytest.approx(i_out, rel=1e-12)
+    # the source feeds its own diode and the amplifier's input draw, current_gain x the output current
+    assert native.source_current_a.item() == pytest.approx(d.current(torch.tensor(0.3, dtype=torch.float64)).item() + 0.5 * i_out, rel=1e-12)
+    _assert_parity(c, native, ng.solve_ngspice(c, mode="shared"))
+
+
 # ---------------------------------------------------------------------------------- diode physics
 @pytest.mark.usefixtures("shared")
 @pytest.mark.parametrize("temperature_k", [300.15, 250.0, 350.0])

@@ -27,9 +27,9 @@ import numpy as np
 
 import torch
 
-from ...errors import SimulationError
-from ..netlist import DTYPE, Circuit, ground_last, with_ground
-from . import small
+from inmaterio.errors import SimulationError
+from inmaterio.circuits.netlist import DTYPE, Circuit, ground_last, with_ground
+from inmaterio.circuits.solve import small
 
 __all__ = ["DCSolution", "SolverOptions", "kcl_currents", "solve_dc"]
 
@@ -102,7 +102,7 @@ class _Stamps:
         self.pos = pos
 
         r = self.ext(circuit.resistor_nodes)
-        pa, pb = pos[r[:, 0]], pos[r[:, 1]] if len(r) else (torch.zeros(0, dtype=torch.long),) * 2
+        pa, pb = pos[r[:, 0]], pos[r[:, 1]]  # (R,) each; empty for a circuit without resistors
         self.r_a, self.r_b = r[:, 0], r[:, 1]
         # free-free stamps: (flat index into F x F, resistor, sign)
         fa, fb = pa >= 0, pb >= 0
@@ -445,7 +445,9 @@ def solve_dc(
         compiled = st.element_table
     if chord is not None and (chord[1].dtype == torch.int64) != (compiled is not None):
         chord = None  # factorised by the other path: plain Newton from initial_v instead
-    if compiled is not None:
+    if U == 0:  # every node is fixed by a source or an amplifier output: nothing to iterate
+        v_free = _expand_amplifiers(circuit, st, v_free, known, torch.arange(b, device=dev))
+    elif compiled is not None:
         v_free, iterations, piv_store, compiled_residual, compiled_scale = _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, initial_v is not None,
                                                         compiled, opts, chord, lu_store)
     else:
