@@ -273,7 +273,7 @@ def test_gates_results_folder(gates_run):
     assert {"task", "package_version", "seconds", "surrogate", "device", "gates_found_on_surrogate", "n_gates", "fit_seconds",
             "gates", "gates_found_on_device", "validation_seconds"} <= set(metrics)  # fmt: skip
     assert metrics["task"] == "gates" and metrics["n_gates"] == 2
-    assert metrics["device"]["device"]["type"] == "AnalyticDevice"
+    assert metrics["device"]["device"]["type"] == "analytic"
     per_gate = {"surrogate_accuracy", "loss", "surrogate_output_na", "device_accuracy", "device_accuracy_min",
                 "device_accuracy_surrogate_threshold", "rms_difference_na", "device_output_na"}  # fmt: skip
     assert set(metrics["gates"]) == {"AND", "XOR"}

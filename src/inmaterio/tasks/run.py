@@ -57,7 +57,7 @@ def build_validation_processor(config: ValidationConfig, surrogate: SurrogatePro
         device = build_device(config.device)
     else:
         description = surrogate.info.provenance.get("device")
-        if not isinstance(description, dict) or description.get("type") != "HoppingDevice":
+        if not isinstance(description, dict) or description.get("type") not in ("hopping", "HoppingDevice"):
             raise ConfigError(
                 "validation.device is not given and the surrogate's provenance records no virtual DNPU "
                 f"(provenance device: {description!r}); give validation.device or set validation.enabled: false"
