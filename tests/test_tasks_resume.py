@@ -43,3 +43,28 @@ def test_capacity_on_a_noisy_device_resumes_bit_for_bit(tmp_path, seed):
     assert report.killed_while_running, report  # N = 5, 6, 7 take seconds after N = 4's checkpoint
     record = json.loads((killed / "run.json").read_text())
     assert record["state"] == "finished" and record["sessions"] == 2, record
+
+
+RINGS = """\
+task: {type: rings, architecture: 2-2-1, n_train: 40, n_test: 40, attempts: 2, gd: {epochs: 120}}
+validation: {device: {type: analytic, noise_na: 3.0}, plateau_samples: 2, ramp_samples: 1}
+seed: 0
+"""
+
+
+def test_rings_resumes_each_training_after_its_last_epoch(tmp_path):
+    """Killed inside the trainings (nested run folders attempt_k/), the task ends with the same network and numbers."""
+    config = tmp_path / "rings.yaml"
+    config.write_text(RINGS)
+
+    def argv(out):
+        return python_argv("-m", "inmaterio", "run", str(config), "--out", str(out), "--no-progress")
+
+    run_to_end(argv(tmp_path / "clean"))
+    killed = tmp_path / "killed"
+    report = kill_then_resume(argv(killed), killed / "attempt_0" / "checkpoint.pt", seed=1, max_delay_s=2.0)
+    assert report.killed_while_running, report
+    clean_metrics, killed_metrics = (_without_timings(json.loads((d / "metrics.json").read_text())) for d in (tmp_path / "clean", killed))
+    assert clean_metrics == killed_metrics, report
+    assert (tmp_path / "clean" / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes(), report
+    assert json.loads((killed / "run.json").read_text())["sessions"] == 2

@@ -6,7 +6,9 @@ control voltages minimises a class-separation loss of the output current
 the standardised output current is fitted on the training set and gives the
 accuracy on the training and the test set. The best of ``attempts``
 trainings (lowest stage-one training loss) is kept and, if a device is given,
-validated on it (the 2-2-1 network by time multiplexing one device).
+validated on it (the 2-2-1 network by time multiplexing one device). Each
+training is a run folder ``attempt_<k>/`` inside the task's, so an
+interrupted task resumes every training after its last finished epoch.
 Besides the usual results, the folder gets ``model.safetensors``: the state
 of the whole network (controls, batch-norm weights and statistics).
 """
@@ -52,7 +54,10 @@ def run_rings(task, surrogate: Processor, device: Processor | None, out: Path, s
     best = None
     for attempt in range(task.attempts):
         model = build_ring_model(task.architecture, surrogate, task.input_electrodes, seed=seed + 7919 * attempt)
-        result = train_gd(model, loss_fn, x_train, y_train, task.gd.model_copy(update={"seed": seed + attempt}), progress=progress)
+        result = train_gd(
+            model, loss_fn, x_train, y_train, task.gd.model_copy(update={"seed": seed + attempt}), progress=progress,
+            directory=out / f"attempt_{attempt}",  # a nested run folder: an interrupted task resumes each training
+        )  # fmt: skip
         if best is None or result.best_loss < best[1].best_loss:
             best = (model, result)
     model, result = best

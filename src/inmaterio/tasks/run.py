@@ -21,6 +21,7 @@ For the DNPU tasks (gates, rings, capacity) the folder also holds::
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,9 @@ def run_dnpu_task(config: RunConfig, run: RunFolder, *, progress: bool, prepared
     on_device = getattr(task, "train_on", "surrogate") == "device"
     repeats = config.validation.repeats
     out = run.path
-    with torch.random.fork_rng():  # seed the surrogate's output noise; leave the caller's generator alone
+    # the device's noise is keyed by the task, whatever the process measured before (a resumed run measures alike)
+    streams = contextlib.nullcontext() if device is None else device.device.random_streams("task", task.type)
+    with torch.random.fork_rng(), streams:  # seed the surrogate's output noise; leave the caller's generator alone
         torch.manual_seed(config.seed)
         if isinstance(task, GatesTask):
             from inmaterio.tasks.gates import run_gates
