@@ -8,7 +8,8 @@ from inmaterio.errors import ConfigError
 from inmaterio.nn import processor_swapped
 from inmaterio.processors import SurrogateProcessor
 from inmaterio.surrogate import load_default_surrogate
-from inmaterio.studies.ring_trials import BatchedRingNetworks, calibrate_on_device, ring_trials
+from inmaterio.config import validate_config
+from inmaterio.studies.ring_trials import BatchedRingNetworks, RingData, RingGroup, RingTraining, calibrate_on_device, ring_trials
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -48,11 +49,16 @@ def test_gradients_of_one_trial_ignore_the_others():
     torch.testing.assert_close(nets.layers[2].controls.grad[:1], alone[4].controls.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_ring_data_splits_are_the_seeded_ring_sets():
+    data = RingData(gap=0.2, n_train=10, n_val=7, n_test=5)
+    for name, n, offset in (("train", 10, 0), ("test", 5, 1), ("val", 7, 2)):
+        x, y = data.split(name, 3)
+        x_ref, y_ref = make_rings(n, gap=0.2, seed=3 + offset)
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
 def test_ring_trials_group_runs_and_reports_every_trial():
-    x_train, y_train = make_rings(50, seed=0)
-    x_test, y_test = make_rings(30, seed=1)
-    spec = {"architecture": "single", "first_seed": 5, "count": 4, "epochs": 30,
-            "x_train": x_train.tolist(), "y_train": y_train.tolist(), "x_test": x_test.tolist(), "y_test": y_test.tolist()}  # fmt: skip
+    spec = RingGroup(architecture="single", first_seed=5, count=4, data=RingData(n_train=50, n_test=30), training=RingTraining(epochs=30))
     r = ring_trials(spec)
     assert len(r["fisher"]) == len(r["train_accuracy"]) == len(r["test_accuracy"]) == 4
     assert all(0.0 <= a <= 1.0 for a in r["train_accuracy"] + r["test_accuracy"])
@@ -64,12 +70,17 @@ def test_ring_trials_group_runs_and_reports_every_trial():
 def test_unknown_architecture():
     with pytest.raises(ConfigError, match="unknown ring architecture"):
         BatchedRingNetworks(SurrogateProcessor(load_default_surrogate()), "3-3-1", 2)
+    with pytest.raises(ConfigError, match=r"field 'architecture' = '3-3-1': Input should be 'single' or '2-2-1'"):
+        validate_config(RingGroup, {"architecture": "3-3-1", "first_seed": 0, "count": 2})
+    with pytest.raises(ConfigError, match="unknown key 'x_train'"):
+        validate_config(RingGroup, {"architecture": "single", "first_seed": 0, "count": 2, "x_train": []})
+    with pytest.raises(ConfigError, match="ring_trials takes a RingGroup, got dict"):
+        ring_trials({"architecture": "single", "first_seed": 0, "count": 2})
 
 
 def test_ring_trials_keep_returns_the_best_trials_in_order():
-    x, y = make_rings(40, seed=0)
-    spec = {"architecture": "single", "first_seed": 3, "count": 5, "epochs": 20, "keep": 3,
-            "x_train": x.tolist(), "y_train": y.tolist(), "x_test": x.tolist(), "y_test": y.tolist()}  # fmt: skip
+    data = RingData(n_train=40, n_test=40)
+    spec = RingGroup(architecture="single", first_seed=3, count=5, data=data, training=RingTraining(epochs=20), keep=3)
     r = ring_trials(spec)
     order = sorted(range(5), key=lambda t: (-r["train_accuracy"][t], t))[:3]
     assert [c["index"] for c in r["top"]] == order
@@ -114,13 +125,12 @@ def test_batch_norm_calibration_removes_a_gain_of_the_hidden_nodes():
 
 def test_ring_trials_noisy_ranking():
     """Zero noise: the noisy accuracy is the clean one; with noise, ``top`` follows the noisy accuracy."""
-    x, y = make_rings(40, seed=0)
-    spec = {"architecture": "2-2-1", "first_seed": 1, "count": 4, "epochs": 10, "keep": 4, "noisy_draws": 3,
-            "x_train": x.tolist(), "y_train": y.tolist(), "x_test": x.tolist(), "y_test": y.tolist()}  # fmt: skip
-    quiet = ring_trials(spec | {"noisy_std_factor": 0.0})
+    data = RingData(n_train=40, n_test=40)
+    spec = RingGroup(architecture="2-2-1", first_seed=1, count=4, data=data, training=RingTraining(epochs=10), keep=4, noisy_draws=3)
+    quiet = ring_trials(spec.model_copy(update={"noisy_std_factor": 0.0}))
     assert quiet["noisy_train_accuracy"] == pytest.approx(quiet["train_accuracy"])
-    noisy = ring_trials(spec | {"noisy_std_factor": 2.0})
+    noisy = ring_trials(spec.model_copy(update={"noisy_std_factor": 2.0}))
     scores = noisy["noisy_train_accuracy"]
     assert [c["index"] for c in noisy["top"]] == sorted(range(4), key=lambda t: (-scores[t], t))
     assert [c["score"] for c in noisy["top"]] == sorted(scores, reverse=True)
-    assert "noisy_train_accuracy" not in ring_trials(spec | {"noisy_draws": 0})
+    assert "noisy_train_accuracy" not in ring_trials(spec.model_copy(update={"noisy_draws": 0}))

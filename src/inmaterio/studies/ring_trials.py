@@ -13,8 +13,12 @@ them and the summed losses give each trial exactly its own gradient.
 network (:func:`~inmaterio.nn.layers.single_dnpu` / :func:`~inmaterio.nn.layers.two_two_one`)
 for validation on a device.
 
-:func:`ring_trials` runs one group of trials (a picklable top-level
-function for :func:`inmaterio.parallel.run_trials`).
+:func:`ring_trials` runs one group of trials described by a frozen
+:class:`RingGroup` (unknown keys are errors; a picklable top-level function
+for :func:`inmaterio.parallel.run_trials`). Its data come from
+:class:`RingData` (training set seed ``s``, test set ``s + 1``, validation
+set ``s + 2``), its randomness from the group's seeds only, so a group gives
+the same numbers in any process and in any order.
 :func:`calibrate_on_device` prepares a trained network for a device from
 device measurements of the *training* set only: it re-estimates the
 batch-norm statistics (the hidden nodes of the device differ from the
@@ -25,21 +29,93 @@ do not know) and re-fits the logistic read-out on the measured output.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal, Union, get_args
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError
 from inmaterio.nn import DNPU, dnpu_layers, processor_swapped
 from inmaterio.nn.layers import single_dnpu, two_two_one
 from inmaterio.processors import Processor
+from inmaterio.studies.common import SurrogateChoice, surrogate_processor
 from inmaterio.training.losses import fisher
 from inmaterio.training.metrics import LogisticThreshold, fit_logistic_threshold
 
-__all__ = ["ARCHITECTURES", "BatchedRingNetworks", "calibrate_on_device", "ring_trials"]
+__all__ = [
+    "ARCHITECTURES", "Architecture", "BatchedRingNetworks", "RingData", "RingGroup", "RingTraining", "calibrate_on_device",
+    "ring_trials",
+]  # fmt: skip
 
-ARCHITECTURES = ("single", "2-2-1")
+Architecture = Literal["single", "2-2-1"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+Electrode = Union[int, str]
+
+
+class RingData(StrictModel):
+    """The ring data of a study (:func:`~inmaterio.data.rings.make_rings`): points per class and the gap.
+
+    gap : gap between the classes in data units (the disc has radius 1; 0 <= gap < 1.4).
+    n_train, n_val, n_test : points per class of the training, validation and test sets (>= 2).
+    """
+
+    gap: float = Field(0.1, ge=0, lt=1.4)
+    n_train: int = Field(200, ge=2)
+    n_val: int = Field(200, ge=2)
+    n_test: int = Field(500, ge=2)
+
+    def split(self, name: Literal["train", "val", "test"], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (2 n, 2)``, ``y (2 n,)`` of one set; the sets of a study seed ``s``: train ``s``, test ``s + 1``, val ``s + 2``."""
+        from inmaterio.data.rings import make_rings
+
+        n, offset = {"train": (self.n_train, 0), "test": (self.n_test, 1), "val": (self.n_val, 2)}[name]
+        return make_rings(n, gap=self.gap, seed=seed + offset)
+
+
+class RingTraining(StrictModel):
+    """Stage one of every trial: the negative Fisher criterion, full batch, Adam, output noise on every node.
+
+    epochs : Adam steps (>= 1).
+    learning_rate : Adam's learning rate (> 0).
+    noise_variance_factor : variance of the Gaussian noise on every node's output, in units of the
+        surrogate's test MSE (>= 0; 0: no noise).
+    bfloat16 : train with bfloat16 matrix products (3-4x faster on CPUs with AVX512-BF16); every
+        reported number is computed in float32.
+    """
+
+    epochs: int = Field(400, ge=1)
+    learning_rate: float = Field(0.0065, gt=0)
+    noise_variance_factor: float = Field(1.0, ge=0)
+    bfloat16: bool = True
+
+
+class RingGroup(StrictModel):
+    """``count`` trials of one architecture, seeds from ``first_seed``, trained as one vectorised model.
+
+    data_seed : seed of the study's data sets (see :meth:`RingData.split`).
+    keep : how many of the group's best-scored trials to return with their states (>= 1).
+    noisy_draws : draws of the noisy training accuracy (0: score = noise-free training accuracy).
+    noisy_std_factor : std of that noise, x the surrogate's test RMSE (>= 0).
+    """
+
+    architecture: Architecture
+    first_seed: int
+    count: int = Field(ge=1)
+    input_electrodes: tuple[Electrode, Electrode] = (3, 4)
+    data: RingData = RingData()
+    data_seed: int = 0
+    training: RingTraining = RingTraining()
+    keep: int = Field(1, ge=1)
+    noisy_draws: int = Field(0, ge=0)
+    noisy_std_factor: float = Field(1.0, ge=0)
+    surrogate: SurrogateChoice = SurrogateChoice()
+
+    @property
+    def key(self) -> str:
+        """``"<architecture>/<first_seed>+<count>"``: the group's name in a study."""
+        return f"{self.architecture}/{self.first_seed}+{self.count}"
 
 
 class BatchedRingNetworks(nn.Module):
@@ -110,20 +186,15 @@ class BatchedRingNetworks(nn.Module):
         return net
 
 
-def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train ``spec["count"]`` trials (seeds from ``spec["first_seed"]``) and return their numbers.
+def ring_trials(group: RingGroup) -> dict[str, Any]:
+    """Train the ``group.count`` trials of ``group`` (seeds from ``group.first_seed``) and return their numbers.
 
-    ``spec``: architecture, first_seed, count, x_train, y_train, x_test, y_test
-    (lists or tensors), epochs (400), learning_rate (0.0065), noise_variance_factor
-    (1.0: the surrogate's test MSE; 0: no noise), input_electrodes, surrogate_dir
-    (None: bundled), bfloat16 (train with bfloat16 matrix products, 3-4x faster
-    on CPUs with AVX512-BF16; the reported numbers are always float32), keep (1:
-    how many of the group's best trials to return with their states),
-    noisy_draws (0) and noisy_std_factor (1.0): when ``noisy_draws > 0``, every
-    trial's training accuracy is also measured with output noise on every node
-    (standard deviation ``noisy_std_factor`` times the surrogate's test RMSE),
-    averaged over ``noisy_draws`` draws, with the threshold fitted on the
-    noise-free output: a cheap forecast of the accuracy on a noisy device.
+    When ``noisy_draws > 0``, every trial's training accuracy is also
+    measured with output noise on every node (standard deviation
+    ``noisy_std_factor`` times the surrogate's test RMSE), averaged over
+    ``noisy_draws`` draws, with the threshold fitted on the noise-free output:
+    a cheap forecast of the accuracy on a noisy device. The caller's torch
+    random state is left as it was.
 
     Returns per trial: ``fisher`` (training set, noise-free), ``train_accuracy``,
     ``test_accuracy``, ``noisy_train_accuracy`` (only with ``noisy_draws > 0``);
@@ -131,51 +202,52 @@ def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
     highest training accuracy; ``top``: the ``keep`` trials with the highest
     *score* (``noisy_train_accuracy`` with ``noisy_draws > 0``, else
     ``train_accuracy``), best first (ties: lower index first), each
-    ``{"index", "score", "train_accuracy", "state"}``.
-    """
-    from inmaterio.processors import SurrogateProcessor
-    from inmaterio.surrogate import load_default_surrogate, load_surrogate
+    ``{"index", "score", "train_accuracy", "state"}``; ``seconds``.
 
+    Raises
+    ------
+    ConfigError
+        ``group`` is not a :class:`RingGroup`, or the surrogate cannot be loaded.
+    """
+    if not isinstance(group, RingGroup):
+        raise ConfigError(f"ring_trials takes a RingGroup, got {type(group).__name__}")
     start = time.perf_counter()
-    model_dir = spec.get("surrogate_dir")
-    processor = SurrogateProcessor(load_default_surrogate() if model_dir is None else load_surrogate(model_dir))
-    factor = float(spec.get("noise_variance_factor", 1.0))
-    processor.set_noise((processor.info.noise_na or 0.0) * factor**0.5)
-    x_train, y_train = torch.as_tensor(spec["x_train"], dtype=torch.float32), torch.as_tensor(spec["y_train"], dtype=torch.float32)
-    x_test, y_test = torch.as_tensor(spec["x_test"], dtype=torch.float32), torch.as_tensor(spec["y_test"], dtype=torch.float32)
-    torch.manual_seed(int(spec["first_seed"]))
-    nets = BatchedRingNetworks(
-        processor, spec["architecture"], int(spec["count"]), tuple(spec.get("input_electrodes", (3, 4))),
-        seed=int(spec["first_seed"]) * 7,
-    )  # fmt: skip
-    optimiser = torch.optim.Adam(nets.parameters(), lr=float(spec.get("learning_rate", 0.0065)))
-    layers = list(nets.layers)
-    processor.bfloat16 = bool(spec.get("bfloat16", False))  # training only; evaluation below in float32
-    for _ in range(int(spec.get("epochs", 400))):
-        optimiser.zero_grad(set_to_none=True)
-        loss = fisher(nets(x_train).T, y_train).sum() + sum(layer.regularizer() for layer in layers)
-        loss.backward()
-        optimiser.step()
-        for layer in layers:
-            layer.constrain()
-    processor.bfloat16 = False
-    nets.eval()
-    with torch.no_grad(), processor.noise_off():
-        out_train, out_test = nets(x_train).T, nets(x_test).T  # (trials, batch)
-    threshold = fit_logistic_threshold(out_train, y_train)
-    acc_train = (threshold.predict(out_train) == y_train).float().mean(dim=1)
-    acc_test = (threshold.predict(out_test) == y_test).float().mean(dim=1)
-    best = int(acc_train.argmax())
-    draws = int(spec.get("noisy_draws", 0))
-    score = acc_train
-    extra = {}
-    if draws > 0:
-        processor.set_noise((processor.info.noise_na or 0.0) * float(spec.get("noisy_std_factor", 1.0)))
-        torch.manual_seed(int(spec["first_seed"]) + 1)
-        with torch.no_grad():
-            score = torch.stack([(threshold.predict(nets(x_train).T) == y_train).float().mean(dim=1) for _ in range(draws)]).mean(0)
-        extra["noisy_train_accuracy"] = score.tolist()
-    keep = max(1, min(int(spec.get("keep", 1)), int(spec["count"])))
+    processor = surrogate_processor(group.surrogate)
+    training = group.training
+    processor.set_noise((processor.info.noise_na or 0.0) * training.noise_variance_factor**0.5)
+    x_train, y_train = group.data.split("train", group.data_seed)
+    x_test, y_test = group.data.split("test", group.data_seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(group.first_seed)
+        nets = BatchedRingNetworks(processor, group.architecture, group.count, group.input_electrodes, seed=group.first_seed * 7)
+        optimiser = torch.optim.Adam(nets.parameters(), lr=training.learning_rate)
+        layers = list(nets.layers)
+        processor.bfloat16 = training.bfloat16  # training only; evaluation below in float32
+        for _ in range(training.epochs):
+            optimiser.zero_grad(set_to_none=True)
+            loss = fisher(nets(x_train).T, y_train).sum() + sum(layer.regularizer() for layer in layers)
+            loss.backward()
+            optimiser.step()
+            for layer in layers:
+                layer.constrain()
+        processor.bfloat16 = False
+        nets.eval()
+        with torch.no_grad(), processor.noise_off():
+            out_train, out_test = nets(x_train).T, nets(x_test).T  # (trials, batch)
+        threshold = fit_logistic_threshold(out_train, y_train)
+        acc_train = (threshold.predict(out_train) == y_train).float().mean(dim=1)
+        acc_test = (threshold.predict(out_test) == y_test).float().mean(dim=1)
+        best = int(acc_train.argmax())
+        score = acc_train
+        extra = {}
+        if group.noisy_draws > 0:
+            processor.set_noise((processor.info.noise_na or 0.0) * group.noisy_std_factor)
+            torch.manual_seed(group.first_seed + 1)
+            with torch.no_grad():
+                draws = [(threshold.predict(nets(x_train).T) == y_train).float().mean(dim=1) for _ in range(group.noisy_draws)]
+            score = torch.stack(draws).mean(0)
+            extra["noisy_train_accuracy"] = score.tolist()
+    keep = min(group.keep, group.count)
     # stable descending order: equal scores keep the lower index first (argmax's choice for the best)
     order = sorted(range(len(score)), key=lambda t: -float(score[t]))[:keep]
     top = [
@@ -184,8 +256,8 @@ def ring_trials(spec: dict[str, Any]) -> dict[str, Any]:
         for t in order
     ]  # fmt: skip
     return {
-        "architecture": spec["architecture"],
-        "first_seed": int(spec["first_seed"]),
+        "architecture": group.architecture,
+        "first_seed": group.first_seed,
         "fisher": (-fisher(out_train, y_train)).tolist(),
         "train_accuracy": acc_train.tolist(),
         "test_accuracy": acc_test.tolist(),

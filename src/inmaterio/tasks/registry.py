@@ -111,6 +111,18 @@ def _capacity_study_config() -> type[RunnableConfig]:
     return CapacityStudyConfig
 
 
+def _rings_study_config() -> type[RunnableConfig]:
+    from inmaterio.studies.rings import RingsStudyConfig
+
+    return RingsStudyConfig
+
+
+def _ring_electrodes_config() -> type[RunnableConfig]:
+    from inmaterio.studies.ring_electrodes import RingElectrodesConfig
+
+    return RingElectrodesConfig
+
+
 TASKS: dict[str, Task] = {
     entry.type: entry
     for entry in (
@@ -127,6 +139,14 @@ TASKS: dict[str, Task] = {
              "the capacity study of Ruiz Euler et al. 2021: DNPU vs logistic units, N = 4..10 (resumes per trial)",
              report="inmaterio.studies.capacity:report_capacity_study", example="capacity_study.yaml",
              prepare="inmaterio.studies.capacity:prepare_capacity_study"),
+        Task("rings_study", _rings_study_config, "inmaterio.studies.rings:run_rings_study",
+             "the ring study of Ruiz Euler et al. 2021: 1000 trainings of one DNPU and of the 2-2-1, the best on the device",
+             report="inmaterio.studies.rings:report_rings_study", example="rings_study.yaml",
+             prepare="inmaterio.studies.rings:prepare_rings_study"),
+        Task("ring_electrodes", _ring_electrodes_config, "inmaterio.studies.ring_electrodes:run_ring_electrodes",
+             "which two electrodes take the ring data: every pair judged on training data (for the rings study)",
+             report="inmaterio.studies.ring_electrodes:report_ring_electrodes", example="ring_electrodes.yaml",
+             prepare="inmaterio.studies.ring_electrodes:prepare_ring_electrodes"),
     )
 }  # fmt: skip
 """Every task ``inmaterio run`` knows, by ``task.type``."""
