@@ -43,10 +43,12 @@ Simulation
     block means falls below ``max(abs_tolerance_na, rel_tolerance * |I|)``
     (at least ``min_blocks``, at most ``max_blocks`` blocks). Batches of
     operating points run in parallel threads (numba ``prange``), each with
-    its own random stream seeded from ``(seed, call number, voltages, index)``: two
-    devices made with the same seed return the same numbers for the same
-    sequence of calls, and repeated measurements of one device differ like
-    repeated measurements of a chip.
+    its own random stream seeded from ``(seed, the call's stream key, the
+    batch's voltages, the point's index in the batch)``; the stream key names
+    what the call serves (:meth:`~inmaterio.devices.base.Device.random_streams`).
+    Two devices made with the same seed (or rebuilt from one description)
+    return the same numbers under the same keys, and repeated measurements of
+    one device differ like repeated measurements of a chip.
 
 Sign convention and units of the output
     Currents are in nA; a positive current is a net flow of holes (positive
