@@ -1,4 +1,4 @@
-"""Gradient-descent speed on the ring task: the real trainer vs a bare Adam loop.
+"""Gradient-descent speed on the ring task: the real trainer (with and without a run folder) vs a bare Adam loop.
 
 Command (from the repository root; prints a markdown table)::
 
@@ -12,7 +12,7 @@ Setting: ``make_rings(n_per_class=500)`` (1000 points, gap 0.1), full batch,
 * ``single``: one DNPU node (:func:`~inmaterio.nn.layers.single_dnpu`), 1000 surrogate rows per forward pass;
 * ``2-2-1``: :func:`~inmaterio.nn.layers.two_two_one` (5 nodes, batch norm between layers), 5000 rows per pass.
 
-Each is trained two ways, from the same initial controls:
+Each is trained three ways, from the same initial controls:
 
 (a) ``train_gd`` (the trainer the tasks use; ``progress=False``, no run
     directory, so no checkpoints): per epoch one step (forward, backward,
@@ -20,7 +20,10 @@ Each is trained two ways, from the same initial controls:
     over the training set without gradients (the loss recorded in the
     history and used for model selection), and a copy of the weights when
     the loss improved;
-(b) a bare loop: ``loss = fisher(model(x), y); zero_grad; backward; step``
+(b) the same with a run folder (``directory`` in a temporary folder): a
+    checkpoint, ``run.json`` and the history (JSON and CSV) written after
+    every epoch; the difference to (a) is the cost of being resumable;
+(c) a bare loop: ``loss = fisher(model(x), y); zero_grad; backward; step``
     and the clamp of the controls into their ranges (``DNPU.constrain()``;
     without it Adam walks controls out of range and the processor refuses
     the voltages), nothing else.
@@ -28,7 +31,7 @@ Each is trained two ways, from the same initial controls:
 Every variant gets one untimed warm-up of 5 epochs; then ``--repeats`` timed
 runs of ``--epochs`` epochs, interleaved, and the table shows the fastest.
 The trainer's epochs/s is epochs over the wall time of the whole
-``train_gd`` call (its setup, e.g. the data fingerprint, included).
+``train_gd`` call (its setup, e.g. the data fingerprint of a run folder, included).
 "Surrogate evaluations/s" counts rows through the MLP in forward passes
 (the trainer's evaluation pass included; backward passes not counted).
 """
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -64,13 +68,19 @@ def build(architecture: str, processor: SurrogateProcessor) -> nn.Module:
     return builder(processor, input_electrodes=INPUT_ELECTRODES, data_range=(-1.0, 1.0), seed=0)
 
 
-def time_trainer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+def time_trainer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, folder: bool = False) -> float:
     config = GDConfig(learning_rate=LEARNING_RATE, epochs=epochs, seed=0)
-    start = time.perf_counter()
-    result = train_gd(model, fisher, x, y, config, progress=False)
-    elapsed = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = os.path.join(tmp, "run") if folder else None
+        start = time.perf_counter()
+        result = train_gd(model, fisher, x, y, config, progress=False, directory=directory)
+        elapsed = time.perf_counter() - start
     assert len(result.history) == epochs, "the trainer stopped early"
     return elapsed
+
+
+def time_trainer_with_folder(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    return time_trainer(model, x, y, epochs, folder=True)
 
 
 def time_bare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
@@ -100,7 +110,7 @@ def main() -> None:
 
     processor = SurrogateProcessor(load_default_surrogate())  # loading is not timed
     x, y = make_rings(args.n_per_class)
-    variants = {"trainer": time_trainer, "bare": time_bare}
+    variants = {"trainer": time_trainer, "folder": time_trainer_with_folder, "bare": time_bare}
     best: dict[tuple[str, str], float] = {}
     for architecture in ARCHITECTURES:
         for name, run in variants.items():
@@ -118,19 +128,19 @@ def main() -> None:
         f"{args.epochs} epochs, best of {args.repeats}, {torch.get_num_threads()} threads, torch {torch.__version__}\n"
     )
     print(
-        "| architecture | epochs/s trainer | epochs/s bare loop | ms/epoch trainer / bare | trainer overhead "
-        "| surrogate evaluations/s trainer / bare |"
+        "| architecture | epochs/s trainer | epochs/s bare loop | ms/epoch trainer / with run folder / bare "
+        "| trainer overhead | run folder, ms/epoch | surrogate evaluations/s trainer / bare |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for architecture, (_, nodes) in ARCHITECTURES.items():
-        trainer, bare = best[(architecture, "trainer")], best[(architecture, "bare")]
+        trainer, folder, bare = (best[(architecture, v)] for v in ("trainer", "folder", "bare"))
         e = args.epochs
         rows_trainer = 2 * n * nodes * e / trainer  # training forward + evaluation pass
         rows_bare = n * nodes * e / bare
         print(
             f"| {architecture} ({nodes} node{'s' if nodes > 1 else ''}) | {e / trainer:,.1f} | {e / bare:,.1f} "
-            f"| {1e3 * trainer / e:.2f} / {1e3 * bare / e:.2f} | {trainer / bare - 1:+.0%} "
-            f"| {rows_trainer:.3g} / {rows_bare:.3g} |"
+            f"| {1e3 * trainer / e:.2f} / {1e3 * folder / e:.2f} / {1e3 * bare / e:.2f} | {trainer / bare - 1:+.0%} "
+            f"| {1e3 * (folder - trainer) / e:+.2f} | {rows_trainer:.3g} / {rows_bare:.3g} |"
         )
 
 

@@ -79,6 +79,7 @@ finished run is returned without training. Another identity raises
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -94,7 +95,7 @@ from torch import Tensor, nn
 from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError, TrainingDivergedError
 from inmaterio.progress import progress_bar
-from inmaterio.runs import RunFolder, fingerprint_tensors, open_run
+from inmaterio.runs import CHECKPOINT_FILE, RunFolder, fingerprint_tensors, open_run, read_run
 
 __all__ = [
     "KIND",
@@ -105,6 +106,7 @@ __all__ = [
     "StepEnd",
     "EpochEnd",
     "train_gd",
+    "read_checkpoint",
 ]
 
 KIND = "inmaterio.training.gd"
@@ -113,6 +115,7 @@ KIND = "inmaterio.training.gd"
 _RESERVED = ("epoch", "train_loss", "val_loss", "regularizer", "lr", "time_s")
 _LOSS_KEYS = ("loss", "train_loss", "val_loss")
 _MAX_SEED = 2**63 - 1
+_PACKED = "inmaterio.packed_tensor"
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -427,6 +430,53 @@ def _seed_global_rng(seed: int, cuda_devices: list[int]) -> None:
             torch.cuda.manual_seed(seed)
 
 
+def _pack(state: Any) -> dict[str, Any]:
+    """``state`` (nested dicts, lists, tuples of tensors and plain values) with every tensor moved into one
+    flat buffer per dtype, so a checkpoint is a few records instead of one per tensor (much faster to save).
+
+    A tensor becomes ``(_PACKED, dtype, offset, shape)``; :func:`_unpack` restores it (on the CPU).
+    """
+    buffers: dict[str, list[Tensor]] = {}
+    sizes: dict[str, int] = {}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.layout == torch.strided and not value.is_quantized:
+            flat = value.detach().cpu().reshape(-1)
+            key = str(flat.dtype).removeprefix("torch.")
+            offset = sizes.get(key, 0)
+            buffers.setdefault(key, []).append(flat)
+            sizes[key] = offset + flat.numel()
+            return (_PACKED, key, offset, list(value.shape))
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            items = [walk(v) for v in value]
+            return items if isinstance(value, list) else tuple(items)
+        return value
+
+    tree = walk(state)
+    return {"tree": tree, "buffers": {key: torch.cat(parts) for key, parts in buffers.items()}}
+
+
+def _unpack(packed: Mapping[str, Any]) -> Any:
+    """The state :func:`_pack` packed (each tensor a fresh CPU tensor)."""
+    buffers = packed["buffers"]
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, tuple) and len(value) == 4 and value[0] == _PACKED:
+            _, key, offset, shape = value
+            numel = math.prod(shape)
+            return buffers[key][offset : offset + numel].reshape(shape).clone()
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            items = [walk(v) for v in value]
+            return items if isinstance(value, list) else tuple(items)
+        return value
+
+    return walk(packed["tree"])
+
+
 def _better(value: float, best: float, mode: str) -> bool:
     """``value`` improves on ``best`` (strictly; NaN never does)."""
     return value < best if mode == "min" else value > best
@@ -548,7 +598,7 @@ def train_gd(
         "scheduler": None if sched is None else {"class": _qualname(sched), "interval": scheduler_interval},
         "data_sha256": fingerprint_tensors(*data),
         "metrics": list(metrics),
-        "callbacks": [_qualname(c) for c in callbacks],
+        "callbacks": {str(i): _qualname(c) for i, c in enumerate(callbacks)},
         "extra": dict(identity or {}),
     }
     with open_run(directory, KIND, identity=run_identity, config=config, overwrite=overwrite) as run:
@@ -587,6 +637,7 @@ def _train(
     saved = None if run is None else run.load_checkpoint()
     if saved is not None:
         try:
+            saved = {**saved, **_unpack(saved["packed"]), "history": json.loads(saved["history_json"])}
             history = list(saved["history"])
             best_epoch, best_value, best_loss = saved["best_epoch"], saved["best_value"], saved["best_loss"]
             best_state = saved["best_model"]
@@ -603,9 +654,9 @@ def _train(
             if sched is not None:
                 sched.load_state_dict(saved["scheduler"])
             generator.set_state(saved["generator"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
             raise ModelFileError(
-                f"checkpoint '{run.file('checkpoint.pt')}' does not fit this run ({type(err).__name__}: {err}); "
+                f"checkpoint '{run.file(CHECKPOINT_FILE)}' does not fit this run ({type(err).__name__}: {err}); "
                 "replace the run with overwrite=True (--overwrite)"
             ) from None
     elif run is not None and run.finished:
@@ -614,21 +665,24 @@ def _train(
     def save(epoch: int, finished: bool, stopped_because: str | None) -> None:
         if run is None:
             return
+        tensors = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": None if sched is None else sched.state_dict(),
+            "callbacks": [c.state_dict() for c in stateful],
+            "generator": generator.get_state(),
+            "best_model": best_state,
+        }
         run.save_checkpoint(
             {
                 "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": None if sched is None else sched.state_dict(),
-                "callbacks": [c.state_dict() for c in stateful],
-                "generator": generator.get_state(),
                 "best_epoch": best_epoch,
                 "best_value": best_value,
                 "best_loss": best_loss,
-                "best_model": best_state,
-                "history": history,
                 "finished": finished,
                 "stopped_because": stopped_because,
+                "history_json": json.dumps(history),  # one string pickles much faster than many small dicts
+                "packed": _pack(tensors),
             }
         )
         run.write_history(history)
@@ -758,6 +812,35 @@ def _train(
     if run is not None:
         _finish(run, result)
     return result
+
+
+def read_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """The last checkpoint of a :func:`train_gd` run folder, for inspection (loaded without pickle).
+
+    Returns a dict with ``epoch``, ``model`` and ``best_model`` (state dicts), ``optimizer``,
+    ``scheduler``, ``callbacks`` (their states), ``generator`` (state), ``history``,
+    ``best_epoch``, ``best_value``, ``best_loss``, ``finished`` and ``stopped_because``.
+
+    Raises
+    ------
+    RunFolderError
+        If ``directory`` is not a run folder.
+    ModelFileError
+        If it is not a ``train_gd`` run, or its checkpoint is missing or cannot be read.
+    """
+    folder = Path(directory)
+    record = read_run(folder)
+    if record["kind"] != KIND:
+        raise ModelFileError(f"'{folder}' holds a run of kind '{record['kind']}', not '{KIND}'")
+    path = folder / CHECKPOINT_FILE
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        state = dict(payload["state"])
+        return {**state, **_unpack(state.pop("packed")), "history": json.loads(state.pop("history_json"))}
+    except FileNotFoundError:
+        raise ModelFileError(f"'{path}' is missing: the run has no checkpoint yet") from None
+    except Exception as err:  # noqa: BLE001 - any failure to read is a bad file
+        raise ModelFileError(f"checkpoint '{path}' cannot be read ({type(err).__name__}: {err})") from None
 
 
 class _Once:
