@@ -37,19 +37,19 @@ from matplotlib.figure import Figure
 
 import inmaterio
 from inmaterio.devices.registry import build_device
-from inmaterio.errors import ModelFileError, RunFolderError
+from inmaterio.errors import ConfigError, ModelFileError, RunFolderError
 from inmaterio.fileio import read_json
 from inmaterio.plots import plot_iv_curves, plot_learning_curve, plot_predicted_vs_measured
 from inmaterio.runs import METRICS_FILE, RunFolder, open_run, read_run
 from inmaterio.smg.acquire import acquire
 from inmaterio.smg.config import SamplingConfig, SMGConfig
 from inmaterio.smg.consistency import consistency_check
-from inmaterio.smg.dataset import dataset_fingerprint, postprocess, split
+from inmaterio.smg.dataset import Dataset, dataset_fingerprint, postprocess, split
 from inmaterio.smg.evaluate import evaluate_surrogate
 from inmaterio.smg.iv import iv_curves
 from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import train_surrogate
-from inmaterio.surrogate import DeviceInfo, default_model_dir, export_surrogate, load_surrogate
+from inmaterio.surrogate import DeviceInfo, export_surrogate, load_surrogate
 from inmaterio.surrogate.io import surrogate_files
 
 __all__ = ["KIND", "run_smg", "smg_identity", "export_smg_model"]
@@ -129,6 +129,7 @@ def _run_stages(
     raw = measure("train_data")
     clean, cleaning = postprocess(raw, config.postprocess)
     train, val, held_out = split(clean, config.postprocess.split, config.postprocess.seed)
+    _check_trainable(train, val, cleaning, config)
     info = DeviceInfo.from_device(device, output_clipping_na=config.postprocess.clip_na)
     result = train_surrogate(train, val, config.training, run.subfolder("training"), info, progress=progress, notify=notify)
     _save_figure(run, "learning_curve.png", plot_learning_curve(result.history))
@@ -191,6 +192,23 @@ def _run_stages(
     }
 
 
+def _check_trainable(train: Dataset, val: Dataset, cleaning: dict[str, int], config: SMGConfig) -> None:
+    """Refuse, naming the settings, a cleaning and split that leave nothing to train or validate on."""
+    settings = f"postprocess clip_na {config.postprocess.clip_na}, outlier_sigma {config.postprocess.outlier_sigma}"
+    if len(train) < 2 or len(val) < 1:
+        raise ConfigError(
+            f"postprocess kept {cleaning['n_kept']} of {cleaning['n_input']} measured points ({cleaning['n_nonfinite']} "
+            f"not finite, {cleaning['n_clipped']} clipped, {cleaning['n_outliers']} outliers; {settings}) and split "
+            f"{list(config.postprocess.split)} gives {len(train)} training and {len(val)} validation points: at least "
+            "2 and 1 are needed; widen clip_na or outlier_sigma, or measure more points (sampling.n_samples)"
+        )
+    if not np.std(train.current_na) > 0:
+        raise ConfigError(
+            f"the {len(train)} training points all have the current {train.current_na[0]:.6g} nA ({settings}): "
+            "a surrogate of a constant is no model; check the device and clip_na"
+        )
+
+
 def export_smg_model(
     run_dir: str | Path,
     destination: str | Path | None = None,
@@ -225,6 +243,5 @@ def export_smg_model(
         )
     model = load_surrogate(run_dir / MODEL_DIR)
     summary = read_json(run_dir / METRICS_FILE, ModelFileError)
-    dest = Path(destination) if destination is not None else default_model_dir()
-    return export_surrogate(model, dest, metadata=model.metadata, extra_json={"summary.json": summary},
+    return export_surrogate(model, destination, metadata=model.metadata, extra_json={"summary.json": summary},
                             overwrite=overwrite, replace_bundled=replace_bundled)  # fmt: skip

@@ -229,7 +229,7 @@ def save_surrogate(
 
 def export_surrogate(
     model: SurrogateModel,
-    directory: str | Path,
+    directory: str | Path | None,
     metadata: dict[str, Any] | None = None,
     *,
     extra_json: dict[str, Any] | None = None,
@@ -237,6 +237,8 @@ def export_surrogate(
     replace_bundled: bool = False,
 ) -> Path:
     """Install ``model`` (and ``extra_json`` files, e.g. ``{"summary.json": {...}}``) as a complete folder, atomically.
+
+    ``directory`` None means the bundled model's folder (:func:`default_model_dir`).
 
     The new folder is written beside ``directory`` and swapped in with two renames, so
     ``directory`` holds the old surrogate or the new one, never a mixture; files of the old
@@ -253,7 +255,7 @@ def export_surrogate(
     files = surrogate_files(model, metadata)
     for name, data in (extra_json or {}).items():
         files[name] = (json.dumps(data, indent=2) + "\n").encode()
-    directory = Path(directory)
+    directory = default_model_dir() if directory is None else Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ModelFileError(f"cannot export the surrogate to '{directory}': it exists and is not a directory")
     _refuse_bundled(directory, replace_bundled)
