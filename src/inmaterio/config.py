@@ -13,20 +13,47 @@ value and the rule it broke.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from inmaterio.errors import ConfigError
 
 __all__ = ["StrictModel", "load_config", "read_yaml", "validate_config", "dump_config"]
 
 
+def _is_number(annotation: Any) -> bool:
+    """True for ``int``, ``float`` and their optional forms (``int | None``)."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Union, UnionType):
+        return any(a in (int, float) for a in get_args(annotation)) and all(
+            a in (int, float, type(None)) for a in get_args(annotation)
+        )
+    return False
+
+
 class StrictModel(BaseModel):
-    """Base of every config: unknown keys rejected, instances immutable, no NaN or infinite numbers."""
+    """Base of every config: unknown keys rejected, instances immutable, no NaN or infinite numbers,
+    and a number field takes a number (not ``true`` read as 1, nor the text ``"3"``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                if isinstance(value, bool | str) and _is_number(field.annotation):
+                    kind = "an integer" if field.annotation is int else "a number"
+                    raise PydanticCustomError(
+                        "number_type", "expected {kind}, not {got}", {"field": name, "kind": kind, "got": type(value).__name__, "value": value}
+                    )
+        return data
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,7 +64,11 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     for item in err.errors():
         field = ".".join(str(p) for p in item["loc"]) or "<root>"
         value = item.get("input")
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "number_type":  # raised for the whole model, about one of its fields
+            ctx = item["ctx"]
+            field = ".".join([*(str(p) for p in item["loc"]), ctx["field"]])
+            lines.append(f"  - field '{field}' = {ctx['value']!r}: expected {ctx['kind']}, not {ctx['got']}")
+        elif item["type"] == "extra_forbidden":
             lines.append(f"  - unknown key '{field}' (value {value!r}); remove it or check its spelling")
         else:
             lines.append(f"  - field '{field}' = {value!r}: {item['msg']}")

@@ -49,23 +49,21 @@ def build_surrogate_processor(config: SurrogateBackend) -> SurrogateProcessor:
 
 
 def build_validation_processor(config: ValidationConfig, surrogate: SurrogateProcessor) -> DeviceProcessor | None:
-    """The device to validate on: ``config.device``, else the virtual DNPU in the surrogate's provenance."""
+    """The device to validate on: ``config.device``, else the device the surrogate was made from (its provenance)."""
     if not config.enabled:
         return None
-    from inmaterio.devices.registry import build_device, device_config_from_description
+    from inmaterio.devices.registry import build_device, device_from_description
 
     if config.device is not None:
         device = build_device(config.device)
     else:
         description = surrogate.info.provenance.get("device")
-        if not isinstance(description, dict) or description.get("type") not in ("hopping", "HoppingDevice"):
+        if not isinstance(description, dict):
             raise ConfigError(
-                "validation.device is not given and the surrogate's provenance records no virtual DNPU "
+                "validation.device is not given and the surrogate's provenance records no device "
                 f"(provenance device: {description!r}); give validation.device or set validation.enabled: false"
             )
-        from inmaterio.devices.hopping import HoppingDevice
-
-        device = HoppingDevice(device_config_from_description(description))
+        device = device_from_description(description, source="the device in the surrogate's provenance")
     return DeviceProcessor(device, plateau_samples=config.plateau_samples, ramp_samples=config.ramp_samples)
 
 
@@ -108,7 +106,8 @@ def prepare_dnpu_task(config: RunConfig) -> DnpuBackends:
     weights = surrogate.model.state_dict()
     identity = {
         "surrogate_weights": fingerprint_tensors(*(weights[k] for k in sorted(weights))),
-        "device": None if device is None else device.device.describe(),
+        # the package version is provenance, not physics: a run may resume after an upgrade
+        "device": None if device is None else {k: v for k, v in device.device.describe().items() if k != "package_version"},
     }
     return DnpuBackends(surrogate, device, identity)
 
