@@ -104,7 +104,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from inmaterio.config import StrictModel
@@ -136,26 +136,19 @@ class GAConfig(StrictModel):
     generations: int = Field(200, ge=1, description="generations at most (the initial population is generation 0)")
     n_elite: int = Field(6, ge=1, description="best genomes copied unchanged to the next generation")
     selection_pressure: float = Field(
-        1.8, ge=1.0, le=2.0, allow_inf_nan=False, description="s of linear ranking: picks of the best genome per N draws (1: uniform)"
+        1.8, ge=1.0, le=2.0, description="s of linear ranking: picks of the best genome per N draws (1: uniform)"
     )
-    crossover_alpha: float = Field(0.5, ge=0.0, allow_inf_nan=False, description="BLX: reach beyond the better parent, fraction of |x - y|")
-    crossover_beta: float = Field(0.1, ge=0.0, allow_inf_nan=False, description="BLX: reach beyond the worse parent, fraction of |x - y|")
-    mutation_rate_start: float = Field(0.1, ge=0.0, le=1.0, allow_inf_nan=False, description="per-gene mutation probability, generation 0")
-    mutation_rate_end: float = Field(0.01, ge=0.0, le=1.0, allow_inf_nan=False, description="per-gene mutation probability, last generation")
+    crossover_alpha: float = Field(0.5, ge=0.0, description="BLX: reach beyond the better parent, fraction of |x - y|")
+    crossover_beta: float = Field(0.1, ge=0.0, description="BLX: reach beyond the worse parent, fraction of |x - y|")
+    mutation_rate_start: float = Field(0.1, ge=0.0, le=1.0, description="per-gene mutation probability, generation 0")
+    mutation_rate_end: float = Field(0.01, ge=0.0, le=1.0, description="per-gene mutation probability, last generation")
     mutation_scale: float = Field(
-        0.1, gt=0.0, allow_inf_nan=False, description="std of the Gaussian mutation step, as a fraction of each gene's range"
+        0.1, gt=0.0, description="std of the Gaussian mutation step, as a fraction of each gene's range"
     )
     target_fitness: float | None = Field(
-        None, allow_inf_nan=False, description="stop as soon as the best fitness is >= this (None: run all generations)"
+        None, description="stop as soon as the best fitness is >= this (None: run all generations)"
     )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds every random draw of the algorithm")
-
-    @field_validator("population_size", "generations", "n_elite", "seed", mode="before")
-    @classmethod
-    def _no_booleans(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a whole number, not the boolean {value}")
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> GAConfig:

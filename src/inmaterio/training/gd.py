@@ -146,26 +146,19 @@ class GDConfig(StrictModel):
     """
 
     optimizer: Literal["adam", "sgd", "adamw", "rmsprop"] = "adam"
-    learning_rate: float = Field(0.01, gt=0, allow_inf_nan=False)
+    learning_rate: float = Field(0.01, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = Field(0.0, ge=0, allow_inf_nan=False)
-    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
     epochs: int = Field(200, ge=1)
     batch_size: int | None = Field(None, ge=1)
-    validation_fraction: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    validation_fraction: float = Field(0.0, ge=0, lt=1)
     patience: int | None = Field(None, ge=1)
-    regularization_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
+    regularization_weight: float = Field(1.0, ge=0)
     select_by: str = Field("loss", min_length=1)
     select_mode: Literal["min", "max"] = "min"
     evaluate_train: bool = True
     seed: int = Field(0, ge=0, le=_MAX_SEED)
-
-    @field_validator("epochs", "batch_size", "patience", "seed", mode="before")
-    @classmethod
-    def _no_booleans(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a whole number, not the boolean {value}")
-        return value
 
     @field_validator("betas")
     @classmethod
@@ -352,16 +345,16 @@ def _make_scheduler(
     return scheduler
 
 
-def _param_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+def _param_groups(optimizer: torch.optim.Optimizer) -> dict[str, dict[str, Any]]:
     """The hyper-parameters of every parameter group (tensors as numbers), for the run's identity."""
-    groups = []
+    groups = {}
     for group in optimizer.param_groups:
         entry: dict[str, Any] = {"n_parameters": len(group["params"])}
         for key, value in group.items():
             if key in ("params", "initial_lr"):
                 continue
             entry[key] = value.tolist() if isinstance(value, Tensor) else value
-        groups.append(entry)
+        groups[f"group {len(groups)}"] = entry
     return groups
 
 
