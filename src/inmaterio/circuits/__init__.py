@@ -11,24 +11,30 @@ Equilibrium Propagation::
     model = Model(x, y, seed=0)
     history = fit(model, x_train, y_train, EPTrainConfig(readout="differential"))
 
-Layers: :mod:`.layers`; the compiled circuit: :mod:`.netlist`; solvers:
-:mod:`.solve` (native batched Newton, ngspice); EP: :mod:`.ep`;
-optimisers: :mod:`.optim`; training: :mod:`.fit`; mixed-signal models:
-:mod:`.mixed`; parameter files: :mod:`.io`; ready-made tasks: :mod:`.examples`.
+A :class:`Model` is a ``torch.nn.Module`` whose parameters are the
+conductances and learnable biases in normalised coordinates (``[0, 1]``
+across their bounds), so ``torch.optim`` optimisers and LR schedulers train
+it: :func:`ep_gradients` fills ``.grad``, ``optimizer.step()`` moves, and
+``model.constrain()`` keeps the bounds.
+
+Layers: :mod:`.layers`; the model and its parameters: :mod:`.graph`; the
+compiled circuit: :mod:`.netlist`; solvers: :mod:`.solve` (native batched
+Newton, ngspice); EP: :mod:`.ep`; training: :mod:`.fit`; mixed-signal
+models: :mod:`.mixed`; parameter files: :mod:`.io`; ready-made tasks:
+:mod:`.examples`.
 """
 
-from .elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
-from .ep import EPResult, VARIANTS, ep_gradients, implicit_gradients, output_loss, readout
-from .fit import EPTrainConfig, evaluate, fit
-from .graph import Model
-from .layers import Amplifier, Bias, Concatenate, Dense, Diodes, Input, LocallyConnected2D, Nodes
-from .netlist import GROUND, Circuit, DiodeGroup
-from .optim import OPTIMIZERS, Adam, Momentum, SGD, make_optimizer
-from .solve import DCSolution, SolverOptions, kcl_currents, solve_dc
+from inmaterio.circuits.elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
+from inmaterio.circuits.ep import VARIANTS, EPResult, ep_gradients, implicit_gradients, output_loss, readout
+from inmaterio.circuits.fit import FIT_KIND, EPTrainConfig, evaluate, fit
+from inmaterio.circuits.graph import Model
+from inmaterio.circuits.layers import Amplifier, Bias, Concatenate, Dense, Diodes, Input, LocallyConnected2D, Nodes
+from inmaterio.circuits.netlist import GROUND, Circuit, DiodeGroup
+from inmaterio.circuits.solve import DCSolution, SolverOptions, kcl_currents, solve_dc
 
 __all__ = [
-    "GROUND", "OPTIMIZERS", "VARIANTS", "Adam", "Amplifier", "Bias", "Circuit", "Concatenate", "DCSolution", "Dense",
-    "DiodeGroup", "Diodes", "EPResult", "EPTrainConfig", "Input", "LocallyConnected2D", "Model", "Momentum", "Nodes",
-    "PiecewiseLinearDiode", "SGD", "ShockleyDiode", "SolverOptions", "TwoTerminal", "ep_gradients", "evaluate", "fit",
-    "implicit_gradients", "kcl_currents", "make_optimizer", "output_loss", "readout", "solve_dc",
+    "FIT_KIND", "GROUND", "VARIANTS", "Amplifier", "Bias", "Circuit", "Concatenate", "DCSolution", "Dense",
+    "DiodeGroup", "Diodes", "EPResult", "EPTrainConfig", "Input", "LocallyConnected2D", "Model", "Nodes",
+    "PiecewiseLinearDiode", "ShockleyDiode", "SolverOptions", "TwoTerminal", "ep_gradients", "evaluate", "fit",
+    "implicit_gradients", "kcl_currents", "output_loss", "readout", "solve_dc",
 ]

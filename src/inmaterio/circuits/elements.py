@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from inmaterio.errors import ConfigError
 
 __all__ = [
     "BOLTZMANN_J_PER_K",

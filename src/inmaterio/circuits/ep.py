@@ -23,7 +23,16 @@ differentiation of the free equilibrium) to check them against.
 Losses are per sample: ``loss_fn(outputs (batch, n_outputs) V, target) -> (batch,)``;
 :func:`output_loss` builds them from the shared losses of
 :mod:`inmaterio.training.losses`. The reported gradients are averages over
-the batch.
+the batch, in the parameters' physical units; :func:`ep_gradients` also adds
+them, converted to the model's normalised coordinates, to the ``.grad`` of
+its parameters (as ``backward()`` would), so that any ``torch.optim``
+optimiser takes the step::
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    optimizer.zero_grad()
+    ep_gradients(model, x, y, loss_fn, beta=1e-7)
+    optimizer.step()
+    model.constrain()
 """
 
 from __future__ import annotations
@@ -33,13 +42,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, SimulationError
-from ..training.losses import cross_entropy, mse
-from .graph import Model
-from .netlist import DTYPE, GROUND, ground_last, with_ground
-from .solve.native import DCSolution, SolverOptions, _stamps, kcl_currents
+from inmaterio.circuits.graph import Model
+from inmaterio.circuits.netlist import DTYPE, GROUND, ground_last, with_ground
+from inmaterio.circuits.solve.native import DCSolution, SolverOptions, _stamps, kcl_currents, solve_dc
+from inmaterio.errors import ConfigError, SimulationError
+from inmaterio.training.losses import cross_entropy, mse
 
-__all__ = ["EPResult", "VARIANTS", "ep_gradients", "implicit_gradients", "output_loss", "readout"]
+__all__ = ["EPResult", "VARIANTS", "check_targets", "ep_gradients", "implicit_gradients", "output_loss", "readout"]
 
 VARIANTS = ("one-sided", "symmetric", "random-sign")
 READOUTS = ("direct", "differential")
@@ -80,19 +89,46 @@ def output_loss(name: str, *, readout_kind: str = "direct", scale_per_v: float =
 
     def loss(outputs_v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         score = readout(outputs_v, readout_kind)
-        if name == "cross_entropy":
-            return cross_entropy(scale_per_v * score.unsqueeze(1), torch.as_tensor(target).reshape(-1, 1))
         t = torch.as_tensor(target)
+        check_targets(t, name, score.shape[1])
+        if len(t) != len(score):
+            raise ConfigError(f"target has {len(t)} entries for a batch of {len(score)} samples")
+        if name == "cross_entropy":
+            return cross_entropy(scale_per_v * score.unsqueeze(1), t.long().reshape(-1, 1))
         if not t.dtype.is_floating_point:
-            if t.dim() != 1 or len(t) != len(score):
-                raise ConfigError(f"mse with class targets needs shape ({len(score)},), got {tuple(t.shape)}")
-            if (t < 0).any() or (t >= score.shape[1]).any():
-                raise ConfigError(f"class targets must lie in [0, {score.shape[1] - 1}], got {t.min().item()}..{t.max().item()}")
-            t = torch.full_like(score, -target_v).scatter_(1, t.reshape(-1, 1), target_v)
+            t = torch.full_like(score, -target_v).scatter_(1, t.long().reshape(-1, 1), target_v)
         return mse(score, t.to(score.dtype))
 
     loss.__name__ = f"{name}_{readout_kind}"
     return loss
+
+
+def check_targets(target: torch.Tensor, loss: str, n_classes: int, what: str = "target") -> None:
+    """Refuse targets the loss cannot use, naming the first bad sample.
+
+    Class indices: integers of shape ``(batch,)`` in ``[0, n_classes - 1]``
+    (either loss). Target scores (MSE only): finite floats of shape ``(batch, n_classes)`` in volts.
+
+    Raises:
+        ConfigError: the dtype, shape or value that is wrong, and what is allowed.
+    """
+    if target.is_complex() or target.dtype == torch.bool:
+        raise ConfigError(f"{what} must be integer class indices or real target scores, got dtype {target.dtype}")
+    if target.dtype.is_floating_point:
+        if loss == "cross_entropy":
+            raise ConfigError(f"{what}: cross_entropy needs integer class indices in [0, {n_classes - 1}], got dtype {target.dtype}")
+        if target.dim() != 2 or target.shape[1] != n_classes:
+            raise ConfigError(f"{what}: target scores must have shape (batch, {n_classes}) in volts (or give class indices), got {tuple(target.shape)}")
+        if not torch.isfinite(target).all():
+            s, c = (~torch.isfinite(target)).nonzero()[0].tolist()
+            raise ConfigError(f"{what} of sample {s}, class {c} is {target[s, c].item()}: target scores must be finite")
+        return
+    if target.dim() != 1:
+        raise ConfigError(f"{what}: class indices must have shape (batch,), got {tuple(target.shape)}")
+    bad = (target < 0) | (target >= n_classes)
+    if bad.any():
+        s = int(bad.nonzero()[0])
+        raise ConfigError(f"{what} of sample {s} is class {target[s].item()}, outside [0, {n_classes - 1}]")
 
 
 def _loss_and_grad(loss_fn: LossFn, outputs: torch.Tensor, target) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +150,7 @@ class EPResult:
     """What one EP step measured.
 
     Attributes:
-        gradients: parameter name -> batch-mean gradient estimate (same shape as the parameter).
+        gradients: parameter name -> batch-mean gradient estimate ``dL/dθ`` (physical units, same shape as the parameter).
         loss: ``(batch,)`` per-sample loss at the free equilibrium.
         outputs_v: ``(batch, n_outputs)`` free output voltages.
         input_gradients: per model input, ``(batch, features)`` estimate of ``dL_i/dx_i`` (per sample, not
@@ -207,17 +243,20 @@ def ep_gradients(
             input sources' currents; needed by mixed-signal training).
 
     Returns:
-        the :class:`EPResult`.
+        the :class:`EPResult`; its gradients are also added to the ``.grad`` of
+        the model's (normalised) parameters (:meth:`~inmaterio.circuits.graph.Model.add_gradients`).
+
+    Raises:
+        ConfigError: a bad variant or beta, or no energy function.
+        SimulationError: a solve that fails, a non-finite loss or gradient (``.grad`` is then left unchanged).
     """
     if variant not in VARIANTS:
         raise ConfigError(f"EP variant must be one of {VARIANTS}, got {variant!r}")
-    if not (isinstance(beta, int | float) and beta > 0 and torch.isfinite(torch.tensor(float(beta)))):
+    if isinstance(beta, bool) or not (isinstance(beta, int | float) and beta > 0 and torch.isfinite(torch.tensor(float(beta)))):
         raise ConfigError(f"EP beta must be a finite number > 0, got {beta!r}")
     if model.energy_problem and not allow_inexact:
         raise ConfigError(f"EP needs an energy function: {model.energy_problem} (pass allow_inexact=True to run anyway)")
     circuit = model.circuit(x)
-    from .solve.native import solve_dc
-
     free = solve_dc(circuit, options=options, device=device, source_currents=False)
     outputs = model.output_voltages(free)
     loss, dl_dv = _loss_and_grad(loss_fn, outputs, target)
@@ -236,7 +275,7 @@ def ep_gradients(
     (b1, s1), (b2, s2) = phases
     d_g = _conductance_derivative_sum(model, s1, s2) / ((b1 - b2) * len(outputs))  # batch mean, (R,)
     gradients = model.scatter_resistor_values(d_g)
-    learnable_sources = any(f"{call.layer.name}.voltage_v" in model.parameters for call, _ in model.source_calls)
+    learnable_sources = any(model.key(call.layer, "voltage_v") in model.bounds for call, _ in model.source_calls)
     by_input: dict[int, torch.Tensor] = {}
     if input_gradients or learnable_sources:
         c1, c2 = (circuit.with_values(current_a=bb * unit) for bb in (b1, b2))
@@ -246,14 +285,17 @@ def ep_gradients(
             layer = call.layer
             block = per_source[:, start : start + len(ids)]
             start += len(ids)
-            key = f"{layer.name}.voltage_v"
-            if key in model.parameters:
+            key = model.key(layer, "voltage_v")
+            if key in model.bounds:
                 gradients[key] = block.mean(0)
             if input_gradients and layer in model.input_layers:
                 n = layer.n_features
                 by_input[id(layer)] = block[:, :n] - block[:, n:] if layer.inverted else block
     ordered = [by_input[id(layer)] for layer in model.input_layers] if input_gradients else []
-    return EPResult({k: gradients.get(k, torch.zeros_like(p)) for k, p in model.parameters.items()}, loss, outputs, ordered, free)
+    shapes = {k: p.shape for k, p in model.normalised_parameters().items()}
+    result = EPResult({k: gradients.get(k, torch.zeros(shape, dtype=DTYPE)) for k, shape in shapes.items()}, loss, outputs, ordered, free)
+    model.add_gradients(result.gradients)
+    return result
 
 
 def implicit_gradients(model: Model, x, target, loss_fn: LossFn, *, options: SolverOptions | None = None) -> dict[str, torch.Tensor]:
@@ -263,8 +305,6 @@ def implicit_gradients(model: Model, x, target, loss_fn: LossFn, *, options: Sol
     ``r(V, θ) = 0`` (``dV/dθ = -(∂r/∂V)^{-1} ∂r/∂θ``) with autograd. Meant for
     checking EP on small circuits (it forms the full Jacobian).
     """
-    from .solve.native import solve_dc
-
     circuit = model.circuit(x)
     sol = solve_dc(circuit, options=options)
     b, n = sol.voltages_v.shape
@@ -275,32 +315,28 @@ def implicit_gradients(model: Model, x, target, loss_fn: LossFn, *, options: Sol
     amp_out = c.amplifier_nodes[:, 1]
     is_out = torch.zeros(n, dtype=torch.bool)
     is_out[amp_out] = True
-    params = {k: p.clone().requires_grad_(True) for k, p in model.parameters.items()}
-    saved = model.parameters
-    try:
-        model.parameters = params
+    params = {k: v.requires_grad_(True) for k, v in model.parameter_values().items()}
 
-        def residual(v_free: torch.Tensor) -> torch.Tensor:
-            sv = model.source_voltages(x)
-            circ = c.with_values(source_v=sv, conductance_s=model.conductances(), current_a=torch.zeros(b, len(model.output_ids), dtype=DTYPE))
-            v = torch.zeros(b, n, dtype=DTYPE).index_copy(1, c.source_nodes, sv).index_copy(1, free_idx, v_free)
-            net, _ = kcl_currents(circ, v)
-            r = net[:, :n].clone()
-            if len(amp_out):
-                vin = torch.where(c.amplifier_nodes[:, 0] == GROUND, torch.zeros((), dtype=DTYPE), v[:, c.amplifier_nodes[:, 0].clamp(min=0)])
-                r[:, amp_out] = v[:, amp_out] - c.gain * vin
-            return r[:, free_idx]
+    def residual(v_free: torch.Tensor) -> torch.Tensor:
+        sv = model.source_voltages(x, params)
+        circ = c.with_values(source_v=sv, conductance_s=model.conductances(params), current_a=torch.zeros(b, len(model.output_ids), dtype=DTYPE))
+        v = torch.zeros(b, n, dtype=DTYPE).index_copy(1, c.source_nodes, sv).index_copy(1, free_idx, v_free)
+        net, _ = kcl_currents(circ, v)
+        r = net[:, :n].clone()
+        if len(amp_out):
+            vin = torch.where(c.amplifier_nodes[:, 0] == GROUND, torch.zeros((), dtype=DTYPE), v[:, c.amplifier_nodes[:, 0].clamp(min=0)])
+            r[:, amp_out] = v[:, amp_out] - c.gain * vin
+        return r[:, free_idx]
 
-        v0 = sol.voltages_v[:, free_idx].detach()
-        jac = torch.autograd.functional.jacobian(residual, v0)  # (b, F, b, F)
-        blocks = torch.stack([jac[i, :, i, :] for i in range(b)])  # (b, F, F)
-        out_pos = torch.searchsorted(free_idx, model.output_ids)
-        _, dl_dv = _loss_and_grad(loss_fn, sol.voltages_v[:, model.output_ids], target)
-        rhs = torch.zeros(b, len(free_idx), dtype=DTYPE)
-        rhs[:, out_pos] = dl_dv
-        lam = torch.linalg.solve(blocks.transpose(1, 2), rhs)  # J^T λ = dL/dV
+    v0 = sol.voltages_v[:, free_idx].detach()
+    jac = torch.autograd.functional.jacobian(residual, v0)  # (b, F, b, F)
+    blocks = torch.stack([jac[i, :, i, :] for i in range(b)])  # (b, F, F)
+    out_pos = torch.searchsorted(free_idx, model.output_ids)
+    _, dl_dv = _loss_and_grad(loss_fn, sol.voltages_v[:, model.output_ids], target)
+    rhs = torch.zeros(b, len(free_idx), dtype=DTYPE)
+    rhs[:, out_pos] = dl_dv
+    lam = torch.linalg.solve(blocks.transpose(1, 2), rhs)  # J^T λ = dL/dV
+    with torch.enable_grad():
         r = residual(v0)
         grads = torch.autograd.grad(r, list(params.values()), grad_outputs=-lam / b, allow_unused=True)
-    finally:
-        model.parameters = saved
-    return {k: (g if g is not None else torch.zeros_like(p)) for (k, p), g in zip(params.items(), grads)}
+    return {k: (g if g is not None else torch.zeros_like(p)).detach() for (k, p), g in zip(params.items(), grads)}

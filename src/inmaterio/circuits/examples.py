@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
-from .elements import ShockleyDiode
-from .fit import EPTrainConfig
-from .graph import Model
-from .layers import Amplifier, Bias, Concatenate, Dense, Diodes, Input
+from inmaterio.circuits.elements import ShockleyDiode
+from inmaterio.circuits.fit import EPTrainConfig
+from inmaterio.circuits.graph import Model
+from inmaterio.circuits.layers import Amplifier, Bias, Concatenate, Dense, Diodes, Input
+from inmaterio.errors import ConfigError
 
 __all__ = ["EXAMPLES", "Example", "ExampleData", "diode_network", "get_example"]
 
@@ -76,7 +76,7 @@ def _xor(seed: int) -> ExampleData:
 
 def _tabular(loader_name: str) -> Callable[[int], ExampleData]:
     def load(seed: int) -> ExampleData:
-        from ..data import tabular
+        from inmaterio.data import tabular
 
         split = getattr(tabular, loader_name)(seed)
         as_t = lambda a, dt: torch.as_tensor(a, dtype=dt)  # noqa: E731

@@ -1,54 +1,74 @@
-"""`fit`, `evaluate`, `predict` for circuit models trained with Equilibrium Propagation.
+"""`fit` and `evaluate` for circuit models trained with Equilibrium Propagation.
 
 Mini-batches of the whole circuit are solved at once (free and nudged phases
-batched); the gradient estimate of each batch drives an optimiser of
-:mod:`inmaterio.circuits.optim`. With a ``directory``, the state after every
-epoch (parameters, optimiser, random generator, history) is saved
-atomically to ``checkpoint.pt`` and a rerun resumes from it, bit for bit
-(with the same settings; ``epochs`` may grow to train longer);
-``history.json`` / ``history.csv`` record loss and accuracy per epoch.
+batched). The gradient estimate of each batch goes to the ``.grad`` of the
+model's normalised parameters (:func:`~inmaterio.circuits.ep.ep_gradients`);
+a ``torch.optim`` optimiser chosen by :class:`EPTrainConfig` (Adam, SGD with
+momentum, SGD) takes the step, and :meth:`~inmaterio.circuits.graph.Model.constrain`
+keeps every parameter inside its bounds. An optional LR scheduler steps
+after every epoch.
+
+With a ``directory``, training keeps a run folder (:mod:`inmaterio.runs`,
+kind :data:`FIT_KIND`): ``config.yaml``, ``run.json``, ``checkpoint.pt``
+after every epoch (normalised parameters, optimiser and scheduler state,
+random generator state, history), ``history.json`` / ``history.csv``, and
+``metrics.json`` (the last epoch's row) when finished. A rerun resumes from
+the checkpoint and gives the same numbers, bit for bit, as an uninterrupted
+run. The folder's identity is the config (all but ``epochs``), the model's
+structure and seed, fingerprints of the data, the scheduler and the solver
+options: another of any is refused, naming the differing fields. ``epochs``
+may grow to train longer: a finished run then continues.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ..errors import ConfigError, ModelFileError
-from ..fileio import atomic_torch_save, atomic_write_json, atomic_write_text, read_torch_state
-from ..progress import progress_bar
-from .ep import LossFn, ep_gradients, output_loss, readout
-from .graph import Model
-from .optim import make_optimizer
-from .solve.native import SolverOptions
+from inmaterio.circuits.ep import LossFn, check_targets, ep_gradients, output_loss, readout
+from inmaterio.circuits.graph import Model
+from inmaterio.circuits.solve.native import SolverOptions
+from inmaterio.config import StrictModel
+from inmaterio.errors import ConfigError, ModelFileError
+from inmaterio.progress import progress_bar
+from inmaterio.runs import RunFolder, fingerprint_tensors, open_run
 
-__all__ = ["EPTrainConfig", "evaluate", "fit"]
+__all__ = ["FIT_KIND", "EPTrainConfig", "evaluate", "fit"]
 
-CHECKPOINT_FORMAT = "inmaterio-ep-checkpoint-v1"
+#: The kind of run folder :func:`fit` keeps.
+FIT_KIND = "inmaterio.circuits.fit"
+
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+_Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
-class EPTrainConfig(BaseModel):
-    """Settings of EP training (unknown keys are errors).
+class EPTrainConfig(StrictModel):
+    """Settings of EP training (unknown keys, NaN and infinite numbers are errors).
 
     Attributes:
-        epochs: passes over the training data.
+        epochs: passes over the training data (>= 1).
         batch_size: circuits solved together per step.
         beta: nudging strength (see :func:`~inmaterio.circuits.ep.ep_gradients`).
         variant: "symmetric", "one-sided" or "random-sign".
-        optimizer: "adam", "momentum" or "sgd"; ``lr`` relative to each parameter's bound width.
+        optimizer: "adam" (``torch.optim.Adam`` with ``betas``), "momentum"
+            (``torch.optim.SGD`` with ``momentum``) or "sgd" (``torch.optim.SGD``),
+            on the normalised parameters: ``lr`` is relative to each parameter's bound width.
+        lr: learning rate (> 0).
+        momentum: heavy-ball momentum of "momentum", in [0, 1).
+        betas: Adam's decay rates, each in [0, 1).
         loss: "mse" or "cross_entropy" on the class scores of ``readout``.
+        readout: "direct" or "differential" (see :func:`~inmaterio.circuits.ep.readout`).
         target_v: MSE target score (V) of the true class (``-target_v`` for the others).
         scale_per_v: logits per volt for cross-entropy.
         seed: seeds the shuffling (and the sign of random-sign EP).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -57,7 +77,7 @@ class EPTrainConfig(BaseModel):
     optimizer: Literal["adam", "momentum", "sgd"] = "adam"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     loss: Literal["mse", "cross_entropy"] = "mse"
     readout: Literal["direct", "differential"] = "direct"
     target_v: float = Field(0.1, gt=0)
@@ -65,37 +85,114 @@ class EPTrainConfig(BaseModel):
     seed: int = 0
 
     def loss_fn(self) -> LossFn:
+        """The per-sample loss of the output voltages."""
         return output_loss(self.loss, readout_kind=self.readout, scale_per_v=self.scale_per_v, target_v=self.target_v)
 
-    def optimizer_options(self) -> dict[str, Any]:
+    def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The ``torch.optim`` optimiser of :attr:`optimizer` over ``parameters`` (a model's normalised parameters)."""
         if self.optimizer == "adam":
-            return {"betas": self.betas}
+            return torch.optim.Adam(parameters, lr=self.lr, betas=self.betas, fused=True)
         if self.optimizer == "momentum":
-            return {"momentum": self.momentum}
-        return {}
+            return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
+        return torch.optim.SGD(parameters, lr=self.lr)
+
+
+def _targets(model: Model, y, n: int, config: EPTrainConfig, what: str) -> torch.Tensor:
+    """``y`` as a tensor, checked against ``n`` samples, the model's outputs and the loss."""
+    try:
+        y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"{what} must be class indices or target voltages, got {type(y).__name__} ({err})") from None
+    if y.dim() == 0:
+        raise ConfigError(f"{what} is a single number ({y.item()!r}); give one target per sample ({n})")
+    if len(y) != n:
+        raise ConfigError(f"{what} has {len(y)} targets for {n} samples; give one target per sample")
+    check_targets(y, config.loss, readout(torch.zeros(1, model.n_outputs, dtype=torch.float64), config.readout).shape[1], what)
+    return y
 
 
 def evaluate(model: Model, x, y, config: EPTrainConfig | None = None, *, batch_size: int = 512, options: SolverOptions | None = None) -> dict[str, float]:
-    """Mean loss and accuracy (argmax of the class scores vs integer labels ``y``) of the free circuits."""
-    cfg = config or EPTrainConfig()
+    """Mean loss and accuracy (argmax of the class scores vs integer labels ``y``) of the free circuits.
+
+    Raises:
+        VoltageError: bad input data (names the sample and feature).
+        ConfigError: bad labels (names the sample), a config that is not an :class:`EPTrainConfig`.
+    """
+    cfg = EPTrainConfig() if config is None else config
+    if not isinstance(cfg, EPTrainConfig):
+        raise ConfigError(f"config must be an EPTrainConfig, got {type(cfg).__name__}")
     data = model.input_list(x)
-    y = torch.as_tensor(y)
-    model.source_voltages(data)  # an error names the sample's index in x, not in a batch of predict
-    out = model.predict(data, batch_size=batch_size, options=options)
-    loss = cfg.loss_fn()(out, y).mean().item()
-    result = {"loss": loss}
+    y = _targets(model, y, len(data[0]), cfg, "y")
+    out = model.predict(data, batch_size=batch_size, options=options)  # checks every sample before solving
+    result = {"loss": cfg.loss_fn()(out, y).mean().item()}
     if not y.dtype.is_floating_point:
         result["accuracy"] = (readout(out, cfg.readout).argmax(1) == y).double().mean().item()
     return result
 
 
-def _write_history(directory: Path, history: list[dict[str, float]]) -> None:
-    atomic_write_json(directory / "history.json", history)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(directory / "history.csv", buf.getvalue())
+def _identity(model: Model, data, y, validation, config: EPTrainConfig, scheduler, options: SolverOptions | None, device) -> dict[str, Any]:
+    """Everything that defines a training run's result, but ``epochs`` (which may grow)."""
+    return {
+        "config": {k: v for k, v in config.model_dump(mode="json").items() if k != "epochs"},
+        "model": model.describe(),
+        "data": {
+            "train": fingerprint_tensors(*data, y),
+            "validation": None if validation is None else fingerprint_tensors(*validation[0], validation[1]),
+        },
+        "scheduler": _scheduler_identity(scheduler),
+        "solver": asdict(options or SolverOptions()),
+        "device": str(torch.device(device)) if device is not None else "cpu",
+    }
+
+
+def _scheduler_identity(scheduler) -> dict[str, Any] | None:
+    """The scheduler's type and settings (its state before any step, numbers and strings only)."""
+    if scheduler is None:
+        return None
+    moving = {"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "verbose", "best", "num_bad_epochs",
+              "cooldown_counter", "_is_initial"}
+    settings = {k: v for k, v in scheduler.state_dict().items()
+                if k not in moving and isinstance(v, int | float | str | bool | list | tuple | type(None))}  # fmt: skip
+    return {"type": type(scheduler).__name__, **settings}
+
+
+def _checkpoint(model: Model, optimizer, scheduler, generator: torch.Generator, history: list[dict[str, float]]) -> dict[str, Any]:
+    return {
+        "parameters": {k: p.detach().clone() for k, p in model.normalised_parameters().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "history": history,
+    }
+
+
+def _restore(run: RunFolder, state: dict[str, Any], model: Model, optimizer, scheduler, generator: torch.Generator) -> list[dict[str, float]]:
+    """Load a checkpoint into the model, optimiser, scheduler and generator; returns the history."""
+    where = run.file("checkpoint.pt")
+    keys = {"parameters", "optimizer", "scheduler", "generator", "history"}
+    if not isinstance(state, dict) or set(state) != keys:
+        raise ModelFileError(f"checkpoint '{where}' is not an EP training checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})")
+    params = model.normalised_parameters()
+    saved = state["parameters"]
+    if not isinstance(saved, dict) or sorted(saved) != sorted(params):
+        raise ModelFileError(f"checkpoint '{where}' holds parameters {sorted(saved) if isinstance(saved, dict) else saved!r}, the model has {sorted(params)}")
+    for key, value in saved.items():
+        if not isinstance(value, torch.Tensor) or value.shape != params[key].shape or not torch.isfinite(value).all():
+            raise ModelFileError(f"checkpoint '{where}': parameter {key!r} is not a finite tensor of shape {tuple(params[key].shape)}")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise ModelFileError(f"checkpoint '{where}' does not fit this training ({type(err).__name__}: {err})") from None
+    with torch.no_grad():
+        for key, value in saved.items():
+            params[key].copy_(value)
+    history = state["history"]
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise ModelFileError(f"checkpoint '{where}' has a damaged history")
+    return list(history)
 
 
 def fit(
@@ -106,6 +203,8 @@ def fit(
     *,
     validation: tuple[Any, Any] | None = None,
     directory: str | Path | None = None,
+    overwrite: bool = False,
+    scheduler: SchedulerFactory | None = None,
     progress: bool = True,
     options: SolverOptions | None = None,
     device=None,
@@ -115,76 +214,133 @@ def fit(
     Args:
         model: the circuit model (its parameters are updated in place).
         x: ``(n, features)`` data in volts (a list for several inputs).
-        y: ``(n,)`` integer class labels (or float targets for MSE).
+        y: ``(n,)`` integer class labels (or float targets ``(n, classes)`` for MSE).
         config: :class:`EPTrainConfig`.
         validation: ``(x_val, y_val)`` evaluated after every epoch.
-        directory: where to keep ``checkpoint.pt`` and ``history.json/.csv``;
-            an existing checkpoint is resumed.
+        directory: the run folder (see the module docstring); an unfinished
+            run there resumes, a finished one returns its history (the model
+            gets its trained parameters) or continues if ``epochs`` grew.
+        overwrite: replace the run in ``directory`` (see :func:`inmaterio.runs.open_run`).
+        scheduler: ``f(optimizer) -> LR scheduler``, stepped after every epoch
+            (``ReduceLROnPlateau`` with the epoch's training loss).
         progress: show a progress bar (samples, rate, ETA).
+        options: solver tolerances; device: where to solve.
+
+    Returns:
+        rows ``epoch``, ``loss`` (training loss during the epoch), ``accuracy``
+        (for class labels), ``lr`` (the learning rate of the epoch), ``seconds``
+        (the epoch's EP steps), and ``val_loss`` / ``val_accuracy`` with ``validation``.
+
+    Raises:
+        VoltageError: bad input data (names the sample and feature).
+        ConfigError: bad labels, a config that is not an :class:`EPTrainConfig`,
+            a run folder made with other settings (names the fields), or one
+            holding more epochs than ``config.epochs``.
+        RunFolderError: an unusable ``directory`` (checked before any training).
+        ModelFileError: a corrupt or foreign checkpoint.
+        SimulationError: a solve that fails or a non-finite gradient.
     """
+    if not isinstance(config, EPTrainConfig):
+        raise ConfigError(f"config must be an EPTrainConfig, got {type(config).__name__}")
     data = model.input_list(x)
-    y = torch.as_tensor(y)
-    n = len(data[0])
-    if any(len(d) != n for d in data) or len(y) != n:
-        raise ConfigError(f"x and y disagree on the number of samples: {[len(d) for d in data]} vs {len(y)}")
     model.source_voltages(data)  # checks every sample first, so an error names its index in x (not in a shuffled batch)
+    n = len(data[0])
+    if any(len(d) != n for d in data):
+        raise ConfigError(f"the inputs disagree on the number of samples: {[len(d) for d in data]}")
+    y = _targets(model, y, n, config, "y")
     if validation is not None:
-        model.source_voltages(model.input_list(validation[0]))
-    loss_fn = config.loss_fn()
-    optimizer = make_optimizer(config.optimizer, model, config.lr, **config.optimizer_options())
+        if not (isinstance(validation, tuple | list) and len(validation) == 2):
+            raise ConfigError(f"validation must be a pair (x_val, y_val), got {type(validation).__name__}")
+        x_val = model.input_list(validation[0])
+        model.source_voltages(x_val)
+        validation = (x_val, _targets(model, validation[1], len(x_val[0]), config, "validation y"))
+    optimizer = config.make_optimizer(model.parameters())
+    sched = scheduler(optimizer) if scheduler is not None else None
     generator = torch.Generator().manual_seed(config.seed)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    ckpt = Path(directory) / "checkpoint.pt" if directory is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = read_torch_state(ckpt, CHECKPOINT_FORMAT, "EP checkpoint", ModelFileError)
-        saved = {k: v for k, v in state["config"].items() if k != "epochs"}
-        if saved != {k: v for k, v in config.model_dump(mode="json").items() if k != "epochs"}:
-            raise ConfigError(f"checkpoint '{ckpt}' was made with another training config; use a new directory")
-        if len(state["history"]) > config.epochs:
-            raise ConfigError(f"checkpoint '{ckpt}' already holds {len(state['history'])} epochs, more than epochs={config.epochs}")
-        if sorted(state["parameters"]) != sorted(model.parameters):
-            raise ModelFileError(f"checkpoint '{ckpt}' holds parameters {sorted(state['parameters'])}, the model has {sorted(model.parameters)}")
-        model.set_parameters(state["parameters"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        history = list(state["history"])
-        start_epoch = len(history)
-    if directory is not None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    steps_per_epoch = -(-n // config.batch_size)
-    with progress_bar(total=config.epochs * n, completed=start_epoch * n, description="EP training", unit="samples", enabled=progress) as bar:
-        for epoch in range(start_epoch, config.epochs):
-            t0 = time.perf_counter()
-            order = torch.randperm(n, generator=generator)
-            total_loss, correct = 0.0, 0
-            for s in range(steps_per_epoch):
-                idx = order[s * config.batch_size : (s + 1) * config.batch_size]
-                result = ep_gradients(
-                    model, [d[idx] for d in data], y[idx], loss_fn, beta=config.beta, variant=config.variant,
-                    generator=generator, options=options, device=device,
-                )
-                optimizer.step(result.gradients)
-                total_loss += result.loss.sum().item()
-                if not y.dtype.is_floating_point:
-                    correct += (readout(result.outputs_v, config.readout).argmax(1).cpu() == y[idx]).sum().item()
-                bar.advance(len(idx))
-            record = {"epoch": epoch + 1, "loss": total_loss / n, "seconds": time.perf_counter() - t0}
-            if not y.dtype.is_floating_point:
-                record["accuracy"] = correct / n
-            if validation is not None:
-                val = evaluate(model, validation[0], validation[1], config, options=options)
-                record.update({f"val_{k}": v for k, v in val.items()})
-            history.append(record)
-            bar.set_description(f"EP epoch {epoch + 1}: loss {record['loss']:.4g}")
-            if directory is not None:
-                atomic_torch_save(ckpt, {  # type: ignore[arg-type]
-                    "format": CHECKPOINT_FORMAT,
-                    "config": config.model_dump(mode="json"),
-                    "parameters": dict(model.parameters),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "history": history,
-                })
-                _write_history(Path(directory), history)
+    train = _Training(model, data, y, config, optimizer, sched, generator, validation, options, device)
+    if directory is None:
+        return train.epochs([], progress)
+    identity = _identity(model, data, y, validation, config, sched, options, device)
+    done = None if overwrite else _epochs_done(Path(directory))
+    if done is not None and done > config.epochs:
+        raise ConfigError(f"'{directory}' already holds {done} epochs, more than epochs={config.epochs}; "
+                          f"ask for at least {done} epochs or use another folder")  # fmt: skip
+    with open_run(directory, FIT_KIND, identity=identity, config=config, overwrite=overwrite) as run:
+        state = run.load_checkpoint()
+        if state is None and run.finished:
+            raise ModelFileError(f"'{run.path}' holds a finished run without its checkpoint; pass overwrite=True (--overwrite) to replace it")
+        history = [] if state is None else _restore(run, state, model, optimizer, sched, generator)
+        if len(history) > config.epochs:  # the checkpoint changed since _epochs_done looked
+            raise ConfigError(f"'{run.path}' already holds {len(history)} epochs, more than epochs={config.epochs}")
+        if run.finished and len(history) == config.epochs:
+            return history
+        run.reopen(config)
+        history = train.epochs(history, progress, run)
+        run.finish({k: v for k, v in history[-1].items() if k != "seconds"})
     return history
+
+
+def _epochs_done(folder: Path) -> int | None:
+    """Epochs in the checkpoint of an EP run folder, read before the folder is opened (None if unknown).
+
+    So that asking for fewer epochs than a run holds is refused before the folder changes.
+    """
+    path = folder / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return len(payload["state"]["history"]) if payload.get("kind") == FIT_KIND else None
+    except Exception:  # noqa: BLE001 - a damaged checkpoint is reported when the run folder loads it
+        return None
+
+
+class _Training:
+    """The epoch loop of :func:`fit` (one object so that the arguments travel together)."""
+
+    def __init__(self, model, data, y, config, optimizer, scheduler, generator, validation, options, device) -> None:
+        self.model, self.data, self.y, self.config = model, data, y, config
+        self.optimizer, self.scheduler, self.generator = optimizer, scheduler, generator
+        self.validation, self.options, self.device = validation, options, device
+
+    def epochs(self, history: list[dict[str, float]], progress: bool, run: RunFolder | None = None) -> list[dict[str, float]]:
+        model, data, y, cfg = self.model, self.data, self.y, self.config
+        n = len(data[0])
+        loss_fn = cfg.loss_fn()
+        labels = not y.dtype.is_floating_point
+        start = len(history)
+        if run is not None and start:
+            run.write_history(history)
+        with progress_bar(total=cfg.epochs * n, completed=start * n, description="EP training", unit="samples", enabled=progress) as bar:
+            for epoch in range(start, cfg.epochs):
+                t0 = time.perf_counter()
+                lr = self.optimizer.param_groups[0]["lr"]
+                order = torch.randperm(n, generator=self.generator)
+                total_loss, correct = 0.0, 0
+                for s in range(0, n, cfg.batch_size):
+                    idx = order[s : s + cfg.batch_size]
+                    self.optimizer.zero_grad()
+                    result = ep_gradients(model, [d[idx] for d in data], y[idx], loss_fn, beta=cfg.beta, variant=cfg.variant,
+                                          generator=self.generator, options=self.options, device=self.device)  # fmt: skip
+                    self.optimizer.step()
+                    model.constrain()
+                    total_loss += result.loss.sum().item()
+                    if labels:
+                        correct += (readout(result.outputs_v, cfg.readout).argmax(1).cpu() == y[idx]).sum().item()
+                    bar.advance(len(idx))
+                record = {"epoch": epoch + 1, "loss": total_loss / n}
+                if labels:
+                    record["accuracy"] = correct / n
+                record.update(lr=lr, seconds=time.perf_counter() - t0)
+                if self.validation is not None:
+                    val = evaluate(model, self.validation[0], self.validation[1], cfg, options=self.options)
+                    record.update({f"val_{k}": v for k, v in val.items()})
+                history.append(record)
+                if self.scheduler is not None:
+                    plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+                    self.scheduler.step(record["loss"]) if plateau else self.scheduler.step()
+                bar.set_description(f"EP epoch {epoch + 1}: loss {record['loss']:.4g}")
+                if run is not None:
+                    run.save_checkpoint(_checkpoint(model, self.optimizer, self.scheduler, self.generator, history))
+                    run.write_history(history)
+        return history

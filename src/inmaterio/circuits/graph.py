@@ -1,11 +1,27 @@
 """`Model(inputs, outputs)`: a graph of circuit layers compiled into one batched :class:`Circuit`.
 
-The model walks the layer calls from its outputs back to its inputs, gives
-every circuit node an index (names ``layer[i]``, or ``layer#k[i]`` for the
-k-th call of a shared layer), collects the elements each call adds, and
-owns the learnable parameters (float64 tensors, each with its bounds).
-Every output node carries a current source (zero in the free phase) through
-which Equilibrium Propagation nudges it.
+The model walks the layer calls from its outputs back to its inputs, names
+the layers that have no name (``dense_1``, ``dense_2``, ... in the order of
+the walk, per model), gives every circuit node an index (names ``layer[i]``,
+or ``layer#k[i]`` for the k-th call of a shared layer), collects the
+elements each call adds, and owns the learnable parameters. Every output
+node carries a current source (zero in the free phase) through which
+Equilibrium Propagation nudges it.
+
+The model is a :class:`torch.nn.Module`. Each learnable parameter ``θ``
+(a conductance in siemens, a bias in volts) with bounds ``[low, high]`` is an
+``nn.Parameter`` in *normalised* coordinates ``u = (θ - low) / (high - low)``,
+kept in ``[0, 1]`` by :meth:`Model.constrain` after every optimiser step, so
+that torch optimisers and LR schedulers work on them unchanged and a
+learning rate means the same for every parameter (a fraction of its bound
+width). With ``w = high - low`` and ``dL/du = w dL/dθ``:
+
+* ``torch.optim.SGD``: ``Δθ = -lr w² dL/dθ``;
+* ``torch.optim.SGD(momentum=μ)``: ``m = μ m + w dL/dθ``, ``Δθ = -lr w m``;
+* ``torch.optim.Adam``: a step of about ``lr w`` in ``θ``.
+
+:meth:`Model.parameter_values` / :meth:`Model.set_parameter_values` read and
+write the physical values ``θ = low + w u`` by name (``"layer.param"``).
 
 For Equilibrium Propagation the model also works out the circuit's *energy
 weights*: nodes joined by resistors or diodes form a region; a bidirectional
@@ -20,21 +36,29 @@ function: :attr:`Model.energy_problem` then says why.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from torch import nn
 
-from ..errors import ConfigError
-from .layers import BiasLayer, InputLayer, Layer, LayerCall, Nodes
-from .netlist import DTYPE, Circuit, DiodeGroup, ground_last, with_ground
-from .solve.native import DCSolution, SolverOptions, solve_dc
+from inmaterio.circuits.layers import BiasLayer, InputLayer, Layer, LayerCall, Nodes, as_volts
+from inmaterio.circuits.netlist import DTYPE, Circuit, DiodeGroup, ground_last, real_tensor, with_ground
+from inmaterio.circuits.solve.native import DCSolution, SolverOptions, solve_dc
+from inmaterio.errors import ConfigError, SimulationError, VoltageError
 
 __all__ = ["Model"]
+
+
+def _is_list_of_arrays(x) -> bool:
+    """Whether ``x`` is a list/tuple of tensors or arrays (one per input), not nested lists of numbers."""
+    return isinstance(x, list | tuple) and len(x) > 0 and all(isinstance(d, torch.Tensor | np.ndarray) for d in x)
 
 
 def _as_list(x: Nodes | Sequence[Nodes], what: str) -> list[Nodes]:
@@ -47,6 +71,27 @@ def _as_list(x: Nodes | Sequence[Nodes], what: str) -> list[Nodes]:
     return items
 
 
+def _layer_names(layers: Sequence[Layer]) -> dict[Layer, str]:
+    """Every layer's name in a model: its own, or ``<kind>_<k>`` counted per kind in the model's order."""
+    given = [layer.name for layer in layers if layer.name]
+    if len(set(given)) != len(given):
+        raise ConfigError(f"layer names must be unique in a model; repeated: {sorted({n for n in given if given.count(n) > 1})}")
+    taken, counts, names = set(given), {}, {}
+    for layer in layers:
+        if layer.name:
+            names[layer] = layer.name
+            continue
+        kind = type(layer).__name__.lower().removesuffix("layer") or "layer"
+        while True:
+            counts[kind] = counts.get(kind, 0) + 1
+            candidate = f"{kind}_{counts[kind]}"
+            if candidate not in taken:
+                break
+        taken.add(candidate)
+        names[layer] = candidate
+    return names
+
+
 @dataclass(frozen=True)
 class ResistorSegment:
     """A run of the circuit's resistors whose conductances are entries of one parameter."""
@@ -56,8 +101,8 @@ class ResistorSegment:
     flat_index: torch.Tensor
 
 
-class Model:
-    """A circuit model built with the functional API.
+class Model(nn.Module):
+    """A circuit model built with the functional API (a :class:`torch.nn.Module`).
 
     Args:
         inputs: the :func:`~inmaterio.circuits.layers.Input` nodes, in the
@@ -67,14 +112,20 @@ class Model:
         seed: seeds the initial parameters.
 
     Attributes:
-        parameters: ``"layer.param" -> tensor`` (float64), the learnable values.
-        bounds: ``"layer.param" -> (low, high)``.
+        normalised: ``layer name -> {parameter name -> nn.Parameter}``, the
+            learnable parameters in normalised coordinates (see the module docstring);
+            :meth:`parameters` yields them for an optimiser.
+        bounds: ``"layer.param" -> (low, high)`` in the parameter's unit.
+        layer_names: ``layer -> name`` in this model.
         n_outputs: number of output nodes.
     """
 
     def __init__(self, inputs: Nodes | Sequence[Nodes], outputs: Nodes | Sequence[Nodes], *, seed: int = 0) -> None:
+        super().__init__()
         self.inputs = _as_list(inputs, "input")
         self.outputs = _as_list(outputs, "output")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise ConfigError(f"Model seed must be an int, got {seed!r}")
         self.seed = int(seed)
         input_layers = []
         for k, x in enumerate(self.inputs):
@@ -84,24 +135,34 @@ class Model:
         self.input_layers: list[InputLayer] = input_layers
         self.calls = self._ordered_calls()
         self.layers: list[Layer] = list(dict.fromkeys(c.layer for c in self.calls))
-        names = [layer.name for layer in self.layers]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"layer names must be unique in a model; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+        self.layer_names = _layer_names(self.layers)
         for layer in self.layers:
             if isinstance(layer, InputLayer) and layer not in self.input_layers:
-                raise ConfigError(f"the outputs depend on Input '{layer.name}', which is not among the model's inputs")
-        for layer in self.input_layers:
+                raise ConfigError(f"the outputs depend on Input '{self.layer_names[layer]}', which is not among the model's inputs")
+        for k, layer in enumerate(self.input_layers):
             if layer not in self.layers:
-                raise ConfigError(f"Input '{layer.name}' is not connected to the outputs")
+                raise ConfigError(f"model input {k} (Input {layer.label}) is not connected to the outputs")
         self._allocate()
-        self.parameters: dict[str, torch.Tensor] = {}
         self.bounds: dict[str, tuple[float, float]] = {}
+        self.normalised = nn.ModuleDict()
+        self._plan: dict[str, tuple[nn.ParameterDict, str, torch.Tensor, torch.Tensor]] = {}  # key -> (group, name, low, high)
         generator = torch.Generator().manual_seed(self.seed)
         for layer in self.layers:
-            for pname, value in layer.init_parameters(generator).items():
-                key = f"{layer.name}.{pname}"
-                self.parameters[key] = value
-                self.bounds[key] = layer.parameter_bounds()[pname]
+            initial = layer.init_parameters(generator)
+            if not initial:
+                continue
+            name = self.layer_names[layer]
+            group = nn.ParameterDict()
+            for pname, value in initial.items():
+                lo, hi = (float(b) for b in layer.parameter_bounds()[pname])
+                key = f"{name}.{pname}"
+                self.bounds[key] = (lo, hi)
+                group[pname] = nn.Parameter((value.to(DTYPE) - lo) / (hi - lo))
+                self._plan[key] = (group, pname, torch.tensor(lo, dtype=DTYPE), torch.tensor(hi, dtype=DTYPE))
+            try:
+                self.normalised[name] = group
+            except KeyError:
+                raise ConfigError(f"layer name {name!r} is reserved by torch.nn.ModuleDict; choose another") from None
         self._energy_weights()
 
     # ----------------------------------------------------------------- build
@@ -143,7 +204,8 @@ class Model:
             in_ids = [node_ids(x) for x in call.inputs]
             if layer.new_nodes:
                 k = layer.calls.index(call)
-                tag = layer.name if len(layer.calls) == 1 else f"{layer.name}#{k}"
+                name = self.layer_names[layer]
+                tag = name if len(layer.calls) == 1 else f"{name}#{k}"
                 start = len(names)
                 names.extend(f"{tag}[{i}]" for i in range(call.output.size))
                 out = torch.arange(start, start + call.output.size)
@@ -155,7 +217,7 @@ class Model:
             emitted = layer.emit(in_ids, out)
             if emitted.resistors is not None:
                 pname, flat = emitted.resistor_param  # type: ignore[misc]
-                segments.append(ResistorSegment(f"{layer.name}.{pname}", n_res, flat))
+                segments.append(ResistorSegment(self.key(layer, pname), n_res, flat))
                 resistors.append(emitted.resistors)
                 n_res += len(emitted.resistors)
             for model, anode, cathode, bias in emitted.diodes:
@@ -250,62 +312,146 @@ class Model:
         return len(self.output_ids)
 
     # ------------------------------------------------------------ parameters
-    def conductances(self) -> torch.Tensor:
-        """``(R,)`` conductances of the circuit's resistors, gathered from the parameters."""
-        parts = [self.parameters[s.key].reshape(-1)[s.flat_index] for s in self.segments]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=DTYPE)
+    def key(self, layer: Layer, parameter: str) -> str:
+        """The name ``"layer.param"`` of a layer's parameter in this model."""
+        return f"{self.layer_names[layer]}.{parameter}"
 
-    def set_parameters(self, values: dict[str, torch.Tensor]) -> None:
-        """Replace parameters (checked: known name, shape, finite, inside bounds); nothing changes on error."""
+    def _parameter(self, key: str) -> nn.Parameter:
+        group, pname, _, _ = self._plan[key]
+        return group[pname]
+
+    def normalised_parameters(self) -> dict[str, nn.Parameter]:
+        """``"layer.param" -> nn.Parameter`` in normalised coordinates ``u`` (what an optimiser updates)."""
+        return {key: self._parameter(key) for key in self.bounds}
+
+    def parameter_values(self) -> dict[str, torch.Tensor]:
+        """``"layer.param" -> θ = low + (high - low) u`` (float64, physical units, detached from autograd).
+
+        Computed with ``torch.lerp``, exact at both ends: ``u = 0`` gives ``low``, ``u = 1`` gives ``high``.
+        """
+        with torch.no_grad():
+            return {key: torch.lerp(lo, hi, group[pname]) for key, (group, pname, lo, hi) in self._plan.items()}
+
+    def set_parameter_values(self, values: dict[str, torch.Tensor]) -> None:
+        """Set parameters from physical values (checked: known name, shape, real and finite, inside bounds).
+
+        Nothing changes on error. Values map to normalised coordinates to float64 rounding.
+        """
         checked = {}
         for key, value in values.items():
-            if key not in self.parameters:
-                raise ConfigError(f"unknown parameter {key!r}; the model has {sorted(self.parameters)}")
-            v = torch.as_tensor(value, dtype=DTYPE)
-            if v.shape != self.parameters[key].shape:
-                raise ConfigError(f"parameter {key!r} must have shape {tuple(self.parameters[key].shape)}, got {tuple(v.shape)}")
+            if key not in self.bounds:
+                raise ConfigError(f"unknown parameter {key!r}; the model has {sorted(self.bounds)}")
+            param = self._parameter(key)
+            v = real_tensor(value, f"parameter {key!r}").to(DTYPE)
+            if v.shape != param.shape:
+                raise ConfigError(f"parameter {key!r} must have shape {tuple(param.shape)}, got {tuple(v.shape)}")
             if not torch.isfinite(v).all():
-                raise ConfigError(f"parameter {key!r} has non-finite values")
+                idx = tuple((~torch.isfinite(v)).nonzero()[0].tolist())
+                raise ConfigError(f"parameter {key!r}{list(idx)} is {v[idx].item()}: values must be finite")
             lo, hi = self.bounds[key]
             bad = (v < lo) | (v > hi)
             if bad.any():
                 idx = tuple(bad.nonzero()[0].tolist())
                 raise ConfigError(f"parameter {key!r}{list(idx)} = {v[idx].item():.4g} outside its bounds [{lo:.4g}, {hi:.4g}]")
-            checked[key] = v.clone()
-        self.parameters.update(checked)
+            checked[key] = ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
+        with torch.no_grad():
+            for key, u in checked.items():
+                self._parameter(key).copy_(u)
+
+    def constrain(self) -> None:
+        """Clamp every normalised parameter into ``[0, 1]`` (its bounds), in place; call after each optimiser step."""
+        with torch.no_grad():
+            for param in self.parameters():
+                param.clamp_(0.0, 1.0)
+
+    def add_gradients(self, gradients: dict[str, torch.Tensor]) -> None:
+        """Add gradients ``dL/dθ`` (physical units, by name) to the ``.grad`` of the normalised parameters.
+
+        ``dL/du = (high - low) dL/dθ``; like ``backward()``, the gradients add to
+        what ``.grad`` holds (``optimizer.zero_grad()`` clears it).
+
+        Raises:
+            SimulationError: a non-finite gradient (no ``.grad`` is changed).
+        """
+        unknown = set(gradients) - set(self.bounds)
+        if unknown:
+            raise ConfigError(f"gradients for unknown parameters {sorted(unknown)}; the model has {sorted(self.bounds)}")
+        for key, g in gradients.items():
+            if not torch.isfinite(g).all():
+                raise SimulationError(f"the gradient of {key!r} is not finite; parameters left unchanged")
+        for key, g in gradients.items():
+            param = self._parameter(key)
+            lo, hi = self.bounds[key]
+            g_u = g.to(param.device, DTYPE) * (hi - lo)
+            param.grad = g_u if param.grad is None else param.grad + g_u
+
+    def conductances(self, values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``(R,)`` conductances of the circuit's resistors (S), gathered from the parameter values
+        (default :meth:`parameter_values`; pass ``values`` to differentiate through them)."""
+        values = self.parameter_values() if values is None else values
+        parts = [values[s.key].reshape(-1)[s.flat_index] for s in self.segments]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=DTYPE)
 
     def scatter_resistor_values(self, per_resistor: torch.Tensor) -> dict[str, torch.Tensor]:
         """Sum per-resistor values ``(R,)`` into the conductance parameters they come from (shared layers add up)."""
         out = {}
         for s in self.segments:
-            flat = torch.zeros(self.parameters[s.key].numel(), dtype=DTYPE, device=per_resistor.device)
+            shape = self._parameter(s.key).shape
+            flat = torch.zeros(math.prod(shape), dtype=DTYPE, device=per_resistor.device)
             flat.index_add_(0, s.flat_index.to(per_resistor.device), per_resistor[s.start : s.start + len(s.flat_index)])
-            out[s.key] = out.get(s.key, 0) + flat.reshape(self.parameters[s.key].shape)
+            out[s.key] = out.get(s.key, 0) + flat.reshape(shape)
         return out
+
+    def describe(self) -> dict[str, Any]:
+        """The model's structure as plain data: layers (type, name, settings), parameter shapes and bounds, seed.
+
+        Two models built the same way describe themselves the same way (the
+        identity of a training run, the header of a parameter file).
+        """
+        layers = [json.loads(json.dumps({"type": type(layer).__name__, "name": self.layer_names[layer], **layer.config()}, default=str))
+                  for layer in self.layers]
+        parameters = {key: {"shape": list(self._parameter(key).shape), "bounds": list(b)} for key, b in self.bounds.items()}
+        return {"layers": layers, "parameters": parameters, "inputs": [self.layer_names[x] for x in self.input_layers],
+                "n_outputs": self.n_outputs, "circuit": self._template.describe(), "seed": self.seed}
 
     # ----------------------------------------------------------------- solve
     def input_list(self, x) -> list[torch.Tensor]:
-        """The data of every input as a list of float64 tensors: ``x`` is one array (one input) or a sequence."""
-        data = [x] if isinstance(x, torch.Tensor | np.ndarray) else list(x)
-        return [torch.as_tensor(d, dtype=DTYPE) for d in data]
+        """The data of every input as a list of float64 tensors (volts): ``x`` is one array (one input) or a list.
 
-    def source_voltages(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        """``(batch, S)`` voltages of every source: the inputs (and inverted copies) and the biases."""
+        Raises:
+            VoltageError: a wrong number of data arrays, or data that are not real numbers.
+        """
+        names = [self.layer_names[layer] for layer in self.input_layers]
+        if isinstance(x, torch.Tensor | np.ndarray) or len(names) == 1 and not _is_list_of_arrays(x):
+            data = [x]
+        elif isinstance(x, list | tuple):
+            data = list(x)
+        else:
+            raise VoltageError(f"the model has {len(names)} inputs {names}: give a list of {len(names)} data arrays, got {type(x).__name__}")
+        if len(data) != len(names):
+            raise VoltageError(f"the model has {len(names)} inputs {names}, got {len(data)} data arrays")
+        return [as_volts(d, f"Input '{self.layer_names[layer]}' data") for layer, d in zip(self.input_layers, data)]
+
+    def source_voltages(self, x, values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``(batch, S)`` voltages of every source: the inputs (and inverted copies) and the biases.
+
+        ``values``: parameter values to use for learnable biases (default :meth:`parameter_values`).
+        """
         data = self.input_list(x)
-        if len(data) != len(self.input_layers):
-            raise ConfigError(f"the model has {len(self.input_layers)} inputs, got {len(data)} data tensors")
-        values = {id(layer): layer.voltages(d) for layer, d in zip(self.input_layers, data)}
-        batch = {v.shape[0] for v in values.values()}
+        inputs = {id(layer): layer.voltages(d) for layer, d in zip(self.input_layers, data)}
+        batch = {v.shape[0] for v in inputs.values()}
         if len(batch) != 1:
-            raise ConfigError(f"every input needs the same batch size, got {sorted(batch)}")
+            raise VoltageError(f"every input needs the same batch size, got {[len(v) for v in inputs.values()]}")
         b = batch.pop()
+        if values is None and any(isinstance(call.layer, BiasLayer) and call.layer.learnable for call, _ in self.source_calls):
+            values = self.parameter_values()
         parts = []
         for call, _ in self.source_calls:
             layer = call.layer
             if isinstance(layer, InputLayer):
-                parts.append(values[id(layer)])
+                parts.append(inputs[id(layer)])
             elif isinstance(layer, BiasLayer):
-                v = self.parameters.get(f"{layer.name}.voltage_v", layer.initial_v)
+                v = values[self.key(layer, "voltage_v")] if layer.learnable else layer.initial_v
                 parts.append(v.expand(b, -1))
         return torch.cat(parts, 1)
 
@@ -333,7 +479,10 @@ class Model:
 
     def predict(self, x, *, batch_size: int = 1024, options: SolverOptions | None = None, device=None) -> torch.Tensor:
         """``(batch, n_outputs)`` output voltages of the free circuits, solved ``batch_size`` at a time."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"predict batch_size must be an int >= 1, got {batch_size!r}")
         data = self.input_list(x)
+        self.source_voltages(data)  # checks every sample, so an error names its index in x (not in a batch)
         n = len(data[0])
         outs = []
         for s in range(0, n, batch_size):
@@ -359,13 +508,17 @@ class Model:
             p = p + (u * grp.model.current(u - grp.bias_v.to(v.device))).sum(1)
         return p
 
+    def forward(self, x) -> torch.Tensor:
+        """``(batch, n_outputs)`` output voltages of the free circuits (:meth:`predict`; not differentiable)."""
+        return self.predict(x)
+
     def summary(self) -> str:
         """A table of the layers, their nodes and parameters."""
         lines = [f"{'layer':<18} {'type':<20} {'nodes':>7} {'parameters':>11}"]
         for layer in self.layers:
             nodes = sum(c.output.size for c in layer.calls) if layer.new_nodes else 0
             params = sum(int(np.prod(s)) for s in layer.parameter_shapes().values())
-            lines.append(f"{layer.name:<18} {type(layer).__name__:<20} {nodes:>7} {params:>11}")
+            lines.append(f"{self.layer_names[layer]:<18} {type(layer).__name__:<20} {nodes:>7} {params:>11}")
         lines.append(f"circuit: {self._template.describe()}")
         return "\n".join(lines)
 

@@ -28,12 +28,13 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from .elements import ShockleyDiode, TwoTerminal
-from .netlist import DTYPE
+from inmaterio.circuits.elements import ShockleyDiode, TwoTerminal
+from inmaterio.circuits.netlist import DTYPE, real_tensor
+from inmaterio.errors import ConfigError, VoltageError
 
 __all__ = [
     "Amplifier",
+    "as_volts",
     "Bias",
     "BiasLayer",
     "Concatenate",
@@ -46,12 +47,13 @@ __all__ = [
     "Nodes",
 ]
 
-_counters: dict[str, int] = {}
+def as_volts(x, what: str) -> torch.Tensor:
+    """``x`` (tensor, array, nested lists of real numbers) as a float64 tensor of volts.
 
-
-def _auto_name(kind: str) -> str:
-    _counters[kind] = _counters.get(kind, 0) + 1
-    return f"{kind}_{_counters[kind]}"
+    Raises:
+        VoltageError: strings, objects or complex numbers (``what`` names the data).
+    """
+    return real_tensor(x, what, VoltageError).to(DTYPE)
 
 
 class Nodes:
@@ -78,7 +80,7 @@ class Nodes:
         return self.size
 
     def __repr__(self) -> str:
-        who = self.call.layer.name if self.call else "concatenate"
+        who = self.call.layer.label if self.call else "concatenate"
         return f"Nodes({who}, shape={self.shape})"
 
 
@@ -121,16 +123,21 @@ class Layer:
     makes_sources: bool = False
 
     def __init__(self, name: str | None = None) -> None:
-        if name is not None and (not isinstance(name, str) or not name or "/" in name):
-            raise ConfigError(f"layer name must be a non-empty string without '/', got {name!r}")
-        self.name = name or _auto_name(type(self).__name__.lower())
+        if name is not None and (not isinstance(name, str) or not name or "/" in name or "." in name):
+            raise ConfigError(f"layer name must be a non-empty string without '/' or '.', got {name!r}")
+        self.name = name
         self.calls: list[LayerCall] = []
+
+    @property
+    def label(self) -> str:
+        """How messages name the layer: ``'h'``, or ``(unnamed)`` before a model has named it."""
+        return f"'{self.name}'" if self.name else "(unnamed)"
 
     def __call__(self, *inputs: Nodes | Sequence[Nodes]) -> Nodes:
         flat = tuple(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], list | tuple) else tuple(inputs)
         for k, x in enumerate(flat):
             if not isinstance(x, Nodes):
-                raise ConfigError(f"layer '{self.name}' input {k} must be Nodes (the output of a layer), got {type(x).__name__}")
+                raise ConfigError(f"layer {self.label} input {k} must be Nodes (the output of a layer), got {type(x).__name__}")
         shape = self.output_shape([x.shape for x in flat])
         call = LayerCall(self, flat, None)  # type: ignore[arg-type]
         call.output = Nodes(shape, call, source=self.makes_sources)
@@ -138,7 +145,7 @@ class Layer:
             first = self.calls[0].inputs
             if [x.shape for x in first] != [x.shape for x in flat]:
                 raise ConfigError(
-                    f"layer '{self.name}' is shared, so every call needs the input shapes of its first call "
+                    f"layer {self.label} is shared, so every call needs the input shapes of its first call "
                     f"{[x.shape for x in first]}, got {[x.shape for x in flat]}"
                 )
         self.calls.append(call)
@@ -164,13 +171,13 @@ class Layer:
         return Emitted()
 
     def config(self) -> dict[str, Any]:
-        """The layer's settings as plain data (saved with checkpoints)."""
-        return {"name": self.name}
+        """The layer's settings as plain data (saved with parameter files and in a run's identity; the model adds the name)."""
+        return {}
 
 
 def _single(layer: Layer, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
     if len(shapes) != 1:
-        raise ConfigError(f"layer '{layer.name}' takes one input, got {len(shapes)} (use Concatenate first)")
+        raise ConfigError(f"layer {layer.label} takes one input, got {len(shapes)} (use Concatenate first)")
     return shapes[0]
 
 
@@ -191,17 +198,17 @@ class InputLayer(Layer):
         super().__init__(name)
         self.feature_shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
         if not self.feature_shape or min(self.feature_shape) < 1 or len(self.feature_shape) > 2:
-            raise ConfigError(f"Input '{self.name}' shape must be a positive int or (height, width), got {shape!r}")
+            raise ConfigError(f"Input {self.label} shape must be a positive int or (height, width), got {shape!r}")
         self.inverted = bool(inverted)
         lo, hi = (float(v) for v in voltage_range_v)
         if not lo < hi:
-            raise ConfigError(f"Input '{self.name}' voltage_range_v must be (low, high) with low < high, got {voltage_range_v}")
+            raise ConfigError(f"Input {self.label} voltage_range_v must be (low, high) with low < high, got {voltage_range_v}")
         self.voltage_range_v = (lo, hi)
         self.node = self()  # an Input is its own first call
 
     def __call__(self, *inputs):
         if self.calls:
-            raise ConfigError(f"Input '{self.name}' is a source of the model and takes no inputs")
+            raise ConfigError(f"Input {self.label} is a source of the model and takes no inputs")
         return super().__call__(*inputs)
 
     def output_shape(self, input_shapes):
@@ -213,24 +220,32 @@ class InputLayer(Layer):
     def n_features(self) -> int:
         return math.prod(self.feature_shape)
 
-    def voltages(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, features...)`` data -> ``(batch, size)`` source voltages, checked against the range."""
-        x = torch.as_tensor(x, dtype=DTYPE)
-        if x.dim() < 1 or tuple(x.shape[1:]) != self.feature_shape and x.reshape(len(x), -1).shape[1] != self.n_features:
-            raise ConfigError(f"Input '{self.name}' expects data of shape (batch, {self.n_features}), got {tuple(x.shape)}")
+    def voltages(self, x) -> torch.Tensor:
+        """``(batch, features...)`` data (V) -> ``(batch, size)`` source voltages, checked against the range.
+
+        Real numbers of any dtype are taken as volts (float64); complex or
+        non-numeric data, a wrong shape, an empty batch, NaN/inf or values
+        outside ``voltage_range_v`` raise :class:`~inmaterio.errors.VoltageError`
+        naming the sample and feature.
+        """
+        x = as_volts(x, f"Input {self.label} data")
+        if x.dim() < 1 or tuple(x.shape[1:]) != self.feature_shape and math.prod(x.shape[1:]) != self.n_features:
+            raise VoltageError(f"Input {self.label} expects data of shape (batch, {self.n_features}), got {tuple(x.shape)}")
+        if len(x) == 0:
+            raise VoltageError(f"Input {self.label} got an empty batch (shape {tuple(x.shape)}); give at least one sample")
         x = x.reshape(len(x), -1)
         if not torch.isfinite(x).all():
             s, f = (~torch.isfinite(x)).nonzero()[0].tolist()
-            raise ConfigError(f"Input '{self.name}' feature {f} of sample {s} is {x[s, f].item()}: voltages must be finite")
+            raise VoltageError(f"Input {self.label} feature {f} of sample {s} is {x[s, f].item()}: voltages must be finite")
         lo, hi = self.voltage_range_v
         bad = (x < lo) | (x > hi)
         if bad.any():
             s, f = bad.nonzero()[0].tolist()
-            raise ConfigError(f"Input '{self.name}' feature {f} of sample {s}: {x[s, f].item():.4g} V outside [{lo}, {hi}] V")
+            raise VoltageError(f"Input {self.label} feature {f} of sample {s}: {x[s, f].item():.4g} V outside [{lo}, {hi}] V")
         return torch.cat([x, -x], 1) if self.inverted else x
 
     def config(self):
-        return {"name": self.name, "shape": list(self.feature_shape), "inverted": self.inverted, "voltage_range_v": list(self.voltage_range_v)}
+        return {"shape": list(self.feature_shape), "inverted": self.inverted, "voltage_range_v": list(self.voltage_range_v)}
 
 
 class BiasLayer(Layer):
@@ -248,19 +263,19 @@ class BiasLayer(Layer):
         super().__init__(name)
         v = torch.as_tensor(voltages_v, dtype=DTYPE).reshape(-1)
         if v.numel() == 0 or not torch.isfinite(v).all():
-            raise ConfigError(f"Bias '{self.name}' voltages_v must be a non-empty list of finite volts, got {voltages_v!r}")
+            raise ConfigError(f"Bias {self.label} voltages_v must be a non-empty list of finite volts, got {voltages_v!r}")
         self.initial_v = v
         self.learnable = bool(learnable)
         self.bounds_v = (float(bounds_v[0]), float(bounds_v[1]))
         bad = (v < self.bounds_v[0]) | (v > self.bounds_v[1])
         if bad.any():
             k = int(bad.nonzero()[0])
-            raise ConfigError(f"Bias '{self.name}' voltage {k} = {v[k].item()} V outside bounds_v {list(self.bounds_v)}")
+            raise ConfigError(f"Bias {self.label} voltage {k} = {v[k].item()} V outside bounds_v {list(self.bounds_v)}")
         self.node = self()
 
     def __call__(self, *inputs):
         if self.calls:
-            raise ConfigError(f"Bias '{self.name}' is a source of the model and takes no inputs")
+            raise ConfigError(f"Bias {self.label} is a source of the model and takes no inputs")
         return super().__call__(*inputs)
 
     def output_shape(self, input_shapes):
@@ -276,7 +291,7 @@ class BiasLayer(Layer):
         return {"voltage_v": self.initial_v.clone()} if self.learnable else {}
 
     def config(self):
-        return {"name": self.name, "voltages_v": self.initial_v.tolist(), "learnable": self.learnable, "bounds_v": list(self.bounds_v)}
+        return {"voltages_v": self.initial_v.tolist(), "learnable": self.learnable, "bounds_v": list(self.bounds_v)}
 
 
 class Concatenate(Layer):
@@ -323,16 +338,16 @@ class Dense(Layer):
     def __init__(self, units: int, *, bounds_s=(1e-7, 1e-5), init_s=None, name=None) -> None:
         super().__init__(name)
         if not isinstance(units, int) or units < 1:
-            raise ConfigError(f"Dense '{self.name}' units must be a positive int, got {units!r}")
+            raise ConfigError(f"Dense {self.label} units must be a positive int, got {units!r}")
         self.units = units
-        self.bounds_s, self.init_s = _conductance_bounds(f"Dense '{self.name}'", bounds_s, init_s)
+        self.bounds_s, self.init_s = _conductance_bounds(f"Dense {self.label}", bounds_s, init_s)
         self.n_inputs: int | None = None
 
     def output_shape(self, input_shapes):
         shape = _single(self, input_shapes)
         n = math.prod(shape)
         if self.n_inputs is not None and n != self.n_inputs:
-            raise ConfigError(f"Dense '{self.name}' is shared and expects {self.n_inputs} input nodes, got {n}")
+            raise ConfigError(f"Dense {self.label} is shared and expects {self.n_inputs} input nodes, got {n}")
         self.n_inputs = n
         return (self.units,)
 
@@ -353,7 +368,7 @@ class Dense(Layer):
         return Emitted(resistors=pairs, resistor_param=("conductance_s", torch.arange(pairs.shape[0])))
 
     def config(self):
-        return {"name": self.name, "units": self.units, "bounds_s": list(self.bounds_s), "init_s": list(self.init_s)}
+        return {"units": self.units, "bounds_s": list(self.bounds_s), "init_s": list(self.init_s)}
 
 
 class LocallyConnected2D(Layer):
@@ -370,18 +385,18 @@ class LocallyConnected2D(Layer):
         super().__init__(name)
         for what, v in (("filters", filters), ("kernel_size", kernel_size), ("stride", stride)):
             if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"LocallyConnected2D '{self.name}' {what} must be a positive int, got {v!r}")
+                raise ConfigError(f"LocallyConnected2D {self.label} {what} must be a positive int, got {v!r}")
         self.filters, self.kernel, self.stride = filters, kernel_size, stride
-        self.bounds_s, self.init_s = _conductance_bounds(f"LocallyConnected2D '{self.name}'", bounds_s, init_s)
+        self.bounds_s, self.init_s = _conductance_bounds(f"LocallyConnected2D {self.label}", bounds_s, init_s)
         self.in_shape: tuple[int, int, int] | None = None
 
     def output_shape(self, input_shapes):
         shape = _single(self, input_shapes)
         if len(shape) != 3:
-            raise ConfigError(f"LocallyConnected2D '{self.name}' needs nodes of shape (channels, height, width), got {shape}")
+            raise ConfigError(f"LocallyConnected2D {self.label} needs nodes of shape (channels, height, width), got {shape}")
         c, h, w = shape
         if h < self.kernel or w < self.kernel:
-            raise ConfigError(f"LocallyConnected2D '{self.name}' kernel {self.kernel} is larger than the input {h}x{w}")
+            raise ConfigError(f"LocallyConnected2D {self.label} kernel {self.kernel} is larger than the input {h}x{w}")
         self.in_shape = (c, h, w)
         return (self.filters, (h - self.kernel) // self.stride + 1, (w - self.kernel) // self.stride + 1)
 
@@ -412,7 +427,7 @@ class LocallyConnected2D(Layer):
         return Emitted(resistors=torch.stack([src, dst], 1), resistor_param=("conductance_s", torch.arange(src.numel())))
 
     def config(self):
-        return {"name": self.name, "filters": self.filters, "kernel_size": self.kernel, "stride": self.stride,
+        return {"filters": self.filters, "kernel_size": self.kernel, "stride": self.stride,
                 "bounds_s": list(self.bounds_s), "init_s": list(self.init_s)}
 
 
@@ -442,13 +457,13 @@ class Diodes(Layer):
         super().__init__(name)
         self.model = model if model is not None else ShockleyDiode()
         if not isinstance(self.model, TwoTerminal):
-            raise ConfigError(f"Diodes '{self.name}' model must be a TwoTerminal element, got {type(model).__name__}")
+            raise ConfigError(f"Diodes {self.label} model must be a TwoTerminal element, got {type(model).__name__}")
         if orientation not in _ORIENTATIONS:
-            raise ConfigError(f"Diodes '{self.name}' orientation must be one of {_ORIENTATIONS}, got {orientation!r}")
+            raise ConfigError(f"Diodes {self.label} orientation must be one of {_ORIENTATIONS}, got {orientation!r}")
         self.orientation = orientation
         b = (bias_v, bias_v) if isinstance(bias_v, int | float) else tuple(float(v) for v in bias_v)
         if len(b) != 2 or not all(math.isfinite(v) for v in b):
-            raise ConfigError(f"Diodes '{self.name}' bias_v must be a finite number or a (forward, reverse) pair, got {bias_v!r}")
+            raise ConfigError(f"Diodes {self.label} bias_v must be a finite number or a (forward, reverse) pair, got {bias_v!r}")
         self.bias_v = b
 
     def output_shape(self, input_shapes):
@@ -465,7 +480,7 @@ class Diodes(Layer):
         return Emitted(diodes=tuple(groups))
 
     def config(self):
-        return {"name": self.name, "model": type(self.model).__name__, "model_params": dict(vars(self.model)),
+        return {"model": type(self.model).__name__, "model_params": dict(vars(self.model)),
                 "orientation": self.orientation, "bias_v": list(self.bias_v)}
 
 
@@ -481,11 +496,11 @@ class Amplifier(Layer):
     def __init__(self, gain: float = 4.0, *, current_gain: float | None = None, name=None) -> None:
         super().__init__(name)
         if not (isinstance(gain, int | float) and math.isfinite(gain) and gain > 0):
-            raise ConfigError(f"Amplifier '{self.name}' gain must be a finite number > 0, got {gain!r}")
+            raise ConfigError(f"Amplifier {self.label} gain must be a finite number > 0, got {gain!r}")
         self.gain = float(gain)
         self.current_gain = 1.0 / self.gain if current_gain is None else float(current_gain)
         if not (math.isfinite(self.current_gain) and self.current_gain > 0):
-            raise ConfigError(f"Amplifier '{self.name}' current_gain must be a finite number > 0, got {current_gain!r}")
+            raise ConfigError(f"Amplifier {self.label} current_gain must be a finite number > 0, got {current_gain!r}")
 
     def output_shape(self, input_shapes):
         return _single(self, input_shapes)
@@ -500,7 +515,7 @@ class Amplifier(Layer):
         )
 
     def config(self):
-        return {"name": self.name, "gain": self.gain, "current_gain": self.current_gain}
+        return {"gain": self.gain, "current_gain": self.current_gain}
 
 
 def Input(shape: int | Sequence[int], *, inverted: bool = False, voltage_range_v=(-10.0, 10.0), name: str | None = None) -> Nodes:

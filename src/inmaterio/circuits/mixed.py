@@ -17,13 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..progress import progress_bar
-from .ep import ep_gradients, readout
-from .fit import EPTrainConfig
-from .graph import Model
-from .netlist import DTYPE
-from .optim import make_optimizer
+from inmaterio.circuits.ep import ep_gradients, readout
+from inmaterio.circuits.fit import EPTrainConfig
+from inmaterio.circuits.graph import Model
+from inmaterio.circuits.netlist import DTYPE
+from inmaterio.errors import ConfigError
+from inmaterio.progress import progress_bar
 
 __all__ = ["MixedSignalModel", "fit_mixed"]
 
@@ -90,7 +89,7 @@ def fit_mixed(
     if len(y) != n:
         raise ConfigError(f"x has {n} samples but y has {len(y)}")
     front_opt = front_optimizer or torch.optim.Adam(model.front.parameters(), lr=1e-3)
-    analog_opt = make_optimizer(config.optimizer, model.analog, config.lr, **config.optimizer_options())
+    analog_opt = config.make_optimizer(model.analog.parameters())
     loss_fn = config.loss_fn()
     generator = torch.Generator().manual_seed(config.seed)
     history = []
@@ -102,12 +101,14 @@ def fit_mixed(
             for s in range(0, n, config.batch_size):
                 idx = order[s : s + config.batch_size]
                 v = model.input_voltages(x[idx])
+                analog_opt.zero_grad()
                 result = ep_gradients(model.analog, v.detach().to(DTYPE), y[idx], loss_fn, beta=config.beta,
                                       variant=config.variant, generator=generator, input_gradients=True)
                 front_opt.zero_grad()
                 v.backward(result.input_gradients[0].to(v.dtype) / len(idx))  # d(mean loss)/dv
                 front_opt.step()
-                analog_opt.step(result.gradients)
+                analog_opt.step()
+                model.analog.constrain()
                 total += result.loss.sum().item()
                 correct += (readout(result.outputs_v, config.readout).argmax(1) == y[idx]).sum().item()
                 bar.advance(len(idx))

@@ -32,10 +32,10 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ..errors import ConfigError
-from .elements import TwoTerminal
+from inmaterio.circuits.elements import TwoTerminal
+from inmaterio.errors import ConfigError
 
-__all__ = ["GROUND", "Circuit", "DiodeGroup", "ground_last", "with_ground"]
+__all__ = ["GROUND", "Circuit", "DiodeGroup", "ground_last", "real_tensor", "with_ground"]
 
 GROUND = -1
 DTYPE = torch.float64
@@ -51,15 +51,45 @@ def with_ground(voltages_v: torch.Tensor) -> torch.Tensor:
     return torch.cat([voltages_v, voltages_v.new_zeros(voltages_v.shape[0], 1)], 1)
 
 
+def real_tensor(x, what: str, error: type[Exception] = ConfigError) -> torch.Tensor:
+    """``x`` (tensor, array, number, nested lists) as a tensor of real numbers.
+
+    Tensors and arrays keep their dtype; Python numbers become float64 (never
+    float32). Strings, objects and complex numbers raise ``error`` naming ``what``.
+    """
+    if isinstance(x, str | bytes):
+        raise error(f"{what} must be real numbers, got the string {x[:40]!r}")
+    try:
+        t = torch.as_tensor(x) if isinstance(x, torch.Tensor | np.ndarray) else torch.as_tensor(x, dtype=DTYPE)
+    except (TypeError, ValueError, RuntimeError) as err:
+        try:
+            complex_ = torch.as_tensor(x).is_complex()
+        except (TypeError, ValueError, RuntimeError):
+            complex_ = False
+        if complex_:
+            raise error(f"{what} must be real numbers, got complex values") from None
+        raise error(f"{what} must be real numbers, got {type(x).__name__} ({' '.join(str(err).split())[:120]})") from None
+    if t.is_complex() or t.dtype == torch.bool:
+        raise error(f"{what} must be real numbers, got {'complex values' if t.is_complex() else 'booleans'} (dtype {t.dtype})")
+    return t
+
+
 def _long(x, what: str, shape_tail: tuple[int, ...]) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=torch.long)
+    if isinstance(x, torch.Tensor) and x.dtype == torch.long and x.dim() == 1 + len(shape_tail) and tuple(x.shape[1:]) == shape_tail:
+        return x  # kept as is: solvers cache their bookkeeping per index tensor
+    t = real_tensor(x, what)
+    if t.dtype == torch.bool or t.dtype.is_floating_point and not (t == t.round()).all():
+        raise ConfigError(f"{what} must be integer node indices, got dtype {t.dtype}")
+    t = t.to(torch.long)
     if t.dim() == 1 + len(shape_tail) and tuple(t.shape[1:]) == shape_tail:
-        return t  # kept as is: solvers cache their bookkeeping per index tensor
+        return t
+    if t.numel() % max(1, int(np.prod(shape_tail))):
+        raise ConfigError(f"{what} must have shape (k, {', '.join(map(str, shape_tail))}), got {tuple(t.shape)}")
     return t.reshape(-1, *shape_tail)
 
 
 def _values(x, what: str, count: int) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=DTYPE)
+    t = real_tensor(x, what).to(DTYPE)
     if t.dim() == 0:
         t = t.expand(count)
     if t.dim() not in (1, 2) or t.shape[-1] != count:
@@ -169,23 +199,40 @@ class Circuit:
             raise ConfigError(f"{self._node_label(node)} is driven by more than one voltage source or amplifier output")
         self.amplifier_order()  # raises on loops of amplifiers
         # every node must reach ground or a driven node through resistors or diodes
-        pairs = torch.cat([self.resistor_nodes] + [torch.stack([d.anode, d.cathode], 1) for d in self.diodes])
-        pairs = ground_last(pairs, n)
-        driven_edges = torch.stack([ground_last(driven, n), torch.full_like(driven, n)], 1)
-        edges = torch.cat([pairs, driven_edges]).numpy()
         touched = np.zeros(n + 1, dtype=bool)
-        touched[edges.flatten()] = True
+        touched[ground_last(self._edges(), n).numpy().flatten()] = True
         if not touched[:n].all():
             i = int(np.flatnonzero(~touched[:n])[0])
             raise ConfigError(f"{self._node_label(i)} is disconnected: no element is attached to it")
+        floating = self.floating_nodes()
+        if floating:
+            raise ConfigError(
+                f"{self._node_label(floating[0])} floats: no path of resistors or diodes to ground or to a "
+                f"voltage source ({len(floating)} such nodes)"
+            )
+
+    def _edges(self, sample: int | None = None) -> torch.Tensor:
+        """``(E, 2)`` node pairs joined by a resistor (of non-zero conductance in ``sample``, if given), a diode,
+        or a voltage source / amplifier output to ground."""
+        resistors = self.resistor_nodes
+        if sample is not None and len(resistors):
+            g = self.conductance_s if self.conductance_s.dim() == 1 else self.conductance_s[sample]
+            resistors = resistors[g > 0]
+        driven = torch.cat([self.source_nodes, self.amplifier_nodes[:, 1]])
+        return torch.cat([resistors] + [torch.stack([d.anode, d.cathode], 1) for d in self.diodes]
+                         + [torch.stack([driven, torch.full_like(driven, GROUND)], 1)])  # fmt: skip
+
+    def floating_nodes(self, sample: int | None = None) -> list[int]:
+        """Nodes without a path of resistors or diodes to ground or a driven node.
+
+        With ``sample``, resistors of zero conductance in that sample count as open
+        (such a circuit passes the topology check but has a singular matrix).
+        """
+        n = self.n_nodes
+        edges = ground_last(self._edges(sample), n).numpy()
         graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n + 1, n + 1))
         _, labels = connected_components(graph, directed=False)
-        floating = np.flatnonzero(labels[:n] != labels[n])
-        if floating.size:
-            raise ConfigError(
-                f"{self._node_label(int(floating[0]))} floats: no path of resistors or diodes to ground or to a "
-                f"voltage source ({floating.size} such nodes)"
-            )
+        return np.flatnonzero(labels[:n] != labels[n]).tolist()
 
     # -------------------------------------------------------------- properties
     @property

@@ -40,9 +40,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from .elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
-from .netlist import DTYPE, GROUND, Circuit, DiodeGroup
+from inmaterio.circuits.elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
+from inmaterio.circuits.netlist import DTYPE, GROUND, Circuit, DiodeGroup
+from inmaterio.errors import ConfigError
 
 __all__ = ["random_circuit"]
 

@@ -1,5 +1,5 @@
 """Circuit solvers: the native batched DC solver and the ngspice back end."""
 
-from .native import DCSolution, SolverOptions, kcl_currents, solve_dc
+from inmaterio.circuits.solve.native import DCSolution, SolverOptions, kcl_currents, solve_dc
 
 __all__ = ["DCSolution", "SolverOptions", "kcl_currents", "solve_dc"]

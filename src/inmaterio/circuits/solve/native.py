@@ -24,12 +24,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-
 import torch
 
-from inmaterio.errors import SimulationError
 from inmaterio.circuits.netlist import DTYPE, Circuit, ground_last, with_ground
 from inmaterio.circuits.solve import small
+from inmaterio.errors import SimulationError
 
 __all__ = ["DCSolution", "SolverOptions", "kcl_currents", "solve_dc"]
 
@@ -484,7 +483,7 @@ def solve_dc(
                 bad = active[(info != 0) | ~torch.isfinite(solution).all(1)]
                 raise SimulationError(
                     f"singular circuit matrix for sample(s) {bad[:5].tolist()} at Newton iteration {it}: "
-                    f"a node without a DC path, or a loop of amplifiers / sources ({circuit.describe()})"
+                    f"{_singular_reason(circuit, int(bad[0]))} ({circuit.describe()})"
                 )
             full = torch.zeros(m, F, dtype=DTYPE, device=dev)
             full[:, st.keep] = solution
@@ -588,8 +587,8 @@ def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start,
     singular = np.flatnonzero(status == small.SINGULAR)
     if singular.size:
         raise SimulationError(
-            f"singular circuit matrix for sample(s) {singular[:5].tolist()}: a node without a DC path, "
-            f"or a loop of amplifiers / sources ({circuit.describe()})"
+            f"singular circuit matrix for sample(s) {singular[:5].tolist()}: "
+            f"{_singular_reason(circuit, int(singular[0]))} ({circuit.describe()})"
         )
     failed = np.flatnonzero(status != small.CONVERGED)
     if failed.size:
@@ -604,6 +603,16 @@ def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start,
     full[:, st.keep] = torch.from_numpy(V)
     full = _expand_amplifiers(circuit, st, full, known, torch.arange(b))
     return full, torch.from_numpy(iterations), torch.from_numpy(piv_out), torch.from_numpy(residual), torch.from_numpy(scale)
+
+
+def _singular_reason(circuit: Circuit, sample: int) -> str:
+    """Why a sample's matrix is singular, as far as the topology tells: nodes cut off by zero conductances."""
+    floating = circuit.floating_nodes(sample)
+    if floating:
+        names = ", ".join(f"'{circuit.node_names[i]}'" for i in floating[:5])
+        return (f"node(s) {names} have no DC path to ground or a source in sample {sample} "
+                f"(their resistors to the rest of the circuit have conductance 0 S)")  # fmt: skip
+    return "a node without a DC path, or a loop of amplifiers / sources"
 
 
 def _raise_on_kcl(circuit: Circuit, residual: torch.Tensor, scale: torch.Tensor, opts: SolverOptions) -> None:

@@ -60,10 +60,10 @@ from pathlib import Path
 
 import torch
 
-from ...errors import ConfigError, SimulationError
-from ..elements import BOLTZMANN_J_PER_K, ELEMENTARY_CHARGE_C, ShockleyDiode
-from ..netlist import DTYPE, GROUND, Circuit
-from .native import DCSolution, kcl_currents
+from inmaterio.circuits.elements import BOLTZMANN_J_PER_K, ELEMENTARY_CHARGE_C, ShockleyDiode
+from inmaterio.circuits.netlist import DTYPE, GROUND, Circuit
+from inmaterio.circuits.solve.native import DCSolution, kcl_currents
+from inmaterio.errors import ConfigError, SimulationError
 
 __all__ = [
     "NGSPICE_K_OVER_Q",

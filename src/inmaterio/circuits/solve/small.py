@@ -25,7 +25,7 @@ import math
 import numba
 import numpy as np
 
-from ..elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
+from inmaterio.circuits.elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
 
 __all__ = ["MAX_UNKNOWNS", "element_table", "newton_small"]
 
