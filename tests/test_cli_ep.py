@@ -6,8 +6,10 @@ import json
 import os
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from inmaterio.circuits import FIT_KIND
 from inmaterio.circuits.examples import EXAMPLES, get_example
 from inmaterio.circuits.solve.ngspice import ngspice_available
 from inmaterio.cli import app
@@ -17,21 +19,42 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
 
 
-def test_ep_train_writes_the_results_folder_and_resumes(tmp_path):
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def test_ep_train_writes_one_run_folder_resumes_and_reprints(tmp_path):
     out = tmp_path / "xor"
     result = runner.invoke(app, ["ep", "train", "xor", "--epochs", "3", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
-    for name in ("checkpoint.pt", "history.json", "history.csv", "parameters.safetensors", "circuit.cir", "learning_curve.png", "summary.json"):
+    for name in ("run.json", "config.yaml", "checkpoint.pt", "history.json", "history.csv", "metrics.json",
+                 "parameters.safetensors", "circuit.cir", "learning_curve.png", "summary.json"):
         assert (out / name).exists(), name
+    record = json.loads((out / "run.json").read_text())
+    assert record["kind"] == FIT_KIND and record["state"] == "finished"
+    assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 3 and 0 <= summary["test"]["accuracy"] <= 1
     assert (out / "circuit.cir").read_text().rstrip().endswith(".end")
     history = json.loads((out / "history.json").read_text())
-    # a longer run in the same folder resumes from epoch 3
+    # the same command again: the results, no training, nothing rewritten
+    files = _files(out)
+    again = runner.invoke(app, ["ep", "train", "xor", "--epochs", "3", "--out", str(out), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert f"train {summary['train']['accuracy']:.2%}, test {summary['test']['accuracy']:.2%}" in again.output
+    assert _files(out) == files
+    # more epochs in the same folder continue from epoch 3 (the results are rewritten)
     result = runner.invoke(app, ["ep", "train", "xor", "--epochs", "5", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     resumed = json.loads((out / "history.json").read_text())
     assert len(resumed) == 5 and resumed[:3] == history
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 5
+    assert json.loads((out / "run.json").read_text())["sessions"] == 2
+    # --overwrite starts afresh: a finished run is replaced
+    result = runner.invoke(app, ["ep", "train", "xor", "--epochs", "2", "--out", str(out), "--no-progress", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert [r["loss"] for r in json.loads((out / "history.json").read_text())] == [r["loss"] for r in history[:2]]
+    assert json.loads((out / "run.json").read_text())["sessions"] == 1
 
 
 def test_ep_train_errors_are_one_line(tmp_path):
