@@ -1,0 +1,33 @@
+"""`inmaterio ep train` killed at a random point (SIGKILL) and run again: the same result as an uninterrupted run, bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from killresume import kill_then_resume, python_argv, run_to_end
+
+
+def _without_timings(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_ep_train_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
+    def argv(out):
+        return python_argv("-m", "inmaterio", "ep", "train", "xor", "--epochs", "20", "--out", str(out), "--no-progress")
+
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    run_to_end(argv(clean))
+    report = kill_then_resume(argv(killed), killed / "checkpoint.pt", seed=14, max_delay_s=1.5)
+    assert report.killed_while_running, report
+    states = [torch.load(d / "checkpoint.pt", weights_only=True)["state"] for d in (clean, killed)]
+    for key, value in states[0]["parameters"].items():
+        assert torch.equal(value, states[1]["parameters"][key]), (key, report)
+    assert _without_timings(states[0]["history"]) == _without_timings(states[1]["history"]), report
+    history = [json.loads((d / "history.json").read_text()) for d in (clean, killed)]
+    assert len(history[0]) == 20 and _without_timings(history[0]) == _without_timings(history[1]), report
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (clean, killed)]
+    assert [(s["train"], s["test"]) for s in summaries][0] == [(s["train"], s["test"]) for s in summaries][1], report
+    record = json.loads((killed / "run.json").read_text())
+    assert record["state"] == "finished" and record["sessions"] == 2, record
