@@ -130,7 +130,8 @@ def load_mnist(data_dir: str | Path | None = None) -> MNIST:
     """Read the four MNIST files from ``data_dir`` (default ``$INMATERIO_MNIST_DIR``).
 
     Checks that images are ``(n, rows, cols)``, labels ``(n,)`` with the same
-    ``n`` and values 0..9 (else :class:`ModelFileError` naming the file).
+    ``n`` and values 0..9, and that training and test images have the same
+    size (else :class:`ModelFileError` naming the file).
     """
     directory = mnist_dir(data_dir)
     arrays = {role: (read_idx(p := _find(directory, name)), p) for role, name in MNIST_FILES.items()}
@@ -144,6 +145,12 @@ def load_mnist(data_dir: str | Path | None = None) -> MNIST:
             )
         if labels.size and int(labels.max()) > 9:
             raise ModelFileError(f"MNIST labels '{lp}' hold class {int(labels.max())}; digits are 0..9")
+    (train, train_path), (test, test_path) = arrays["train_images"], arrays["test_images"]
+    if train.shape[1:] != test.shape[1:]:
+        raise ModelFileError(
+            f"MNIST images '{test_path}' are {test.shape[1]} x {test.shape[2]} pixels, the training images "
+            f"'{train_path}' {train.shape[1]} x {train.shape[2]}; both sets need the same size"
+        )
     return MNIST(*(arrays[role][0] for role in MNIST_FILES))
 
 

@@ -123,6 +123,12 @@ def _ring_electrodes_config() -> type[RunnableConfig]:
     return RingElectrodesConfig
 
 
+def _mnist_config() -> type[RunnableConfig]:
+    from inmaterio.studies.mnist import MnistConfig
+
+    return MnistConfig
+
+
 TASKS: dict[str, Task] = {
     entry.type: entry
     for entry in (
@@ -147,6 +153,10 @@ TASKS: dict[str, Task] = {
              "which two electrodes take the ring data: every pair judged on training data (for the rings study)",
              report="inmaterio.studies.ring_electrodes:report_ring_electrodes", example="ring_electrodes.yaml",
              prepare="inmaterio.studies.ring_electrodes:prepare_ring_electrodes"),
+        Task("mnist_10dnpu", _mnist_config, "inmaterio.studies.mnist:run_mnist",
+             "MNIST with 10 DNPU nodes (or the ReLU baseline), one recipe per run (Ruiz Euler et al. 2021)",
+             report="inmaterio.studies.mnist:report_mnist", example="mnist_10dnpu.yaml",
+             prepare="inmaterio.studies.mnist:prepare_mnist"),
     )
 }  # fmt: skip
 """Every task ``inmaterio run`` knows, by ``task.type``."""

@@ -1,0 +1,157 @@
+"""The MNIST study as a task, on a tiny synthetic MNIST written here in IDX .gz files (never the real files)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from killresume import kill_then_resume, python_argv, run_to_end
+
+from inmaterio.config import validate_config
+from inmaterio.data.mnist import MNIST_FILES
+from inmaterio.studies.mnist import RECIPES, MnistConfig, lr_factor
+from inmaterio.tasks.registry import load_run_config
+from inmaterio.tasks.report import build_report
+from inmaterio.tasks.run import run_task
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """An IDX .gz file from its specification: 0x0000, dtype code 0x08 (uint8), ndim, big-endian uint32 dims, data."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+    return path
+
+
+def write_synthetic_mnist(folder: Path, n_train: int = 200, n_test: int = 60, seed: int = 0) -> Path:
+    """Four IDX .gz files of 28 x 28 images: digit k is a bright 8 x 4 block at a place of its own, on noise."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def images_and_labels(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            r, c = divmod(int(k), 5)
+            images[i, 4 + 10 * r : 12 + 10 * r, 2 + 5 * c : 6 + 5 * c] = 255
+        return images, labels
+
+    for split, n in (("train", n_train), ("test", n_test)):
+        images, labels = images_and_labels(n)
+        write_idx(folder / f"{MNIST_FILES[f'{split}_images']}.gz", images)
+        write_idx(folder / f"{MNIST_FILES[f'{split}_labels']}.gz", labels)
+    return folder
+
+
+def tiny(data_dir: Path, **task) -> dict:
+    return {
+        "task": {"type": "mnist_10dnpu", "epochs": 4, "settings": {"batch_size": 16}, **task},
+        "data": {"dir": str(data_dir), "n_validation": 40},
+    }
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items()
+                if k not in {"time_s", "seconds", "wall_s", "median_epoch_s", "package_version", "table"}}  # fmt: skip
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("path", [EXAMPLES / "mnist_10dnpu.yaml", *sorted((EXAMPLES / "mnist_10dnpu").glob("*.yaml"))],
+                         ids=lambda p: p.name)  # fmt: skip
+def test_examples_validate_as_mnist_runs(path):
+    config = load_run_config(path)
+    assert isinstance(config, MnistConfig)
+    assert validate_config(MnistConfig, yaml.safe_load(path.read_text())) == config
+    assert config.data.dir is None and config.task.epochs == 30 and config.task.overrides() == {}
+    assert config.task.settings == RECIPES[config.task.recipe]
+
+
+def test_the_examples_cover_the_table_once():
+    runs = {(c.task.model, c.task.inputs_per_node, c.task.recipe)
+            for c in map(load_run_config, [EXAMPLES / "mnist_10dnpu.yaml", *(EXAMPLES / "mnist_10dnpu").glob("*.yaml")])}  # fmt: skip
+    assert runs == {(model, m, recipe) for model in ("dnpu", "relu") for m in (3, 7) for recipe in ("paper", "ours")}
+    assert load_run_config(EXAMPLES / "mnist_10dnpu.yaml").task.recipe == "ours"
+
+
+def test_settings_override_the_recipe_and_the_rest_is_filled_in():
+    config = validate_config(MnistConfig, {"task": {"type": "mnist_10dnpu", "recipe": "paper", "settings": {"learning_rate": 0.005}}})
+    assert config.task.settings.learning_rate == 0.005
+    assert config.task.settings.batch_size == 64 and config.task.settings.optimizer == "adam"
+    assert config.task.overrides() == {"learning_rate": 0.005}
+    # the dumped config holds every value and reads back to the same config
+    assert validate_config(MnistConfig, config.model_dump(mode="json")) == config
+
+
+def test_learning_rate_schedules_by_hand():
+    assert lr_factor("constant", 7, 10) == 1.0
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert lr_factor("onecycle", 0, 100) == pytest.approx(0.04)
+    assert lr_factor("onecycle", 5, 100) == pytest.approx(0.04 + 0.96 * 0.5)
+    assert lr_factor("onecycle", 10, 100) == pytest.approx(1.0)
+    assert lr_factor("onecycle", 55, 100) == pytest.approx(1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor("onecycle", 100, 100) == pytest.approx(1e-4)
+
+
+def test_the_relu_baseline_learns_the_synthetic_digits(tmp_path):
+    data = write_synthetic_mnist(tmp_path / "mnist")
+    config = validate_config(MnistConfig, tiny(data, model="relu", epochs=6))
+    metrics = run_task(config, tmp_path / "run", progress=False).metrics
+    confusion = np.array(metrics["confusion"])
+    assert confusion.sum() == 60 == metrics["images"]["test"] and metrics["images"] == {"train": 160, "validation": 40, "test": 60}
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / 60)
+    assert metrics["test_accuracy"] > 0.8  # each digit is a block at its own place: easy
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    best = max(range(len(history)), key=lambda k: (history[k]["val_accuracy"], -k))  # the first of the best
+    assert metrics["best_epoch"] == best + 1 and metrics["val_accuracy"] == history[best]["val_accuracy"]
+    # the schedule is applied per step: the lr of the last step of the run is the one-cycle's end
+    steps = math.ceil(160 / 16) * 6
+    assert history[-1]["lr"] == pytest.approx(0.01 * lr_factor("onecycle", steps - 1, steps))
+
+
+def test_a_tiny_dnpu_run_resumes_reads_back_and_reports(tmp_path):
+    data = write_synthetic_mnist(tmp_path / "mnist")
+    config = validate_config(MnistConfig, tiny(data, inputs_per_node=3))
+    outcome = run_task(config, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "training" / "checkpoint.pt").is_file()
+    assert (tmp_path / "run" / "confusion.png").is_file() and (tmp_path / "run" / "learning_curve.png").is_file()
+    assert outcome.metrics["paper_test_accuracy_percent"] == 94.7
+    # threads and the data folder are speed only: a finished run is read back, not trained again
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "mnist").rename(moved)
+    again = validate_config(MnistConfig, {**tiny(moved, inputs_per_node=3), "threads": 2})
+    assert run_task(again, tmp_path / "run", progress=False).metrics["test_accuracy"] == outcome.metrics["test_accuracy"]
+    report = build_report([tmp_path / "run"])
+    assert "### MNIST with 10 DNPUs" in report and "| 10 DNPUs | 3 | ours, batch_size 16 |" in report
+    assert f"**{100 * outcome.metrics['test_accuracy']:.2f}%** | 94.7% |" in report
+    assert "Confusion matrix, 3 inputs per node" in report
+
+
+def test_mnist_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
+    data = write_synthetic_mnist(tmp_path / "mnist")
+    config = tmp_path / "mnist.yaml"
+    config.write_text(yaml.safe_dump(tiny(data, inputs_per_node=3, epochs=8, settings={"batch_size": 8})))
+
+    def argv(out):
+        return python_argv("-m", "inmaterio", "run", str(config), "--out", str(out), "--no-progress")
+
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    run_to_end(argv(clean))
+    report = kill_then_resume(argv(killed), killed / "training" / "checkpoint.pt", seed=2, max_delay_s=1.0)
+    for name in ("metrics.json", "history.json", "training/history.json"):
+        pair = [_without_timings(json.loads((d / name).read_text())) for d in (clean, killed)]
+        assert pair[0] == pair[1], (name, report)
+    assert report.killed_while_running, report
+    assert json.loads((killed / "run.json").read_text())["sessions"] == 2
