@@ -113,7 +113,7 @@ def main() -> None:
     variants = {"trainer": time_trainer, "folder": time_trainer_with_folder, "bare": time_bare}
     best: dict[tuple[str, str], float] = {}
     for architecture in ARCHITECTURES:
-        for name, run in variants.items():
+        for run in variants.values():
             run(build(architecture, processor), x, y, 5)  # warm-up, not timed
     for _ in range(args.repeats):
         for architecture in ARCHITECTURES:

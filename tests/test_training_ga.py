@@ -265,7 +265,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
         GeneticAlgorithm(cfg, BOUNDS).evolve(sphere, callback=interrupt, directory=folder)
     assert seen == list(range(18))
     state = torch.load(folder / CHECKPOINT_FILE, weights_only=True)["state"]
-    assert state["generation"] == 17 and len(state["history"]) == 18
+    assert state["generation"] == 17 and len(json.loads(state["history_json"])) == 18
     assert json.loads((folder / "run.json").read_text())["state"] == "interrupted"
     assert len(json.loads((folder / "history.json").read_text())) == 18
 

@@ -734,3 +734,25 @@ def test_overwrite_replaces_a_finished_run_and_identity_names_the_callers_fields
     assert len(again.history) == 2 and len(first.history) == 3
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 2
     assert read_checkpoint(tmp_path)["finished"] and again.directory == tmp_path
+
+
+class CheckpointSpy(Callback):
+    """Reads the run folder's checkpoint at the end of every epoch (before that epoch is saved)."""
+
+    def __init__(self, folder):
+        self.folder, self.seen = folder, []
+
+    def on_epoch_end(self, end):
+        self.seen.append(read_checkpoint(self.folder)["epoch"] if (self.folder / CHECKPOINT_FILE).exists() else None)
+
+
+@pytest.mark.parametrize("interval_s, expected", [(0.0, [None, 1, 2, 3, 4]), (3600.0, [None, 1, 1, 1, 1])])
+def test_checkpoints_are_written_at_most_every_interval_and_always_at_the_end(tmp_path, interval_s, expected):
+    x, y = line_data(16)
+    spy = CheckpointSpy(tmp_path)
+    train_gd(nn.Linear(1, 1), mse, x, y, GDConfig(epochs=5), directory=tmp_path, callbacks=[spy], checkpoint_interval_s=interval_s)
+    assert spy.seen == expected  # the first epoch is written at once, then every interval_s
+    final = read_checkpoint(tmp_path)
+    assert final["epoch"] == 5 and final["finished"] and len(json.loads((tmp_path / "history.json").read_text())) == 5
+    with pytest.raises(ConfigError, match=r"checkpoint_interval_s must be a finite number of seconds >= 0, got -1"):
+        train_gd(nn.Linear(1, 1), mse, x, y, GDConfig(epochs=5), checkpoint_interval_s=-1)

@@ -111,7 +111,8 @@ from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError
 from inmaterio.progress import progress_bar
 from inmaterio.random_streams import stream_seed
-from inmaterio.runs import RunFolder, open_run
+from inmaterio.runs import open_run
+from inmaterio.training.checkpoints import CheckpointWriter, history_of
 
 __all__ = [
     "KIND",
@@ -369,6 +370,7 @@ class GeneticAlgorithm:
         directory: str | Path | None = None,
         overwrite: bool = False,
         identity: Mapping[str, Any] | None = None,
+        checkpoint_interval_s: float = 1.0,
     ) -> GAResult:
         """Run the algorithm (or resume it from ``directory``) and return the best genome.
 
@@ -382,9 +384,9 @@ class GeneticAlgorithm:
         progress:
             Show a progress bar (unit "gen") with the best fitness, on a terminal.
         callback:
-            ``callback(generation, result_so_far)`` after every generation
-            (after its checkpoint is saved). An exception raised here (e.g.
-            ``KeyboardInterrupt``) stops the run; the run folder allows resuming.
+            ``callback(generation, result_so_far)`` after every generation. An
+            exception raised here (e.g. ``KeyboardInterrupt``) stops the run; the
+            state after that generation is written first, so the run resumes there.
         random_streams:
             A context-manager factory entered as ``random_streams("ga", generation)``
             around every evaluation, e.g. ``device.random_streams`` of the device the
@@ -396,6 +398,10 @@ class GeneticAlgorithm:
         identity:
             Anything else that defines the result (e.g. the device's description,
             the task), JSON-able; resuming with another is refused.
+        checkpoint_interval_s:
+            Write the checkpoint and the history at most this often, s (0: after every
+            generation); always at the end and when the run stops with an exception
+            (:class:`~inmaterio.training.checkpoints.CheckpointWriter`).
 
         Raises
         ------
@@ -407,8 +413,9 @@ class GeneticAlgorithm:
         RunFolderError
             If ``directory`` is a file, a foreign folder, a run of another kind, busy or not writable.
         """
+        writer = CheckpointWriter(None, checkpoint_interval_s)  # refuses a bad interval before any work
         if directory is None:
-            return self._evolve(fitness_fn, progress, callback, random_streams, None)
+            return self._evolve(fitness_fn, progress, callback, random_streams, writer)
         run_identity = {
             "config": self.config.model_dump(mode="json"),
             "n_genes": self.n_genes,
@@ -417,7 +424,7 @@ class GeneticAlgorithm:
             "extra": dict(identity or {}),
         }
         with open_run(directory, KIND, identity=run_identity, config=self.config, overwrite=overwrite) as run:
-            return self._evolve(fitness_fn, progress, callback, random_streams, run)
+            return self._evolve(fitness_fn, progress, callback, random_streams, CheckpointWriter(run, checkpoint_interval_s))
 
     def _evolve(
         self,
@@ -425,9 +432,10 @@ class GeneticAlgorithm:
         progress: bool,
         callback: Callable[[int, GAResult], None] | None,
         random_streams: Callable[..., AbstractContextManager[Any]] | None,
-        run: RunFolder | None,
+        writer: CheckpointWriter,
     ) -> GAResult:
         cfg = self.config
+        run = writer.run
         generator = torch.Generator()
         generator.manual_seed(cfg.seed)
         state = None if run is None else run.load_checkpoint()
@@ -443,7 +451,7 @@ class GeneticAlgorithm:
             try:
                 generator.set_state(state["generator_state"])
                 population, fitness = state["population"], state["fitness"]
-                generation, history = int(state["generation"]), list(state["history"])
+                generation, history = int(state["generation"]), history_of(state)
                 best_genome, best_fitness = state["best_genome"], float(state["best_fitness"])
                 if population.shape != (cfg.population_size, self.n_genes) or fitness.shape != (cfg.population_size,):
                     raise ValueError(f"population {tuple(population.shape)}, fitness {tuple(fitness.shape)}")
@@ -454,7 +462,7 @@ class GeneticAlgorithm:
                 ) from None
 
         stopped = self._stop_reason(best_fitness, generation)
-        with progress_bar(
+        with writer.flushing_on_exit(), progress_bar(
             total=cfg.generations,
             description=_describe(best_fitness),
             unit="gen",
@@ -482,25 +490,22 @@ class GeneticAlgorithm:
                     }
                 )
                 stopped = self._stop_reason(best_fitness, generation)
-                if run is not None:
-                    run.save_checkpoint(
-                        {
-                            "generation": generation,
-                            "population": population,
-                            "fitness": fitness,
-                            "history": history,
-                            "best_genome": best_genome,
-                            "best_fitness": best_fitness,
-                            "generator_state": generator.get_state(),
-                        }
-                    )
-                    run.write_history(history)
+                state = {  # a snapshot: these tensors are replaced, never changed in place
+                    "generation": generation,
+                    "population": population,
+                    "fitness": fitness,
+                    "best_genome": best_genome,
+                    "best_fitness": best_fitness,
+                    "generator_state": generator.get_state(),
+                }
+                writer.offer(state, history, final=stopped is not None)
                 bar.advance(1)
                 bar.set_description(_describe(best_fitness))
                 if callback is not None:
                     callback(generation, _result(best_genome, best_fitness, history, "running"))
         result = _result(best_genome, best_fitness, history, stopped)
         if run is not None and not run.finished:
+            writer.flush()
             run.write_history(history)
             run.finish(
                 {

@@ -61,8 +61,9 @@ Run folder (``directory``, optional; :mod:`inmaterio.runs`, kind
 ``"inmaterio.training.gd"``)::
 
     run.json, config.yaml      state of the run, its identity and wall time; the GDConfig
-    checkpoint.pt              after every epoch: model, optimiser, scheduler and callback states, epoch,
-                               best epoch/value/weights, history, generator state
+    checkpoint.pt              model, optimiser, scheduler and callback states, epoch, best epoch/value/
+                               weights, history, generator state: after an epoch, at most every
+                               ``checkpoint_interval_s``, always after the last one and on an exception
     history.json, history.csv  one row per epoch: epoch, train_loss, val_loss, [regularizer], metrics...,
                                [lr], callback entries..., time_s
     metrics.json               the outcome of a finished run
@@ -79,7 +80,6 @@ finished run is returned without training. Another identity raises
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -96,6 +96,7 @@ from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError, TrainingDivergedError
 from inmaterio.progress import progress_bar
 from inmaterio.runs import CHECKPOINT_FILE, RunFolder, fingerprint_tensors, open_run, read_run
+from inmaterio.training.checkpoints import CheckpointWriter, history_of, pack_tensors, unpack_tensors
 
 __all__ = [
     "KIND",
@@ -115,7 +116,6 @@ KIND = "inmaterio.training.gd"
 _RESERVED = ("epoch", "train_loss", "val_loss", "regularizer", "lr", "time_s")
 _LOSS_KEYS = ("loss", "train_loss", "val_loss")
 _MAX_SEED = 2**63 - 1
-_PACKED = "inmaterio.packed_tensor"
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -423,53 +423,6 @@ def _seed_global_rng(seed: int, cuda_devices: list[int]) -> None:
             torch.cuda.manual_seed(seed)
 
 
-def _pack(state: Any) -> dict[str, Any]:
-    """``state`` (nested dicts, lists, tuples of tensors and plain values) with every tensor moved into one
-    flat buffer per dtype, so a checkpoint is a few records instead of one per tensor (much faster to save).
-
-    A tensor becomes ``(_PACKED, dtype, offset, shape)``; :func:`_unpack` restores it (on the CPU).
-    """
-    buffers: dict[str, list[Tensor]] = {}
-    sizes: dict[str, int] = {}
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, Tensor) and value.layout == torch.strided and not value.is_quantized:
-            flat = value.detach().cpu().reshape(-1)
-            key = str(flat.dtype).removeprefix("torch.")
-            offset = sizes.get(key, 0)
-            buffers.setdefault(key, []).append(flat)
-            sizes[key] = offset + flat.numel()
-            return (_PACKED, key, offset, list(value.shape))
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            items = [walk(v) for v in value]
-            return items if isinstance(value, list) else tuple(items)
-        return value
-
-    tree = walk(state)
-    return {"tree": tree, "buffers": {key: torch.cat(parts) for key, parts in buffers.items()}}
-
-
-def _unpack(packed: Mapping[str, Any]) -> Any:
-    """The state :func:`_pack` packed (each tensor a fresh CPU tensor)."""
-    buffers = packed["buffers"]
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, tuple) and len(value) == 4 and value[0] == _PACKED:
-            _, key, offset, shape = value
-            numel = math.prod(shape)
-            return buffers[key][offset : offset + numel].reshape(shape).clone()
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            items = [walk(v) for v in value]
-            return items if isinstance(value, list) else tuple(items)
-        return value
-
-    return walk(packed["tree"])
-
-
 def _better(value: float, best: float, mode: str) -> bool:
     """``value`` improves on ``best`` (strictly; NaN never does)."""
     return value < best if mode == "min" else value > best
@@ -495,6 +448,7 @@ def train_gd(
     directory: str | Path | None = None,
     overwrite: bool = False,
     identity: Mapping[str, Any] | None = None,
+    checkpoint_interval_s: float = 1.0,
     progress: bool = False,
 ) -> GDResult:
     """Train ``model`` by gradient descent on ``loss_fn(model(x), y)``; keep and restore the best weights.
@@ -527,6 +481,10 @@ def train_gd(
     overwrite : replace a run of another identity in ``directory`` (an unfinished one is moved aside).
     identity : anything else that defines the result (e.g. the device's description), JSON-able;
         resuming with another is refused.
+    checkpoint_interval_s : write the checkpoint and the history at most this often, s (0: after
+        every epoch); always after the last epoch and when training stops with an exception, so a
+        run killed outright loses at most this much work
+        (:class:`~inmaterio.training.checkpoints.CheckpointWriter`).
     progress : show a progress bar over epochs (on a terminal), with the latest loss.
 
     Raises
@@ -577,12 +535,13 @@ def train_gd(
         validation = (x[val_idx], y[val_idx.to(y.device)])
         x, y = x[train_idx], y[train_idx.to(y.device)]
 
+    CheckpointWriter(None, checkpoint_interval_s)  # refuses a negative or non-finite interval before any work
     opt = _make_optimizer(model, config, optimizer)
     optimizer_identity = {"class": _qualname(opt), "param_groups": _param_groups(opt)}
     sched = _make_scheduler(scheduler, opt, scheduler_interval)
     if directory is None:
         return _train(model, loss_fn, x, y, config, opt, sched, scheduler_interval, callbacks, validation, metrics,
-                      eval_context, generator, None, progress)  # fmt: skip
+                      eval_context, generator, None, 0.0, progress)  # fmt: skip
     data = (x, y) if validation is None else (x, y, *validation)
     run_identity = {
         "config": config.model_dump(mode="json"),
@@ -596,7 +555,7 @@ def train_gd(
     }
     with open_run(directory, KIND, identity=run_identity, config=config, overwrite=overwrite) as run:
         return _train(model, loss_fn, x, y, config, opt, sched, scheduler_interval, callbacks, validation, metrics,
-                      eval_context, generator, run, progress)  # fmt: skip
+                      eval_context, generator, run, checkpoint_interval_s, progress)  # fmt: skip
 
 
 def _train(
@@ -614,6 +573,7 @@ def _train(
     eval_context: Callable[[], AbstractContextManager[Any]] | None,
     generator: torch.Generator,
     run: RunFolder | None,
+    checkpoint_interval_s: float,
     progress: bool,
 ) -> GDResult:
     """The epochs of :func:`train_gd` (arguments checked there), saving to ``run`` when given."""
@@ -630,7 +590,7 @@ def _train(
     saved = None if run is None else run.load_checkpoint()
     if saved is not None:
         try:
-            saved = {**saved, **_unpack(saved["packed"]), "history": json.loads(saved["history_json"])}
+            saved = {**saved, **unpack_tensors(saved["packed"]), "history": history_of(saved)}
             history = list(saved["history"])
             best_epoch, best_value, best_loss = saved["best_epoch"], saved["best_value"], saved["best_loss"]
             best_state = saved["best_model"]
@@ -655,6 +615,8 @@ def _train(
     elif run is not None and run.finished:
         raise ModelFileError(f"the finished run in '{run.path}' has no checkpoint; replace it with overwrite=True (--overwrite)")
 
+    writer = CheckpointWriter(run, checkpoint_interval_s)
+
     def save(epoch: int, finished: bool, stopped_because: str | None) -> None:
         if run is None:
             return
@@ -666,19 +628,16 @@ def _train(
             "generator": generator.get_state(),
             "best_model": best_state,
         }
-        run.save_checkpoint(
-            {
-                "epoch": epoch,
-                "best_epoch": best_epoch,
-                "best_value": best_value,
-                "best_loss": best_loss,
-                "finished": finished,
-                "stopped_because": stopped_because,
-                "history_json": json.dumps(history),  # one string pickles much faster than many small dicts
-                "packed": _pack(tensors),
-            }
-        )
-        run.write_history(history)
+        state = {
+            "epoch": epoch,
+            "best_epoch": best_epoch,
+            "best_value": best_value,
+            "best_loss": best_loss,
+            "finished": finished,
+            "stopped_because": stopped_because,
+            "packed": pack_tensors(tensors),  # a snapshot: the tensors are copied
+        }
+        writer.offer(state, history, final=finished)
 
     n_train = len(x)
     batch = config.batch_size if config.batch_size is not None and config.batch_size < n_train else None
@@ -703,7 +662,7 @@ def _train(
         )
 
     try:
-        with progress_bar(config.epochs, "training", unit="epoch", completed=first_epoch - 1, enabled=progress) as bar:
+        with writer.flushing_on_exit(), progress_bar(config.epochs, "training", unit="epoch", completed=first_epoch - 1, enabled=progress) as bar:
             for epoch in range(first_epoch, config.epochs + 1):
                 start_time = time.perf_counter()
                 epoch_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
@@ -829,7 +788,7 @@ def read_checkpoint(directory: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         state = dict(payload["state"])
-        return {**state, **_unpack(state.pop("packed")), "history": json.loads(state.pop("history_json"))}
+        return {**state, **unpack_tensors(state.pop("packed")), "history": history_of(state)}
     except FileNotFoundError:
         raise ModelFileError(f"'{path}' is missing: the run has no checkpoint yet") from None
     except Exception as err:  # noqa: BLE001 - any failure to read is a bad file
