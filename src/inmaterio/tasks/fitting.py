@@ -9,14 +9,15 @@ the controls of its own best epoch (lowest own loss), so a node ends exactly
 where it would end if trained alone from the same start (the
 :class:`BestPerNode` callback of :func:`~inmaterio.training.gd.train_gd`). The
 genetic algorithm evolves each problem's population in one batched call per
-generation; on a device (a processor with a ``device``) the noise of each
-generation is keyed by the attempt, the problem and the generation, so a
-repeated fit measures the same numbers. A problem's best attempt is the one
+generation. On a device (a processor with a ``device``) every measurement's
+noise is keyed by what it serves (the seed, the attempt, the problem and the
+generation; the final evaluation), so a repeated fit measures the same numbers. A problem's best attempt is the one
 with the highest threshold accuracy, then the widest class separation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -90,7 +91,7 @@ def fit_binary_nodes(
 
     ``algorithm`` is ``"gd"`` (all problems x attempts in one layer) or
     ``"ga"`` (one evolution per problem and attempt, population batched).
-    Accuracy and loss are measured without output noise.
+    Accuracy and loss are measured without a surrogate's output noise (a device's own noise is keyed, see above).
     """
     targets = torch.as_tensor(targets, dtype=torch.float32)
     if targets.ndim == 1:
@@ -106,7 +107,8 @@ def fit_binary_nodes(
         raise ConfigError(f"unknown algorithm '{algorithm}'; choose 'gd' or 'ga'")
     seconds = time.perf_counter() - start
 
-    with processor.noise_off():
+    streams = _device_streams(processor, "fit", seed, "evaluate")
+    with processor.noise_off(), streams() if streams is not None else contextlib.nullcontext():
         out, losses, acc = evaluate_nodes(layer, x, targets.repeat(attempts, 1), loss)
     # node index = attempt * n_problems + problem; pick per problem: max accuracy, then the widest
     # class separation (nA): what has to survive the device's noise and the surrogate's error
@@ -202,7 +204,7 @@ def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config
                     return -loss_fn(out, target)
 
             ga = GeneticAlgorithm(config.model_copy(update={"seed": seed + a * n_problems + p}), bounds)  # one seed per node
-            result = ga.evolve(fitness, progress=progress, random_streams=_device_streams(processor, "fit", a, p))
+            result = ga.evolve(fitness, progress=progress, random_streams=_device_streams(processor, "fit", seed, a, p))
             with torch.no_grad():
                 layer.controls[a * n_problems + p] = result.best_genome.to(layer.controls.dtype)
             curves.append([-h["best_fitness"] for h in result.history])
