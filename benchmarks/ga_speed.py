@@ -149,8 +149,10 @@ def main() -> None:
     for mode, rows in results.items():
         for population, total, _ in rows:
             if population == 26 and gens == 50:
-                print(f"\n{mode}: population 26, 50 generations: {total:.3f} s vs brains-py's {BRAINSPY_SECONDS} s = "
-                      f"{BRAINSPY_SECONDS / total:.1f}x faster.")
+                print(
+                    f"\n{mode}: population 26, 50 generations: {total:.3f} s vs brains-py's {BRAINSPY_SECONDS} s = "
+                    f"{BRAINSPY_SECONDS / total:.1f}x faster."
+                )
 
     print("\nWhere the time goes (same runs):\n")
     print("| evaluation | population | ms/generation | fitness call ms | GA bookkeeping ms | bookkeeping share |")
@@ -162,6 +164,7 @@ def main() -> None:
                 f"| {mode} | {population} | {1e3 * total / gens:.2f} | {1e3 * in_fitness / gens:.2f} "
                 f"| {1e3 * book / gens:.3f} | {book / total:.1%} |"
             )
+
 
 if __name__ == "__main__":
     main()

@@ -53,7 +53,9 @@ def _ga_config(fields: dict, match: str) -> None:
 def _yaml_learning_rate_inf(tmp_path: Path) -> None:
     path = tmp_path / "gd.yaml"
     path.write_text("learning_rate: .inf\nepochs: 5\n")
-    expect_api_error(lambda: load_config(GDConfig, path), ConfigError, r"field 'learning_rate' = inf: Input should be a finite number")
+    expect_api_error(
+        lambda: load_config(GDConfig, path), ConfigError, r"field 'learning_rate' = inf: Input should be a finite number"
+    )
 
 
 def _gd_run(folder: Path, epochs: int = 3) -> Path:
@@ -78,7 +80,9 @@ def _interrupted_gd_run(folder: Path) -> Path:
 
 
 def _resume(folder: Path, **kw):
-    return lambda: train_gd(nn.Linear(1, 1), mse, X, Y, GDConfig(epochs=3), directory=folder, metrics={"m": lambda o, t: 0.0}, **kw)
+    return lambda: train_gd(
+        nn.Linear(1, 1), mse, X, Y, GDConfig(epochs=3), directory=folder, metrics={"m": lambda o, t: 0.0}, **kw
+    )
 
 
 def _truncated_checkpoint(tmp_path: Path) -> None:
@@ -92,7 +96,12 @@ def _truncated_checkpoint(tmp_path: Path) -> None:
 def _foreign_checkpoint(tmp_path: Path) -> None:
     folder = _interrupted_gd_run(tmp_path / "run")
     torch.save({"weights": torch.zeros(3)}, folder / CHECKPOINT_FILE)  # someone else's torch file
-    expect_api_error(_resume(folder), ModelFileError, r"'.*checkpoint\.pt' is not an inmaterio checkpoint", unchanged=[folder / CHECKPOINT_FILE])
+    expect_api_error(
+        _resume(folder),
+        ModelFileError,
+        r"'.*checkpoint\.pt' is not an inmaterio checkpoint",
+        unchanged=[folder / CHECKPOINT_FILE],
+    )
 
 
 def _checkpoint_of_another_kind(tmp_path: Path) -> None:
@@ -126,7 +135,10 @@ def _malicious_checkpoint(tmp_path: Path) -> None:
     pickle.loads(pickle.dumps(_Payload(marker)))
     assert marker.read_text() == "the payload ran"
     marker.unlink()
-    torch.save({"format": "inmaterio.run.checkpoint", "kind": "inmaterio.training.gd", "state": _Payload(marker)}, folder / CHECKPOINT_FILE)
+    torch.save(
+        {"format": "inmaterio.run.checkpoint", "kind": "inmaterio.training.gd", "state": _Payload(marker)},
+        folder / CHECKPOINT_FILE,
+    )
     expect_api_error(_resume(folder), ModelFileError, r"checkpoint '.*checkpoint\.pt' cannot be read \(UnpicklingError")
     assert not marker.exists()
 
@@ -150,7 +162,12 @@ def _directory_is_foreign(tmp_path: Path) -> None:
     folder = tmp_path / "thesis"
     folder.mkdir()
     (folder / "chapter1.tex").write_text("...")
-    expect_api_error(_gd(directory=folder), RunFolderError, r"is not a run folder \(it holds chapter1\.tex and no run\.json\)", unchanged=[folder])
+    expect_api_error(
+        _gd(directory=folder),
+        RunFolderError,
+        r"is not a run folder \(it holds chapter1\.tex and no run\.json\)",
+        unchanged=[folder],
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["chapter1.tex"]
 
 
@@ -215,7 +232,9 @@ def _nan_in_validation(tmp_path: Path) -> None:
 
 
 def _integer_inputs(tmp_path: Path) -> None:
-    expect_api_error(_gd((torch.arange(12)[:, None], Y)), ConfigError, r"training inputs have dtype torch\.int64; give floating-point inputs")
+    expect_api_error(
+        _gd((torch.arange(12)[:, None], Y)), ConfigError, r"training inputs have dtype torch\.int64; give floating-point inputs"
+    )
 
 
 def _numpy_inputs(tmp_path: Path) -> None:
@@ -240,7 +259,9 @@ def _unknown_select_by(tmp_path: Path) -> None:
 
 
 def _not_a_scheduler(tmp_path: Path) -> None:
-    expect_api_error(_gd(scheduler=lambda opt: 0.5), ConfigError, r"scheduler must be a torch\.optim\.lr_scheduler instance .* got float")
+    expect_api_error(
+        _gd(scheduler=lambda opt: 0.5), ConfigError, r"scheduler must be a torch\.optim\.lr_scheduler instance .* got float"
+    )
 
 
 def _ga_fitness_shape(tmp_path: Path) -> None:
@@ -288,6 +309,7 @@ ROWS = [
     BadInput("data-complex-targets", "complex targets", _complex_targets),
     BadInput("data-mismatched", "12 inputs, 10 targets", _mismatched_lengths),
     BadInput("data-empty", "no samples", _empty_data),
+    BadInput("config-dict", "a dict instead of a GDConfig", lambda t: expect_api_error(lambda: train_gd(nn.Linear(1, 1), mse, X, Y, {"epochs": 3}), ConfigError, r"config must be a GDConfig, got dict")),
     BadInput("select-by-unknown", "select_by a metric that is not given", _unknown_select_by),
     BadInput("scheduler-not", "a scheduler factory returning a number", _not_a_scheduler),
     BadInput("checkpoint-truncated", "a truncated checkpoint.pt", _truncated_checkpoint),
@@ -304,7 +326,7 @@ ROWS = [
     BadInput("ga-resume-other-bounds", "resuming the GA with other bounds", _ga_resume_with_other_bounds),
     BadInput("ga-fitness-shape", "a fitness function returning 3 values for 26 genomes", _ga_fitness_shape),
     BadInput("ga-bounds-nan", "NaN in the GA bounds", _ga_bounds_nan),
-]
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("row", ROWS, ids=table_ids(ROWS))
@@ -318,8 +340,8 @@ def test_every_float_field_refuses_nan_and_inf_by_name(model):
     assert floats, model
     for name in floats:
         for value in (math.nan, math.inf, -math.inf):
-            fields = {name: value}
-            expect_api_error(lambda: validate_config(model, fields), ConfigError, rf"field '{name}' = {value}: Input should be a finite number")  # noqa: B023
+            check = lambda name=name, value=value: validate_config(model, {name: value})
+            expect_api_error(check, ConfigError, rf"field '{name}' = {value}: Input should be a finite number")
 
 
 def test_a_refused_resume_leaves_the_run_resumable(tmp_path):

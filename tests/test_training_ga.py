@@ -217,8 +217,9 @@ def test_elites_pass_unchanged_and_children_stay_in_bounds():
         seen.append(population.clone())
         return sphere(population)
 
-    cfg = GAConfig(population_size=12, n_elite=3, generations=4, mutation_rate_start=1.0, mutation_rate_end=1.0,
-                   mutation_scale=5.0)
+    cfg = GAConfig(
+        population_size=12, n_elite=3, generations=4, mutation_rate_start=1.0, mutation_rate_end=1.0, mutation_scale=5.0
+    )
     narrow = torch.tensor([[-0.1, 0.2]] * 5, dtype=torch.float64)
     GeneticAlgorithm(cfg, narrow).evolve(fitness)
     for before, after in zip(seen, seen[1:]):

@@ -280,9 +280,7 @@ def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(tmp_path):
     for key in ("model", "best_model"):
         for name, value in reference[key].items():
             assert torch.equal(checkpoint[key][name], value)
-    assert checkpoint["history"] == [
-        {**h, "time_s": c["time_s"]} for h, c in zip(reference["history"], checkpoint["history"])
-    ]
+    assert checkpoint["history"] == [{**h, "time_s": c["time_s"]} for h, c in zip(reference["history"], checkpoint["history"])]
     # without a directory the message says nothing was saved
     with pytest.raises(TrainingDivergedError, match="no checkpoint was written"):
         train_gd(copy.deepcopy(init), nan_at_epoch(2), x, y, cfg)
@@ -372,7 +370,9 @@ def test_checkpoint_of_another_config_or_model_is_refused(tmp_path):
     before = (tmp_path / CHECKPOINT_FILE).read_bytes()
     with pytest.raises(ConfigError, match=r"config\.learning_rate: 0\.01 in the folder, 0\.02 now"):
         train_gd(nn.Linear(1, 1), mse, x, y, cfg.model_copy(update={"learning_rate": 0.02}), directory=tmp_path)
-    with pytest.raises(ConfigError, match=r"model\.weight: \[\[1, 1\], 'torch.float32'\] in the folder, \[\[1, 2\], 'torch.float32'\] now"):
+    with pytest.raises(
+        ConfigError, match=r"model\.weight: \[\[1, 1\], 'torch.float32'\] in the folder, \[\[1, 2\], 'torch.float32'\] now"
+    ):
         train_gd(nn.Linear(2, 1), mse, x.repeat(1, 2), y, cfg, directory=tmp_path)
     with pytest.raises(ConfigError, match=r"model\.bias: \[\[1\], 'torch.float32'\] in the folder, absent now"):
         train_gd(nn.Linear(1, 1, bias=False), mse, x, y, cfg, directory=tmp_path)
@@ -438,7 +438,9 @@ def grouped_adamw(model):
     """Two parameter groups as the MNIST recipe: decay on the first layer only, another rate for the rest."""
     first = [model.net[0].weight]
     rest = [p for p in model.parameters() if p is not model.net[0].weight]
-    return torch.optim.AdamW([{"params": first, "lr": 0.03, "weight_decay": 0.1}, {"params": rest, "lr": 0.02, "weight_decay": 0.0}])
+    return torch.optim.AdamW(
+        [{"params": first, "lr": 0.03, "weight_decay": 0.1}, {"params": rest, "lr": 0.02, "weight_decay": 0.0}]
+    )
 
 
 def reference_loop(model, x, y, x_val, y_val, epochs, batch, seed):
@@ -546,7 +548,12 @@ def test_epoch_scheduler_rates_follow_the_closed_form():
     x, y = line_data(16)
     cfg = GDConfig(optimizer="sgd", learning_rate=0.1, epochs=7)
     result = train_gd(
-        Scalar(0.0), mse, x, torch.zeros(16), cfg, scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        Scalar(0.0),
+        mse,
+        x,
+        torch.zeros(16),
+        cfg,
+        scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5),
     )
     # StepLR: lr of epoch k (1-based) = 0.1 * 0.5 ** floor((k - 1) / 2)
     assert [h["lr"] for h in result.history] == pytest.approx([0.1 * 0.5 ** ((k - 1) // 2) for k in range(1, 8)], rel=1e-12)
@@ -627,7 +634,9 @@ def test_callbacks_see_every_step_add_history_entries_and_resume_their_state(tmp
     with pytest.raises(KeyboardInterrupt):
         train_gd(copy.deepcopy(init), mse, x, y, cfg, callbacks=[StopAtFour(stop=True)], directory=tmp_path / "a")
     # another callback class is another run
-    with pytest.raises(ConfigError, match=r"callbacks\.0: 'test_training_gd\.StopAtFour' in the folder, 'test_training_gd\.Counter' now"):
+    with pytest.raises(
+        ConfigError, match=r"callbacks\.0: 'test_training_gd\.StopAtFour' in the folder, 'test_training_gd\.Counter' now"
+    ):
         train_gd(copy.deepcopy(init), mse, x, y, cfg, callbacks=[Counter()], directory=tmp_path / "a")
 
     # a run interrupted by its callback resumes with the callback's state
@@ -750,7 +759,9 @@ class CheckpointSpy(Callback):
 def test_checkpoints_are_written_at_most_every_interval_and_always_at_the_end(tmp_path, interval_s, expected):
     x, y = line_data(16)
     spy = CheckpointSpy(tmp_path)
-    train_gd(nn.Linear(1, 1), mse, x, y, GDConfig(epochs=5), directory=tmp_path, callbacks=[spy], checkpoint_interval_s=interval_s)
+    train_gd(
+        nn.Linear(1, 1), mse, x, y, GDConfig(epochs=5), directory=tmp_path, callbacks=[spy], checkpoint_interval_s=interval_s
+    )
     assert spy.seen == expected  # the first epoch is written at once, then every interval_s
     final = read_checkpoint(tmp_path)
     assert final["epoch"] == 5 and final["finished"] and len(json.loads((tmp_path / "history.json").read_text())) == 5

@@ -89,7 +89,9 @@ def ga_job(folder: Path, pause_s: float = 0.0) -> None:
         return -loss(probe(x, genomes[:, None, :])[..., 0], target)
 
     ga = GeneticAlgorithm(GAConfig(generations=GA_GENERATIONS, population_size=12, n_elite=3, seed=4), probe.control_bounds())
-    ga.evolve(fitness, callback=lambda generation, so_far: time.sleep(pause_s), random_streams=device.random_streams, directory=folder)
+    ga.evolve(
+        fitness, callback=lambda generation, so_far: time.sleep(pause_s), random_streams=device.random_streams, directory=folder
+    )
 
 
 JOBS = {"gd": gd_job, "ga": ga_job}

@@ -100,9 +100,13 @@ def fit_binary_nodes(
     loss_fn = get_loss(loss)
     start = time.perf_counter()
     if algorithm == "gd":
-        layer, history = _fit_gd(processor, x, targets, input_electrodes, data_range, loss_fn, gd or GDConfig(), attempts, seed, progress)
+        layer, history = _fit_gd(
+            processor, x, targets, input_electrodes, data_range, loss_fn, gd or GDConfig(), attempts, seed, progress
+        )
     elif algorithm == "ga":
-        layer, history = _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, ga or GAConfig(), attempts, seed, progress)
+        layer, history = _fit_ga(
+            processor, x, targets, input_electrodes, data_range, loss_fn, ga or GAConfig(), attempts, seed, progress
+        )
     else:
         raise ConfigError(f"unknown algorithm '{algorithm}'; choose 'gd' or 'ga'")
     seconds = time.perf_counter() - start
@@ -209,7 +213,5 @@ def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config
                 layer.controls[a * n_problems + p] = result.best_genome.to(layer.controls.dtype)
             curves.append([-h["best_fitness"] for h in result.history])
     steps = max(len(c) for c in curves)
-    history = [
-        {"step": g + 1, "loss": sum(c[min(g, len(c) - 1)] for c in curves) / len(curves)} for g in range(steps)
-    ]
+    history = [{"step": g + 1, "loss": sum(c[min(g, len(c) - 1)] for c in curves) / len(curves)} for g in range(steps)]
     return layer, history

@@ -45,7 +45,9 @@ class CheckpointWriter:
     """
 
     def __init__(self, run: RunFolder | None, interval_s: float) -> None:
-        if isinstance(interval_s, bool) or not (isinstance(interval_s, int | float) and math.isfinite(interval_s) and interval_s >= 0):
+        if isinstance(interval_s, bool) or not (
+            isinstance(interval_s, int | float) and math.isfinite(interval_s) and interval_s >= 0
+        ):
             raise ConfigError(f"checkpoint_interval_s must be a finite number of seconds >= 0, got {interval_s!r}")
         self.run = run
         self.interval_s = float(interval_s)

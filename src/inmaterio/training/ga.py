@@ -254,9 +254,7 @@ def stochastic_universal_sampling(probabilities: Tensor, n_select: int, generato
     return torch.searchsorted(cumulative, pointers, right=True).clamp_(max=p.numel() - 1)
 
 
-def blx_alpha_beta_crossover(
-    better: Tensor, worse: Tensor, alpha: float, beta: float, generator: torch.Generator
-) -> Tensor:
+def blx_alpha_beta_crossover(better: Tensor, worse: Tensor, alpha: float, beta: float, generator: torch.Generator) -> Tensor:
     """One child per pair of parents by BLX-alpha-beta crossover.
 
     Per gene, with ``x`` the better and ``y`` the worse parent and
@@ -441,7 +439,9 @@ class GeneticAlgorithm:
         state = None if run is None else run.load_checkpoint()
         if state is None:
             if run is not None and run.finished:
-                raise ModelFileError(f"the finished run in '{run.path}' has no checkpoint; replace it with overwrite=True (--overwrite)")
+                raise ModelFileError(
+                    f"the finished run in '{run.path}' has no checkpoint; replace it with overwrite=True (--overwrite)"
+                )
             population = self._initial_population(generator)
             fitness: Tensor | None = None
             generation = -1  # the last evaluated generation
@@ -462,13 +462,16 @@ class GeneticAlgorithm:
                 ) from None
 
         stopped = self._stop_reason(best_fitness, generation)
-        with writer.flushing_on_exit(), progress_bar(
-            total=cfg.generations,
-            description=_describe(best_fitness),
-            unit="gen",
-            completed=generation + 1,
-            enabled=progress,
-        ) as bar:
+        with (
+            writer.flushing_on_exit(),
+            progress_bar(
+                total=cfg.generations,
+                description=_describe(best_fitness),
+                unit="gen",
+                completed=generation + 1,
+                enabled=progress,
+            ) as bar,
+        ):
             while stopped is None:
                 started = time.perf_counter()
                 if fitness is not None:
@@ -603,9 +606,7 @@ def _validate_bounds(bounds: Tensor) -> Tensor:
     if not b.is_floating_point():
         b = b.to(torch.get_default_dtype())
     if b.ndim != 2 or b.shape[1] != 2 or b.shape[0] < 1:
-        raise ConfigError(
-            f"bounds must have shape (n_genes, 2) with n_genes >= 1 ([low, high] per gene), got {tuple(b.shape)}"
-        )
+        raise ConfigError(f"bounds must have shape (n_genes, 2) with n_genes >= 1 ([low, high] per gene), got {tuple(b.shape)}")
     for i in range(b.shape[0]):
         low, high = float(b[i, 0]), float(b[i, 1])
         if not (math.isfinite(low) and math.isfinite(high)):

@@ -501,6 +501,13 @@ def train_gd(
     RunFolderError
         When ``directory`` is a file, a foreign folder, a run of another kind, busy or not writable.
     """
+    if not isinstance(config, GDConfig):
+        raise ConfigError(
+            f"config must be a GDConfig, got {type(config).__name__}; build one with GDConfig(...) or "
+            "validate_config(GDConfig, mapping)"
+        )
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     metrics = dict(metrics or {})
     callbacks = list(callbacks)
     for name in metrics:
@@ -509,18 +516,14 @@ def train_gd(
     _check_data(x, y, "training")
     if validation is not None:
         if config.validation_fraction > 0:
-            raise ConfigError(
-                f"both a validation set and validation_fraction {config.validation_fraction} are given; use one"
-            )
+            raise ConfigError(f"both a validation set and validation_fraction {config.validation_fraction} are given; use one")
         if not (isinstance(validation, tuple | list) and len(validation) == 2):
             raise ConfigError(f"validation must be a pair (x_val, y_val), got {type(validation).__name__}")
         _check_data(*validation, "validation")
     has_validation = validation is not None or config.validation_fraction > 0
     selectable = ["loss", "train_loss", *(["val_loss"] if has_validation else []), *metrics]
     if config.select_by not in selectable:
-        raise ConfigError(
-            f"select_by '{config.select_by}' is not a value of this run; choose one of: {', '.join(selectable)}"
-        )
+        raise ConfigError(f"select_by '{config.select_by}' is not a value of this run; choose one of: {', '.join(selectable)}")
     generator = torch.Generator().manual_seed(config.seed)
     if config.validation_fraction > 0:
         n = len(x)
@@ -650,19 +653,22 @@ def _train(
     weight = config.regularization_weight
 
     def diverged(epoch: int, where: str, value: float) -> TrainingDivergedError:
-        kept = (
-            f"the last good checkpoint (epoch {epoch - 1}) is kept in '{directory}'"
-            if directory is not None and epoch > 1
-            else "no checkpoint was written (no directory given)" if directory is None
-            else "no epoch finished, so there is no checkpoint"
-        )
+        if directory is None:
+            kept = "no checkpoint was written (no directory given)"
+        elif epoch == 1:
+            kept = "no epoch finished, so there is no checkpoint"
+        else:
+            kept = f"the last good checkpoint (epoch {epoch - 1}) is kept in '{directory}'"
         return TrainingDivergedError(
             f"training diverged in epoch {epoch}: {where} is {value} (optimizer {type(opt).__name__}, "
             f"learning rate {opt.param_groups[0].get('lr')}); {kept}"
         )
 
     try:
-        with writer.flushing_on_exit(), progress_bar(config.epochs, "training", unit="epoch", completed=first_epoch - 1, enabled=progress) as bar:
+        with (
+            writer.flushing_on_exit(),
+            progress_bar(config.epochs, "training", unit="epoch", completed=first_epoch - 1, enabled=progress) as bar,
+        ):
             for epoch in range(first_epoch, config.epochs + 1):
                 start_time = time.perf_counter()
                 epoch_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))

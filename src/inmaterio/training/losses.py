@@ -53,8 +53,7 @@ def _check_broadcast(output_shape: torch.Size, target_shape: torch.Size, loss_na
         shape = None
     if shape != output_shape:
         raise ConfigError(
-            f"{loss_name}: target shape {tuple(target_shape)} does not broadcast to "
-            f"{what} shape {tuple(output_shape)}"
+            f"{loss_name}: target shape {tuple(target_shape)} does not broadcast to {what} shape {tuple(output_shape)}"
         )
 
 
@@ -215,9 +214,7 @@ def corrsig(
     return (1.1 - rho) * (1.0 + torch.exp(-z))
 
 
-def sigmoid_distance(
-    output: torch.Tensor, target: torch.Tensor | None = None, scale_na: float = 1.0
-) -> torch.Tensor:
+def sigmoid_distance(output: torch.Tensor, target: torch.Tensor | None = None, scale_na: float = 1.0) -> torch.Tensor:
     r"""Sigmoid nearest-neighbour distance: separate every point from all others.
 
     Used to make a DNPU map each input to its own current (e.g. for
@@ -256,9 +253,7 @@ def sigmoid_distance(
         )
     ordered = torch.sort(output, dim=-1).values
     gaps = ordered[..., 1:] - ordered[..., :-1]
-    nearest = torch.cat(
-        [gaps[..., :1], torch.minimum(gaps[..., :-1], gaps[..., 1:]), gaps[..., -1:]], dim=-1
-    )
+    nearest = torch.cat([gaps[..., :1], torch.minimum(gaps[..., :-1], gaps[..., 1:]), gaps[..., -1:]], dim=-1)
     return -(2 * torch.sigmoid(nearest / scale_na) - 1).mean(dim=-1)
 
 
@@ -317,9 +312,7 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             its shape does not broadcast, or a class index is out of range.
     """
     if output.dim() < 2:
-        raise ConfigError(
-            f"cross_entropy needs output of shape (..., batch, classes); got shape {tuple(output.shape)}"
-        )
+        raise ConfigError(f"cross_entropy needs output of shape (..., batch, classes); got shape {tuple(output.shape)}")
     target = torch.as_tensor(target, device=output.device)
     if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
         raise ConfigError(f"cross_entropy needs integer class indices as target; got dtype {target.dtype}")

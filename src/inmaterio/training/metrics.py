@@ -295,8 +295,10 @@ class AccuracyDifference:
     points: int
 
     def __str__(self) -> str:
-        return (f"{100 * self.difference:+.2f} points ({100 * self.level:.0f}% CI "
-                f"{100 * self.low:+.2f} to {100 * self.high:+.2f}, {self.points} paired points)")
+        return (
+            f"{100 * self.difference:+.2f} points ({100 * self.level:.0f}% CI "
+            f"{100 * self.low:+.2f} to {100 * self.high:+.2f}, {self.points} paired points)"
+        )
 
 
 def paired_accuracy_difference(
@@ -324,7 +326,9 @@ def paired_accuracy_difference(
     a, b = (torch.as_tensor(c, dtype=torch.float64) for c in (correct_a, correct_b))
     for name, c in (("correct_a", a), ("correct_b", b)):
         if c.dim() not in (1, 2) or c.shape[-1] == 0:
-            raise ConfigError(f"paired_accuracy_difference: {name} must have shape (points,) or (repeats, points); got {tuple(c.shape)}")
+            raise ConfigError(
+                f"paired_accuracy_difference: {name} must have shape (points,) or (repeats, points); got {tuple(c.shape)}"
+            )
         if not bool(((c == 0) | (c == 1)).all()):
             raise ConfigError(f"paired_accuracy_difference: {name} must hold only 0 and 1 (correct or not)")
     if a.shape[-1] != b.shape[-1]:
