@@ -4,15 +4,15 @@ separates exactly the linearly separable labellings, brute-force screening, hand
 import pytest
 import torch
 
+from inmaterio.devices.registry import AnalyticDeviceConfig
 from inmaterio.errors import ConfigError
 from inmaterio.nn import DNPU
 from inmaterio.processors import Processor
-from inmaterio.surrogate.info import DeviceInfo
-from inmaterio.tasks.capacity import labellings
 from inmaterio.studies.capacity_search import constant_mask, gap_threshold, refine_margin, screen_controls
 from inmaterio.studies.capacity_trial import CapacitySettings, CapacityTrial, DecisionNode, capacity_trial
 from inmaterio.studies.common import DeviceChoice
-from inmaterio.devices.registry import AnalyticDeviceConfig
+from inmaterio.surrogate.info import DeviceInfo
+from inmaterio.tasks.capacity import labellings
 from inmaterio.tasks.config import CAPACITY_POINTS
 from inmaterio.training.metrics import separation_na
 
@@ -88,10 +88,14 @@ def test_screening_keeps_the_best_draws_like_brute_force():
     labels = labellings(4)[[1, 6, 12]]
     screen = screen_controls(_probe(processor), SQUARE, labels, 300, 4, torch.Generator().manual_seed(2))
     draws = -1.2 + torch.rand(300, 2, generator=torch.Generator().manual_seed(2)) * 1.8
-    brute = torch.stack([separation_na(processor(torch.cat([SQUARE, c.expand(4, 2)], dim=1)).expand(3, 4), labels) for c in draws], dim=1)
+    brute = torch.stack(
+        [separation_na(processor(torch.cat([SQUARE, c.expand(4, 2)], dim=1)).expand(3, 4), labels) for c in draws], dim=1
+    )
     torch.testing.assert_close(screen.margin_na, brute.topk(4, dim=1).values)
     for label, controls, margin in zip(labels, screen.controls, screen.margin_na):
-        again = separation_na(processor(torch.cat([SQUARE.unsqueeze(0).expand(4, -1, -1), controls.unsqueeze(1).expand(-1, 4, -1)], dim=-1)), label)
+        again = separation_na(
+            processor(torch.cat([SQUARE.unsqueeze(0).expand(4, -1, -1), controls.unsqueeze(1).expand(-1, 4, -1)], dim=-1)), label
+        )
         torch.testing.assert_close(again, margin)
 
 

@@ -38,9 +38,9 @@ def test_logistic_features_are_independent_per_labelling():
     f = LogisticFeatures(3, 2, torch.Generator().manual_seed(0))
     x = torch.randn(5, 2)
     out = f(x)
-    for l in range(3):
-        h = torch.sigmoid(x @ f.w[l].T + f.b[l])
-        torch.testing.assert_close(out[:, l], h @ f.v[l])
+    for k in range(3):
+        h = torch.sigmoid(x @ f.w[k].T + f.b[k])
+        torch.testing.assert_close(out[:, k], h @ f.v[k])
 
 
 def test_decision_node_normalises_each_labelling_separately():
@@ -90,7 +90,9 @@ def test_device_prefilter_measures_only_what_the_surrogate_separates():
     measured with it (the analytic device is deterministic), so every
     classifier found with the pre-filter is also found without it.
     """
-    spec = CapacityTrial(model="dnpu_annealed", n_points=5, seed=0, settings=CapacitySettings(epochs=150, attempts=1), device=ANALYTIC)
+    spec = CapacityTrial(
+        model="dnpu_annealed", n_points=5, seed=0, settings=CapacitySettings(epochs=150, attempts=1), device=ANALYTIC
+    )
     prefiltered = spec.model_copy(update={"settings": CapacitySettings(epochs=150, attempts=1, device_prefilter=True)})
     full, filtered = capacity_trial(spec), capacity_trial(prefiltered)
     assert full["attempts"][0]["measured_on_device"] == 32

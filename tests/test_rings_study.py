@@ -3,14 +3,13 @@
 import pytest
 import torch
 
+from inmaterio.config import validate_config
 from inmaterio.data.rings import make_rings
 from inmaterio.errors import ConfigError
 from inmaterio.nn import processor_swapped
 from inmaterio.processors import SurrogateProcessor
-from inmaterio.surrogate import load_default_surrogate
-from inmaterio.config import validate_config
 from inmaterio.studies.ring_trials import BatchedRingNetworks, RingData, RingGroup, RingTraining, calibrate_on_device, ring_trials
-
+from inmaterio.surrogate import load_default_surrogate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,7 +57,9 @@ def test_ring_data_splits_are_the_seeded_ring_sets():
 
 
 def test_ring_trials_group_runs_and_reports_every_trial():
-    spec = RingGroup(architecture="single", first_seed=5, count=4, data=RingData(n_train=50, n_test=30), training=RingTraining(epochs=30))
+    spec = RingGroup(
+        architecture="single", first_seed=5, count=4, data=RingData(n_train=50, n_test=30), training=RingTraining(epochs=30)
+    )
     r = ring_trials(spec)
     assert len(r["fisher"]) == len(r["train_accuracy"]) == len(r["test_accuracy"]) == 4
     assert all(0.0 <= a <= 1.0 for a in r["train_accuracy"] + r["test_accuracy"])
@@ -119,14 +120,18 @@ def test_batch_norm_calibration_removes_a_gain_of_the_hidden_nodes():
     _, on_surrogate = calibrate_on_device(net, surrogate, x, y)
     _, on_device = calibrate_on_device(net, SurrogateProcessor(load_default_surrogate(), amplification=1.5), x, y)
     torch.testing.assert_close(on_device, 1.5 * on_surrogate, rtol=1e-4, atol=1e-3)
-    _, uncalibrated = calibrate_on_device(net, SurrogateProcessor(load_default_surrogate(), amplification=1.5), x, y, batch_norm=False)
+    _, uncalibrated = calibrate_on_device(
+        net, SurrogateProcessor(load_default_surrogate(), amplification=1.5), x, y, batch_norm=False
+    )
     torch.testing.assert_close(uncalibrated, on_device, rtol=1e-5, atol=1e-3)  # the statistics already fit this device
 
 
 def test_ring_trials_noisy_ranking():
     """Zero noise: the noisy accuracy is the clean one; with noise, ``top`` follows the noisy accuracy."""
     data = RingData(n_train=40, n_test=40)
-    spec = RingGroup(architecture="2-2-1", first_seed=1, count=4, data=data, training=RingTraining(epochs=10), keep=4, noisy_draws=3)
+    spec = RingGroup(
+        architecture="2-2-1", first_seed=1, count=4, data=data, training=RingTraining(epochs=10), keep=4, noisy_draws=3
+    )
     quiet = ring_trials(spec.model_copy(update={"noisy_std_factor": 0.0}))
     assert quiet["noisy_train_accuracy"] == pytest.approx(quiet["train_accuracy"])
     noisy = ring_trials(spec.model_copy(update={"noisy_std_factor": 2.0}))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from killresume import kill_then_resume, python_argv, run_to_end
 
 import inmaterio.studies.capacity as study
 from inmaterio.config import validate_config
@@ -17,6 +16,7 @@ from inmaterio.studies.capacity_trial import CapacityTrial, capacity_trial
 from inmaterio.tasks.registry import load_run_config
 from inmaterio.tasks.report import build_report
 from inmaterio.tasks.run import run_task
+from killresume import kill_then_resume, python_argv, run_to_end
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,7 +60,7 @@ def test_a_tiny_study_runs_the_trials_of_its_models_and_reports_them(tmp_path):
     # the study's numbers are those of the trial function called directly with the study's settings
     direct = capacity_trial(CapacityTrial(model="logistic2", n_points=5, seed=0, settings=config.task.settings()))
     assert _without_timings(trials["logistic2/N=5"]) == _without_timings(direct)
-    for key, r in trials.items():
+    for r in trials.values():
         assert r["fraction"] == r["found"] / 2 ** r["n_points"]
     # the printed table: one row per model plus the search's margin row; the fractions and the paper's bounds
     rows = {row[0]: row[1:] for row in outcome.rows}

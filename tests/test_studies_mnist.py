@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from killresume import kill_then_resume, python_argv, run_to_end
 
 from inmaterio.config import validate_config
 from inmaterio.data.mnist import MNIST_FILES
@@ -19,6 +18,7 @@ from inmaterio.studies.mnist import RECIPES, MnistConfig, lr_factor
 from inmaterio.tasks.registry import load_run_config
 from inmaterio.tasks.report import build_report
 from inmaterio.tasks.run import run_task
+from killresume import kill_then_resume, python_argv, run_to_end
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -87,7 +87,9 @@ def test_the_examples_cover_the_table_once():
 
 
 def test_settings_override_the_recipe_and_the_rest_is_filled_in():
-    config = validate_config(MnistConfig, {"task": {"type": "mnist_10dnpu", "recipe": "paper", "settings": {"learning_rate": 0.005}}})
+    config = validate_config(
+        MnistConfig, {"task": {"type": "mnist_10dnpu", "recipe": "paper", "settings": {"learning_rate": 0.005}}}
+    )
     assert config.task.settings.learning_rate == 0.005
     assert config.task.settings.batch_size == 64 and config.task.settings.optimizer == "adam"
     assert config.task.overrides() == {"learning_rate": 0.005}
@@ -110,7 +112,11 @@ def test_the_relu_baseline_learns_the_synthetic_digits(tmp_path):
     config = validate_config(MnistConfig, tiny(data, model="relu", epochs=6))
     metrics = run_task(config, tmp_path / "run", progress=False).metrics
     confusion = np.array(metrics["confusion"])
-    assert confusion.sum() == 60 == metrics["images"]["test"] and metrics["images"] == {"train": 160, "validation": 40, "test": 60}
+    assert confusion.sum() == 60 == metrics["images"]["test"] and metrics["images"] == {
+        "train": 160,
+        "validation": 40,
+        "test": 60,
+    }
     assert metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / 60)
     assert metrics["test_accuracy"] > 0.8  # each digit is a block at its own place: easy
     history = json.loads((tmp_path / "run" / "history.json").read_text())

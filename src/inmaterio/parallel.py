@@ -151,9 +151,7 @@ class ExecutorConfig(StrictModel):
         return self.workers if self.workers is not None else (os.cpu_count() or 1)
 
 
-def executor_config_from_cli(
-    kind: str, workers: int | None = None, address: str | None = None, **extra: Any
-) -> ExecutorConfig:
+def executor_config_from_cli(kind: str, workers: int | None = None, address: str | None = None, **extra: Any) -> ExecutorConfig:
     """An :class:`ExecutorConfig` from command-line options (``--executor ray --address ...``).
 
     ``extra`` takes further fields (``retries``, ``threads_per_worker``).
@@ -554,8 +552,7 @@ def _import_ray() -> Any:
         import ray
     except ImportError as err:
         raise ConfigError(
-            f"executor kind 'ray' needs the Ray package, which is not installed ({err}); "
-            f"install it with: {RAY_INSTALL_HINT}"
+            f"executor kind 'ray' needs the Ray package, which is not installed ({err}); install it with: {RAY_INSTALL_HINT}"
         ) from None
     return ray
 

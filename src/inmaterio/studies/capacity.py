@@ -32,7 +32,6 @@ from inmaterio.parallel import ExecutorConfig, run_trials
 from inmaterio.runs import RunFolder
 from inmaterio.studies.capacity_trial import (
     DEVICE_MODELS,
-    SEARCH_MODELS,
     CapacityModel,
     CapacitySettings,
     CapacityTrial,
@@ -93,6 +92,8 @@ class CapacityStudyTask(CapacitySettings):
         bad = [n for n in self.n_points if not 4 <= n <= len(CAPACITY_POINTS)]
         if bad:
             raise ValueError(f"n_points must be values in 4..{len(CAPACITY_POINTS)} (the capacity points), got {bad}")
+        for model in self.models:
+            self.check_search(model)
         return self
 
     def settings(self) -> CapacitySettings:
@@ -118,7 +119,9 @@ class CapacityStudyConfig(RunnableConfig):
         """The trials, model by model, the largest N first (the longest first balances the workers)."""
         settings = self.task.settings()
         return [
-            CapacityTrial(model=model, n_points=n, seed=self.seed, settings=settings, surrogate=self.surrogate, device=self.device)
+            CapacityTrial(
+                model=model, n_points=n, seed=self.seed, settings=settings, surrogate=self.surrogate, device=self.device
+            )
             for model in self.task.models
             for n in sorted(self.task.n_points, reverse=True)
         ]
@@ -186,7 +189,10 @@ def run_capacity_study(config: CapacityStudyConfig, run: RunFolder, *, progress:
         "trials": results,
         "surrogate_noise_na": None if prepared.surrogate is None else prepared.surrogate.info.noise_na,
         "device": None if prepared.device is None else prepared.device.describe(),
-        "executor": {"kind": config.executor.kind, "workers": 1 if config.executor.kind == "serial" else config.executor.n_workers()},
+        "executor": {
+            "kind": config.executor.kind,
+            "workers": 1 if config.executor.kind == "serial" else config.executor.n_workers(),
+        },
     }
     columns = ["model"] + [f"N = {n}" for n in ns] + ["our VC dimension >=", "paper"]
     table = [[label, *(f"{f:.3f}" for f in fractions), _vc(ns, fractions), paper] for label, fractions, paper in rows]

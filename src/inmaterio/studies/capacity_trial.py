@@ -94,7 +94,7 @@ class CapacitySettings(StrictModel):
     restarts : fresh initialisations per labelling of the plain models, screened vectors
         tried per labelling by ``dnpu_search`` (>= 1).
     attempts : device attempts per labelling of ``dnpu_annealed`` and ``dnpu_search_device`` (>= 1).
-    screen_samples : control vectors screened by the search models (>= restarts and attempts).
+    screen_samples : control vectors screened by the search models (>= their restarts or attempts).
     refine_steps : gradient-ascent steps on the smooth margin (>= 0).
     refine_lr : their learning rate, V (> 0).
     temperature_na : the smooth margin's temperature, nA (> 0).
@@ -124,13 +124,18 @@ class CapacitySettings(StrictModel):
             raise ValueError(f"data_range must be (low, high) with low < high, got {list(self.data_range)}")
         if self.input_electrodes[0] == self.input_electrodes[1]:
             raise ValueError(f"input_electrodes must be two different electrodes, got {list(self.input_electrodes)}")
-        tries = max(self.restarts, self.attempts)
+        return self
+
+    def check_search(self, model: str) -> None:
+        """Raise ValueError when ``model`` is a search model that would try more screened vectors than are kept."""
+        if model not in SEARCH_MODELS:
+            return
+        name, tries = ("attempts", self.attempts) if model in DEVICE_MODELS else ("restarts", self.restarts)
         if self.screen_samples < tries:
             raise ValueError(
-                f"screen_samples = {self.screen_samples} must be at least restarts and attempts ({tries}): "
+                f"screen_samples = {self.screen_samples} must be at least {name} = {tries} for {model}: "
                 "the search tries that many screened vectors per labelling"
             )
-        return self
 
 
 class CapacityTrial(StrictModel):
@@ -148,6 +153,11 @@ class CapacityTrial(StrictModel):
     settings: CapacitySettings = CapacitySettings()
     surrogate: SurrogateChoice = SurrogateChoice()
     device: DeviceChoice = DeviceChoice()
+
+    @model_validator(mode="after")
+    def _enough_screened(self) -> CapacityTrial:
+        self.settings.check_search(self.model)
+        return self
 
     @property
     def key(self) -> str:

@@ -170,4 +170,3 @@ class Finished:
         self._done[key] = data
         self._run.save_checkpoint({"finished": self._done})
         return data
-

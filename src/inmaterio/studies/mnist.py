@@ -258,7 +258,9 @@ def prepare_mnist(config: MnistConfig) -> StudyBackends:
     surrogate = None
     if config.task.model == "dnpu":
         surrogate = surrogate_processor(config.surrogate)
-        build_model(config.task, surrogate, splits.x_train.shape[1], config.seed)  # the electrodes exist (ConfigError naming them)
+        build_model(
+            config.task, surrogate, splits.x_train.shape[1], config.seed
+        )  # the electrodes exist (ConfigError naming them)
         identity |= backends_identity(surrogate, None)
     return StudyBackends(surrogate, None, identity, {"splits": splits})
 
@@ -328,7 +330,7 @@ def _evaluate(model: nn.Module, quiet, x: torch.Tensor, chunk: int = 5000) -> to
     import contextlib
 
     model.eval()
-    with torch.no_grad(), (quiet() if quiet is not None else contextlib.nullcontext()):
+    with torch.no_grad(), quiet() if quiet is not None else contextlib.nullcontext():
         return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
@@ -354,7 +356,9 @@ def _figures(run: RunFolder, history: list[dict], confusion: list[list[int]], ta
     ax.set_yticks(range(len(cm)))
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
-    ax.set_title(f"{_network(task)}, {task.inputs_per_node} inputs/node, {task.recipe}: test {100 * test_accuracy:.2f}%", fontsize=9)
+    ax.set_title(
+        f"{_network(task)}, {task.inputs_per_node} inputs/node, {task.recipe}: test {100 * test_accuracy:.2f}%", fontsize=9
+    )
     fig.colorbar(image, ax=ax, label="log10(count + 1)")
     save_figure(fig, run.file("confusion.png"))
 
@@ -373,7 +377,18 @@ def _figures(run: RunFolder, history: list[dict], confusion: list[list[int]], ta
     save_figure(fig, run.file("learning_curve.png"))
 
 
-COLUMNS = ["network", "inputs/node", "recipe", "epochs (best)", "val acc", "test acc", "paper", "epoch s (median)", "threads", "run"]
+COLUMNS = [
+    "network",
+    "inputs/node",
+    "recipe",
+    "epochs (best)",
+    "val acc",
+    "test acc",
+    "paper",
+    "epoch s (median)",
+    "threads",
+    "run",
+]
 
 
 def report_mnist(runs: list[FinishedRun]) -> str:
@@ -413,7 +428,9 @@ def report_mnist(runs: list[FinishedRun]) -> str:
     best: dict[int, FinishedRun] = {}
     for run in runs:
         m = run.metrics
-        if m["model"] == "dnpu" and (m["inputs_per_node"] not in best or m["val_accuracy"] > best[m["inputs_per_node"]].metrics["val_accuracy"]):
+        if m["model"] == "dnpu" and (
+            m["inputs_per_node"] not in best or m["val_accuracy"] > best[m["inputs_per_node"]].metrics["val_accuracy"]
+        ):
             best[m["inputs_per_node"]] = run
     for mm, run in sorted(best.items()):
         cm = run.metrics["confusion"]

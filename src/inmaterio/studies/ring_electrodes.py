@@ -38,7 +38,13 @@ from inmaterio.studies.ring_trials import Architecture, RingData, RingGroup, Rin
 from inmaterio.tasks.outcome import TaskOutcome
 from inmaterio.tasks.registry import FinishedRun, RunnableConfig
 
-__all__ = ["RingElectrodesTask", "RingElectrodesConfig", "prepare_ring_electrodes", "run_ring_electrodes", "report_ring_electrodes"]
+__all__ = [
+    "RingElectrodesTask",
+    "RingElectrodesConfig",
+    "prepare_ring_electrodes",
+    "run_ring_electrodes",
+    "report_ring_electrodes",
+]
 
 Electrode = Union[int, str]
 

@@ -66,7 +66,15 @@ from inmaterio.studies.ring_trials import Architecture, RingData, RingGroup, Rin
 from inmaterio.tasks.outcome import TaskOutcome
 from inmaterio.tasks.registry import FinishedRun, RunnableConfig
 
-__all__ = ["PAPER", "RingsDevice", "RingsStudyTask", "RingsStudyConfig", "prepare_rings_study", "run_rings_study", "report_rings_study"]
+__all__ = [
+    "PAPER",
+    "RingsDevice",
+    "RingsStudyTask",
+    "RingsStudyConfig",
+    "prepare_rings_study",
+    "run_rings_study",
+    "report_rings_study",
+]
 
 #: Best of 1000 off-chip, and validated on their chip over 50 measurements (test accuracy, %).
 PAPER = {"single": (84.95, 76.75), "2-2-1": (94.62, 93.98)}
@@ -76,7 +84,9 @@ PAPER = {"single": (84.95, 76.75), "2-2-1": (94.62, 93.98)}
 INPUT_ELECTRODES: dict[str, tuple[int, int]] = {"single": (2, 5), "2-2-1": (1, 6)}
 
 #: Fields of the task that only the device protocol uses: the ones ``reuse_training`` may change.
-DEVICE_FIELDS = frozenset({"type", "architectures", "candidates", "readout", "calibrate_bn", "validate_repeats", "reuse_training"})
+DEVICE_FIELDS = frozenset(
+    {"type", "architectures", "candidates", "readout", "calibrate_bn", "validate_repeats", "reuse_training"}
+)
 
 Electrode = Union[int, str]
 
@@ -240,7 +250,9 @@ def _reused_training(config: RingsStudyConfig) -> tuple[dict[str, Any], str]:
     for arch in config.task.architectures:
         kept = summary.get(arch, {}).get("candidates")
         if kept is None:
-            raise ConfigError(f"task.reuse_training: '{source}' trained no {arch} networks (its architectures: {sorted(summary)})")
+            raise ConfigError(
+                f"task.reuse_training: '{source}' trained no {arch} networks (its architectures: {sorted(summary)})"
+            )
         if config.task.candidates > len(kept):
             raise ConfigError(f"task.candidates = {config.task.candidates}: '{source}' kept {len(kept)} candidates of {arch}")
     reused = {arch: {k: v for k, v in summary[arch].items() if k != "validation"} for arch in config.task.architectures}
@@ -268,7 +280,10 @@ def run_rings_study(config: RingsStudyConfig, run: RunFolder, *, progress: bool,
         "plateau_samples": config.device.plateau_samples,
         "paper": PAPER,
         "device": None if prepared.device is None else prepared.device.describe(),
-        "executor": {"kind": config.executor.kind, "workers": 1 if config.executor.kind == "serial" else config.executor.n_workers()},
+        "executor": {
+            "kind": config.executor.kind,
+            "workers": 1 if config.executor.kind == "serial" else config.executor.n_workers(),
+        },
     }
     curves = {
         arch: [
@@ -352,11 +367,15 @@ def _measure(net, device, threshold, x, y, repeats: int, arch: str, keys: tuple)
     from inmaterio.tasks.validation import validate_model
 
     with device.device.random_streams(*keys):
-        v = validate_model(net, device, x, y[None], threshold, outputs=lambda o: o[None], repeats=repeats, multiplex=arch != "single")
+        v = validate_model(
+            net, device, x, y[None], threshold, outputs=lambda o: o[None], repeats=repeats, multiplex=arch != "single"
+        )
     return v.accuracy_surrogate_threshold[:, 0].numpy(), v
 
 
-def _device_protocol(config: RingsStudyConfig, arch: str, candidates: list[dict], prepared: StudyBackends, finished: Finished) -> dict:
+def _device_protocol(
+    config: RingsStudyConfig, arch: str, candidates: list[dict], prepared: StudyBackends, finished: Finished
+) -> dict:
     """Choose among the candidates on the validation set, then measure the choice on the test set (stages saved)."""
     from inmaterio.training.metrics import fit_logistic_threshold
 
@@ -366,7 +385,13 @@ def _device_protocol(config: RingsStudyConfig, arch: str, candidates: list[dict]
     candidates = candidates[: task.candidates]
     rows, ready = [], {}  # ready: the networks calibrated in this session, by rank
     for rank, c in enumerate(candidates):
-        row = {"rank": rank, "trial": c["trial"], "score": c["score"], "train_accuracy": c["train_accuracy"], "test_accuracy": c["test_accuracy"]}
+        row = {
+            "rank": rank,
+            "trial": c["trial"],
+            "score": c["score"],
+            "train_accuracy": c["train_accuracy"],
+            "test_accuracy": c["test_accuracy"],
+        }
         key = f"device/{arch}/validation/{rank}"
         if len(candidates) > 1 and key not in finished:
             start = time.perf_counter()
@@ -388,7 +413,9 @@ def _device_protocol(config: RingsStudyConfig, arch: str, candidates: list[dict]
         with torch.no_grad():
             fresh = _load_trial(config, arch, candidates[rank]["state"], prepared.surrogate)
             surrogate_correct = fit_logistic_threshold(fresh(x_train), y_train).predict(fresh(x_test)) == y_test
-        per_repeat, v = _measure(net, device, threshold, x_test, y_test, task.validate_repeats, arch, ("rings_study", arch, "test"))
+        per_repeat, v = _measure(
+            net, device, threshold, x_test, y_test, task.validate_repeats, arch, ("rings_study", arch, "test")
+        )
         device_correct = threshold.predict(v.output_na[:, 0]) == y_test  # (repeats, test points)
         finished.save(key, {
             "surrogate_test_accuracy": float(surrogate_correct.float().mean()),
@@ -440,7 +467,11 @@ COLUMNS = [
 
 def _row(arch: str, s: dict) -> list[str]:
     v = s.get("validation")
-    device = f"{100 * v['device_test_accuracy_mean']:.2f}% ± {100 * v['device_test_accuracy_std']:.2f} ({v['repeats']} x)" if v else "-"
+    device = (
+        f"{100 * v['device_test_accuracy_mean']:.2f}% ± {100 * v['device_test_accuracy_std']:.2f} ({v['repeats']} x)"
+        if v
+        else "-"
+    )
     chosen = f"{100 * v['surrogate_test_accuracy']:.2f}% (trial {v['chosen']['trial']})" if v else "-"
     return [
         arch, str(s["trials"]), f"{s['training_seconds']:.0f}", f"{100 * s['median_test_accuracy']:.2f}%",
