@@ -23,7 +23,6 @@ both runs use the very same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,12 +157,6 @@ class Finished:
 
     def __getitem__(self, key: str) -> Any:
         return self._done[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._done)
-
-    def __len__(self) -> int:
-        return len(self._done)
 
     def save(self, key: str, data: Any) -> Any:
         """Keep ``data`` under ``key`` and write the checkpoint at once; return ``data`` as stored."""
