@@ -767,3 +767,27 @@ def test_checkpoints_are_written_at_most_every_interval_and_always_at_the_end(tm
     assert final["epoch"] == 5 and final["finished"] and len(json.loads((tmp_path / "history.json").read_text())) == 5
     with pytest.raises(ConfigError, match=r"checkpoint_interval_s must be a finite number of seconds >= 0, got -1"):
         train_gd(nn.Linear(1, 1), mse, x, y, GDConfig(epochs=5), checkpoint_interval_s=-1)
+
+
+def test_callback_entries_are_plain_numbers_or_refused_by_name():
+    import numpy as np
+
+    x, y = line_data(8)
+
+    class Entries(Callback):
+        def on_epoch_end(self, end):
+            return {"np": np.float32(1.5), "tensor": torch.tensor([2]), "text": "ok", "none": None}
+
+    result = train_gd(nn.Linear(1, 1), mse, x, y, GDConfig(epochs=1), callbacks=[Entries()])
+    row = result.history[0]
+    assert (row["np"], row["tensor"], row["text"], row["none"]) == (1.5, 2, "ok", None)
+    assert type(row["np"]) is float and type(row["tensor"]) is int
+
+    class Vector(Callback):
+        def on_epoch_end(self, end):
+            return {"per_node": torch.zeros(3)}
+
+    with pytest.raises(
+        ConfigError, match=r"Vector\.on_epoch_end returned the entry 'per_node' = Tensor; history entries are numbers"
+    ):
+        train_gd(nn.Linear(1, 1), mse, x, y, GDConfig(epochs=1), callbacks=[Vector()])

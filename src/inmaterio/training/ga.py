@@ -111,7 +111,7 @@ from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError
 from inmaterio.progress import progress_bar
 from inmaterio.random_streams import stream_seed
-from inmaterio.runs import open_run
+from inmaterio.runs import CHECKPOINT_FILE, open_run
 from inmaterio.training.checkpoints import CheckpointWriter, history_of
 
 __all__ = [
@@ -457,7 +457,7 @@ class GeneticAlgorithm:
                     raise ValueError(f"population {tuple(population.shape)}, fitness {tuple(fitness.shape)}")
             except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
                 raise ModelFileError(
-                    f"checkpoint '{run.file('checkpoint.pt')}' does not fit this run ({type(err).__name__}: {err}); "
+                    f"checkpoint '{run.file(CHECKPOINT_FILE)}' does not fit this run ({type(err).__name__}: {err}); "
                     "replace the run with overwrite=True (--overwrite)"
                 ) from None
 
@@ -507,8 +507,7 @@ class GeneticAlgorithm:
                 if callback is not None:
                     callback(generation, _result(best_genome, best_fitness, history, "running"))
         result = _result(best_genome, best_fitness, history, stopped)
-        if run is not None and not run.finished:
-            writer.flush()
+        if run is not None and not run.finished:  # the last state is written (final=True); the history files may lag
             run.write_history(history)
             run.finish(
                 {

@@ -815,7 +815,8 @@ class _Once:
 
 
 def _add_entries(row: dict[str, Any], entries: Mapping[str, Any] | None, hook: Any) -> None:
-    """Add a callback's history entries to ``row``; a name already in the row is an error."""
+    """Add a callback's history entries to ``row``: numbers, strings or None (one-element tensors and numpy
+    scalars become numbers); a name already in the row is an error."""
     if entries is None:
         return
     if not isinstance(entries, Mapping):
@@ -823,7 +824,17 @@ def _add_entries(row: dict[str, Any], entries: Mapping[str, Any] | None, hook: A
     for key, value in entries.items():
         if key in row or key in _RESERVED:
             raise ConfigError(f"{hook.__qualname__} returned the entry '{key}', which the history already has")
-        row[key] = value.item() if isinstance(value, Tensor) else value
+        one_number = (isinstance(value, Tensor) and value.numel() == 1) or (
+            getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None))  # numpy scalars
+        )
+        if one_number:
+            value = value.item()
+        if not isinstance(value, bool | int | float | str | None):
+            raise ConfigError(
+                f"{hook.__qualname__} returned the entry '{key}' = {type(value).__name__}; history entries are numbers, "
+                "strings or None"
+            )
+        row[key] = value
 
 
 def _finish(run: RunFolder, result: GDResult) -> None:
