@@ -15,9 +15,10 @@ once per epoch (no per-batch ``.item()``); Adam runs fused.
 A training is a run folder (:mod:`inmaterio.runs`, kind ``inmaterio.smg.training``)::
 
     run.json, config.yaml          state, identity, wall time; the TrainConfig
-    model.json, weights.safetensors the best model so far (load_surrogate reads the folder)
+    model.json, weights.safetensors the best model (load_surrogate reads the folder), written when the
+                                   training ends, stops on Ctrl-C or diverges
     checkpoint.pt                  after every epoch: the model, Adam's state, the best model, the best
-                                   epoch and its RMSE, the history
+                                   epoch and its RMSE (the patience state), the history
     history.json, history.csv      epoch, train_rmse_na, val_rmse_na, time_s (seconds of that epoch)
     metrics.json                   the summary of a finished training (TrainResult.as_dict)
 
@@ -34,6 +35,7 @@ differing fields.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -44,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inmaterio.errors import TrainingDivergedError
+from inmaterio.errors import InmaterioError, TrainingDivergedError
 from inmaterio.progress import progress_bar
 from inmaterio.runs import RunFolder, open_run
 from inmaterio.smg.config import TrainConfig
@@ -235,63 +237,135 @@ def _fit(
         history: list[dict[str, float]] = []
         best_epoch, best_val, best_model = 0, math.inf, None
     else:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = [dict(row) for row in state["history"]]
+        _load_flat_state(model, state["model"])
+        _load_adam_state(optimizer, state["adam"])
+        history = _history_rows(state["history"])
         best_epoch, best_val, best_model = state["best_epoch"], state["best_val_rmse_na"], state["best_model"]
         notify(f"resuming training after epoch {len(history)} (best epoch {best_epoch})")
-    n, batch = len(x), config.batch_size
     stop_reason = "max_epochs"
 
-    with progress_bar(config.max_epochs, "training", unit="epochs", completed=len(history), enabled=progress) as bar:
-        for epoch in range(len(history) + 1, config.max_epochs + 1):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(config, epoch)
-            if epoch - best_epoch > config.patience:
-                stop_reason = "early_stopping"
-                break
-            start_time = time.perf_counter()
-            mlp.train()
-            perm = torch.randperm(n, generator=epoch_generator(config.seed, epoch))
-            xs, ys = x[perm], y[perm]
-            total = torch.zeros(())
-            for start in range(0, n, batch):
-                xb, yb = xs[start : start + batch], ys[start : start + batch]
-                optimizer.zero_grad(set_to_none=True)
-                loss = torch.nn.functional.mse_loss(mlp(xb).squeeze(-1), yb)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach() * len(xb)
-            mlp.eval()
-            train_rmse = math.sqrt(total.item() / n) * std_na
-            val_rmse = _rmse(mlp, xv, yv).item() * std_na
-            if not (math.isfinite(train_rmse) and math.isfinite(val_rmse)):
-                raise TrainingDivergedError(
-                    f"training diverged in epoch {epoch}: train RMSE {train_rmse} nA, validation RMSE {val_rmse} nA "
-                    f"(learning_rate {config.learning_rate}); the best model (epoch {best_epoch}, validation RMSE "
-                    f"{best_val:.4g} nA) is kept in '{run.path}'"
+    try:
+        with progress_bar(config.max_epochs, "training", unit="epochs", completed=len(history), enabled=progress) as bar:
+            for epoch in range(len(history) + 1, config.max_epochs + 1):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate_at(config, epoch)
+                if epoch - best_epoch > config.patience:
+                    stop_reason = "early_stopping"
+                    break
+                start_time = time.perf_counter()
+                train_rmse = (
+                    math.sqrt(_train_epoch(mlp, optimizer, x, y, config.batch_size, epoch_generator(config.seed, epoch))) * std_na
                 )
-            history.append({"epoch": epoch, "train_rmse_na": train_rmse, "val_rmse_na": val_rmse,
-                            "time_s": time.perf_counter() - start_time})  # fmt: skip
-            if val_rmse < best_val:
-                best_epoch, best_val = epoch, val_rmse
-                best_model = {key: value.detach().clone() for key, value in model.state_dict().items()}
-                _write_model(run, model, epoch, val_rmse)
-            run.save_checkpoint({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_model": best_model,
-                "best_epoch": best_epoch, "best_val_rmse_na": best_val, "history": history,
-            })  # fmt: skip
-            run.write_history(history)
-            bar.set_description(f"training (val RMSE {val_rmse:.3g} nA, best {best_val:.3g})")
-            bar.advance(1)
-    if best_model is not None:  # the folder's model files, rewritten from the checkpoint's best state
-        model.load_state_dict(best_model)
-        _write_model(run, model, best_epoch, best_val)
+                val_rmse = _rmse(mlp, xv, yv).item() * std_na
+                if not (math.isfinite(train_rmse) and math.isfinite(val_rmse)):
+                    raise TrainingDivergedError(
+                        f"training diverged in epoch {epoch}: train RMSE {train_rmse} nA, validation RMSE {val_rmse} nA "
+                        f"(learning_rate {config.learning_rate}); the best model (epoch {best_epoch}, validation RMSE "
+                        f"{best_val:.4g} nA) is kept in '{run.path}'"
+                    )
+                history.append({"epoch": epoch, "train_rmse_na": train_rmse, "val_rmse_na": val_rmse,
+                                "time_s": time.perf_counter() - start_time})  # fmt: skip
+                if val_rmse < best_val:
+                    best_epoch, best_val, best_model = epoch, val_rmse, _flat_state(model)
+                run.save_checkpoint({
+                    "model": _flat_state(model), "adam": _adam_state(optimizer), "best_model": best_model,
+                    "best_epoch": best_epoch, "best_val_rmse_na": best_val, "history": _history_tensor(history),
+                })  # fmt: skip
+                run.write_history(history)
+                bar.set_description(f"training (val RMSE {val_rmse:.3g} nA, best {best_val:.3g})")
+                bar.advance(1)
+    except (TrainingDivergedError, KeyboardInterrupt):
+        if best_model is not None:  # leave the best model in the folder; the checkpoint has it in any case
+            with contextlib.suppress(InmaterioError):
+                _write_best(run, model, best_model, best_epoch, best_val)
+        raise
+    if best_model is not None:
+        _write_best(run, model, best_model, best_epoch, best_val)
     return history, best_epoch, best_val, stop_reason
 
 
-def _write_model(run: RunFolder, model: SurrogateModel, epoch: int, val_rmse_na: float) -> None:
-    """``model.json`` and ``weights.safetensors`` of ``model`` in the run folder (weights first)."""
+def _train_epoch(
+    mlp: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    generator: torch.Generator,
+) -> float:
+    """One pass over ``x (N, n)``, ``y (N,)`` shuffled by ``generator``; the mean squared error of its batches."""
+    mlp.train()
+    perm = torch.randperm(len(x), generator=generator)
+    xs, ys = x[perm], y[perm]
+    total = torch.zeros(())
+    for start in range(0, len(x), batch):
+        xb, yb = xs[start : start + batch], ys[start : start + batch]
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(mlp(xb).squeeze(-1), yb)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(xb)
+    mlp.eval()
+    return total.item() / len(x)
+
+
+# The checkpoint holds a few flat tensors rather than dicts of many small ones: torch.save pays per
+# object, and a checkpoint is written after every epoch.
+
+
+def _flat_state(model: SurrogateModel) -> torch.Tensor:
+    """Every parameter and buffer of ``model``, in state-dict order, as one float32 vector (a copy)."""
+    return torch.cat([value.detach().reshape(-1) for value in model.state_dict().values()]).clone()
+
+
+def _load_flat_state(model: SurrogateModel, flat: torch.Tensor) -> None:
+    """Inverse of :func:`_flat_state`."""
+    state, offset = {}, 0
+    for key, value in model.state_dict().items():
+        state[key] = flat[offset : offset + value.numel()].view_as(value)
+        offset += value.numel()
+    model.load_state_dict(state)
+
+
+def _adam_state(optimizer: torch.optim.Adam) -> dict[str, Any]:
+    """Adam's state of every parameter: the common step count and the moments ``exp_avg``, ``exp_avg_sq`` (flat)."""
+    states = [optimizer.state[p] for p in optimizer.param_groups[0]["params"]]
+    return {
+        "step": int(states[0]["step"]),
+        "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in states]),
+        "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in states]),
+    }
+
+
+def _load_adam_state(optimizer: torch.optim.Adam, packed: dict[str, Any]) -> None:
+    """Inverse of :func:`_adam_state` (through ``load_state_dict``, which places each value as Adam keeps it)."""
+    state, offset = {}, 0
+    for index, param in enumerate(optimizer.param_groups[0]["params"]):
+        n = param.numel()
+        state[index] = {
+            "step": torch.tensor(float(packed["step"])),
+            "exp_avg": packed["exp_avg"][offset : offset + n].view_as(param).clone(),
+            "exp_avg_sq": packed["exp_avg_sq"][offset : offset + n].view_as(param).clone(),
+        }
+        offset += n
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+_HISTORY_COLUMNS = ("epoch", "train_rmse_na", "val_rmse_na", "time_s")
+
+
+def _history_tensor(history: list[dict[str, float]]) -> torch.Tensor:
+    """The history rows as a ``(epochs, 4)`` float64 tensor (columns of :data:`_HISTORY_COLUMNS`)."""
+    return torch.tensor([[row[c] for c in _HISTORY_COLUMNS] for row in history], dtype=torch.float64).reshape(-1, 4)
+
+
+def _history_rows(table: torch.Tensor) -> list[dict[str, float]]:
+    """Inverse of :func:`_history_tensor`."""
+    return [{"epoch": int(row[0]), **dict(zip(_HISTORY_COLUMNS[1:], row[1:]))} for row in table.tolist()]
+
+
+def _write_best(run: RunFolder, model: SurrogateModel, best_model: torch.Tensor, epoch: int, val_rmse_na: float) -> None:
+    """``model.json`` and ``weights.safetensors`` of the best state (flat) in the run folder (weights first)."""
+    _load_flat_state(model, best_model)
     files = surrogate_files(model, metadata={"epoch": epoch, "val_rmse_na": val_rmse_na, "training": run.record["identity"]})
     for name, data in files.items():
         run.write_file(name, lambda path, data=data: path.write_bytes(data), what=f"best model ({name})")

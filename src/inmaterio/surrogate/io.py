@@ -48,7 +48,6 @@ Python object is refused and nothing in it is run.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
@@ -72,6 +71,7 @@ import inmaterio
 from inmaterio.errors import InmaterioError, ModelFileError
 from inmaterio.fileio import atomic_path
 from inmaterio.random_streams import numpy_generator
+from inmaterio.runs import _os_reason
 from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.model import ACTIVATIONS, SurrogateModel, checked_hidden_sizes, state_shapes
 
@@ -121,14 +121,6 @@ def _validation_summary(err: ValidationError) -> str:
         message = e["msg"].removeprefix("Value error, ")
         parts.append(f"{'.'.join(str(p) for p in e['loc'])}: {message}" if e["loc"] else message)
     return "; ".join(parts)
-
-
-def _os_reason(err: OSError) -> str:
-    if err.errno == errno.ENOSPC:
-        return "the disk is full"
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied"
-    return err.strerror or str(err)
 
 
 def surrogate_files(model: SurrogateModel, metadata: dict[str, Any] | None = None) -> dict[str, bytes]:
