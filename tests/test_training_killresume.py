@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from inmaterio.runs import CHECKPOINT_FILE
 from killresume import kill_then_resume, python_argv
@@ -30,6 +29,7 @@ def gd_job(folder: Path, pause_s: float = 0.0) -> None:
     """A noisy MLP (dropout and output noise from the global RNG), mini-batches, a per-step schedule and
     a stateful callback, trained in the run folder ``folder``."""
     from inmaterio.training.gd import Callback, GDConfig, train_gd
+    from test_training_gd import Noisy
 
     class Pause(Callback):
         def __init__(self):
@@ -45,15 +45,6 @@ def gd_job(folder: Path, pause_s: float = 0.0) -> None:
 
         def load_state_dict(self, state):
             self.epochs = state["epochs"]
-
-    class Noisy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 1))
-
-        def forward(self, x):
-            out = self.net(x).squeeze(-1)
-            return out + 0.01 * torch.randn_like(out)
 
     g = torch.Generator().manual_seed(5)
     x = torch.rand(96, 1, generator=g) * 2 - 1

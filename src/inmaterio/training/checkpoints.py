@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,6 +36,7 @@ from inmaterio.runs import RunFolder
 __all__ = ["CheckpointWriter", "pack_tensors", "unpack_tensors", "history_of"]
 
 _PACKED = "inmaterio.packed_tensor"
+_WALK = object()  # "not a leaf: map its items"
 
 
 class CheckpointWriter:
@@ -100,22 +101,17 @@ def pack_tensors(state: Any) -> dict[str, Any]:
     buffers: dict[str, list[Tensor]] = {}
     sizes: dict[str, int] = {}
 
-    def walk(value: Any) -> Any:
-        if isinstance(value, Tensor) and value.layout == torch.strided and not value.is_quantized:
-            flat = value.detach().cpu().reshape(-1)
-            key = str(flat.dtype).removeprefix("torch.")
-            offset = sizes.get(key, 0)
-            buffers.setdefault(key, []).append(flat)
-            sizes[key] = offset + flat.numel()
-            return (_PACKED, key, offset, list(value.shape))
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            items = [walk(v) for v in value]
-            return items if isinstance(value, list) else tuple(items)
-        return value
+    def pack(value: Any) -> Any:
+        if not (isinstance(value, Tensor) and value.layout == torch.strided and not value.is_quantized):
+            return _WALK
+        flat = value.detach().cpu().reshape(-1)
+        key = str(flat.dtype).removeprefix("torch.")
+        offset = sizes.get(key, 0)
+        buffers.setdefault(key, []).append(flat)
+        sizes[key] = offset + flat.numel()
+        return (_PACKED, key, offset, list(value.shape))
 
-    tree = walk(state)
+    tree = _map(state, pack)
     return {"tree": tree, "buffers": {key: torch.cat(parts) for key, parts in buffers.items()}}
 
 
@@ -123,15 +119,23 @@ def unpack_tensors(packed: Mapping[str, Any]) -> Any:
     """The state :func:`pack_tensors` packed (each tensor a fresh CPU tensor)."""
     buffers = packed["buffers"]
 
-    def walk(value: Any) -> Any:
-        if isinstance(value, tuple) and len(value) == 4 and value[0] == _PACKED:
-            _, key, offset, shape = value
-            return buffers[key][offset : offset + math.prod(shape)].reshape(shape).clone()
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            items = [walk(v) for v in value]
-            return items if isinstance(value, list) else tuple(items)
-        return value
+    def unpack(value: Any) -> Any:
+        if not (isinstance(value, tuple) and len(value) == 4 and value[0] == _PACKED):
+            return _WALK
+        _, key, offset, shape = value
+        return buffers[key][offset : offset + math.prod(shape)].reshape(shape).clone()
 
-    return walk(packed["tree"])
+    return _map(packed["tree"], unpack)
+
+
+def _map(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """``convert(value)``, or where it returns ``_WALK``: dicts, lists and tuples rebuilt from their mapped items."""
+    converted = convert(value)
+    if converted is not _WALK:
+        return converted
+    if isinstance(value, dict):
+        return {k: _map(v, convert) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_map(v, convert) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
