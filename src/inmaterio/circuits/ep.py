@@ -275,9 +275,8 @@ def ep_gradients(
     (b1, s1), (b2, s2) = phases
     d_g = _conductance_derivative_sum(model, s1, s2) / ((b1 - b2) * len(outputs))  # batch mean, (R,)
     gradients = model.scatter_resistor_values(d_g)
-    learnable_sources = any(model.key(call.layer, "voltage_v") in model.bounds for call, _ in model.source_calls)
     by_input: dict[int, torch.Tensor] = {}
-    if input_gradients or learnable_sources:
+    if input_gradients or model.learnable_sources:
         c1, c2 = (circuit.with_values(current_a=bb * unit) for bb in (b1, b2))
         per_source = (_source_derivatives(model, s1, c1) - _source_derivatives(model, s2, c2)) / (b1 - b2)  # (batch, S)
         start = 0
@@ -292,8 +291,9 @@ def ep_gradients(
                 n = layer.n_features
                 by_input[id(layer)] = block[:, :n] - block[:, n:] if layer.inverted else block
     ordered = [by_input[id(layer)] for layer in model.input_layers] if input_gradients else []
-    shapes = {k: p.shape for k, p in model.normalised_parameters().items()}
-    result = EPResult({k: gradients.get(k, torch.zeros(shape, dtype=DTYPE)) for k, shape in shapes.items()}, loss, outputs, ordered, free)
+    for key in model.bounds.keys() - gradients.keys():  # parameters EP does not reach (e.g. a bias when none is learnable)
+        gradients[key] = torch.zeros(model.normalised_parameters()[key].shape, dtype=DTYPE)
+    result = EPResult({k: gradients[k] for k in model.bounds}, loss, outputs, ordered, free)
     model.add_gradients(result.gradients)
     return result
 

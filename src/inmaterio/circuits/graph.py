@@ -117,6 +117,7 @@ class Model(nn.Module):
             :meth:`parameters` yields them for an optimiser.
         bounds: ``"layer.param" -> (low, high)`` in the parameter's unit.
         layer_names: ``layer -> name`` in this model.
+        learnable_sources: whether some bias sources are learnable.
         n_outputs: number of output nodes.
     """
 
@@ -145,7 +146,8 @@ class Model(nn.Module):
         self._allocate()
         self.bounds: dict[str, tuple[float, float]] = {}
         self.normalised = nn.ModuleDict()
-        self._plan: dict[str, tuple[nn.ParameterDict, str, torch.Tensor, torch.Tensor]] = {}  # key -> (group, name, low, high)
+        # key -> (the nn.Parameter, low, high, width); the parameters change in place (optimisers, load_state_dict, .to)
+        self._plan: dict[str, tuple[nn.Parameter, torch.Tensor, torch.Tensor, float]] = {}
         generator = torch.Generator().manual_seed(self.seed)
         for layer in self.layers:
             initial = layer.init_parameters(generator)
@@ -157,12 +159,13 @@ class Model(nn.Module):
                 lo, hi = (float(b) for b in layer.parameter_bounds()[pname])
                 key = f"{name}.{pname}"
                 self.bounds[key] = (lo, hi)
-                group[pname] = nn.Parameter((value.to(DTYPE) - lo) / (hi - lo))
-                self._plan[key] = (group, pname, torch.tensor(lo, dtype=DTYPE), torch.tensor(hi, dtype=DTYPE))
+                group[pname] = param = nn.Parameter((value.to(DTYPE) - lo) / (hi - lo))
+                self._plan[key] = (param, torch.tensor(lo, dtype=DTYPE), torch.tensor(hi, dtype=DTYPE), hi - lo)
             try:
                 self.normalised[name] = group
             except KeyError:
                 raise ConfigError(f"layer name {name!r} is reserved by torch.nn.ModuleDict; choose another") from None
+        self.learnable_sources = any(isinstance(call.layer, BiasLayer) and call.layer.learnable for call, _ in self.source_calls)
         self._energy_weights()
 
     # ----------------------------------------------------------------- build
@@ -317,8 +320,7 @@ class Model(nn.Module):
         return f"{self.layer_names[layer]}.{parameter}"
 
     def _parameter(self, key: str) -> nn.Parameter:
-        group, pname, _, _ = self._plan[key]
-        return group[pname]
+        return self._plan[key][0]
 
     def normalised_parameters(self) -> dict[str, nn.Parameter]:
         """``"layer.param" -> nn.Parameter`` in normalised coordinates ``u`` (what an optimiser updates)."""
@@ -330,7 +332,7 @@ class Model(nn.Module):
         Computed with ``torch.lerp``, exact at both ends: ``u = 0`` gives ``low``, ``u = 1`` gives ``high``.
         """
         with torch.no_grad():
-            return {key: torch.lerp(lo, hi, group[pname]) for key, (group, pname, lo, hi) in self._plan.items()}
+            return {key: torch.lerp(lo, hi, u) for key, (u, lo, hi, _) in self._plan.items()}
 
     def set_parameter_values(self, values: dict[str, torch.Tensor]) -> None:
         """Set parameters from physical values (checked: known name, shape, real and finite, inside bounds).
@@ -361,8 +363,8 @@ class Model(nn.Module):
     def constrain(self) -> None:
         """Clamp every normalised parameter into ``[0, 1]`` (its bounds), in place; call after each optimiser step."""
         with torch.no_grad():
-            for param in self.parameters():
-                param.clamp_(0.0, 1.0)
+            for u, _, _, _ in self._plan.values():
+                u.clamp_(0.0, 1.0)
 
     def add_gradients(self, gradients: dict[str, torch.Tensor]) -> None:
         """Add gradients ``dL/dθ`` (physical units, by name) to the ``.grad`` of the normalised parameters.
@@ -376,14 +378,15 @@ class Model(nn.Module):
         unknown = set(gradients) - set(self.bounds)
         if unknown:
             raise ConfigError(f"gradients for unknown parameters {sorted(unknown)}; the model has {sorted(self.bounds)}")
+        scaled = {}
         for key, g in gradients.items():
-            if not torch.isfinite(g).all():
+            u, _, _, width = self._plan[key]
+            scaled[key] = g_u = g.to(u.device, DTYPE) * width
+            if not torch.isfinite(g_u).all():
                 raise SimulationError(f"the gradient of {key!r} is not finite; parameters left unchanged")
-        for key, g in gradients.items():
-            param = self._parameter(key)
-            lo, hi = self.bounds[key]
-            g_u = g.to(param.device, DTYPE) * (hi - lo)
-            param.grad = g_u if param.grad is None else param.grad + g_u
+        for key, g_u in scaled.items():
+            u = self._plan[key][0]
+            u.grad = g_u if u.grad is None else u.grad + g_u
 
     def conductances(self, values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``(R,)`` conductances of the circuit's resistors (S), gathered from the parameter values
@@ -443,7 +446,7 @@ class Model(nn.Module):
         if len(batch) != 1:
             raise VoltageError(f"every input needs the same batch size, got {[len(v) for v in inputs.values()]}")
         b = batch.pop()
-        if values is None and any(isinstance(call.layer, BiasLayer) and call.layer.learnable for call, _ in self.source_calls):
+        if values is None and self.learnable_sources:
             values = self.parameter_values()
         parts = []
         for call, _ in self.source_calls:

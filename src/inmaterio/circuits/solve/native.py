@@ -267,13 +267,19 @@ def _linear_system(circuit: Circuit, st: _Stamps, b: int) -> tuple[torch.Tensor,
     gb = 1 if g.dim() == 1 else b
     g = g.reshape(gb, -1)
     if gb == 1 and st.dense_rows:
-        rows = st.free_rows(g[0])
+        hit = getattr(st, "shared_rows", None)  # kept while the conductances are the same, unchanged tensor (EP's phases)
+        owner = circuit.conductance_s
+        if hit is None or hit[0] is not owner or hit[1] != owner._version:
+            rows = st.free_rows(g[0])
+            hit = (owner, owner._version, rows, rows[:, st.free].unsqueeze(0).contiguous())
+            st.shared_rows = hit
+        rows = hit[2]
         rhs = -(known @ rows.T)  # -G_fk V_k (V is 0 at free nodes)
         if len(circuit.current_nodes):
             p = st.pos[st.ext(circuit.current_nodes.to(dev))]
             keep = p >= 0
             rhs.index_add_(1, p[keep], _batch(circuit.current_a.to(dev), b)[:, keep])
-        return rows[:, st.free].unsqueeze(0).contiguous(), rhs, known, rows
+        return hit[3], rhs, known, rows
     J = torch.zeros(gb, F * F, dtype=DTYPE, device=dev)
     J.index_add_(1, st.ff_index, g[:, st.ff_resistor] * st.ff_sign)
     J = J.view(gb, F, F)
@@ -317,30 +323,70 @@ def _stamp_diodes(circuit, st, J, rhs, known, vd_groups, active, pos):
 def _eliminate_amplifiers(circuit, st, J, rhs, known, active):
     """Fold each amplifier output's row into its input's row and substitute ``V_out = gain V_in``.
 
-    Returns the reduced system over the unknowns ``st.keep``.
+    Returns the reduced system over the unknowns ``st.keep``. Two parts: the
+    matrix's (which a shared matrix can reuse, :func:`_reduced_shared_system`) and the rhs's.
     """
     if not len(circuit.amplifier_nodes):
         return J, rhs
-    b = known.shape[0]
+    shared = J.shape[0] == 1
+    J_red, columns = _eliminate_amplifiers_matrix(circuit, st, J, known.shape[0], active, shared)
+    return J_red, _eliminate_amplifiers_rhs(circuit, st, rhs, known, active, shared, columns)
+
+
+def _amplifier_gains(circuit, st, b: int, active, shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gain, current_gain)`` of the active samples, ``(m, A)``; ``(1, A)`` for a matrix shared by the batch."""
     gain = _batch(circuit.gain.to(st.device), b)[active]
     cg = _batch(circuit.current_gain.to(st.device), b)[active]
-    if J.shape[0] == 1:  # one shared matrix: the gains are shared too
-        gain, cg = gain[:1], cg[:1]
-    kn = known[active]
+    return (gain[:1], cg[:1]) if shared else (gain, cg)
+
+
+def _eliminate_amplifiers_matrix(circuit, st, J, b: int, active, shared: bool) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """The matrix part of :func:`_eliminate_amplifiers` (``J`` is changed in place): the reduced ``J`` and, per
+    level of amplifiers, the columns of the outputs of amplifiers fed by known nodes (they move to the rhs)."""
+    gain, cg = _amplifier_gains(circuit, st, b, active, shared)
+    columns = []
     for ks in st.amp_levels:  # downstream first
         pin, pout = st.amp_in_pos[ks], st.amp_out_pos[ks]
         free_in = pin >= 0
         if free_in.any():
             kk = ks[free_in]
             J.index_add_(1, pin[free_in], cg[:, kk].unsqueeze(-1) * J[:, pout[free_in], :])
-            rhs.index_add_(1, pin[free_in], cg[:, kk].expand(len(rhs), -1) * rhs[:, pout[free_in]])
             J.index_add_(2, pin[free_in], gain[:, kk].unsqueeze(1) * J[:, :, pout[free_in]])
-        if (~free_in).any():
+        columns.append(J[:, :, pout[~free_in]].clone() if (~free_in).any() else None)
+    keep = st.keep
+    return J[:, keep][:, :, keep], columns
+
+
+def _eliminate_amplifiers_rhs(circuit, st, rhs, known, active, shared: bool, columns) -> torch.Tensor:
+    """The rhs part of :func:`_eliminate_amplifiers` (``rhs`` is changed in place), given the matrix part's columns."""
+    gain, cg = _amplifier_gains(circuit, st, known.shape[0], active, shared)
+    kn = known[active]
+    for ks, cols in zip(st.amp_levels, columns):
+        pin, pout = st.amp_in_pos[ks], st.amp_out_pos[ks]
+        free_in = pin >= 0
+        if free_in.any():
+            kk = ks[free_in]
+            rhs.index_add_(1, pin[free_in], cg[:, kk].expand(len(rhs), -1) * rhs[:, pout[free_in]])
+        if cols is not None:
             kk = ks[~free_in]
             v_out = gain[:, kk] * kn[:, st.amp_in_ext[kk]]  # (m, k)
-            rhs -= (J[:, :, pout[~free_in]] @ v_out.unsqueeze(-1)).squeeze(-1)
-    keep = st.keep
-    return J[:, keep][:, :, keep], rhs[:, keep]
+            rhs -= (cols @ v_out.unsqueeze(-1)).squeeze(-1)
+    return rhs[:, st.keep]
+
+
+def _reduced_shared_system(circuit, st, J_lin, rhs_lin, known, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_eliminate_amplifiers` of a matrix shared by the batch, its matrix part kept while the circuit's
+    conductance and gain tensors are the same, unchanged objects (EP's free and nudged phases)."""
+    if not len(circuit.amplifier_nodes):
+        return J_lin, rhs_lin
+    owners = (circuit.conductance_s, circuit.gain, circuit.current_gain)
+    versions = tuple(t._version for t in owners)
+    active = torch.arange(b, device=st.device)
+    hit = getattr(st, "reduced_matrix", None)
+    if hit is None or hit[1] != versions or not all(a is c for a, c in zip(hit[0], owners)):
+        hit = (owners, versions, *_eliminate_amplifiers_matrix(circuit, st, J_lin.clone(), b, active, True))
+        st.reduced_matrix = hit
+    return hit[2], _eliminate_amplifiers_rhs(circuit, st, rhs_lin.clone(), known, active, True, hit[3])
 
 
 def _expand_amplifiers(circuit, st, v_free, known, active):
@@ -436,7 +482,7 @@ def solve_dc(
     # fast path: with shared values and no diode on an amplifier output, the amplifiers are eliminated once
     reduce_once = shared and circuit.gain.dim() == 1 and circuit.current_gain.dim() == 1 and not st.diodes_on_amplifier_outputs
     if reduce_once:
-        J_lin, rhs_lin = _eliminate_amplifiers(circuit, st, J_lin.clone(), rhs_lin.clone(), known, torch.arange(b, device=dev))
+        J_lin, rhs_lin = _reduced_shared_system(circuit, st, J_lin, rhs_lin, known, b)
     compiled = None
     if reduce_once and dev.type == "cpu" and 0 < U <= small.MAX_UNKNOWNS:
         if not hasattr(st, "element_table"):
