@@ -226,9 +226,18 @@ def test_model_errors_name_the_problem():
     with pytest.raises(ConfigError, match="bounds_s must be"):
         Dense(3, bounds_s=(1e-5, 1e-7))
     with pytest.raises(ConfigError, match="EP variant must be one of"):
-        ep_gradients(m, [torch.zeros(1, 2), torch.zeros(1, 2)], torch.zeros(1, 2, dtype=torch.float64), output_loss("mse"), beta=1e-7, variant="sideways")
+        ep_gradients(
+            m,
+            [torch.zeros(1, 2), torch.zeros(1, 2)],
+            torch.zeros(1, 2, dtype=torch.float64),
+            output_loss("mse"),
+            beta=1e-7,
+            variant="sideways",
+        )
     with pytest.raises(ConfigError, match="beta must be"):
-        ep_gradients(m, [torch.zeros(1, 2), torch.zeros(1, 2)], torch.zeros(1, 2, dtype=torch.float64), output_loss("mse"), beta=-1.0)
+        ep_gradients(
+            m, [torch.zeros(1, 2), torch.zeros(1, 2)], torch.zeros(1, 2, dtype=torch.float64), output_loss("mse"), beta=-1.0
+        )
 
 
 def test_parameters_round_trip_and_bad_files(tmp_path):
@@ -241,7 +250,10 @@ def test_parameters_round_trip_and_bad_files(tmp_path):
     doc = load_parameters(other, path)
     assert doc["metadata"] == {"note": "test"} and doc["format"] == "inmaterio-circuit"
     saved, loaded = model.parameter_values(), other.parameter_values()
-    for k, (lo, hi) in model.bounds.items():  # physical values in the file, normalised in the model: float64 rounding of the width
+    for k, (
+        lo,
+        hi,
+    ) in model.bounds.items():  # physical values in the file, normalised in the model: float64 rounding of the width
         assert ((loaded[k] - saved[k]).abs() <= 4 * torch.finfo(torch.float64).eps * (hi - lo)).all(), k
     before = {k: v.clone() for k, v in other.parameter_values().items()}
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)

@@ -42,7 +42,9 @@ def diode_net(seed: int, n_in: int, hidden: int, classes: int) -> Model:
 
 
 def xor_config(epochs: int, seed: int = 0) -> EPTrainConfig:
-    return EPTrainConfig(epochs=epochs, batch_size=4, beta=1e-7, lr=0.02, readout="differential", loss="mse", target_v=0.1, seed=seed)
+    return EPTrainConfig(
+        epochs=epochs, batch_size=4, beta=1e-7, lr=0.02, readout="differential", loss="mse", target_v=0.1, seed=seed
+    )
 
 
 def test_xor_learns_to_100_percent():
@@ -77,7 +79,14 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert [h["loss"] for h in h_resumed] == [h["loss"] for h in h_straight]
     assert (tmp_path / "history.json").exists()
     with pytest.raises(ConfigError, match=r"config\.lr: 0\.02 in the folder, 0\.5 now"):
-        fit(diode_net(1, 2, 6, 2), XOR_X, XOR_Y, cfg.model_copy(update={"epochs": 6, "lr": 0.5}), directory=tmp_path, progress=False)
+        fit(
+            diode_net(1, 2, 6, 2),
+            XOR_X,
+            XOR_Y,
+            cfg.model_copy(update={"epochs": 6, "lr": 0.5}),
+            directory=tmp_path,
+            progress=False,
+        )
 
 
 def test_corrupt_checkpoint_raises_model_file_error(tmp_path):
@@ -96,8 +105,14 @@ def test_corrupt_checkpoint_raises_model_file_error(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda x: x.index_put_((torch.tensor(5), torch.tensor(2)), torch.tensor(1.5, dtype=torch.float64)), r"feature 2 of sample 5: 1\.5 V outside \[-1\.0, 1\.0\] V"),
-        (lambda x: x.index_put_((torch.tensor(7), torch.tensor(1)), torch.tensor(float("nan"), dtype=torch.float64)), r"feature 1 of sample 7 is nan"),
+        (
+            lambda x: x.index_put_((torch.tensor(5), torch.tensor(2)), torch.tensor(1.5, dtype=torch.float64)),
+            r"feature 2 of sample 5: 1\.5 V outside \[-1\.0, 1\.0\] V",
+        ),
+        (
+            lambda x: x.index_put_((torch.tensor(7), torch.tensor(1)), torch.tensor(float("nan"), dtype=torch.float64)),
+            r"feature 1 of sample 7 is nan",
+        ),
         (lambda x: x[:, :3], r"expects data of shape \(batch, 4\), got \(105, 3\)"),
     ],
 )
@@ -119,5 +134,11 @@ def test_bad_validation_data_is_caught_before_training():
     x_val = data.x_test.clone()
     x_val[44, 0] = -3.0
     with pytest.raises(VoltageError, match="feature 0 of sample 44"):
-        fit(diode_net(0, 4, 10, 3), data.x_train, data.y_train, EPTrainConfig(epochs=1, readout="differential"),
-            validation=(x_val, data.y_test), progress=False)
+        fit(
+            diode_net(0, 4, 10, 3),
+            data.x_train,
+            data.y_train,
+            EPTrainConfig(epochs=1, readout="differential"),
+            validation=(x_val, data.y_test),
+            progress=False,
+        )

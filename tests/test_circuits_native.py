@@ -98,9 +98,7 @@ def _lambertw_of_exp(x: float) -> float:
 def test_zero_sources_give_zero_voltages():
     c = random_circuit(7, 20, batch_size=3)
     zero_diodes = tuple(dataclasses.replace(gr, bias_v=torch.zeros_like(gr.bias_v)) for gr in c.diodes)
-    c = dataclasses.replace(
-        c, source_v=torch.zeros_like(c.source_v), current_a=torch.zeros_like(c.current_a), diodes=zero_diodes
-    )
+    c = dataclasses.replace(c, source_v=torch.zeros_like(c.source_v), current_a=torch.zeros_like(c.current_a), diodes=zero_diodes)
     sol = solve_dc(c)
     assert sol.voltages_v.abs().max().item() < 1e-15
     assert sol.source_current_a.abs().max().item() < 1e-18
@@ -189,7 +187,9 @@ def test_random_circuit_is_deterministic():
     assert a.describe() == b.describe()
     assert torch.equal(a.conductance_s, b.conductance_s) and torch.equal(a.source_v, b.source_v)
     assert a.source_v.shape[0] == 2 and a.current_a.shape[0] == 2
-    assert random_circuit(4, 17).describe() != a.describe() or not torch.equal(random_circuit(4, 17).conductance_s, a.conductance_s)
+    assert random_circuit(4, 17).describe() != a.describe() or not torch.equal(
+        random_circuit(4, 17).conductance_s, a.conductance_s
+    )
 
 
 # ------------------------------------------------------------------------------------- bad input

@@ -145,7 +145,9 @@ def test_circuit_without_free_nodes_matches_ngspice():
     i_out = d.current(torch.tensor(0.6, dtype=torch.float64)).item()
     assert native.amplifier_current_a.item() == pytest.approx(i_out, rel=1e-12)
     # the source feeds its own diode and the amplifier's input draw, current_gain x the output current
-    assert native.source_current_a.item() == pytest.approx(d.current(torch.tensor(0.3, dtype=torch.float64)).item() + 0.5 * i_out, rel=1e-12)
+    assert native.source_current_a.item() == pytest.approx(
+        d.current(torch.tensor(0.3, dtype=torch.float64)).item() + 0.5 * i_out, rel=1e-12
+    )
     _assert_parity(c, native, ng.solve_ngspice(c, mode="shared"))
 
 

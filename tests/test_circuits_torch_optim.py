@@ -161,7 +161,9 @@ def test_torch_optim_follows_the_old_rules_step_by_step(kind, lr):
         ours.constrain()
         theirs.set_parameter_values(theta)
         theta = old.step(theta, ep_gradients(theirs, data.x_train, data.y_train, config.loss_fn(), beta=config.beta).gradients)
-        clipped = max(clipped, sum(int(((t == lo) | (t == hi)).sum()) for t, (lo, hi) in zip(theta.values(), theirs.bounds.values())))
+        clipped = max(
+            clipped, sum(int(((t == lo) | (t == hi)).sum()) for t, (lo, hi) in zip(theta.values(), theirs.bounds.values()))
+        )
     assert clipped > 0  # the bounds took part
     for key, value in ours.parameter_values().items():
         lo, hi = ours.bounds[key]
@@ -197,7 +199,15 @@ def test_fit_steps_an_lr_scheduler_and_resumes_it(tmp_path):
         lo, hi = by_hand.bounds[key]
         assert ((value - straight.parameter_values()[key]).abs() <= TOLERANCE * (hi - lo)).all(), key
     resumed = spec.build(0)  # 2 epochs in a run folder, then 2 more: the scheduler's state is in the checkpoint
-    fit(resumed, data.x_train, data.y_train, config.model_copy(update={"epochs": 2}), scheduler=halve, directory=tmp_path, progress=False)
+    fit(
+        resumed,
+        data.x_train,
+        data.y_train,
+        config.model_copy(update={"epochs": 2}),
+        scheduler=halve,
+        directory=tmp_path,
+        progress=False,
+    )
     again = spec.build(0)
     history2 = fit(again, data.x_train, data.y_train, config, scheduler=halve, directory=tmp_path, progress=False)
     assert [h["lr"] for h in history2] == [h["lr"] for h in history]
@@ -205,8 +215,15 @@ def test_fit_steps_an_lr_scheduler_and_resumes_it(tmp_path):
     for key, u in straight.normalised_parameters().items():
         assert torch.equal(u, again.normalised_parameters()[key]), key
     with pytest.raises(ConfigError, match=r"scheduler\.gamma: 0\.5 in the folder, 0\.7 now"):
-        fit(spec.build(0), data.x_train, data.y_train, config.model_copy(update={"epochs": 6}), directory=tmp_path, progress=False,
-            scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7))
+        fit(
+            spec.build(0),
+            data.x_train,
+            data.y_train,
+            config.model_copy(update={"epochs": 6}),
+            directory=tmp_path,
+            progress=False,
+            scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7),
+        )
 
 
 def test_default_layer_names_depend_only_on_the_model():

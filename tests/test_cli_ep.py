@@ -27,8 +27,18 @@ def test_ep_train_writes_one_run_folder_resumes_and_reprints(tmp_path):
     out = tmp_path / "xor"
     result = runner.invoke(app, ["ep", "train", "xor", "--epochs", "3", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
-    for name in ("run.json", "config.yaml", "checkpoint.pt", "history.json", "history.csv", "metrics.json",
-                 "parameters.safetensors", "circuit.cir", "learning_curve.png", "summary.json"):
+    for name in (
+        "run.json",
+        "config.yaml",
+        "checkpoint.pt",
+        "history.json",
+        "history.csv",
+        "metrics.json",
+        "parameters.safetensors",
+        "circuit.cir",
+        "learning_curve.png",
+        "summary.json",
+    ):
         assert (out / name).exists(), name
     record = json.loads((out / "run.json").read_text())
     assert record["kind"] == FIT_KIND and record["state"] == "finished"
@@ -73,7 +83,9 @@ def test_examples_build_and_load():
         assert model.n_outputs == 2 * int(data.y_train.max() + 1), name
 
 
-@pytest.mark.skipif(not ngspice_available("shared") and os.environ.get("INMATERIO_REQUIRE_NGSPICE") != "1", reason="libngspice not installed")
+@pytest.mark.skipif(
+    not ngspice_available("shared") and os.environ.get("INMATERIO_REQUIRE_NGSPICE") != "1", reason="libngspice not installed"
+)
 def test_ep_check_agrees_with_ngspice():
     result = runner.invoke(app, ["ep", "check", "iris", "--samples", "2"])
     assert result.exit_code == 0, result.output

@@ -96,20 +96,26 @@ def write_report(name: str, lines: list[str], out: Path = RESULTS) -> None:
     print("\n".join(lines))
 
 
-def run_seeds(build: Callable[[int], Model], load: Callable[[int], object], config: EPTrainConfig, seeds, *, log=print) -> list[SeedRun]:
+def run_seeds(
+    build: Callable[[int], Model], load: Callable[[int], object], config: EPTrainConfig, seeds, *, log=print
+) -> list[SeedRun]:
     """For each seed: the split ``load(seed)``, the model ``build(seed)``, and training with ``config.seed = seed``."""
     torch.set_num_threads(1)
     runs = []
     for seed in seeds:
         data = load(seed)
         run = train_seed(build(seed), data, config.model_copy(update={"seed": seed}))
-        log(f"seed {seed}: train {run.train_accuracy:.2%} test {run.test_accuracy:.2%} "
-            f"({run.seconds_per_epoch:.3f} s/epoch, wall {run.wall_s:.0f} s)")
+        log(
+            f"seed {seed}: train {run.train_accuracy:.2%} test {run.test_accuracy:.2%} "
+            f"({run.seconds_per_epoch:.3f} s/epoch, wall {run.wall_s:.0f} s)"
+        )
         runs.append(run)
     return runs
 
 
-def tabular_main(doc: str, name: str, title: str, load, n_inputs: int, n_classes: int, split: tuple[int, int], defaults: dict) -> None:
+def tabular_main(
+    doc: str, name: str, title: str, load, n_inputs: int, n_classes: int, split: tuple[int, int], defaults: dict
+) -> None:
     """The command line of a tabular benchmark (``wine.py``, ``digits.py``): seeds of one recipe, table and curve.
 
     ``defaults``: ``seeds``, ``epochs``, ``hidden``, ``batch_size``; ``split``: (train, test) sizes for the table.
@@ -129,12 +135,21 @@ def tabular_main(doc: str, name: str, title: str, load, n_inputs: int, n_classes
     parser.add_argument("--gain", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    cfg = EPTrainConfig(epochs=args.epochs, batch_size=args.batch_size, beta=args.beta, lr=args.lr,
-                        readout="differential", loss="mse", target_v=0.1)
+    cfg = EPTrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        beta=args.beta,
+        lr=args.lr,
+        readout="differential",
+        loss="mse",
+        target_v=0.1,
+    )
     build = lambda s: diode_network(n_inputs, args.hidden, n_classes, seed=s, diode_bias_v=args.diode_bias, gain=args.gain)  # noqa: E731
     runs = run_seeds(build, load, cfg, range(args.seeds))
-    cmd = (f"python benchmarks/ep/{name}.py --seeds {args.seeds} --epochs {args.epochs} --hidden {args.hidden} "
-           f"--batch-size {args.batch_size} --lr {args.lr} --beta {args.beta} --diode-bias {args.diode_bias} --gain {args.gain}")
+    cmd = (
+        f"python benchmarks/ep/{name}.py --seeds {args.seeds} --epochs {args.epochs} --hidden {args.hidden} "
+        f"--batch-size {args.batch_size} --lr {args.lr} --beta {args.beta} --diode-bias {args.diode_bias} --gain {args.gain}"
+    )
     n_train, n_test = split
     lines = [
         f"# {title} with a diode circuit trained by Equilibrium Propagation",

@@ -29,4 +29,13 @@ from _learning import tabular_main  # noqa: E402
 from inmaterio.data.tabular import load_digits_split  # noqa: E402
 
 if __name__ == "__main__":
-    tabular_main(__doc__, "digits", "scikit-learn digits", load_digits_split, 64, 10, (1257, 540), {'seeds': 3, 'epochs': 15, 'hidden': 40, 'batch_size': 16})
+    tabular_main(
+        __doc__,
+        "digits",
+        "scikit-learn digits",
+        load_digits_split,
+        64,
+        10,
+        (1257, 540),
+        {"seeds": 3, "epochs": 15, "hidden": 40, "batch_size": 16},
+    )

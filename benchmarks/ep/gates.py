@@ -38,7 +38,19 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from inmaterio.circuits import Amplifier, Bias, Concatenate, Dense, Diodes, EPTrainConfig, Input, Model, ShockleyDiode, evaluate, fit
+from inmaterio.circuits import (
+    Amplifier,
+    Bias,
+    Concatenate,
+    Dense,
+    Diodes,
+    EPTrainConfig,
+    Input,
+    Model,
+    ShockleyDiode,
+    evaluate,
+    fit,
+)
 from inmaterio.fileio import atomic_write_text
 from inmaterio.plots import save_figure
 
@@ -83,8 +95,16 @@ def main() -> None:
         ok, first, spe, losses = 0, [], [], []
         for seed in range(args.seeds):
             model = network(seed, args.diode_bias, args.gain, args.hidden)
-            cfg = EPTrainConfig(epochs=args.epochs, batch_size=4, beta=args.beta, lr=args.lr, readout="differential",
-                                loss="mse", target_v=0.1, seed=seed)
+            cfg = EPTrainConfig(
+                epochs=args.epochs,
+                batch_size=4,
+                beta=args.beta,
+                lr=args.lr,
+                readout="differential",
+                loss="mse",
+                target_v=0.1,
+                seed=seed,
+            )
             hist = fit(model, X, y, cfg, progress=False)
             acc = evaluate(model, X, y, cfg)["accuracy"]
             ok += acc == 1.0
@@ -99,8 +119,10 @@ def main() -> None:
         print(f"{gate}: {ok}/{args.seeds} seeds at 100%", flush=True)
     wall = time.perf_counter() - t_all
 
-    cmd = (f"python benchmarks/ep/gates.py --seeds {args.seeds} --epochs {args.epochs} --lr {args.lr} --beta {args.beta} "
-           f"--diode-bias {args.diode_bias} --gain {args.gain} --hidden {args.hidden}")
+    cmd = (
+        f"python benchmarks/ep/gates.py --seeds {args.seeds} --epochs {args.epochs} --lr {args.lr} --beta {args.beta} "
+        f"--diode-bias {args.diode_bias} --gain {args.gain} --hidden {args.hidden}"
+    )
     lines = [
         "# Boolean gates learned with Equilibrium Propagation",
         "",

@@ -109,8 +109,13 @@ def main() -> None:
     ]
     for j, beta in enumerate(BETAS):
         lines.append(f"| {beta:.1e} | {np.median(errors['one-sided'][:, j]):.2e} | {np.median(errors['symmetric'][:, j]):.2e} |")
-    lines += ["", f"Slopes: one-sided **{slopes['one-sided']:.2f}** (theory 1), symmetric **{slopes['symmetric']:.2f}** (theory 2).", "",
-              "![error vs beta](gradient_check.png)", ""]
+    lines += [
+        "",
+        f"Slopes: one-sided **{slopes['one-sided']:.2f}** (theory 1), symmetric **{slopes['symmetric']:.2f}** (theory 2).",
+        "",
+        "![error vs beta](gradient_check.png)",
+        "",
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "gradient_check.md", "\n".join(lines))
     print("\n".join(lines))

@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from inmaterio.circuits.examples import diode_network  # noqa: E402
 from _learning import RESULTS, learning_curve, run_seeds, seed_table, write_report  # noqa: E402
 
 from inmaterio.circuits import EPTrainConfig, Model  # noqa: E402
+from inmaterio.circuits.examples import diode_network  # noqa: E402
 from inmaterio.data.tabular import load_iris_split  # noqa: E402
 
 
@@ -54,11 +54,20 @@ def main() -> None:
     parser.add_argument("--diode-bias", type=float, default=-0.3)
     parser.add_argument("--gain", type=float, default=4.0)
     args = parser.parse_args()
-    cfg = EPTrainConfig(epochs=args.epochs, batch_size=args.batch_size, beta=args.beta, lr=args.lr,
-                        readout="differential", loss="mse", target_v=0.1)
+    cfg = EPTrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        beta=args.beta,
+        lr=args.lr,
+        readout="differential",
+        loss="mse",
+        target_v=0.1,
+    )
     runs = run_seeds(lambda s: network(s, args.diode_bias, args.gain), load_iris_split, cfg, range(args.seeds))
-    cmd = (f"python benchmarks/ep/iris.py --seeds {args.seeds} --epochs {args.epochs} --batch-size {args.batch_size} "
-           f"--lr {args.lr} --beta {args.beta} --diode-bias {args.diode_bias} --gain {args.gain}")
+    cmd = (
+        f"python benchmarks/ep/iris.py --seeds {args.seeds} --epochs {args.epochs} --batch-size {args.batch_size} "
+        f"--lr {args.lr} --beta {args.beta} --diode-bias {args.diode_bias} --gain {args.gain}"
+    )
     lines = [
         "# Iris with EBANA's network, trained with Equilibrium Propagation",
         "",

@@ -36,8 +36,14 @@ from inmaterio.fileio import atomic_write_text
 
 def front_end() -> nn.Module:
     return nn.Sequential(
-        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 16),
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 16),
     )
 
 
@@ -64,8 +70,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = {"CNN + circuit, trained together": run(True, args.epochs, args.seed),
-            "fixed random CNN + circuit (only the circuit learns)": run(False, args.epochs, args.seed)}
+    rows = {
+        "CNN + circuit, trained together": run(True, args.epochs, args.seed),
+        "fixed random CNN + circuit (only the circuit learns)": run(False, args.epochs, args.seed),
+    }
     lines = [
         "# Mixed-signal: a CNN front end and an analog EP circuit trained together (scikit-learn digits)",
         "",

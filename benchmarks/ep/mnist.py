@@ -102,8 +102,16 @@ def main() -> None:
     x_test, y_test = flat(splits.x_test), splits.y_test
 
     model = network(args.hidden, args.gain, args.diode, args.diode_bias, args.g_on, args.seed)
-    config = EPTrainConfig(epochs=args.epochs, batch_size=args.batch_size, beta=args.beta, lr=args.lr,
-                           loss=args.loss, target_v=args.target, scale_per_v=args.scale, seed=args.seed)
+    config = EPTrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        beta=args.beta,
+        lr=args.lr,
+        loss=args.loss,
+        target_v=args.target,
+        scale_per_v=args.scale,
+        seed=args.seed,
+    )
     run_dir = args.out / "runs" / args.tag
 
     t0 = time.perf_counter()
@@ -119,10 +127,12 @@ def main() -> None:
         "wall_s_this_call": wall,
     }
     atomic_write_json(args.out / f"{args.tag}.json", result)
-    cmd = (f"python benchmarks/ep/mnist.py --epochs {args.epochs} --train-size {args.train_size} --batch-size {args.batch_size} "
-           f"--lr {args.lr} --loss {args.loss} --scale {args.scale} --target {args.target} --diode {args.diode} --g-on {args.g_on} "
-           f"--gain {args.gain} --diode-bias {args.diode_bias} "
-           f"--hidden {args.hidden} --seed {args.seed} --threads {args.threads} --tag {args.tag}")
+    cmd = (
+        f"python benchmarks/ep/mnist.py --epochs {args.epochs} --train-size {args.train_size} --batch-size {args.batch_size} "
+        f"--lr {args.lr} --loss {args.loss} --scale {args.scale} --target {args.target} --diode {args.diode} --g-on {args.g_on} "
+        f"--gain {args.gain} --diode-bias {args.diode_bias} "
+        f"--hidden {args.hidden} --seed {args.seed} --threads {args.threads} --tag {args.tag}"
+    )
     lines = [
         f"# MNIST, analog 784x2-{args.hidden}-10 network trained with EP ({args.tag})",
         "",
@@ -132,8 +142,10 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in history:
-        lines.append(f"| {r['epoch']} | {r['loss']:.5f} | {100 * r['accuracy']:.2f}% | {100 * r['val_accuracy']:.2f}% | "
-                     f"{r['seconds']:.0f} | {1e3 * r['seconds'] / len(x_train):.2f} |")
+        lines.append(
+            f"| {r['epoch']} | {r['loss']:.5f} | {100 * r['accuracy']:.2f}% | {100 * r['val_accuracy']:.2f}% | "
+            f"{r['seconds']:.0f} | {1e3 * r['seconds'] / len(x_train):.2f} |"
+        )
     lines += [
         "",
         f"**Test error {100 * (1 - test['accuracy']):.2f}%** (weights after the last epoch), "

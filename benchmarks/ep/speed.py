@@ -40,7 +40,19 @@ from pathlib import Path
 
 import torch
 
-from inmaterio.circuits import Amplifier, Bias, Concatenate, Dense, Diodes, Input, Model, ShockleyDiode, ep_gradients, output_loss, solve_dc
+from inmaterio.circuits import (
+    Amplifier,
+    Bias,
+    Concatenate,
+    Dense,
+    Diodes,
+    Input,
+    Model,
+    ShockleyDiode,
+    ep_gradients,
+    output_loss,
+    solve_dc,
+)
 from inmaterio.circuits.solve.ngspice import ngspice_available, solve_ngspice
 from inmaterio.fileio import atomic_write_text
 
@@ -69,7 +81,7 @@ def _best(fn, repeats: int) -> float:
 def measure(model: Model, batch: int, n_spice: int, reload: bool, repeats: int = 3) -> dict:
     g = torch.Generator().manual_seed(0)
     n_in = model.input_layers[0].n_features
-    x = (torch.rand(batch, n_in, generator=g, dtype=torch.float64) - 0.5)
+    x = torch.rand(batch, n_in, generator=g, dtype=torch.float64) - 0.5
     y = torch.randint(0, model.n_outputs, (batch,), generator=g)
     loss = output_loss("mse", target_v=0.1)
     free_c = model.circuit(x)
@@ -85,8 +97,13 @@ def measure(model: Model, batch: int, n_spice: int, reload: bool, repeats: int =
 
     t_native = _best(native_phases, repeats) / batch
     t_step = _best(lambda: ep_gradients(model, x, y, loss, beta=BETA, variant="one-sided"), repeats) / batch
-    row = {"nodes": free_c.n_nodes, "resistors": len(free_c.resistor_nodes), "batch": batch,
-           "native_ms": 1e3 * t_native, "native_step_ms": 1e3 * t_step}
+    row = {
+        "nodes": free_c.n_nodes,
+        "resistors": len(free_c.resistor_nodes),
+        "batch": batch,
+        "native_ms": 1e3 * t_native,
+        "native_step_ms": 1e3 * t_step,
+    }
     if n_spice and ngspice_available("shared"):
         sub_f, sub_n = model.circuit(x[:n_spice]), model.circuit(x[:n_spice], currents[:n_spice])
         t = time.perf_counter()
@@ -116,7 +133,10 @@ def main() -> None:
     }
     wide = measure(iris, batch=4096, n_spice=0, reload=False)
     iris_row = rows["iris (4x2+2 - 10 - 6), batch 105 (the training set)"]
-    rows["iris, batch 4096 (solver throughput)"] = {**wide, **{k: iris_row[k] for k in ("ngspice_ms", "ngspice_reload_ms", "max_dv") if k in iris_row}}
+    rows["iris, batch 4096 (solver throughput)"] = {
+        **wide,
+        **{k: iris_row[k] for k in ("ngspice_ms", "ngspice_reload_ms", "max_dv") if k in iris_row},
+    }
     sweep = {h: measure(layered(784, h, 10), batch=256, n_spice=1 if h <= 30 else 0, reload=False) for h in (10, 30, 100, 300)}
     wall = time.perf_counter() - t0
 
@@ -139,9 +159,13 @@ def main() -> None:
             f"| {name} | {r['nodes']} | {r['resistors']} | {r['native_ms']:.3f} | {r['native_step_ms']:.3f} | {fmt(sp)} | "
             f"{fmt(r.get('ngspice_reload_ms'))} | {fmt(sp / r['native_ms'] if sp else None, '.0f')}x | {fmt(r.get('max_dv'), '.1e')} |"
         )
-    lines += ["", "Size sweep (784x2+2 inputs, h hidden nodes, 10 outputs; batch 256):", "",
-              "| hidden | nodes | resistors | native free + nudged (ms/sample) | ngspice kept loaded (ms/sample) |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "Size sweep (784x2+2 inputs, h hidden nodes, 10 outputs; batch 256):",
+        "",
+        "| hidden | nodes | resistors | native free + nudged (ms/sample) | ngspice kept loaded (ms/sample) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for h, r in sweep.items():
         lines.append(f"| {h} | {r['nodes']} | {r['resistors']} | {r['native_ms']:.3f} | {fmt(r.get('ngspice_ms'))} |")
     lines.append("")

@@ -29,4 +29,6 @@ from _learning import tabular_main  # noqa: E402
 from inmaterio.data.tabular import load_wine_split  # noqa: E402
 
 if __name__ == "__main__":
-    tabular_main(__doc__, "wine", "Wine", load_wine_split, 13, 3, (124, 54), {'seeds': 5, 'epochs': 60, 'hidden': 10, 'batch_size': 8})
+    tabular_main(
+        __doc__, "wine", "Wine", load_wine_split, 13, 3, (124, 54), {"seeds": 5, "epochs": 60, "hidden": 10, "batch_size": 8}
+    )

@@ -139,7 +139,9 @@ class ShockleyDiode(TwoTerminal):
         nvt = self.nvt
         big_step = (v_new > self.critical_voltage) & ((v_new - v_old).abs() > 2.0 * nvt)
         arg = 1.0 + (v_new - v_old) / nvt
-        from_old = torch.where(arg > 0, v_old + nvt * torch.log(arg.clamp(min=1e-300)), torch.full_like(v_new, self.critical_voltage))
+        from_old = torch.where(
+            arg > 0, v_old + nvt * torch.log(arg.clamp(min=1e-300)), torch.full_like(v_new, self.critical_voltage)
+        )
         from_zero = nvt * torch.log((v_new / nvt).clamp(min=1e-300))
         limited = torch.where(v_old > 0, from_old, from_zero)
         return torch.where(big_step, limited, v_new)

@@ -116,9 +116,13 @@ def check_targets(target: torch.Tensor, loss: str, n_classes: int, what: str = "
         raise ConfigError(f"{what} must be integer class indices or real target scores, got dtype {target.dtype}")
     if target.dtype.is_floating_point:
         if loss == "cross_entropy":
-            raise ConfigError(f"{what}: cross_entropy needs integer class indices in [0, {n_classes - 1}], got dtype {target.dtype}")
+            raise ConfigError(
+                f"{what}: cross_entropy needs integer class indices in [0, {n_classes - 1}], got dtype {target.dtype}"
+            )
         if target.dim() != 2 or target.shape[1] != n_classes:
-            raise ConfigError(f"{what}: target scores must have shape (batch, {n_classes}) in volts (or give class indices), got {tuple(target.shape)}")
+            raise ConfigError(
+                f"{what}: target scores must have shape (batch, {n_classes}) in volts (or give class indices), got {tuple(target.shape)}"
+            )
         if not torch.isfinite(target).all():
             s, c = (~torch.isfinite(target)).nonzero()[0].tolist()
             raise ConfigError(f"{what} of sample {s}, class {c} is {target[s, c].item()}: target scores must be finite")
@@ -263,7 +267,14 @@ def ep_gradients(
     unit = -dl_dv / model.output_weight.to(dl_dv.device)  # current per unit beta
 
     def nudged(b: float) -> DCSolution:
-        return solve_dc(circuit.with_values(current_a=b * unit), initial_v=free.voltages_v, reuse=free, options=options, device=device, source_currents=False)
+        return solve_dc(
+            circuit.with_values(current_a=b * unit),
+            initial_v=free.voltages_v,
+            reuse=free,
+            options=options,
+            device=device,
+            source_currents=False,
+        )
 
     if variant == "one-sided":
         phases = [(beta, nudged(beta)), (0.0, free)]
@@ -298,7 +309,9 @@ def ep_gradients(
     return result
 
 
-def implicit_gradients(model: Model, x, target, loss_fn: LossFn, *, options: SolverOptions | None = None) -> dict[str, torch.Tensor]:
+def implicit_gradients(
+    model: Model, x, target, loss_fn: LossFn, *, options: SolverOptions | None = None
+) -> dict[str, torch.Tensor]:
     """Exact batch-mean gradients of the loss at the free equilibrium, by implicit differentiation.
 
     Solves the free phase, then differentiates the Kirchhoff residual
@@ -319,12 +332,16 @@ def implicit_gradients(model: Model, x, target, loss_fn: LossFn, *, options: Sol
 
     def residual(v_free: torch.Tensor) -> torch.Tensor:
         sv = model.source_voltages(x, params)
-        circ = c.with_values(source_v=sv, conductance_s=model.conductances(params), current_a=torch.zeros(b, len(model.output_ids), dtype=DTYPE))
+        circ = c.with_values(
+            source_v=sv, conductance_s=model.conductances(params), current_a=torch.zeros(b, len(model.output_ids), dtype=DTYPE)
+        )
         v = torch.zeros(b, n, dtype=DTYPE).index_copy(1, c.source_nodes, sv).index_copy(1, free_idx, v_free)
         net, _ = kcl_currents(circ, v)
         r = net[:, :n].clone()
         if len(amp_out):
-            vin = torch.where(c.amplifier_nodes[:, 0] == GROUND, torch.zeros((), dtype=DTYPE), v[:, c.amplifier_nodes[:, 0].clamp(min=0)])
+            vin = torch.where(
+                c.amplifier_nodes[:, 0] == GROUND, torch.zeros((), dtype=DTYPE), v[:, c.amplifier_nodes[:, 0].clamp(min=0)]
+            )
             r[:, amp_out] = v[:, amp_out] - c.gain * vin
         return r[:, free_idx]
 

@@ -80,8 +80,12 @@ def _tabular(loader_name: str) -> Callable[[int], ExampleData]:
 
         split = getattr(tabular, loader_name)(seed)
         as_t = lambda a, dt: torch.as_tensor(a, dtype=dt)  # noqa: E731
-        return ExampleData(as_t(split.x_train, torch.float64), as_t(split.y_train, torch.long),
-                           as_t(split.x_test, torch.float64), as_t(split.y_test, torch.long))
+        return ExampleData(
+            as_t(split.x_train, torch.float64),
+            as_t(split.y_train, torch.long),
+            as_t(split.x_test, torch.float64),
+            as_t(split.y_test, torch.long),
+        )
 
     return load
 
@@ -100,17 +104,30 @@ _RECIPE = {"beta": 1e-7, "variant": "symmetric", "optimizer": "adam", "loss": "m
 
 #: Every example by name.
 EXAMPLES: dict[str, Example] = {
-    "xor": Example("XOR, 2 inputs, 6 hidden diode nodes, 4 outputs (one batch of the 4 points)", _xor,
-                   lambda s: diode_network(2, 6, 2, seed=s), EPTrainConfig(epochs=150, batch_size=4, lr=0.02, **_RECIPE)),
-    "iris": Example("Iris (EBANA's network: 4 inputs + inverses + bias, 10 hidden diode nodes, 6 outputs), 105/45 split",
-                    _tabular("load_iris_split"), lambda s: diode_network(4, 10, 3, seed=s),
-                    EPTrainConfig(epochs=200, batch_size=8, lr=0.003, **_RECIPE)),
-    "wine": Example("Wine (13 inputs + inverses, 10 hidden diode nodes, 6 outputs), 124/54 split",
-                    _tabular("load_wine_split"), lambda s: diode_network(13, 10, 3, seed=s),
-                    EPTrainConfig(epochs=60, batch_size=8, lr=0.01, **_RECIPE)),
-    "digits": Example("scikit-learn 8x8 digits (64 inputs + inverses, 40 hidden diode nodes, 20 outputs), 1257/540 split",
-                      _tabular("load_digits_split"), lambda s: diode_network(64, 40, 10, seed=s),
-                      EPTrainConfig(epochs=15, batch_size=16, lr=0.01, **_RECIPE)),
+    "xor": Example(
+        "XOR, 2 inputs, 6 hidden diode nodes, 4 outputs (one batch of the 4 points)",
+        _xor,
+        lambda s: diode_network(2, 6, 2, seed=s),
+        EPTrainConfig(epochs=150, batch_size=4, lr=0.02, **_RECIPE),
+    ),
+    "iris": Example(
+        "Iris (EBANA's network: 4 inputs + inverses + bias, 10 hidden diode nodes, 6 outputs), 105/45 split",
+        _tabular("load_iris_split"),
+        lambda s: diode_network(4, 10, 3, seed=s),
+        EPTrainConfig(epochs=200, batch_size=8, lr=0.003, **_RECIPE),
+    ),
+    "wine": Example(
+        "Wine (13 inputs + inverses, 10 hidden diode nodes, 6 outputs), 124/54 split",
+        _tabular("load_wine_split"),
+        lambda s: diode_network(13, 10, 3, seed=s),
+        EPTrainConfig(epochs=60, batch_size=8, lr=0.01, **_RECIPE),
+    ),
+    "digits": Example(
+        "scikit-learn 8x8 digits (64 inputs + inverses, 40 hidden diode nodes, 20 outputs), 1257/540 split",
+        _tabular("load_digits_split"),
+        lambda s: diode_network(64, 40, 10, seed=s),
+        EPTrainConfig(epochs=15, batch_size=16, lr=0.01, **_RECIPE),
+    ),
 }
 
 

@@ -111,7 +111,9 @@ def _targets(model: Model, y, n: int, config: EPTrainConfig, what: str) -> torch
     return y
 
 
-def evaluate(model: Model, x, y, config: EPTrainConfig | None = None, *, batch_size: int = 512, options: SolverOptions | None = None) -> dict[str, float]:
+def evaluate(
+    model: Model, x, y, config: EPTrainConfig | None = None, *, batch_size: int = 512, options: SolverOptions | None = None
+) -> dict[str, float]:
     """Mean loss and accuracy (argmax of the class scores vs integer labels ``y``) of the free circuits.
 
     Raises:
@@ -130,7 +132,9 @@ def evaluate(model: Model, x, y, config: EPTrainConfig | None = None, *, batch_s
     return result
 
 
-def _identity(model: Model, data, y, validation, config: EPTrainConfig, scheduler, options: SolverOptions | None, device) -> dict[str, Any]:
+def _identity(
+    model: Model, data, y, validation, config: EPTrainConfig, scheduler, options: SolverOptions | None, device
+) -> dict[str, Any]:
     """Everything that defines a training run's result, but ``epochs`` (which may grow)."""
     return {
         "config": {k: v for k, v in config.model_dump(mode="json").items() if k != "epochs"},
@@ -149,14 +153,25 @@ def _scheduler_identity(scheduler) -> dict[str, Any] | None:
     """The scheduler's type and settings (its state before any step, numbers and strings only)."""
     if scheduler is None:
         return None
-    moving = {"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "verbose", "best", "num_bad_epochs",
-              "cooldown_counter", "_is_initial"}
+    moving = {
+        "last_epoch",
+        "_step_count",
+        "_last_lr",
+        "_get_lr_called_within_step",
+        "verbose",
+        "best",
+        "num_bad_epochs",
+        "cooldown_counter",
+        "_is_initial",
+    }
     settings = {k: v for k, v in scheduler.state_dict().items()
                 if k not in moving and isinstance(v, int | float | str | bool | list | tuple | type(None))}  # fmt: skip
     return {"type": type(scheduler).__name__, **settings}
 
 
-def _checkpoint(model: Model, optimizer, scheduler, generator: torch.Generator, history: list[dict[str, float]]) -> dict[str, Any]:
+def _checkpoint(
+    model: Model, optimizer, scheduler, generator: torch.Generator, history: list[dict[str, float]]
+) -> dict[str, Any]:
     return {
         "parameters": {k: p.detach().clone() for k, p in model.normalised_parameters().items()},
         "optimizer": optimizer.state_dict(),
@@ -166,19 +181,27 @@ def _checkpoint(model: Model, optimizer, scheduler, generator: torch.Generator, 
     }
 
 
-def _restore(run: RunFolder, state: dict[str, Any], model: Model, optimizer, scheduler, generator: torch.Generator) -> list[dict[str, float]]:
+def _restore(
+    run: RunFolder, state: dict[str, Any], model: Model, optimizer, scheduler, generator: torch.Generator
+) -> list[dict[str, float]]:
     """Load a checkpoint into the model, optimiser, scheduler and generator; returns the history."""
     where = run.file("checkpoint.pt")
     keys = {"parameters", "optimizer", "scheduler", "generator", "history"}
     if not isinstance(state, dict) or set(state) != keys:
-        raise ModelFileError(f"checkpoint '{where}' is not an EP training checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})")
+        raise ModelFileError(
+            f"checkpoint '{where}' is not an EP training checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})"
+        )
     params = model.normalised_parameters()
     saved = state["parameters"]
     if not isinstance(saved, dict) or sorted(saved) != sorted(params):
-        raise ModelFileError(f"checkpoint '{where}' holds parameters {sorted(saved) if isinstance(saved, dict) else saved!r}, the model has {sorted(params)}")
+        raise ModelFileError(
+            f"checkpoint '{where}' holds parameters {sorted(saved) if isinstance(saved, dict) else saved!r}, the model has {sorted(params)}"
+        )
     for key, value in saved.items():
         if not isinstance(value, torch.Tensor) or value.shape != params[key].shape or not torch.isfinite(value).all():
-            raise ModelFileError(f"checkpoint '{where}': parameter {key!r} is not a finite tensor of shape {tuple(params[key].shape)}")
+            raise ModelFileError(
+                f"checkpoint '{where}': parameter {key!r} is not a finite tensor of shape {tuple(params[key].shape)}"
+            )
     try:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
@@ -268,7 +291,9 @@ def fit(
     with open_run(directory, FIT_KIND, identity=identity, config=config, overwrite=overwrite) as run:
         state = run.load_checkpoint()
         if state is None and run.finished:
-            raise ModelFileError(f"'{run.path}' holds a finished run without its checkpoint; pass overwrite=True (--overwrite) to replace it")
+            raise ModelFileError(
+                f"'{run.path}' holds a finished run without its checkpoint; pass overwrite=True (--overwrite) to replace it"
+            )
         history = [] if state is None else _restore(run, state, model, optimizer, sched, generator)
         if len(history) > config.epochs:  # the checkpoint changed since _epochs_done looked
             raise ConfigError(f"'{run.path}' already holds {len(history)} epochs, more than epochs={config.epochs}")
@@ -311,7 +336,9 @@ class _Training:
         start = len(history)
         if run is not None and start:
             run.write_history(history)
-        with progress_bar(total=cfg.epochs * n, completed=start * n, description="EP training", unit="samples", enabled=progress) as bar:
+        with progress_bar(
+            total=cfg.epochs * n, completed=start * n, description="EP training", unit="samples", enabled=progress
+        ) as bar:
             for epoch in range(start, cfg.epochs):
                 t0 = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]

@@ -139,7 +139,9 @@ class Model(nn.Module):
         self.layer_names = _layer_names(self.layers)
         for layer in self.layers:
             if isinstance(layer, InputLayer) and layer not in self.input_layers:
-                raise ConfigError(f"the outputs depend on Input '{self.layer_names[layer]}', which is not among the model's inputs")
+                raise ConfigError(
+                    f"the outputs depend on Input '{self.layer_names[layer]}', which is not among the model's inputs"
+                )
         for k, layer in enumerate(self.input_layers):
             if layer not in self.layers:
                 raise ConfigError(f"model input {k} (Input {layer.label}) is not connected to the outputs")
@@ -239,7 +241,9 @@ class Model(nn.Module):
         is_source[source_ids] = True
         if is_source[self.output_ids].any():
             k = int(is_source[self.output_ids].nonzero()[0])
-            raise ConfigError(f"model output node '{names[int(self.output_ids[k])]}' is a voltage source; outputs must be circuit nodes")
+            raise ConfigError(
+                f"model output node '{names[int(self.output_ids[k])]}' is a voltage source; outputs must be circuit nodes"
+            )
         self.segments = segments
         self._template = Circuit(
             self.node_names,
@@ -411,11 +415,19 @@ class Model(nn.Module):
         Two models built the same way describe themselves the same way (the
         identity of a training run, the header of a parameter file).
         """
-        layers = [json.loads(json.dumps({"type": type(layer).__name__, "name": self.layer_names[layer], **layer.config()}, default=str))
-                  for layer in self.layers]
+        layers = [
+            json.loads(json.dumps({"type": type(layer).__name__, "name": self.layer_names[layer], **layer.config()}, default=str))
+            for layer in self.layers
+        ]
         parameters = {key: {"shape": list(self._parameter(key).shape), "bounds": list(b)} for key, b in self.bounds.items()}
-        return {"layers": layers, "parameters": parameters, "inputs": [self.layer_names[x] for x in self.input_layers],
-                "n_outputs": self.n_outputs, "circuit": self._template.describe(), "seed": self.seed}
+        return {
+            "layers": layers,
+            "parameters": parameters,
+            "inputs": [self.layer_names[x] for x in self.input_layers],
+            "n_outputs": self.n_outputs,
+            "circuit": self._template.describe(),
+            "seed": self.seed,
+        }
 
     # ----------------------------------------------------------------- solve
     def input_list(self, x) -> list[torch.Tensor]:
@@ -430,7 +442,9 @@ class Model(nn.Module):
         elif isinstance(x, list | tuple):
             data = list(x)
         else:
-            raise VoltageError(f"the model has {len(names)} inputs {names}: give a list of {len(names)} data arrays, got {type(x).__name__}")
+            raise VoltageError(
+                f"the model has {len(names)} inputs {names}: give a list of {len(names)} data arrays, got {type(x).__name__}"
+            )
         if len(data) != len(names):
             raise VoltageError(f"the model has {len(names)} inputs {names}, got {len(data)} data arrays")
         return [as_volts(d, f"Input '{self.layer_names[layer]}' data") for layer, d in zip(self.input_layers, data)]
@@ -507,7 +521,10 @@ class Model(nn.Module):
         g = self.conductances().to(v.device)
         p = (g * (v[:, rn[:, 0]] - v[:, rn[:, 1]]) ** 2).sum(1)
         for grp in self._template.diodes:
-            u = v[:, ground_last(grp.anode, v.shape[1] - 1).to(v.device)] - v[:, ground_last(grp.cathode, v.shape[1] - 1).to(v.device)]
+            u = (
+                v[:, ground_last(grp.anode, v.shape[1] - 1).to(v.device)]
+                - v[:, ground_last(grp.cathode, v.shape[1] - 1).to(v.device)]
+            )
             p = p + (u * grp.model.current(u - grp.bias_v.to(v.device))).sum(1)
         return p
 
@@ -524,4 +541,3 @@ class Model(nn.Module):
             lines.append(f"{self.layer_names[layer]:<18} {type(layer).__name__:<20} {nodes:>7} {params:>11}")
         lines.append(f"circuit: {self._template.describe()}")
         return "\n".join(lines)
-

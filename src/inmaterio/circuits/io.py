@@ -58,7 +58,9 @@ def load_parameters(model: Model, path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"circuit parameter file '{path}' " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+        raise ModelFileError(
+            f"circuit parameter file '{path}' " + ("is a folder, not a file" if path.is_dir() else "does not exist")
+        )
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -77,7 +79,9 @@ def load_parameters(model: Model, path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"'{path}' holds parameters {sorted(tensors)}, the model has {sorted(params)}")
     for key, value in sorted(tensors.items()):
         if tuple(value.shape) != tuple(params[key].shape):
-            raise ModelFileError(f"'{path}': parameter {key!r} has shape {tuple(value.shape)}, the model's is {tuple(params[key].shape)}")
+            raise ModelFileError(
+                f"'{path}': parameter {key!r} has shape {tuple(value.shape)}, the model's is {tuple(params[key].shape)}"
+            )
     try:
         model.set_parameter_values(dict(sorted(tensors.items())))
     except ConfigError as err:  # dtype, finiteness or bounds: a file that does not fit this model

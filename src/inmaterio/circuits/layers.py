@@ -47,6 +47,7 @@ __all__ = [
     "Nodes",
 ]
 
+
 def as_volts(x, what: str) -> torch.Tensor:
     """``x`` (tensor, array, nested lists of real numbers) as a float64 tensor of volts.
 
@@ -427,8 +428,13 @@ class LocallyConnected2D(Layer):
         return Emitted(resistors=torch.stack([src, dst], 1), resistor_param=("conductance_s", torch.arange(src.numel())))
 
     def config(self):
-        return {"filters": self.filters, "kernel_size": self.kernel, "stride": self.stride,
-                "bounds_s": list(self.bounds_s), "init_s": list(self.init_s)}
+        return {
+            "filters": self.filters,
+            "kernel_size": self.kernel,
+            "stride": self.stride,
+            "bounds_s": list(self.bounds_s),
+            "init_s": list(self.init_s),
+        }
 
 
 _ORIENTATIONS = ("forward", "reverse", "both")
@@ -480,8 +486,12 @@ class Diodes(Layer):
         return Emitted(diodes=tuple(groups))
 
     def config(self):
-        return {"model": type(self.model).__name__, "model_params": dict(vars(self.model)),
-                "orientation": self.orientation, "bias_v": list(self.bias_v)}
+        return {
+            "model": type(self.model).__name__,
+            "model_params": dict(vars(self.model)),
+            "orientation": self.orientation,
+            "bias_v": list(self.bias_v),
+        }
 
 
 class Amplifier(Layer):
@@ -526,4 +536,3 @@ def Input(shape: int | Sequence[int], *, inverted: bool = False, voltage_range_v
 def Bias(voltages_v: Sequence[float], *, learnable: bool = False, bounds_v=(-10.0, 10.0), name: str | None = None) -> Nodes:
     """Bias voltage sources (see :class:`BiasLayer`); returns their nodes."""
     return BiasLayer(voltages_v, learnable=learnable, bounds_v=bounds_v, name=name).node
-

@@ -102,8 +102,16 @@ def fit_mixed(
                 idx = order[s : s + config.batch_size]
                 v = model.input_voltages(x[idx])
                 analog_opt.zero_grad()
-                result = ep_gradients(model.analog, v.detach().to(DTYPE), y[idx], loss_fn, beta=config.beta,
-                                      variant=config.variant, generator=generator, input_gradients=True)
+                result = ep_gradients(
+                    model.analog,
+                    v.detach().to(DTYPE),
+                    y[idx],
+                    loss_fn,
+                    beta=config.beta,
+                    variant=config.variant,
+                    generator=generator,
+                    input_gradients=True,
+                )
                 front_opt.zero_grad()
                 v.backward(result.input_gradients[0].to(v.dtype) / len(idx))  # d(mean loss)/dv
                 front_opt.step()
@@ -112,9 +120,16 @@ def fit_mixed(
                 total += result.loss.sum().item()
                 correct += (readout(result.outputs_v, config.readout).argmax(1) == y[idx]).sum().item()
                 bar.advance(len(idx))
-            record: dict[str, Any] = {"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n, "seconds": time.perf_counter() - t0}
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": total / n,
+                "accuracy": correct / n,
+                "seconds": time.perf_counter() - t0,
+            }
             if validation is not None:
                 out = model(validation[0])
-                record["val_accuracy"] = (readout(out, config.readout).argmax(1) == torch.as_tensor(validation[1])).double().mean().item()
+                record["val_accuracy"] = (
+                    (readout(out, config.readout).argmax(1) == torch.as_tensor(validation[1])).double().mean().item()
+                )
             history.append(record)
     return history

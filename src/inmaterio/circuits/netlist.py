@@ -75,7 +75,12 @@ def real_tensor(x, what: str, error: type[Exception] = ConfigError) -> torch.Ten
 
 
 def _long(x, what: str, shape_tail: tuple[int, ...]) -> torch.Tensor:
-    if isinstance(x, torch.Tensor) and x.dtype == torch.long and x.dim() == 1 + len(shape_tail) and tuple(x.shape[1:]) == shape_tail:
+    if (
+        isinstance(x, torch.Tensor)
+        and x.dtype == torch.long
+        and x.dim() == 1 + len(shape_tail)
+        and tuple(x.shape[1:]) == shape_tail
+    ):
         return x  # kept as is: solvers cache their bookkeeping per index tensor
     t = real_tensor(x, what)
     if t.dtype == torch.bool or t.dtype.is_floating_point and not (t == t.round()).all():
@@ -177,14 +182,16 @@ class Circuit:
 
     def _check_topology(self) -> None:
         n = self.n_nodes
-        for what, idx in [
-            ("resistor_nodes", self.resistor_nodes),
-            ("source_nodes", self.source_nodes),
-            ("amplifier_nodes", self.amplifier_nodes),
-            ("current_nodes", self.current_nodes),
-        ] + [(f"diode group {g} anode", d.anode) for g, d in enumerate(self.diodes)] + [
-            (f"diode group {g} cathode", d.cathode) for g, d in enumerate(self.diodes)
-        ]:
+        for what, idx in (
+            [
+                ("resistor_nodes", self.resistor_nodes),
+                ("source_nodes", self.source_nodes),
+                ("amplifier_nodes", self.amplifier_nodes),
+                ("current_nodes", self.current_nodes),
+            ]
+            + [(f"diode group {g} anode", d.anode) for g, d in enumerate(self.diodes)]
+            + [(f"diode group {g} cathode", d.cathode) for g, d in enumerate(self.diodes)]
+        ):
             self._check_indices(what, idx)
         if (self.conductance_s < 0).any():
             where = (self.conductance_s < 0).nonzero()[0]
@@ -242,7 +249,9 @@ class Circuit:
     @property
     def batch_size(self) -> int | None:
         """The batch size fixed by per-circuit values, or None if every value is shared."""
-        sizes = {t.shape[0] for t in (self.conductance_s, self.source_v, self.gain, self.current_gain, self.current_a) if t.dim() == 2}
+        sizes = {
+            t.shape[0] for t in (self.conductance_s, self.source_v, self.gain, self.current_gain, self.current_a) if t.dim() == 2
+        }
         if len(sizes) > 1:
             raise ConfigError(f"per-circuit values disagree on the batch size: {sorted(sizes)}")
         return sizes.pop() if sizes else None
@@ -279,8 +288,13 @@ class Circuit:
         The topology is shared with this circuit and not checked again; the
         new values are (shape, finiteness, sign of conductances).
         """
-        counts = {"conductance_s": len(self.resistor_nodes), "source_v": len(self.source_nodes), "gain": len(self.amplifier_nodes),
-                  "current_gain": len(self.amplifier_nodes), "current_a": len(self.current_nodes)}
+        counts = {
+            "conductance_s": len(self.resistor_nodes),
+            "source_v": len(self.source_nodes),
+            "gain": len(self.amplifier_nodes),
+            "current_gain": len(self.amplifier_nodes),
+            "current_a": len(self.current_nodes),
+        }
         unknown = set(values) - set(counts)
         if unknown:
             raise ConfigError(f"with_values can replace {sorted(counts)}, not {sorted(unknown)}")
@@ -289,7 +303,9 @@ class Circuit:
             object.__setattr__(new, name, _values(value, name, counts[name]))
         if "conductance_s" in values and (new.conductance_s < 0).any():
             where = (new.conductance_s < 0).nonzero()[0]
-            raise ConfigError(f"resistor {int(where[-1])} conductance {new.conductance_s[tuple(where)].item()} S is negative (must be >= 0)")
+            raise ConfigError(
+                f"resistor {int(where[-1])} conductance {new.conductance_s[tuple(where)].item()} S is negative (must be >= 0)"
+            )
         new.batch_size  # noqa: B018 - raises if per-circuit values disagree
         return new
 

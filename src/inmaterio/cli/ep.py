@@ -38,10 +38,14 @@ def _non_negative(value: int) -> int:
 @friendly_errors
 def ep_train(
     example: Annotated[str, typer.Argument(help="xor, iris, wine or digits")],
-    epochs: Annotated[Optional[int], typer.Option(callback=_positive_count("epochs"), help="epochs, >= 1 (default: the example's recipe)")] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option(callback=_positive_count("epochs"), help="epochs, >= 1 (default: the example's recipe)")
+    ] = None,
     seed: Annotated[int, typer.Option(callback=_non_negative, help="data split, initial conductances and shuffling (>= 0)")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="run folder (default: runs/ep_<example>)")] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace the run in OUT (a finished one is deleted, another moved aside)")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace the run in OUT (a finished one is deleted, another moved aside)")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
     """Train an example circuit with EP (native batched solver) in a run folder; resumable.
@@ -76,7 +80,9 @@ def ep_train(
         _write_results(out, example, model, data, config, history, summary)
     table = right_aligned_table(f"EP on {example}", ["epoch", "loss", "train acc.", "test acc.", "s/epoch"])
     for r in history[-5:]:
-        table.add_row(str(r["epoch"]), f"{r['loss']:.4g}", f"{r['accuracy']:.2%}", f"{r['val_accuracy']:.2%}", f"{r['seconds']:.2f}")
+        table.add_row(
+            str(r["epoch"]), f"{r['loss']:.4g}", f"{r['accuracy']:.2%}", f"{r['val_accuracy']:.2%}", f"{r['seconds']:.2f}"
+        )
     console.print(table)
     console.print(f"train {summary['train']['accuracy']:.2%}, test {summary['test']['accuracy']:.2%}; "
                   f"{summary['wall_s']:.1f} s of training; results: {out}")  # fmt: skip
@@ -91,8 +97,12 @@ def _write_results(out: Path, example: str, model, data, config, history: list[d
     from inmaterio.fileio import atomic_write_json, atomic_write_text
     from inmaterio.plots import save_figure
 
-    save_parameters(model, out / "parameters.safetensors", metadata={"example": example, "config": config.model_dump(mode="json")})
-    atomic_write_text(out / "circuit.cir", to_netlist(model.circuit(data.x_test[:1]), 0, title=f"inmaterio ep {example}, test sample 0"))
+    save_parameters(
+        model, out / "parameters.safetensors", metadata={"example": example, "config": config.model_dump(mode="json")}
+    )
+    atomic_write_text(
+        out / "circuit.cir", to_netlist(model.circuit(data.x_test[:1]), 0, title=f"inmaterio ep {example}, test sample 0")
+    )
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ep = [r["epoch"] for r in history]
@@ -110,7 +120,9 @@ def _write_results(out: Path, example: str, model, data, config, history: list[d
 @friendly_errors
 def ep_check(
     example: Annotated[str, typer.Argument(help="xor, iris, wine or digits")],
-    samples: Annotated[int, typer.Option(callback=_positive_count("samples"), help="test samples to solve with both solvers (>= 1)")] = 5,
+    samples: Annotated[
+        int, typer.Option(callback=_positive_count("samples"), help="test samples to solve with both solvers (>= 1)")
+    ] = 5,
     parameters: Annotated[Optional[Path], typer.Option(help="trained parameters.safetensors (default: the initial ones)")] = None,
     seed: Annotated[int, typer.Option(callback=_non_negative, help="data split and initial conductances (>= 0)")] = 0,
 ) -> None:
@@ -132,6 +144,8 @@ def ep_check(
     spice = solve_ngspice(circuit, mode="shared")
     t_spice = time.perf_counter() - t0
     dv = (native.voltages_v - spice.voltages_v).abs()
-    table = right_aligned_table(f"native vs ngspice on {example}", ["samples", "nodes", "max |dV| (V)", "native (s)", "ngspice (s)"])
+    table = right_aligned_table(
+        f"native vs ngspice on {example}", ["samples", "nodes", "max |dV| (V)", "native (s)", "ngspice (s)"]
+    )
     table.add_row(str(len(dv)), str(circuit.n_nodes), f"{dv.max().item():.2e}", f"{t_native:.4f}", f"{t_spice:.4f}")
     console.print(table)

@@ -107,9 +107,13 @@ class _Stamps:
         fa, fb = pa >= 0, pb >= 0
         both = fa & fb
         rid = torch.arange(len(r))
-        self.ff_index = torch.cat([pa[fa] * self.F + pa[fa], pb[fb] * self.F + pb[fb], pa[both] * self.F + pb[both], pb[both] * self.F + pa[both]])
+        self.ff_index = torch.cat(
+            [pa[fa] * self.F + pa[fa], pb[fb] * self.F + pb[fb], pa[both] * self.F + pb[both], pb[both] * self.F + pa[both]]
+        )
         self.ff_resistor = torch.cat([rid[fa], rid[fb], rid[both], rid[both]])
-        self.ff_sign = torch.cat([torch.ones(int(fa.sum()) + int(fb.sum()), dtype=DTYPE), -torch.ones(2 * int(both.sum()), dtype=DTYPE)])
+        self.ff_sign = torch.cat(
+            [torch.ones(int(fa.sum()) + int(fb.sum()), dtype=DTYPE), -torch.ones(2 * int(both.sum()), dtype=DTYPE)]
+        )
         # free-known couplings: rhs[pos free end] += g * V(known end)
         a_known_b_free = ~fa & fb
         b_known_a_free = fa & ~fb
@@ -122,7 +126,9 @@ class _Stamps:
         self.amp_out_pos = pos[self.ext(circuit.amplifier_nodes[:, 1])]
         self.amp_in_pos = pos[self.amp_in_ext]
         depth = circuit.amplifier_depths()
-        self.amp_levels = [torch.tensor([k for k, dk in enumerate(depth) if dk == d], dtype=torch.long) for d in sorted(set(depth), reverse=True)]
+        self.amp_levels = [
+            torch.tensor([k for k, dk in enumerate(depth) if dk == d], dtype=torch.long) for d in sorted(set(depth), reverse=True)
+        ]
         keep = torch.ones(self.F, dtype=torch.bool)
         keep[self.amp_out_pos] = False
         self.keep = keep.nonzero().flatten()
@@ -145,12 +151,38 @@ class _Stamps:
         # rows of the free nodes in the resistor Laplacian, dense (F, n + 1): flat index, resistor, sign
         fa_, fb_ = pa >= 0, pb >= 0
         width = n + 1
-        self.rows_index = torch.cat([pa[fa_] * width + r[fa_, 0], pa[fa_] * width + r[fa_, 1], pb[fb_] * width + r[fb_, 1], pb[fb_] * width + r[fb_, 0]])
+        self.rows_index = torch.cat(
+            [pa[fa_] * width + r[fa_, 0], pa[fa_] * width + r[fa_, 1], pb[fb_] * width + r[fb_, 1], pb[fb_] * width + r[fb_, 0]]
+        )
         self.rows_resistor = torch.cat([rid[fa_], rid[fa_], rid[fb_], rid[fb_]])
-        self.rows_sign = torch.cat([torch.ones(int(fa_.sum())), -torch.ones(int(fa_.sum())), torch.ones(int(fb_.sum())), -torch.ones(int(fb_.sum()))]).to(DTYPE)
+        self.rows_sign = torch.cat(
+            [torch.ones(int(fa_.sum())), -torch.ones(int(fa_.sum())), torch.ones(int(fb_.sum())), -torch.ones(int(fb_.sum()))]
+        ).to(DTYPE)
         self.dense_rows = self.F * width <= _DENSE_ROWS_MAX
-        for name in ("rows_index", "rows_resistor", "rows_sign", "lap_inverse", "lap_sign", "lap_col", "lap_crow", "free", "pos", "r_a", "r_b", "ff_index", "ff_resistor", "ff_sign", "fk_row", "fk_col", "fk_resistor",
-                     "amp_in_ext", "amp_out_pos", "amp_in_pos", "keep", "pos_red"):
+        for name in (
+            "rows_index",
+            "rows_resistor",
+            "rows_sign",
+            "lap_inverse",
+            "lap_sign",
+            "lap_col",
+            "lap_crow",
+            "free",
+            "pos",
+            "r_a",
+            "r_b",
+            "ff_index",
+            "ff_resistor",
+            "ff_sign",
+            "fk_row",
+            "fk_col",
+            "fk_resistor",
+            "amp_in_ext",
+            "amp_out_pos",
+            "amp_in_pos",
+            "keep",
+            "pos_red",
+        ):
             setattr(self, name, getattr(self, name).to(device))
         self.amp_levels = [k.to(device) for k in self.amp_levels]
         self.diode_ext = [(self.ext(g.anode).to(device), self.ext(g.cathode).to(device)) for g in circuit.diodes]
@@ -185,8 +217,13 @@ _STAMP_CACHE: dict[tuple, tuple[tuple, _Stamps]] = {}
 
 def _stamps(circuit: Circuit, device: torch.device) -> _Stamps:
     """The topology's :class:`_Stamps`, cached while the circuit's index tensors live (models reuse them)."""
-    owners = (circuit.resistor_nodes, circuit.source_nodes, circuit.amplifier_nodes, circuit.current_nodes,
-              *(t for g in circuit.diodes for t in (g.anode, g.cathode)))
+    owners = (
+        circuit.resistor_nodes,
+        circuit.source_nodes,
+        circuit.amplifier_nodes,
+        circuit.current_nodes,
+        *(t for g in circuit.diodes for t in (g.anode, g.cathode)),
+    )
     key = (tuple(id(t) for t in owners), str(device))
     hit = _STAMP_CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], owners)):
@@ -202,7 +239,9 @@ def _batch(values: torch.Tensor, b: int) -> torch.Tensor:
     return values.expand(b, -1) if values.dim() == 1 else values
 
 
-def kcl_currents(circuit: Circuit, voltages_v: torch.Tensor, *, resistor_net: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def kcl_currents(
+    circuit: Circuit, voltages_v: torch.Tensor, *, resistor_net: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Net current leaving every node through the elements, with the amplifiers' share moved to their inputs.
 
     Args:
@@ -493,8 +532,9 @@ def solve_dc(
     if U == 0:  # every node is fixed by a source or an amplifier output: nothing to iterate
         v_free = _expand_amplifiers(circuit, st, v_free, known, torch.arange(b, device=dev))
     elif compiled is not None:
-        v_free, iterations, piv_store, compiled_residual, compiled_scale = _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, initial_v is not None,
-                                                        compiled, opts, chord, lu_store)
+        v_free, iterations, piv_store, compiled_residual, compiled_scale = _solve_compiled(
+            circuit, st, J_lin, rhs_lin, known, vd, previous, initial_v is not None, compiled, opts, chord, lu_store
+        )
     else:
         for it in range(1, opts.max_iterations + 1):
             m = active.numel()
@@ -508,7 +548,7 @@ def solve_dc(
                     pa, pc = st.pos_red[a], st.pos_red[c]
                     residual_u.index_add_(1, pa[pa >= 0], i_d[:, pa >= 0])
                     residual_u.index_add_(1, pc[pc >= 0], -i_d[:, pc >= 0])
-                lu_c, piv_c = (chord if everyone else (chord[0][active], chord[1][active]))
+                lu_c, piv_c = chord if everyone else (chord[0][active], chord[1][active])
                 solution = v_u - torch.linalg.lu_solve(lu_c, piv_c, residual_u.unsqueeze(-1)).squeeze(-1)
                 info = torch.zeros(m, dtype=torch.int32, device=dev)
             else:
@@ -520,7 +560,9 @@ def solve_dc(
                 if chord is not None and it <= _CHORD_ITERATIONS:
                     v_u = previous[active]
                     residual_u = (J @ v_u.unsqueeze(-1)).squeeze(-1) - rhs
-                    solution = v_u - torch.linalg.lu_solve(chord[0][active], chord[1][active], residual_u.unsqueeze(-1)).squeeze(-1)
+                    solution = v_u - torch.linalg.lu_solve(chord[0][active], chord[1][active], residual_u.unsqueeze(-1)).squeeze(
+                        -1
+                    )
                     info = torch.zeros(m, dtype=torch.int32, device=dev)
                 else:
                     lu, pivots, info = torch.linalg.lu_factor_ex(J)
@@ -570,8 +612,14 @@ def solve_dc(
         amp = torch.zeros(b, len(circuit.amplifier_nodes), dtype=DTYPE)
         if check_kcl:
             _raise_on_kcl(circuit, compiled_residual, compiled_scale, opts)
-        return DCSolution(voltages, None, None if len(circuit.amplifier_nodes) else amp,
-                          iterations, compiled_residual, (lu_store, piv_store) if keep_lu else None)
+        return DCSolution(
+            voltages,
+            None,
+            None if len(circuit.amplifier_nodes) else amp,
+            iterations,
+            compiled_residual,
+            (lu_store, piv_store) if keep_lu else None,
+        )
     resistor_net = None
     v_ext = with_ground(voltages)
     if rows is not None and not source_currents:
@@ -626,9 +674,24 @@ def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start,
         chord_lu, chord_piv, n_chord = np.zeros((1, 1, 1)), np.zeros((1, 1), dtype=np.int64), 0
     start = torch.nan_to_num(previous, nan=0.0).numpy()
     V, iterations, status, last_change, residual, scale = small.newton_small(
-        J_lin[0].contiguous().numpy(), rhs_lin.contiguous().numpy(), pa, pc, offset.contiguous().numpy(),
-        kinds, params, vd0.contiguous().numpy(), start, has_start, opts.reltol, opts.vntol_v, opts.max_iterations,
-        chord_lu, chord_piv, n_chord, lu_out, piv_out,
+        J_lin[0].contiguous().numpy(),
+        rhs_lin.contiguous().numpy(),
+        pa,
+        pc,
+        offset.contiguous().numpy(),
+        kinds,
+        params,
+        vd0.contiguous().numpy(),
+        start,
+        has_start,
+        opts.reltol,
+        opts.vntol_v,
+        opts.max_iterations,
+        chord_lu,
+        chord_piv,
+        n_chord,
+        lu_out,
+        piv_out,
     )
     singular = np.flatnonzero(status == small.SINGULAR)
     if singular.size:

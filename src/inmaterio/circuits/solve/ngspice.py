@@ -136,9 +136,7 @@ def _deck_lines(circuit: Circuit, sample: int, *, title: str, keep_resistors: to
     ng_temperature_k = temperature_k * _OUR_K_OVER_Q / NGSPICE_K_OVER_Q
     celsius = _num(ng_temperature_k - _C_TO_K)
     lines.append(f".options temp={celsius} tnom={celsius} gmin={_num(gmin)} {OPTIONS}")
-    lines.append(
-        f"* temperature {temperature_k} K in ngspice's CODATA-2014 units (V_T equal to inmaterio's CODATA-2018 V_T)"
-    )
+    lines.append(f"* temperature {temperature_k} K in ngspice's CODATA-2014 units (V_T equal to inmaterio's CODATA-2018 V_T)")
     g = _value(circuit.conductance_s, sample)
     for k, (a, c) in enumerate(circuit.resistor_nodes.tolist()):
         gk = float(g[k])
@@ -290,7 +288,15 @@ class NgspiceShared:
     def __init__(self, library: str) -> None:
         self._lib = ctypes.CDLL(library)
         lib = self._lib
-        lib.ngSpice_Init.argtypes = [_SendChar, _SendStat, _ControlledExit, _SendData, _SendInitData, _BGThreadRunning, ctypes.c_void_p]
+        lib.ngSpice_Init.argtypes = [
+            _SendChar,
+            _SendStat,
+            _ControlledExit,
+            _SendData,
+            _SendInitData,
+            _BGThreadRunning,
+            ctypes.c_void_p,
+        ]
         lib.ngSpice_Init.restype = ctypes.c_int
         lib.ngSpice_Command.argtypes = [ctypes.c_char_p]
         lib.ngSpice_Command.restype = ctypes.c_int
@@ -576,4 +582,3 @@ def solve_ngspice(circuit: Circuit, *, batch_size: int | None = None, mode: str 
     if mode == "batch":
         return _solve_batch_mode(circuit, b)
     raise ConfigError(f"solve_ngspice mode must be 'shared', 'reload' or 'batch', got {mode!r}")
-

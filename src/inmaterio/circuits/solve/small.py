@@ -128,8 +128,9 @@ def _lu_solve(lu, piv, b):
 
 
 @numba.njit(cache=True)
-def newton_small(j0, rhs0, pa, pc, offset, kinds, params, vd0, v0, has_v0, reltol, vntol, max_it,
-                 chord_lu, chord_piv, n_chord, lu_out, piv_out):
+def newton_small(
+    j0, rhs0, pa, pc, offset, kinds, params, vd0, v0, has_v0, reltol, vntol, max_it, chord_lu, chord_piv, n_chord, lu_out, piv_out
+):
     """Solve every sample's reduced system; see the module docstring.
 
     Args:
