@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import inmaterio.devices.analytic as analytic
 from bad_inputs import snapshot
@@ -153,3 +154,18 @@ def test_run_folder_refusals_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(RunFolderError, match=r"is not a run folder \(it holds cat.jpg"):
         run_smg(small_config(), foreign, progress=False, notify=quiet)
     assert stray.read_text() == "mine" and sorted(p.name for p in foreign.iterdir()) == ["cat.jpg"]
+
+
+def test_cli_run_on_an_exact_device_reports_no_noise_floor(tmp_path):
+    """A noise-free device has no noise floor: the table says n/a instead of failing on None."""
+    from typer.testing import CliRunner
+
+    from inmaterio.cli import app
+
+    config = tmp_path / "exact.yaml"
+    config.write_text(yaml.safe_dump(small_config().model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["smg", "run", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["test_metrics"]["noise_floor_na"] == 0.0 and summary["test_metrics"]["rmse_over_noise_floor"] is None
+    assert "RMSE / noise floor" in result.output and "n/a" in result.output
