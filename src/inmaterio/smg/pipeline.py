@@ -36,6 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import inmaterio
+from inmaterio.devices.base import Device
 from inmaterio.devices.registry import build_device
 from inmaterio.errors import ConfigError, ModelFileError, RunFolderError
 from inmaterio.fileio import read_json
@@ -95,6 +96,8 @@ def run_smg(
         cannot be made (checked before the folder is touched).
     RunFolderError
         ``directory`` is a file, a foreign folder, a run of another kind, busy or not writable.
+    SimulationError
+        The device cannot be built (checked before the folder is touched).
     """
     device = build_device(config.device)  # a device that cannot be built, or a plan that cannot be sampled,
     ranges = device.voltage_ranges  # is refused before the folder is touched
@@ -112,7 +115,7 @@ def run_smg(
 def _run_stages(
     config: SMGConfig,
     run: RunFolder,
-    device: Any,
+    device: Device,
     plans: dict[str, tuple[SamplingConfig, np.ndarray]],
     progress: bool,
     notify: Callable[[str], None],

@@ -274,9 +274,9 @@ def export_surrogate(
             f"'{directory}' holds no surrogate (it holds {names}); --overwrite replaces only a surrogate folder: "
             "choose a new folder"
         )
-    tag = uuid.uuid4().hex[:12]
-    staging = directory.with_name(f".{directory.name}.export-{tag}")
-    aside = directory.with_name(f".{directory.name}.replaced-{tag}")
+    tag, target = uuid.uuid4().hex[:12], directory.resolve()
+    staging = target.with_name(f".{target.name}.export-{tag}")
+    aside = target.with_name(f".{target.name}.replaced-{tag}")
     try:
         staging.mkdir(parents=True)
         for entry in existing:
@@ -286,11 +286,11 @@ def export_surrogate(
         for name, data in files.items():
             (staging / name).write_bytes(data)
         if existing:
-            os.replace(directory, aside)
-        os.replace(staging, directory)
+            os.replace(target, aside)
+        os.replace(staging, target)
     except OSError as err:
-        if aside.exists() and not directory.exists():
-            os.replace(aside, directory)
+        if aside.exists() and not target.exists():
+            os.replace(aside, target)
         raise ModelFileError(
             f"cannot export the surrogate to '{directory}': {_os_reason(err)}; the folder is unchanged"
         ) from None
