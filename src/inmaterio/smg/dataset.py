@@ -12,7 +12,8 @@ On-disk format (a directory)::
 ``metadata`` holds at least ``electrode_names``, ``readout_name``,
 ``voltage_ranges_v`` ((n, 2) V), ``device`` (the device's ``describe()``),
 ``units``, ``inmaterio_version``, ``created_utc`` and, for acquired data,
-the plan ``fingerprint`` and the ``sampling`` config.
+``fingerprint`` (of the acquisition run: plan, device, batch size),
+``plan_fingerprint`` (of the planned voltages) and the ``sampling`` config.
 """
 
 from __future__ import annotations
