@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+from typer.testing import CliRunner
 
-from killresume import kill_then_resume, python_argv, run_to_end
+from inmaterio.cli import app
+from killresume import kill_then_resume, python_argv
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the uninterrupted run in this process, as the subprocesses run
 
 
 def _without_timings(rows: list[dict]) -> list[dict]:
@@ -14,12 +19,13 @@ def _without_timings(rows: list[dict]) -> list[dict]:
 
 
 def test_ep_train_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
-    def argv(out):
-        return python_argv("-m", "inmaterio", "ep", "train", "xor", "--epochs", "20", "--out", str(out), "--no-progress")
+    def args(out):
+        return ["ep", "train", "xor", "--epochs", "20", "--out", str(out), "--no-progress"]
 
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    run_to_end(argv(clean))
-    report = kill_then_resume(argv(killed), killed / "checkpoint.pt", seed=14, max_delay_s=1.5)
+    result = CliRunner().invoke(app, args(clean))  # the uninterrupted reference, in this process (one process start saved)
+    assert result.exit_code == 0, result.output
+    report = kill_then_resume(python_argv("-m", "inmaterio", *args(killed)), killed / "checkpoint.pt", seed=14, max_delay_s=1.5)
     assert report.killed_while_running, report
     states = [torch.load(d / "checkpoint.pt", weights_only=True)["state"] for d in (clean, killed)]
     for key, value in states[0]["parameters"].items():
