@@ -160,9 +160,7 @@ def scale_pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (t.reshape(t.shape[0], -1).to(torch.float32) / 255.0) - 0.5
 
 
-def mnist_splits(
-    data: MNIST | str | Path | None = None, *, n_validation: int = 5000, seed: int = 0
-) -> MNISTSplits:
+def mnist_splits(data: MNIST | str | Path | None = None, *, n_validation: int = 5000, seed: int = 0) -> MNISTSplits:
     """The training/validation/test split (55k/5k/10k for MNIST) with pixels scaled to [-0.5, 0.5].
 
     ``data`` is a loaded :class:`MNIST` or a directory for :func:`load_mnist`.
