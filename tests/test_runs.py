@@ -280,3 +280,31 @@ with open_run({str(tmp_path / 'r')!r}, "inmaterio.test", identity={{}}) as run:
     assert read_run(tmp_path / "r")["state"] == "running"  # nobody could mark it
     with open_run(tmp_path / "r", KIND, identity={}, notify=_quiet) as run:
         assert run.resumed and run.load_checkpoint() == {"step": 7}
+
+
+def test_an_interrupt_inside_a_nested_run_marks_both_interrupted_and_names_the_outer(tmp_path):
+    outer_path, inner_path = tmp_path / "outer", tmp_path / "outer" / "inner"
+    with pytest.raises(RunInterrupted) as info:
+        with open_run(outer_path, "inmaterio.outer", identity={}, notify=_quiet):
+            with open_run(inner_path, KIND, identity={}, notify=_quiet) as inner:
+                inner.save_checkpoint({"step": 1})
+                raise KeyboardInterrupt
+    assert read_run(outer_path)["state"] == "interrupted" and read_run(inner_path)["state"] == "interrupted"
+    assert f"'{outer_path}' holds the run" in str(info.value)
+
+
+def test_a_finished_run_can_be_reopened_to_continue(tmp_path):
+    with open_run(tmp_path / "r", KIND, identity=IDENTITY, config={"epochs": 3}, notify=_quiet) as run:
+        time.sleep(0.02)
+        run.finish({"epochs": 3})
+    wall = read_run(tmp_path / "r")["wall_s"]
+    with open_run(tmp_path / "r", KIND, identity=IDENTITY, notify=_quiet) as run:
+        assert run.finished
+        run.reopen(config={"epochs": 5})
+        assert run.state == "running" and run.resumed and read_run(tmp_path / "r")["sessions"] == 2
+        assert (tmp_path / "r" / "config.yaml").read_text().strip() == "epochs: 5"
+        time.sleep(0.02)
+        run.finish({"epochs": 5})
+    record = read_run(tmp_path / "r")
+    assert record["state"] == "finished" and record["wall_s"] >= wall + 0.02
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["epochs"] == 5

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "atomic_write_json", "read_json", "read_torch_state"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "read_json"]
 
 
 @contextmanager
@@ -62,28 +62,3 @@ def read_json(path: str | Path, error: Callable[[str], Exception]) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise error(f"file '{path}' is not valid JSON: {err}") from None
-
-
-def atomic_torch_save(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` a dict of tensors, numbers, strings and containers to ``path`` atomically."""
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def read_torch_state(path: str | Path, expected_format: str, what: str, error: Callable[[str], Exception]) -> dict[str, Any]:
-    """Load a :func:`atomic_torch_save` dict without pickle (``weights_only=True``) and check its ``format``.
-
-    ``what`` names the kind of file in messages (e.g. "GA checkpoint"); an
-    unreadable file or another format raises ``error(message)``.
-    """
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure to read is a bad file
-        raise error(f"{what} '{path}' cannot be read: {err}") from None
-    if not isinstance(state, dict) or state.get("format") != expected_format:
-        raise error(f"'{path}' is not a {what} (expected format '{expected_format}')")
-    return state

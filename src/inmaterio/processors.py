@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -437,6 +437,10 @@ class DeviceProcessor(Processor):
             self.last_waveform_v, self.last_mask = waveform, mask
             currents[start : start + len(chunk)] = from_waveform(measured, mask, self.plateau_samples)
         return torch.as_tensor(currents, dtype=voltages.dtype, device=voltages.device).reshape(shape)
+
+    def random_streams(self, *keys: Any) -> AbstractContextManager[None]:
+        """The device's :meth:`~inmaterio.devices.base.Device.random_streams`: key its noise by what it serves."""
+        return self.device.random_streams(*keys)
 
     def describe(self) -> dict:
         return {

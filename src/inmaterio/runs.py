@@ -77,7 +77,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ __all__ = [
     "read_run",
     "identity_differences",
     "fingerprint_tensors",
+    "os_error_reason",
 ]
 
 RUN_FILE = "run.json"
@@ -318,7 +319,7 @@ class RunFolder:
                 kept = f"it was saved to '{rescue}' instead: fix the folder, copy it back and run again to resume"
             except OSError as err2:
                 kept = f"a rescue copy could not be written either ({err2.strerror or err2}); the last good state in the folder is kept"
-            raise RunFolderError(f"could not write the {what or name} in '{self.path}' ({_os_reason(err)}); {kept}") from None
+            raise RunFolderError(f"could not write the {what or name} in '{self.path}' ({os_error_reason(err)}); {kept}") from None
 
     def write_json(self, name: str, data: Any) -> Path:
         """Write ``data`` as indented JSON (non-finite floats as null)."""
@@ -487,7 +488,8 @@ def _finite_json(value: Any) -> Any:
     return value
 
 
-def _os_reason(err: OSError) -> str:
+def os_error_reason(err: OSError) -> str:
+    """What an :class:`OSError` of a write means for a user (a full disk, a read-only folder, ...)."""
     if err.errno == errno.ENOSPC:
         return "the disk is full"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -512,6 +514,10 @@ def _check_folder(folder: Path) -> None:
     for parent in folder.parents:
         if parent.exists() and not parent.is_dir():
             raise RunFolderError(f"'{parent}' is a file, so the run folder '{folder}' cannot be made; choose another")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _move_aside(folder: Path) -> Path:
@@ -582,13 +588,13 @@ def open_run(
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise RunFolderError(f"cannot create the run folder '{folder}' ({_os_reason(err)})") from None
+            raise RunFolderError(f"cannot create the run folder '{folder}' ({os_error_reason(err)})") from None
 
     lock = _Lock(folder)
     try:
         lock.acquire()
     except OSError as err:
-        raise RunFolderError(f"cannot use the run folder '{folder}' ({_os_reason(err)})") from None
+        raise RunFolderError(f"cannot use the run folder '{folder}' ({os_error_reason(err)})") from None
     try:
         resumed = False
         if existing is not None:
@@ -611,7 +617,7 @@ def open_run(
                 diffs = identity_differences(existing.get("identity", {}), identity)
                 shown = "; ".join(diffs[:_MAX_LISTED]) + (f"; and {len(diffs) - _MAX_LISTED} more" if len(diffs) > _MAX_LISTED else "")
                 raise ConfigError(
-                    f"'{folder}' holds a {existing['state']} run of '{kind}' made with other settings: {shown or 'fingerprints differ'}; "
+                    f"'{folder}' holds {_article(existing['state'])} {existing['state']} run of '{kind}' made with other settings: {shown or 'fingerprints differ'}; "
                     "run with the same settings to resume, choose another folder, or pass --overwrite (overwrite=True) to replace it"
                 )
         try:

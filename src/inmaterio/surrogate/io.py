@@ -71,7 +71,7 @@ import inmaterio
 from inmaterio.errors import InmaterioError, ModelFileError
 from inmaterio.fileio import atomic_path
 from inmaterio.random_streams import numpy_generator
-from inmaterio.runs import _os_reason
+from inmaterio.runs import os_error_reason
 from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.model import ACTIVATIONS, SurrogateModel, checked_hidden_sizes, state_shapes
 
@@ -215,7 +215,7 @@ def save_surrogate(
             with atomic_path(directory / name) as tmp:
                 tmp.write_bytes(data)
     except OSError as err:
-        raise ModelFileError(f"cannot save surrogate to '{directory}': {_os_reason(err)}") from None
+        raise ModelFileError(f"cannot save surrogate to '{directory}': {os_error_reason(err)}") from None
     return directory
 
 
@@ -292,7 +292,7 @@ def export_surrogate(
         if aside.exists() and not target.exists():
             os.replace(aside, target)
         raise ModelFileError(
-            f"cannot export the surrogate to '{directory}': {_os_reason(err)}; the folder is unchanged"
+            f"cannot export the surrogate to '{directory}': {os_error_reason(err)}; the folder is unchanged"
         ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -323,7 +323,7 @@ def _read_document(json_path: Path) -> dict[str, Any]:
     except RecursionError:
         raise ModelFileError(f"file '{json_path}' is not a surrogate description: its JSON is nested too deeply") from None
     except OSError as err:
-        raise ModelFileError(f"file '{json_path}' cannot be read: {_os_reason(err)}") from None
+        raise ModelFileError(f"file '{json_path}' cannot be read: {os_error_reason(err)}") from None
     if not isinstance(document, dict):
         raise ModelFileError(f"file '{json_path}' must hold a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT:
@@ -507,7 +507,7 @@ def load_surrogate(path: str | Path) -> SurrogateModel:
     try:
         data = weights_path.read_bytes()
     except OSError as err:
-        raise ModelFileError(f"file '{weights_path}' cannot be read: {_os_reason(err)}") from None
+        raise ModelFileError(f"file '{weights_path}' cannot be read: {os_error_reason(err)}") from None
     try:
         tensors = load_safetensors_bytes(data)
     except SafetensorError as err:

@@ -75,7 +75,7 @@ def run_capacity(
             with torch.no_grad():
                 sub.controls.copy_(layer.controls[idx])
             threshold = fit_logistic_threshold(fits.output_na[idx], trainable[idx])
-            with device.device.random_streams("capacity", n):
+            with device.random_streams("capacity", n):
                 validation = validate_layer(sub, device, x, trainable[idx], threshold, repeats=repeats)
             device_found = int((validation.accuracy.mean(0) > 1 - 0.5 / n).sum()) + 2
             entry.update({"found_on_device": device_found, "fraction_device": device_found / 2**n, "validation_seconds": validation.seconds})

@@ -120,7 +120,7 @@ def run_dnpu_task(config: RunConfig, run: RunFolder, *, progress: bool, prepared
     repeats = config.validation.repeats
     out = run.path
     # the device's noise is keyed by the task, whatever the process measured before (a resumed run measures alike)
-    streams = contextlib.nullcontext() if device is None else device.device.random_streams("task", task.type)
+    streams = contextlib.nullcontext() if device is None else device.random_streams("task", task.type)
     with torch.random.fork_rng(), streams:  # seed the surrogate's output noise; leave the caller's generator alone
         torch.manual_seed(config.seed)
         if isinstance(task, GatesTask):

@@ -4,7 +4,6 @@
 * :mod:`~inmaterio.training.metrics` — logistic threshold accuracy, confusion matrix;
 * :mod:`~inmaterio.training.gd` — gradient descent (:func:`train_gd`, its :class:`Callback` hooks);
 * :mod:`~inmaterio.training.ga` — the genetic algorithm (:class:`GeneticAlgorithm`);
-* :mod:`~inmaterio.training.checkpoints` — how both write their checkpoints into a run folder.
 """
 
 from inmaterio.training.ga import GAConfig, GAResult, GeneticAlgorithm

@@ -112,7 +112,7 @@ from inmaterio.errors import ConfigError, ModelFileError
 from inmaterio.progress import progress_bar
 from inmaterio.random_streams import stream_seed
 from inmaterio.runs import CHECKPOINT_FILE, open_run
-from inmaterio.training.checkpoints import CheckpointWriter, history_of
+from inmaterio.checkpoints import CheckpointWriter, history_of
 
 __all__ = [
     "KIND",
@@ -399,7 +399,7 @@ class GeneticAlgorithm:
         checkpoint_interval_s:
             Write the checkpoint and the history at most this often, s (0: after every
             generation); always at the end and when the run stops with an exception
-            (:class:`~inmaterio.training.checkpoints.CheckpointWriter`).
+            (:class:`~inmaterio.checkpoints.CheckpointWriter`).
 
         Raises
         ------

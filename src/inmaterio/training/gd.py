@@ -96,7 +96,7 @@ from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError, TrainingDivergedError
 from inmaterio.progress import progress_bar
 from inmaterio.runs import CHECKPOINT_FILE, RunFolder, fingerprint_tensors, open_run, read_run
-from inmaterio.training.checkpoints import CheckpointWriter, history_of, pack_tensors, unpack_tensors
+from inmaterio.checkpoints import CheckpointWriter, history_of, pack_tensors, unpack_tensors
 
 __all__ = [
     "KIND",
@@ -484,7 +484,7 @@ def train_gd(
     checkpoint_interval_s : write the checkpoint and the history at most this often, s (0: after
         every epoch); always after the last epoch and when training stops with an exception, so a
         run killed outright loses at most this much work
-        (:class:`~inmaterio.training.checkpoints.CheckpointWriter`).
+        (:class:`~inmaterio.checkpoints.CheckpointWriter`).
     progress : show a progress bar over epochs (on a terminal), with the latest loss.
 
     Raises

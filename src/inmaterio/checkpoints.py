@@ -1,4 +1,4 @@
-"""Checkpoints of the trainers in a run folder: written at most every few seconds, always before leaving.
+"""Checkpoints of long jobs in a run folder (:mod:`inmaterio.runs`): written at most every few seconds, always before leaving.
 
 Every write of a run folder is atomic (a temporary file renamed over the
 old one), and a rename over an existing file can cost milliseconds (ext4
