@@ -76,9 +76,13 @@ def main() -> None:
     print(f"| hops/s, {cores} cores, random operating points | {allc:.3g} (parallel efficiency {allc / one / cores:.0%}) |")
     for tol in (0.05, 0.02):
         pps, rel, hops = points_per_second(tol, 4 * cores, cores)
-        print(f"| operating points/s at {tol:.0%} relative error, {cores} cores | {pps:.2f} (median achieved {rel:.1%}, {hops:.3g} hops/point) |")
+        print(
+            f"| operating points/s at {tol:.0%} relative error, {cores} cores | {pps:.2f} (median achieved {rel:.1%}, {hops:.3g} hops/point) |"
+        )
     pps, noise = dataset_setting(40 * cores, cores)
-    print(f"| operating points/s with 25,000 hops/point (bundled dataset), {cores} cores | {pps:.1f} (RMS standard error {noise:.2f} nA) |")
+    print(
+        f"| operating points/s with 25,000 hops/point (bundled dataset), {cores} cores | {pps:.1f} (RMS standard error {noise:.2f} nA) |"
+    )
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
-from bad_inputs import BadInput, expect_api_error, expect_cli_error, table_ids
 
+from bad_inputs import BadInput, expect_api_error, expect_cli_error, table_ids
 from inmaterio.cli import app
-from inmaterio.errors import ConfigError, RunFolderError
+from inmaterio.errors import ConfigError
 from inmaterio.runs import open_run
 from inmaterio.tasks.registry import load_run_config, parse_run_config
 
@@ -109,25 +109,107 @@ def _report_out_is_a_folder(tmp_path: Path) -> None:
 
 
 ROWS = [
-    BadInput("unknown-key", "a misspelt key (gatez)", lambda t: _run(t, "task: {type: gates, gatez: [AND]}\n", r"unknown key 'task\.gates\.gatez' \(value \['AND'\]\)")),
-    BadInput("unknown-top-key", "an unknown top-level key", lambda t: _run(t, "task: {type: gates}\nseeed: 1\n", r"unknown key 'seeed' \(value 1\)")),
-    BadInput("unknown-type", "task type mnist_100", lambda t: _run(t, "task: {type: mnist_100}\n", r"unknown task type 'mnist_100'; choose one of \[.*'gates'")),
-    BadInput("no-task", "a config without task", lambda t: _run(t, "seed: 0\n", r"'task' must be a mapping with a 'type'.*got task = None")),
-    BadInput("not-a-mapping", "a YAML list instead of a mapping", lambda t: _run(t, "- gates\n", r"expected a mapping with a 'task' key, got list")),
+    BadInput(
+        "unknown-key",
+        "a misspelt key (gatez)",
+        lambda t: _run(t, "task: {type: gates, gatez: [AND]}\n", r"unknown key 'task\.gates\.gatez' \(value \['AND'\]\)"),
+    ),
+    BadInput(
+        "unknown-top-key",
+        "an unknown top-level key",
+        lambda t: _run(t, "task: {type: gates}\nseeed: 1\n", r"unknown key 'seeed' \(value 1\)"),
+    ),
+    BadInput(
+        "unknown-type",
+        "task type mnist_100",
+        lambda t: _run(t, "task: {type: mnist_100}\n", r"unknown task type 'mnist_100'; choose one of \[.*'gates'"),
+    ),
+    BadInput(
+        "no-task",
+        "a config without task",
+        lambda t: _run(t, "seed: 0\n", r"'task' must be a mapping with a 'type'.*got task = None"),
+    ),
+    BadInput(
+        "not-a-mapping",
+        "a YAML list instead of a mapping",
+        lambda t: _run(t, "- gates\n", r"expected a mapping with a 'task' key, got list"),
+    ),
     BadInput("bad-yaml", "broken YAML", lambda t: _run(t, "task: [gates\n", r"is not valid YAML")),
     BadInput("binary-config", "a binary file as config", _binary_config),
     BadInput("latin1-config", "a Latin-1 config file", _latin1_config),
-    BadInput("config-folder", "a folder given as config", lambda t: expect_cli_error(app, ["run", str(t)], r"configuration file '.*' does not exist \(it is a folder\)")),
-    BadInput("lr-inf", "learning_rate: .inf", lambda t: _run(t, "task: {type: gates, gd: {learning_rate: .inf}}\n", r"task\.gates\.gd\.learning_rate' = inf: Input should be a finite number")),
-    BadInput("lr-nan", "learning_rate: .nan", lambda t: _run(t, "task: {type: rings, gd: {learning_rate: .nan}}\n", r"task\.rings\.gd\.learning_rate' = nan")),
-    BadInput("lr-negative", "learning_rate: -0.1", lambda t: _run(t, "task: {type: gates, gd: {learning_rate: -0.1}}\n", r"learning_rate' = -0\.1: Input should be greater than 0")),
-    BadInput("epochs-zero", "epochs: 0", lambda t: _run(t, "task: {type: gates, gd: {epochs: 0}}\n", r"gd\.epochs' = 0: Input should be greater than or equal to 1")),
-    BadInput("attempts-string", "attempts: many", lambda t: _run(t, "task: {type: gates, attempts: many}\n", r"task\.gates\.attempts' = 'many': expected an integer, not str")),
-    BadInput("epochs-bool", "epochs: true", lambda t: _run(t, "task: {type: gates, gd: {epochs: true}}\n", r"task\.gates\.gd\.epochs' = True: expected an integer, not bool")),
-    BadInput("gap-too-big", "rings gap 2", lambda t: _run(t, "task: {type: rings, gap: 2}\n", r"task\.rings\.gap' = 2: Input should be less than 1\.4")),
-    BadInput("n-points", "capacity N = 11", lambda t: _run(t, "task: {type: capacity, n_points: [4, 11]}\n", r"n_points must be a non-empty list of values in 4\.\.10, got \[4, 11\]")),
-    BadInput("electrode", "input electrode e9", lambda t: _run(t, "task: {type: gates, input_electrodes: [e3, e9]}\nvalidation: {enabled: false}\n", r"unknown input electrode 'e9'")),
-    BadInput("surrogate-missing", "a surrogate folder that does not exist", lambda t: _run(t, f"task: {{type: gates}}\nsurrogate: {{model_dir: {t / 'nope'}}}\n", r"'.*nope'")),
+    BadInput(
+        "config-folder",
+        "a folder given as config",
+        lambda t: expect_cli_error(app, ["run", str(t)], r"configuration file '.*' does not exist \(it is a folder\)"),
+    ),
+    BadInput(
+        "lr-inf",
+        "learning_rate: .inf",
+        lambda t: _run(
+            t,
+            "task: {type: gates, gd: {learning_rate: .inf}}\n",
+            r"task\.gates\.gd\.learning_rate' = inf: Input should be a finite number",
+        ),
+    ),
+    BadInput(
+        "lr-nan",
+        "learning_rate: .nan",
+        lambda t: _run(t, "task: {type: rings, gd: {learning_rate: .nan}}\n", r"task\.rings\.gd\.learning_rate' = nan"),
+    ),
+    BadInput(
+        "lr-negative",
+        "learning_rate: -0.1",
+        lambda t: _run(
+            t, "task: {type: gates, gd: {learning_rate: -0.1}}\n", r"learning_rate' = -0\.1: Input should be greater than 0"
+        ),
+    ),
+    BadInput(
+        "epochs-zero",
+        "epochs: 0",
+        lambda t: _run(
+            t, "task: {type: gates, gd: {epochs: 0}}\n", r"gd\.epochs' = 0: Input should be greater than or equal to 1"
+        ),
+    ),
+    BadInput(
+        "attempts-string",
+        "attempts: many",
+        lambda t: _run(
+            t, "task: {type: gates, attempts: many}\n", r"task\.gates\.attempts' = 'many': expected an integer, not str"
+        ),
+    ),
+    BadInput(
+        "epochs-bool",
+        "epochs: true",
+        lambda t: _run(
+            t, "task: {type: gates, gd: {epochs: true}}\n", r"task\.gates\.gd\.epochs' = True: expected an integer, not bool"
+        ),
+    ),
+    BadInput(
+        "gap-too-big",
+        "rings gap 2",
+        lambda t: _run(t, "task: {type: rings, gap: 2}\n", r"task\.rings\.gap' = 2: Input should be less than 1\.4"),
+    ),
+    BadInput(
+        "n-points",
+        "capacity N = 11",
+        lambda t: _run(
+            t,
+            "task: {type: capacity, n_points: [4, 11]}\n",
+            r"n_points must be a non-empty list of values in 4\.\.10, got \[4, 11\]",
+        ),
+    ),
+    BadInput(
+        "electrode",
+        "input electrode e9",
+        lambda t: _run(
+            t, "task: {type: gates, input_electrodes: [e3, e9]}\nvalidation: {enabled: false}\n", r"unknown input electrode 'e9'"
+        ),
+    ),
+    BadInput(
+        "surrogate-missing",
+        "a surrogate folder that does not exist",
+        lambda t: _run(t, f"task: {{type: gates}}\nsurrogate: {{model_dir: {t / 'nope'}}}\n", r"'.*nope'"),
+    ),
     BadInput("other-seed", "the same --out with another seed", _other_seed_is_refused),
     BadInput("out-file", "--out is an existing file", _out_is_a_file),
     BadInput("out-foreign", "--out is a folder of other files", _out_is_foreign),
@@ -139,7 +221,13 @@ ROWS = [
     BadInput("report-damaged", "report of a damaged run.json", _report_damaged_record),
     BadInput("report-out-folder", "report --out is a folder", _report_out_is_a_folder),
     BadInput("no-config", "run without a config", lambda t: expect_cli_error(app, ["run"], r"give a task or study YAML")),
-    BadInput("api-not-mapping", "parse_run_config of a string", lambda t: expect_api_error(lambda: parse_run_config("gates"), ConfigError, r"expected a mapping with a 'task' key, got str")),
+    BadInput(
+        "api-not-mapping",
+        "parse_run_config of a string",
+        lambda t: expect_api_error(
+            lambda: parse_run_config("gates"), ConfigError, r"expected a mapping with a 'task' key, got str"
+        ),
+    ),
 ]
 
 

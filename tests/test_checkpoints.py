@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
+from inmaterio.checkpoints import CheckpointWriter, history_of, pack_tensors, unpack_tensors
 from inmaterio.errors import ConfigError
 from inmaterio.runs import CHECKPOINT_FILE, HISTORY_JSON, open_run
-from inmaterio.checkpoints import CheckpointWriter, history_of, pack_tensors, unpack_tensors
 
 
 def test_pack_round_trip_keeps_structure_dtypes_and_bits():

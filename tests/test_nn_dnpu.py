@@ -215,7 +215,12 @@ def test_population_equals_each_genome_alone():
 
 @pytest.mark.parametrize(
     "x_shape, pieces",
-    [((8, 5), ["(batch, 2)", "(batch, 3, 2)", "(batch, 6)", "(8, 5)"]), ((8,), ["(8,)"]), ((8, 2, 2), ["(8, 2, 2)"]), ((2, 8, 3, 2), ["(2, 8, 3, 2)"])],
+    [
+        ((8, 5), ["(batch, 2)", "(batch, 3, 2)", "(batch, 6)", "(8, 5)"]),
+        ((8,), ["(8,)"]),
+        ((8, 2, 2), ["(8, 2, 2)"]),
+        ((2, 8, 3, 2), ["(2, 8, 3, 2)"]),
+    ],
 )
 def test_wrong_x_shape(x_shape, pieces):
     layer = DNPU(surrogate(), n_nodes=3, seed=0)
@@ -228,7 +233,9 @@ def test_wrong_x_shape(x_shape, pieces):
 @pytest.mark.parametrize("c_shape", [(3, 2), (2, 3), (4, 3, 2), (4, 2, 3), (2, 4, 3, 3)])
 def test_wrong_controls_shape(c_shape):
     layer = DNPU(surrogate(), n_nodes=3, seed=0)
-    with pytest.raises(ConfigError, match=r"\(3, 3\) or \(population, 3, 3\); got " + str(c_shape).replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ConfigError, match=r"\(3, 3\) or \(population, 3, 3\); got " + str(c_shape).replace("(", r"\(").replace(")", r"\)")
+    ):
         layer(torch.zeros(4, 2), torch.zeros(c_shape))
 
 
@@ -371,7 +378,10 @@ def test_double_works_end_to_end():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"input_electrodes": ["a", "zz"]}, r"unknown input electrode 'zz'; activation electrodes are \['a', 'b', 'c', 'd', 'f'\]"),
+        (
+            {"input_electrodes": ["a", "zz"]},
+            r"unknown input electrode 'zz'; activation electrodes are \['a', 'b', 'c', 'd', 'f'\]",
+        ),
         ({"input_electrodes": [0, 5]}, r"input electrode 5 is not an index in 0..4"),
         ({"input_electrodes": [-1, 0]}, r"input electrode -1 is not an index in 0..4"),
         ({"input_electrodes": [0.5, 1]}, r"input electrode 0.5 is not an index"),

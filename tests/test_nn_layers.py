@@ -225,8 +225,15 @@ def test_network_trained_on_surrogate_runs_on_device(surrogate):
 def test_two_two_one_parameters_and_learning(surrogate):
     net = two_two_one(surrogate, seed=0)
     layers = dnpu_layers(net)
-    expected = [layers[0].controls, net[1].weight, net[1].bias, layers[1].controls, net[3].weight, net[3].bias,
-                layers[2].controls]
+    expected = [
+        layers[0].controls,
+        net[1].weight,
+        net[1].bias,
+        layers[1].controls,
+        net[3].weight,
+        net[3].bias,
+        layers[2].controls,
+    ]
     params = list(net.parameters())
     assert len(params) == 7 and all(p is q for p, q in zip(params, expected))
     assert sum(p.numel() for p in params) == 2 * 5 + 2 * 5 + 1 * 5 + 2 * (2 + 2)

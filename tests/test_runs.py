@@ -248,7 +248,7 @@ def test_sigterm_leaves_an_interrupted_resumable_run(tmp_path):
         from inmaterio.runs import open_run
         from inmaterio.errors import RunInterrupted
         try:
-            with open_run({str(tmp_path / 'r')!r}, "inmaterio.test", identity={{}}) as run:
+            with open_run({str(tmp_path / "r")!r}, "inmaterio.test", identity={{}}) as run:
                 run.save_checkpoint({{"step": 3}})
                 print("ready", flush=True)
                 time.sleep(60)
@@ -271,7 +271,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     script = f"""
 from inmaterio.runs import open_run
 import os, signal
-with open_run({str(tmp_path / 'r')!r}, "inmaterio.test", identity={{}}) as run:
+with open_run({str(tmp_path / "r")!r}, "inmaterio.test", identity={{}}) as run:
     run.save_checkpoint({{"step": 7}})
     os.kill(os.getpid(), signal.SIGKILL)
 """

@@ -18,7 +18,7 @@ import yaml
 
 from inmaterio.config import load_config, validate_config
 from inmaterio.devices.analytic import AnalyticDevice
-from inmaterio.errors import ConfigError, ModelFileError, RunInterrupted, TrainingDivergedError
+from inmaterio.errors import ConfigError, RunInterrupted, TrainingDivergedError
 from inmaterio.nn import DNPU
 from inmaterio.processors import RANGE_TOLERANCE_V, DeviceProcessor, SurrogateProcessor
 from inmaterio.surrogate import DeviceInfo, SurrogateModel, load_default_surrogate, save_surrogate
@@ -199,7 +199,9 @@ def test_node_parallel_gd_equals_training_alone(surrogate):
     result does not depend on the other problems (nor, for node 0, on their number)."""
     x, _ = gate_data("AND")
     t = {g: gate_data(g)[1] for g in GATES}
-    kw = dict(input_electrodes=("e3", "e4"), data_range=(0.0, 1.0), loss="corrsig", gd=GDConfig(learning_rate=0.02, epochs=40), seed=3)
+    kw = dict(
+        input_electrodes=("e3", "e4"), data_range=(0.0, 1.0), loss="corrsig", gd=GDConfig(learning_rate=0.02, epochs=40), seed=3
+    )
 
     def fit(*gates):
         return fit_binary_nodes(surrogate, x, torch.stack([t[g] for g in gates]), **kw)
@@ -277,9 +279,11 @@ def test_gates_results_folder(gates_run):
     per_gate = {"surrogate_accuracy", "loss", "surrogate_output_na", "device_accuracy", "device_accuracy_min",
                 "device_accuracy_surrogate_threshold", "rms_difference_na", "device_output_na"}  # fmt: skip
     assert set(metrics["gates"]) == {"AND", "XOR"}
-    for gate, entry in metrics["gates"].items():
+    for entry in metrics["gates"].values():
         assert set(entry) == per_gate
-        assert all(0.0 <= entry[k] <= 1.0 for k in ("surrogate_accuracy", "device_accuracy", "device_accuracy_surrogate_threshold"))
+        assert all(
+            0.0 <= entry[k] <= 1.0 for k in ("surrogate_accuracy", "device_accuracy", "device_accuracy_surrogate_threshold")
+        )
     assert metrics["gates_found_on_surrogate"] == sum(e["surrogate_accuracy"] == 1.0 for e in metrics["gates"].values()) == 2
     assert metrics["gates_found_on_device"] == sum(e["device_accuracy"] == 1.0 for e in metrics["gates"].values())
     assert [row[0] for row in outcome.rows] == ["AND", "XOR"] and len(outcome.columns) == 6
@@ -336,15 +340,33 @@ def test_rings_run_and_multiplexed_validation(tmp_path, monkeypatch, architectur
                 "threshold_na", "epochs", "fit_seconds", "n_dnpu_nodes", "device_accuracy", "device_accuracy_min",
                 "device_accuracy_surrogate_threshold", "rms_difference_na", "validation_seconds", "validation_repeats"):  # fmt: skip
         assert key in m, key
-    for key in ("surrogate_train_accuracy", "surrogate_test_accuracy", "device_accuracy", "device_accuracy_min", "device_accuracy_surrogate_threshold"):
+    for key in (
+        "surrogate_train_accuracy",
+        "surrogate_test_accuracy",
+        "device_accuracy",
+        "device_accuracy_min",
+        "device_accuracy_surrogate_threshold",
+    ):
         assert 0.0 <= m[key] <= 1.0, key
-    assert m["epochs"] == 20 and m["n_dnpu_nodes"] == sum(nodes) and m["fisher_train"] == pytest.approx(-m["stage_one_loss"], rel=1e-4)
+    assert (
+        m["epochs"] == 20
+        and m["n_dnpu_nodes"] == sum(nodes)
+        and m["fisher_train"] == pytest.approx(-m["stage_one_loss"], rel=1e-4)
+    )
     # one node per waveform (time multiplexing one device): each holds the 2 * n_test points of one node
     assert played == [2 * ramp + 2 * n_test * plateau] * (sum(nodes) * repeats)
     controls = json.loads((tmp_path / "controls.json").read_text())
     assert [len(controls[f"layer{i}"]) for i in range(len(nodes))] == nodes
     assert all(list(node) == CONTROL_NAMES for i in range(len(nodes)) for node in controls[f"layer{i}"])
-    assert {p.name for p in tmp_path.iterdir()} >= {"config.yaml", "metrics.json", "controls.json", "learning_curve.png", "outputs_per_class.png", "solution_iv.png", "model.safetensors"}
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "config.yaml",
+        "metrics.json",
+        "controls.json",
+        "learning_curve.png",
+        "outputs_per_class.png",
+        "solution_iv.png",
+        "model.safetensors",
+    }
     # the saved network (controls and batch-norm state) reproduces the recorded Fisher criterion
     from safetensors.torch import load_file
 
@@ -370,14 +392,24 @@ def test_capacity_run_counts_constant_labellings(tmp_path, surrogate):
     })  # fmt: skip
     outcome = run_task(config, tmp_path, progress=False)
     entry = outcome.metrics["per_n"]["4"]
-    assert set(entry) == {"labellings", "found_on_surrogate", "fraction_surrogate", "fit_seconds", "found_on_device", "fraction_device", "validation_seconds"}
+    assert set(entry) == {
+        "labellings",
+        "found_on_surrogate",
+        "fraction_surrogate",
+        "fit_seconds",
+        "found_on_device",
+        "fraction_device",
+        "validation_seconds",
+    }
     assert {"vc_dimension_lower_bound_surrogate", "vc_dimension_lower_bound_device"} <= set(outcome.metrics)
     found = json.loads((tmp_path / "controls.json").read_text())["4"]
     assert "0000" not in found and "1111" not in found  # never trained, counted as found
     assert entry["labellings"] == 16
     assert entry["found_on_surrogate"] == len(found) + 2
     assert entry["fraction_surrogate"] == entry["found_on_surrogate"] / 16
-    assert entry["fraction_device"] == entry["found_on_device"] / 16 and 2 <= entry["found_on_device"] <= entry["found_on_surrogate"]
+    assert (
+        entry["fraction_device"] == entry["found_on_device"] / 16 and 2 <= entry["found_on_device"] <= entry["found_on_surrogate"]
+    )
     assert (tmp_path / "capacity.png").is_file()
     # every labelling reported found is separated by the surrogate (data range = voltage range: points are volts)
     points = torch.tensor(CAPACITY_POINTS[:4], dtype=torch.float64)
@@ -471,8 +503,13 @@ def test_validation_device_needed_without_provenance(tmp_path):
 
 def test_nan_loss_stops_the_task(tmp_path, monkeypatch):
     monkeypatch.setitem(losses.LOSSES, "mse", lambda output, target: (output * float("nan")).mean(dim=-1))
-    config = _validate({"type": "gates", "gates": ["AND"], "loss": "mse", "attempts": 1, "gd": {"epochs": 3}}, validation={"enabled": False})
-    with pytest.raises(TrainingDivergedError, match=r"training diverged in epoch 1: the objective of batch 1 of 1 is nan \(optimizer Adam, learning rate 0.02\)"):
+    config = _validate(
+        {"type": "gates", "gates": ["AND"], "loss": "mse", "attempts": 1, "gd": {"epochs": 3}}, validation={"enabled": False}
+    )
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"training diverged in epoch 1: the objective of batch 1 of 1 is nan \(optimizer Adam, learning rate 0.02\)",
+    ):
         run_task(config, tmp_path, progress=False)
     assert not (tmp_path / "metrics.json").exists()  # not a finished run: a re-run is allowed
 

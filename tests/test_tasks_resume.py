@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from killresume import kill_then_resume, python_argv, run_to_end
 
 # capacity on a noisy device: each N's measurements are keyed by N, so the resumed N are measured
@@ -64,7 +65,9 @@ def test_rings_resumes_each_training_after_its_last_epoch(tmp_path):
     killed = tmp_path / "killed"
     report = kill_then_resume(argv(killed), killed / "attempt_0" / "checkpoint.pt", seed=1, max_delay_s=2.0)
     assert report.killed_while_running, report
-    clean_metrics, killed_metrics = (_without_timings(json.loads((d / "metrics.json").read_text())) for d in (tmp_path / "clean", killed))
+    clean_metrics, killed_metrics = (
+        _without_timings(json.loads((d / "metrics.json").read_text())) for d in (tmp_path / "clean", killed)
+    )
     assert clean_metrics == killed_metrics, report
     assert (tmp_path / "clean" / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes(), report
     assert json.loads((killed / "run.json").read_text())["sessions"] == 2

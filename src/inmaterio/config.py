@@ -51,7 +51,9 @@ class StrictModel(BaseModel):
                 if isinstance(value, bool | str) and _is_number(field.annotation):
                     kind = "an integer" if field.annotation is int else "a number"
                     raise PydanticCustomError(
-                        "number_type", "expected {kind}, not {got}", {"field": name, "kind": kind, "got": type(value).__name__, "value": value}
+                        "number_type",
+                        "expected {kind}, not {got}",
+                        {"field": name, "kind": kind, "got": type(value).__name__, "value": value},
                     )
         return data
 
@@ -107,7 +109,9 @@ def read_yaml(path: str | Path) -> Any:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"configuration file '{path}' is not UTF-8 text (bad byte at offset {err.start}); give a YAML file") from None
+        raise ConfigError(
+            f"configuration file '{path}' is not UTF-8 text (bad byte at offset {err.start}); give a YAML file"
+        ) from None
     except OSError as err:
         raise ConfigError(f"configuration file '{path}' cannot be read: {err.strerror or err}") from None
     try:

@@ -41,9 +41,7 @@ def save_figure(fig: Figure, path: str | Path | None) -> Figure:
     return fig
 
 
-def plot_iv_curves(
-    curves: Mapping[str, IVCurves], electrode_names: Sequence[str], path: str | Path | None = None
-) -> Figure:
+def plot_iv_curves(curves: Mapping[str, IVCurves], electrode_names: Sequence[str], path: str | Path | None = None) -> Figure:
     """One subplot per electrode: readout current (nA) vs the swept electrode's voltage (V).
 
     ``curves`` maps a source name (e.g. ``"virtual device"``, ``"surrogate"``)
@@ -93,9 +91,7 @@ def plot_learning_curve(history: Sequence[Mapping[str, Any]], path: str | Path |
     return save_figure(fig, path)
 
 
-def plot_predicted_vs_measured(
-    predicted_na: np.ndarray, measured_na: np.ndarray, path: str | Path | None = None
-) -> Figure:
+def plot_predicted_vs_measured(predicted_na: np.ndarray, measured_na: np.ndarray, path: str | Path | None = None) -> Figure:
     """Scatter of predicted vs measured current (nA) with the identity line."""
     predicted = np.asarray(predicted_na, dtype=np.float64)
     measured = np.asarray(measured_na, dtype=np.float64)
@@ -140,10 +136,12 @@ def plot_class_outputs(
     n = max(len(panels), 1)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(4.2 * cols, 0.9 + 0.55 * rows * max(len(p) for p in panels.values()) + 0.6 * rows), layout="constrained")
+    fig = Figure(
+        figsize=(4.2 * cols, 0.9 + 0.55 * rows * max(len(p) for p in panels.values()) + 0.6 * rows), layout="constrained"
+    )
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (title, backends) in zip(axes, panels.items()):
-        for level, (name, (current, target)) in enumerate(backends.items()):
+        for level, (current, target) in enumerate(backends.values()):
             current, target = np.asarray(current, dtype=float), np.asarray(target)
             jitter = level + 0.08 * np.sin(np.arange(len(current)) * 2.39996)
             for cls, colour in ((0, "tab:blue"), (1, "tab:red")):
@@ -153,7 +151,7 @@ def plot_class_outputs(
         ax.set_ylim(-0.6, len(backends) - 0.4)
         ax.set_xlabel("output current / nA")
         ax.set_title(title)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize="small", loc="best")
     return save_figure(fig, path)
@@ -188,14 +186,12 @@ def plot_output_maps(
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-    for ax in axes[len(maps):]:
+    for ax in axes[len(maps) :]:
         ax.set_visible(False)
     return save_figure(fig, path)
 
 
-def plot_capacity(
-    n_points: Sequence[int], fractions: Mapping[str, Sequence[float]], path: str | Path | None = None
-) -> Figure:
+def plot_capacity(n_points: Sequence[int], fractions: Mapping[str, Sequence[float]], path: str | Path | None = None) -> Figure:
     """Fraction of the 2^N labellings found vs N, one line per back end or model."""
     fig = Figure(figsize=(5, 3.5) if len(fractions) <= 3 else (7, 4.5), layout="constrained")
     ax = fig.subplots()

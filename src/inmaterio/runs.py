@@ -311,7 +311,9 @@ class RunFolder:
                 write(tmp)
             return target
         except OSError as err:
-            rescue_dir = Path(tempfile.gettempdir()) / "inmaterio-rescue" / f"{self.path.name}-{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%S}"
+            rescue_dir = (
+                Path(tempfile.gettempdir()) / "inmaterio-rescue" / f"{self.path.name}-{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%S}"
+            )
             try:
                 rescue = rescue_dir / name
                 rescue.parent.mkdir(parents=True, exist_ok=True)
@@ -319,7 +321,9 @@ class RunFolder:
                 kept = f"it was saved to '{rescue}' instead: fix the folder, copy it back and run again to resume"
             except OSError as err2:
                 kept = f"a rescue copy could not be written either ({err2.strerror or err2}); the last good state in the folder is kept"
-            raise RunFolderError(f"could not write the {what or name} in '{self.path}' ({os_error_reason(err)}); {kept}") from None
+            raise RunFolderError(
+                f"could not write the {what or name} in '{self.path}' ({os_error_reason(err)}); {kept}"
+            ) from None
 
     def write_json(self, name: str, data: Any) -> Path:
         """Write ``data`` as indented JSON (non-finite floats as null)."""
@@ -360,8 +364,10 @@ class RunFolder:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any failure to read is a bad file
-            raise ModelFileError(f"checkpoint '{path}' cannot be read ({type(err).__name__}: {_short(str(err), 200)}); "
-                                 "replace the run with --overwrite") from None
+            raise ModelFileError(
+                f"checkpoint '{path}' cannot be read ({type(err).__name__}: {_short(str(err), 200)}); "
+                "replace the run with --overwrite"
+            ) from None
         if not isinstance(payload, dict) or payload.get("format") != f"{FORMAT}.checkpoint" or "state" not in payload:
             raise ModelFileError(f"'{path}' is not an inmaterio checkpoint")
         if payload.get("kind") != self.kind:
@@ -615,7 +621,9 @@ def open_run(
                 existing = None
             elif not same:
                 diffs = identity_differences(existing.get("identity", {}), identity)
-                shown = "; ".join(diffs[:_MAX_LISTED]) + (f"; and {len(diffs) - _MAX_LISTED} more" if len(diffs) > _MAX_LISTED else "")
+                shown = "; ".join(diffs[:_MAX_LISTED]) + (
+                    f"; and {len(diffs) - _MAX_LISTED} more" if len(diffs) > _MAX_LISTED else ""
+                )
                 raise ConfigError(
                     f"'{folder}' holds {_article(existing['state'])} {existing['state']} run of '{kind}' made with other settings: {shown or 'fingerprints differ'}; "
                     "run with the same settings to resume, choose another folder, or pass --overwrite (overwrite=True) to replace it"

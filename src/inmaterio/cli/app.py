@@ -23,6 +23,7 @@ from inmaterio.errors import InmaterioError, RunInterrupted
 
 __all__ = ["app", "console", "error_console", "friendly_errors", "right_aligned_table", "load_device"]
 
+
 class _OneLineErrors(TyperGroup):
     """The root command: a usage error (unknown option, a value of the wrong type or out of its range)
     is one line on stderr with exit code 2, like every other user error."""

@@ -40,9 +40,9 @@ def demo(
     from inmaterio.devices.registry import device_config_from_description
     from inmaterio.fileio import atomic_write_json
     from inmaterio.plots import plot_iv_curves
-    from inmaterio.tasks.gates import GATE_INPUTS, GATES
     from inmaterio.smg.iv import iv_curves
     from inmaterio.surrogate import default_model_dir, load_default_surrogate
+    from inmaterio.tasks.gates import GATE_INPUTS, GATES
 
     model = load_default_surrogate()
     device = HoppingDevice(device_config_from_description(model.info.provenance["device"]))
@@ -87,9 +87,7 @@ def demo(
     xor_dir = out / "xor"
     xor_dir.mkdir(parents=True, exist_ok=True)
     with console.status("XOR: gradient descent on the surrogate, then the same voltages on the device ..."):
-        outcome = run_gates(
-            task, SurrogateProcessor(model), DeviceProcessor(device, plateau_samples=4, ramp_samples=5), xor_dir
-        )
+        outcome = run_gates(task, SurrogateProcessor(model), DeviceProcessor(device, plateau_samples=4, ramp_samples=5), xor_dir)
     xor = outcome.metrics["gates"]["XOR"]
     table = right_aligned_table(
         "XOR: trained on the surrogate, validated on the virtual device",

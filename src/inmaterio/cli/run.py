@@ -15,7 +15,9 @@ from inmaterio.cli.app import app, console, friendly_errors, right_aligned_table
 def run(
     config: Annotated[Optional[Path], typer.Argument(help="task or study YAML (see examples/ and --list)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="run folder (default: runs/<config name>)")] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace the run in OUT (an unfinished one is moved aside, not deleted)")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace the run in OUT (an unfinished one is moved aside, not deleted)")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     list_tasks: Annotated[bool, typer.Option("--list", help="list the task types and their example configs")] = False,
 ) -> None:

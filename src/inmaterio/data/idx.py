@@ -70,9 +70,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise ModelFileError(f"IDX file '{path}' is truncated: {len(raw)} bytes, the magic number alone needs 4")
     zero, code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0:
-        raise ModelFileError(
-            f"IDX file '{path}' has a bad magic number 0x{raw[:4].hex()}: the first two bytes must be 0x0000"
-        )
+        raise ModelFileError(f"IDX file '{path}' has a bad magic number 0x{raw[:4].hex()}: the first two bytes must be 0x0000")
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
         raise ModelFileError(f"IDX file '{path}' has a bad magic number: unknown dtype code 0x{code:02X} (known: {known})")

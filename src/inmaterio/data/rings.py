@@ -32,9 +32,7 @@ def ring_radii(gap: float, radius: float = 1.0) -> tuple[float, float]:
     return r_inner, r_inner + gap
 
 
-def make_rings(
-    n_per_class: int, gap: float = 0.1, radius: float = 1.0, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def make_rings(n_per_class: int, gap: float = 0.1, radius: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample the ring task: ``n_per_class`` points of each class, uniform in area.
 
     Returns

@@ -120,21 +120,27 @@ def _split(bunch, seed: int, test_size: int | float, low_v: float, high_v: float
     )
 
 
-def load_iris_split(seed: int = 0, *, test_size: int = 45, low_v: float = -1.0, high_v: float = 1.0, clip: bool = True) -> TabularSplit:
+def load_iris_split(
+    seed: int = 0, *, test_size: int = 45, low_v: float = -1.0, high_v: float = 1.0, clip: bool = True
+) -> TabularSplit:
     """Iris (150 x 4, 3 classes), stratified 105/45 train/test, features scaled to ``[low_v, high_v]`` V."""
     from sklearn.datasets import load_iris
 
     return _split(load_iris(), seed, test_size, low_v, high_v, clip)
 
 
-def load_wine_split(seed: int = 0, *, test_size: int | float = 0.3, low_v: float = -1.0, high_v: float = 1.0, clip: bool = True) -> TabularSplit:
+def load_wine_split(
+    seed: int = 0, *, test_size: int | float = 0.3, low_v: float = -1.0, high_v: float = 1.0, clip: bool = True
+) -> TabularSplit:
     """Wine (178 x 13, 3 classes), stratified 124/54 train/test (30% test), scaled to ``[low_v, high_v]`` V."""
     from sklearn.datasets import load_wine
 
     return _split(load_wine(), seed, test_size, low_v, high_v, clip)
 
 
-def load_digits_split(seed: int = 0, *, test_size: int | float = 0.3, low_v: float = -1.0, high_v: float = 1.0, clip: bool = True) -> TabularSplit:
+def load_digits_split(
+    seed: int = 0, *, test_size: int | float = 0.3, low_v: float = -1.0, high_v: float = 1.0, clip: bool = True
+) -> TabularSplit:
     """scikit-learn 8x8 digits (1797 x 64 pixels 0..16, 10 classes), stratified 1257/540 (30% test), scaled per pixel."""
     from sklearn.datasets import load_digits
 

@@ -242,9 +242,7 @@ class DNPU(nn.Module):
             return controls
         if controls.ndim == 3 and tuple(controls.shape[1:]) == want:
             return controls
-        raise ConfigError(
-            f"controls must have shape {want} or (population, {want[0]}, {want[1]}); got {tuple(controls.shape)}"
-        )
+        raise ConfigError(f"controls must have shape {want} or (population, {want[0]}, {want[1]}); got {tuple(controls.shape)}")
 
 
 def _per_node_electrodes(
@@ -277,7 +275,9 @@ def _per_node_electrodes(
         if len(set(idx)) != len(idx):
             raise ConfigError(f"node {k}: input electrodes {row} repeat an electrode")
         if len(idx) != len(out[0] if out else idx):
-            raise ConfigError(f"node {k} has {len(idx)} input electrodes, node 0 has {len(out[0])}; all nodes need the same number")
+            raise ConfigError(
+                f"node {k} has {len(idx)} input electrodes, node 0 has {len(out[0])}; all nodes need the same number"
+            )
         out.append(idx)
     return out
 

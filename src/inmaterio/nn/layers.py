@@ -130,9 +130,7 @@ class DNPUConv2d(nn.Module):
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """``(H_out, W_out)`` for an input of ``height x width`` (the convolution formula)."""
-        return tuple(
-            (n + 2 * p - self.kernel_size) // s + 1 for n, p, s in zip((height, width), self.padding, self.stride)
-        )
+        return tuple((n + 2 * p - self.kernel_size) // s + 1 for n, p, s in zip((height, width), self.padding, self.stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (batch, in_channels, H, W)`` data -> ``(batch, out_channels, H_out, W_out)`` nA."""

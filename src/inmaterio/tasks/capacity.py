@@ -78,15 +78,19 @@ def run_capacity(
             with device.random_streams("capacity", n):
                 validation = validate_layer(sub, device, x, trainable[idx], threshold, repeats=repeats)
             device_found = int((validation.accuracy.mean(0) > 1 - 0.5 / n).sum()) + 2
-            entry.update({"found_on_device": device_found, "fraction_device": device_found / 2**n, "validation_seconds": validation.seconds})
+            entry.update(
+                {
+                    "found_on_device": device_found,
+                    "fraction_device": device_found / 2**n,
+                    "validation_seconds": validation.seconds,
+                }
+            )
         elif device is not None:
             entry.update({"found_on_device": 2, "fraction_device": 2 / 2**n, "validation_seconds": 0.0})
         per_n[str(n)] = entry
         curves[f"N = {n}"] = fits.history
         controls[str(n)] = {
-            "".join(str(int(v)) for v in label): row
-            for label, row, ok in zip(trainable, fits.layer.control_table(), found)
-            if ok
+            "".join(str(int(v)) for v in label): row for label, row, ok in zip(trainable, fits.layer.control_table(), found) if ok
         }
         done[str(n)] = {"entry": entry, "history": fits.history, "controls": controls[str(n)]}
         run.save_checkpoint({"per_n": done})

@@ -25,8 +25,8 @@ from pydantic import Field, field_validator, model_validator
 
 from inmaterio.config import StrictModel
 from inmaterio.devices.registry import DeviceSpec
-from inmaterio.tasks.registry import RunnableConfig
 from inmaterio.tasks.gates import GATES, GateName
+from inmaterio.tasks.registry import RunnableConfig
 from inmaterio.training.ga import GAConfig
 from inmaterio.training.gd import GDConfig
 from inmaterio.training.losses import LossName

@@ -75,7 +75,11 @@ def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = Fals
         fits.layer.set_processor(surrogate)
         fits.output_na, fits.loss, fits.accuracy = evaluate_nodes(fits.layer, x, targets, task.loss)
     rows, metrics, panels = [], {}, {}
-    validation = validate_layer(fits.layer, device, x, targets, fit_logistic_threshold(fits.output_na, targets), repeats) if device else None
+    validation = (
+        validate_layer(fits.layer, device, x, targets, fit_logistic_threshold(fits.output_na, targets), repeats)
+        if device
+        else None
+    )
     for k, gate in enumerate(task.gates):
         entry = {
             "surrogate_accuracy": float(fits.accuracy[k]),
@@ -89,9 +93,19 @@ def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = Fals
         metrics[gate] = entry
         rows.append(
             [gate, f"{entry['surrogate_accuracy']:.0%}", f"{entry['loss']:.3g}"]
-            + ([f"{entry['device_accuracy']:.0%}", f"{entry['device_accuracy_surrogate_threshold']:.0%}", f"{entry['rms_difference_na']:.1f}"] if validation else [])
+            + (
+                [
+                    f"{entry['device_accuracy']:.0%}",
+                    f"{entry['device_accuracy_surrogate_threshold']:.0%}",
+                    f"{entry['rms_difference_na']:.1f}",
+                ]
+                if validation
+                else []
+            )
         )
-    columns = ["gate", "surrogate acc.", "loss"] + (["device acc.", "device acc. (surrogate threshold)", "RMS surrogate-device / nA"] if validation else [])
+    columns = ["gate", "surrogate acc.", "loss"] + (
+        ["device acc.", "device acc. (surrogate threshold)", "RMS surrogate-device / nA"] if validation else []
+    )
     curves = {f"{task.algorithm} ({task.loss}), mean over gates": fits.history}
     plot_loss_curves(curves, out / "learning_curve.png")
     plot_class_outputs(panels, out / "outputs_per_class.png")

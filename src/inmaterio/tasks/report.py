@@ -51,8 +51,8 @@ def collect_runs(folders: Iterable[str | Path]) -> list[Path]:
 
 
 def _finished(path: Path, record: dict) -> FinishedRun:
-    from inmaterio.fileio import read_json
     from inmaterio.errors import ModelFileError
+    from inmaterio.fileio import read_json
 
     history = read_json(path / HISTORY_JSON, ModelFileError) if (path / HISTORY_JSON).is_file() else []
     return FinishedRun(path, read_yaml(path / CONFIG_FILE), read_json(path / METRICS_FILE, ModelFileError), history, record)

@@ -42,7 +42,9 @@ def build_ring_model(architecture: str, processor: Processor, input_electrodes, 
     return two_two_one(processor, input_electrodes=input_electrodes, data_range=(-1.0, 1.0), seed=seed)
 
 
-def run_rings(task, surrogate: Processor, device: Processor | None, out: Path, seed: int = 0, progress: bool = False, repeats: int = 1) -> TaskOutcome:
+def run_rings(
+    task, surrogate: Processor, device: Processor | None, out: Path, seed: int = 0, progress: bool = False, repeats: int = 1
+) -> TaskOutcome:
     """Train, threshold, test and (optionally) validate the ring classifier; write plots to ``out``."""
     from inmaterio.plots import plot_class_outputs, plot_loss_curves, plot_output_maps
     from inmaterio.tasks.validation import output_map, validate_model
@@ -113,4 +115,11 @@ def run_rings(task, surrogate: Processor, device: Processor | None, out: Path, s
     # model.load_state_dict(safetensors.torch.load_file(...)) into build_ring_model(...)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp)
-    return TaskOutcome(metrics, controls, f"Rings ({task.architecture}, gap {task.gap})", ["back end", "train acc.", "test acc.", "Fisher"], rows, curves)
+    return TaskOutcome(
+        metrics,
+        controls,
+        f"Rings ({task.architecture}, gap {task.gap})",
+        ["back end", "train acc.", "test acc.", "Fisher"],
+        rows,
+        curves,
+    )

@@ -119,7 +119,9 @@ def validate_model(
     )
 
 
-def validate_layer(layer: nn.Module, device: Processor, x: torch.Tensor, targets: torch.Tensor, threshold: LogisticThreshold, repeats: int = 1) -> Validation:
+def validate_layer(
+    layer: nn.Module, device: Processor, x: torch.Tensor, targets: torch.Tensor, threshold: LogisticThreshold, repeats: int = 1
+) -> Validation:
     """:func:`validate_model` for one DNPU layer whose node k solves problem k (output ``(batch, problems)``)."""
     return validate_model(layer, device, x, targets, threshold, outputs=lambda out: out.T, repeats=repeats)
 

@@ -107,12 +107,12 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
+from inmaterio.checkpoints import CheckpointWriter, history_of
 from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError
 from inmaterio.progress import progress_bar
 from inmaterio.random_streams import stream_seed
 from inmaterio.runs import CHECKPOINT_FILE, open_run
-from inmaterio.checkpoints import CheckpointWriter, history_of
 
 __all__ = [
     "KIND",

@@ -92,11 +92,11 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
+from inmaterio.checkpoints import CheckpointWriter, history_of, pack_tensors, unpack_tensors
 from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError, TrainingDivergedError
 from inmaterio.progress import progress_bar
 from inmaterio.runs import CHECKPOINT_FILE, RunFolder, fingerprint_tensors, open_run, read_run
-from inmaterio.checkpoints import CheckpointWriter, history_of, pack_tensors, unpack_tensors
 
 __all__ = [
     "KIND",
