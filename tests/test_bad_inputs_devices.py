@@ -172,7 +172,7 @@ ROWS = [
     BadInput("cli-no-voltages", "device measure without voltages", lambda t: expect_cli_error(app, ["device", "measure"], r"Missing argument 'voltages'")),
     # device configs through --config
     BadInput("config-unknown-key", "n_activaton (misspelt)", lambda t: _measure_cli(t, "0,0,0", r"unknown key 'device\.analytic\.n_activaton' \(value 3\)", "device: {type: analytic, n_activaton: 3}\n")),
-    BadInput("config-wrong-type", "n_activation: many", lambda t: _measure_cli(t, "0,0,0", r"field 'device\.analytic\.n_activation' = 'many': Input should be a valid integer", "device: {type: analytic, n_activation: many}\n")),
+    BadInput("config-wrong-type", "n_activation: many", lambda t: _measure_cli(t, "0,0,0", r"field 'device\.analytic\.n_activation' = 'many': expected an integer, not str", "device: {type: analytic, n_activation: many}\n")),
     BadInput("config-nan", "amplitude_na: .nan", lambda t: _measure_cli(t, "0,0,0", r"field 'device\.analytic\.amplitude_na' = nan: Input should be a finite number", "device: {type: analytic, amplitude_na: .nan}\n")),
     BadInput("config-negative-noise", "noise_na: -1", lambda t: _measure_cli(t, "0,0,0", r"field 'device\.analytic\.noise_na' = -1: Input should be greater than or equal to 0", "device: {type: analytic, noise_na: -1}\n")),
     BadInput("config-zero-temperature", "temperature_k: 0 on the virtual DNPU", lambda t: _measure_cli(t, "0,0,0,0,0,0,0", r"field 'device\.hopping\.temperature_k' = 0: Input should be greater than 0", "device: {type: hopping, temperature_k: 0}\n")),
