@@ -123,6 +123,18 @@ def _ring_electrodes_config() -> type[RunnableConfig]:
     return RingElectrodesConfig
 
 
+def _ep_learning_config() -> type[RunnableConfig]:
+    from inmaterio.studies.ep_learning import EPLearningConfig
+
+    return EPLearningConfig
+
+
+def _ep_mnist_config() -> type[RunnableConfig]:
+    from inmaterio.studies.ep_mnist import EPMnistConfig
+
+    return EPMnistConfig
+
+
 def _mnist_config() -> type[RunnableConfig]:
     from inmaterio.studies.mnist import MnistConfig
 
@@ -157,6 +169,13 @@ TASKS: dict[str, Task] = {
              "MNIST with 10 DNPUs or the ReLU baseline (Ruiz Euler et al. 2021)",
              report="inmaterio.studies.mnist:report_mnist", example="mnist_10dnpu.yaml",
              prepare="inmaterio.studies.mnist:prepare_mnist"),
+        Task("ep_learning", _ep_learning_config, "inmaterio.studies.ep_learning:run_ep_learning",
+             "diode circuits trained with EP: gates, XOR, Iris, Wine, digits over seeds",
+             report="inmaterio.studies.ep_learning:report_ep_learning", example="ep_learning.yaml"),
+        Task("ep_mnist", _ep_mnist_config, "inmaterio.studies.ep_mnist:run_ep_mnist",
+             "MNIST with an analog 784x2-100-10 network trained with EP",
+             report="inmaterio.studies.ep_mnist:report_ep_mnist", example="ep_mnist.yaml",
+             prepare="inmaterio.studies.ep_mnist:prepare_ep_mnist"),
     )
 }  # fmt: skip
 """Every task ``inmaterio run`` knows, by ``task.type``."""

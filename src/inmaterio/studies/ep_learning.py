@@ -1,0 +1,271 @@
+"""Analog diode circuits trained with Equilibrium Propagation: accuracy over seeds, as one typed study.
+
+The network is EBANA's (Watfa et al. 2023), built by
+:func:`~inmaterio.circuits.examples.diode_network`: inputs and their inverted
+copies plus bias sources (+1 V, -1 V), a Dense crossbar to hidden nodes with
+two Shockley diodes each (series bias ``diode_bias_v``), bidirectional
+amplifiers (gain ``gain``) and a Dense crossbar to two output nodes per class,
+read differentially. Symmetric EP, MSE on the class scores by default
+(:class:`~inmaterio.circuits.fit.EPTrainConfig`).
+
+``dataset``:
+
+- ``xor`` / ``gates``: the four points of two binary inputs; ``gates`` trains
+  every gate of ``gates`` (one circuit each); a seed *succeeds* when the
+  free circuit classifies all four points after the last epoch;
+- ``iris``, ``wine``, ``digits``: stratified splits of the scikit-learn sets
+  (features min-max scaled to [-1, 1] V on the training set); each seed
+  draws its own split and its own initial conductances.
+
+Every (problem, seed) is one :func:`~inmaterio.circuits.fit` in its own
+nested run folder ``<problem>/seed_<s>/``, so an interrupted study resumes
+each training after its last epoch and skips the finished ones; its numbers
+are kept in the study's checkpoint as they finish. The test set is
+evaluated after every epoch only for the learning curve; the reported
+accuracies are those after the last epoch (no model selection).
+
+``inmaterio run examples/ep_learning.yaml`` (Iris); variants in ``examples/ep_learning/``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from inmaterio.circuits.fit import EPTrainConfig
+from inmaterio.config import StrictModel
+from inmaterio.runs import RunFolder
+from inmaterio.tasks.gates import GATES, GateName
+from inmaterio.tasks.outcome import TaskOutcome
+from inmaterio.tasks.registry import FinishedRun, RunnableConfig
+
+__all__ = ["DATASETS", "EPLearningTask", "EPLearningConfig", "run_ep_learning", "report_ep_learning"]
+
+_RECIPE = {"beta": 1e-7, "variant": "symmetric", "optimizer": "adam", "loss": "mse", "readout": "differential", "target_v": 0.1}
+
+#: Per dataset: (inputs, classes, hidden nodes, training recipe) as measured to learn it.
+DATASETS: dict[str, tuple[int, int, int, dict[str, Any]]] = {
+    "xor": (2, 2, 6, {"epochs": 150, "batch_size": 4, "lr": 0.02, **_RECIPE}),
+    "gates": (2, 2, 6, {"epochs": 150, "batch_size": 4, "lr": 0.02, **_RECIPE}),
+    "iris": (4, 3, 10, {"epochs": 200, "batch_size": 8, "lr": 0.003, **_RECIPE}),
+    "wine": (13, 3, 10, {"epochs": 60, "batch_size": 8, "lr": 0.01, **_RECIPE}),
+    "digits": (64, 10, 40, {"epochs": 15, "batch_size": 16, "lr": 0.01, **_RECIPE}),
+}
+
+
+class EPLearningTask(StrictModel):
+    """What to learn and how.
+
+    dataset : xor, gates, iris, wine or digits (see the module docstring).
+    gates : the gates of ``dataset: gates`` (AND, OR, NAND, NOR, XOR, XNOR; no repeats).
+    seeds : seeds 0 .. seeds-1, each its own split (tabular sets), initialisation and shuffling.
+    hidden : hidden diode nodes (null: the dataset's default, 6 / 10 / 10 / 40).
+    diode_bias_v : series bias of every diode, V (-0.3 V: they conduct near +-0.1 V).
+    gain : amplifier voltage gain (> 0; the current gain is 1 / gain).
+    training : EP settings; keys not given keep the dataset's recipe (e.g. Iris: lr 0.003, 200 epochs).
+    """
+
+    type: Literal["ep_learning"]
+    dataset: Literal["xor", "gates", "iris", "wine", "digits"] = "iris"
+    gates: list[GateName] = Field(default_factory=lambda: list(GATES))
+    seeds: int = Field(10, ge=1, le=1000)
+    hidden: int | None = Field(None, ge=1, le=10_000)
+    diode_bias_v: float = Field(-0.3, ge=-10, le=10)
+    gain: float = Field(4.0, gt=0, le=1e6)
+    training: EPTrainConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_of_the_dataset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (training := data.get("training", {})) is not None and isinstance(training, dict):
+            dataset = data.get("dataset", "iris")
+            recipe = DATASETS[dataset][3] if dataset in DATASETS else {}
+            return {**data, "training": {**recipe, **training}}
+        return data
+
+    @field_validator("gates")
+    @classmethod
+    def _unique_gates(cls, gates: list[str]) -> list[str]:
+        if not gates or len(set(gates)) != len(gates):
+            raise ValueError(f"gates must list each of AND, OR, NAND, NOR, XOR, XNOR at most once, got {gates}")
+        return gates
+
+    def problems(self) -> list[str]:
+        """The problems trained: the gates, or the dataset itself."""
+        return list(self.gates) if self.dataset == "gates" else [self.dataset]
+
+    def n_hidden(self) -> int:
+        return self.hidden if self.hidden is not None else DATASETS[self.dataset][2]
+
+
+class EPLearningConfig(RunnableConfig):
+    """An EP learning study: the task and the torch threads (speed only)."""
+
+    SPEED_ONLY = {"threads": True}
+
+    task: EPLearningTask
+    threads: int = Field(1, ge=1, le=256)
+
+
+def _data(task: EPLearningTask, problem: str, seed: int):
+    """``ExampleData`` of one problem and seed (volts, class indices)."""
+    from inmaterio.circuits.examples import ExampleData, get_example
+
+    if task.dataset == "gates":
+        x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+        y = torch.tensor(GATES[problem])
+        return ExampleData(x, y, x, y)
+    return get_example(task.dataset).load(seed)
+
+
+def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool) -> dict[str, Any]:
+    """Fit one circuit in ``<run>/<problem>/seed_<seed>/``; its final accuracies, timing and curves."""
+    from inmaterio.circuits import evaluate, fit
+    from inmaterio.circuits.examples import diode_network
+
+    n_inputs, n_classes, _, _ = DATASETS[task.dataset]
+    data = _data(task, problem, seed)
+    model = diode_network(n_inputs, task.n_hidden(), n_classes, seed=seed, diode_bias_v=task.diode_bias_v, gain=task.gain)
+    config = task.training.model_copy(update={"seed": seed})
+    history = fit(
+        model, data.x_train, data.y_train, config, validation=(data.x_test, data.y_test),
+        directory=run.subfolder(f"{problem}/seed_{seed}"), progress=progress,
+    )  # fmt: skip
+    train = evaluate(model, data.x_train, data.y_train, config)["accuracy"]
+    test = evaluate(model, data.x_test, data.y_test, config)["accuracy"]
+    best = max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+    hit = [r["epoch"] for r in history if r["accuracy"] == 1.0]
+    seconds = statistics.median(r["seconds"] for r in history)
+    return {
+        "problem": problem,
+        "seed": seed,
+        "train_accuracy": train,
+        "test_accuracy": test,
+        "best_test_accuracy_during_training": history[best]["val_accuracy"],
+        "best_epoch": best + 1,
+        "first_epoch_at_100": hit[0] if hit else None,
+        "seconds_per_epoch": seconds,
+        "samples_per_second": len(data.x_train) / seconds,
+        "n_train": len(data.x_train),
+        "n_test": len(data.x_test),
+        "curves": {k: [r[k] for r in history] for k in ("loss", "accuracy", "val_accuracy")},
+    }
+
+
+def run_ep_learning(config: EPLearningConfig, run: RunFolder, *, progress: bool, prepared: None = None) -> TaskOutcome:
+    """Train every (problem, seed); finished ones are kept in the checkpoint and not trained again."""
+    task = config.task
+    done: dict[str, Any] = dict((run.load_checkpoint() or {}).get("results", {}))
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        for problem in task.problems():
+            for seed in range(task.seeds):
+                key = f"{problem}/seed_{seed}"
+                if key not in done:
+                    done[key] = _train_one(task, problem, seed, run, progress)
+                    run.save_checkpoint({"results": done})
+    finally:
+        torch.set_num_threads(saved_threads)
+    results = [done[f"{p}/seed_{s}"] for p in task.problems() for s in range(task.seeds)]
+    _learning_curves(run, task, results)
+    summary = {p: _summary([r for r in results if r["problem"] == p]) for p in task.problems()}
+    metrics = {
+        "study": "ep_learning",
+        "dataset": task.dataset,
+        "hidden": task.n_hidden(),
+        "training": task.training.model_dump(mode="json"),
+        "summary": summary,
+        "seeds": [{k: v for k, v in r.items() if k != "curves"} for r in results],
+    }
+    curves = {f"{r['problem']} seed {r['seed']}": [{"step": e + 1, "loss": loss} for e, loss in enumerate(r["curves"]["loss"])]
+              for r in results}  # fmt: skip
+    columns, rows = _table(task.dataset, summary)
+    return TaskOutcome(metrics, {}, f"EP on {task.dataset} ({task.seeds} seeds)", columns, rows, curves)
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    test = [r["test_accuracy"] for r in results]
+    train = [r["train_accuracy"] for r in results]
+    firsts = [r["first_epoch_at_100"] for r in results if r["train_accuracy"] == 1.0 and r["first_epoch_at_100"]]
+    return {
+        "seeds": len(results),
+        "test_accuracy_mean": float(np.mean(test)),
+        "test_accuracy_min": min(test),
+        "test_accuracy_max": max(test),
+        "seeds_at_100_test": sum(t == 1.0 for t in test),
+        "train_accuracy_mean": float(np.mean(train)),
+        "median_first_epoch_at_100": statistics.median(firsts) if firsts else None,
+        "median_seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in results),
+        "samples_per_second": statistics.median(r["samples_per_second"] for r in results),
+        "n_train": results[0]["n_train"],
+        "n_test": results[0]["n_test"],
+    }
+
+
+def _table(dataset: str, summary: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    if dataset in ("gates", "xor"):
+        columns = ["problem", "seeds at 100%", "median first epoch at 100%", "s/epoch", "samples/s"]
+        rows = [[p, f"{s['seeds_at_100_test']}/{s['seeds']}",
+                 "-" if s["median_first_epoch_at_100"] is None else f"{s['median_first_epoch_at_100']:.0f}",
+                 f"{s['median_seconds_per_epoch']:.4f}", f"{s['samples_per_second']:.0f}"] for p, s in summary.items()]  # fmt: skip
+        return columns, rows
+    columns = ["dataset", "train / test", "test acc. mean", "min", "max", "seeds at 100% test", "train acc. mean", "s/epoch"]
+    rows = [[p, f"{s['n_train']} / {s['n_test']}", f"{s['test_accuracy_mean']:.2%}", f"{s['test_accuracy_min']:.2%}",
+             f"{s['test_accuracy_max']:.2%}", f"{s['seeds_at_100_test']}/{s['seeds']}", f"{s['train_accuracy_mean']:.2%}",
+             f"{s['median_seconds_per_epoch']:.3f}"] for p, s in summary.items()]  # fmt: skip
+    return columns, rows
+
+
+def _learning_curves(run: RunFolder, task: EPLearningTask, results: list[dict[str, Any]]) -> None:
+    """``learning_curve.png``: per problem, train and test accuracy per epoch (mean over seeds, min-max band)."""
+    from matplotlib.figure import Figure
+
+    from inmaterio.plots import save_figure
+
+    problems = task.problems()
+    fig = Figure(figsize=(4.5 * min(len(problems), 3), 3.6 * ((len(problems) + 2) // 3)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots((len(problems) + 2) // 3, min(len(problems), 3), squeeze=False)).ravel()
+    for ax, problem in zip(axes, problems):
+        mine = [r for r in results if r["problem"] == problem]
+        for key, label in (("accuracy", "train (during the epoch)"), ("val_accuracy", "test (after the epoch)")):
+            a = np.array([r["curves"][key] for r in mine])
+            epochs = np.arange(1, a.shape[1] + 1)
+            ax.plot(epochs, a.mean(0), label=f"{label}, mean of {len(mine)}")
+            ax.fill_between(epochs, a.min(0), a.max(0), alpha=0.2)
+        ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title=f"{problem}, symmetric EP")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7)
+    for ax in axes[len(problems) :]:
+        ax.set_visible(False)
+    save_figure(fig, run.file("learning_curve.png"))
+
+
+def report_ep_learning(runs: list[FinishedRun]) -> str:
+    """Markdown: each run's table, its recipe and the per-seed accuracies."""
+    from inmaterio.tasks.report import markdown_table
+
+    sections = []
+    for run in runs:
+        m, table = run.metrics, run.metrics["table"]
+        t = m["training"]
+        seeds = markdown_table(
+            ["problem", "seed", "train acc.", "test acc.", "best test acc. during training (epoch)", "s/epoch"],
+            [[s["problem"], s["seed"], f"{s['train_accuracy']:.2%}", f"{s['test_accuracy']:.2%}",
+              f"{s['best_test_accuracy_during_training']:.2%} ({s['best_epoch']})", f"{s['seconds_per_epoch']:.3f}"]
+             for s in m["seeds"]],
+        )  # fmt: skip
+        sections.append(
+            f"### {table['title']} (`{run.path}`)\n\n"
+            f"Diode network with {m['hidden']} hidden nodes; {t['variant']} EP, beta {t['beta']:g} S, {t['loss']} "
+            f"({t['readout']} readout), {t['optimizer']} lr {t['lr']}, batch {t['batch_size']}, {t['epochs']} epochs; "
+            f"accuracies after the last epoch. {run.record.get('wall_s', 0.0) / 60:.1f} min wall; "
+            f"`inmaterio run {run.path / 'config.yaml'} --out {run.path}`.\n\n"
+            + markdown_table(table["columns"], table["rows"])
+            + f"\n\n<details><summary>per seed</summary>\n\n{seeds}\n\n</details>\n\n![learning curves]({run.path / 'learning_curve.png'})"
+        )
+    return "\n\n".join(sections)
