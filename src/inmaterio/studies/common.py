@@ -32,6 +32,7 @@ from pydantic import Field
 from inmaterio.config import StrictModel
 from inmaterio.devices.registry import DeviceSpec
 from inmaterio.errors import ConfigError
+from inmaterio.tasks.run import backends_identity
 
 if TYPE_CHECKING:
     from inmaterio.processors import DeviceProcessor, SurrogateProcessor
@@ -114,17 +115,6 @@ def device_processor(choice: DeviceChoice, surrogate: SurrogateProcessor) -> Dev
         if hasattr(physical, "n_threads"):
             physical.n_threads = choice.threads
     return DeviceProcessor(physical, plateau_samples=choice.plateau_samples)
-
-
-def backends_identity(surrogate: SurrogateProcessor, device: DeviceProcessor | None) -> dict[str, Any]:
-    """What of the back ends defines a result: the surrogate's weights (SHA-256) and the device's description."""
-    from inmaterio.runs import fingerprint_tensors
-
-    weights = surrogate.model.state_dict()
-    return {
-        "surrogate_weights": fingerprint_tensors(*(weights[k] for k in sorted(weights))),
-        "device": None if device is None else device.device.describe(),
-    }
 
 
 @dataclass(frozen=True)

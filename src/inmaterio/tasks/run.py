@@ -36,8 +36,14 @@ from inmaterio.tasks.outcome import TaskOutcome
 from inmaterio.tasks.registry import RunnableConfig, resolve, task_of
 
 __all__ = [
-    "build_surrogate_processor", "build_validation_processor", "check_backends", "prepare_dnpu_task", "run_dnpu_task", "run_task",
-]  # fmt: skip
+    "backends_identity",
+    "build_surrogate_processor",
+    "build_validation_processor",
+    "check_backends",
+    "prepare_dnpu_task",
+    "run_dnpu_task",
+    "run_task",
+]
 
 
 def build_surrogate_processor(config: SurrogateBackend) -> SurrogateProcessor:
@@ -82,6 +88,17 @@ def check_backends(config: RunConfig, surrogate: SurrogateProcessor, device: Dev
     )  # fmt: skip
 
 
+def backends_identity(surrogate: SurrogateProcessor, device: DeviceProcessor | None) -> dict[str, Any]:
+    """What of the back ends defines a result: the SHA-256 of the surrogate's weights and the device's description.
+
+    The package version in a description is provenance, not physics: it is left out, so a run may
+    resume after an upgrade.
+    """
+    weights = surrogate.model.state_dict()
+    described = None if device is None else {k: v for k, v in device.device.describe().items() if k != "package_version"}
+    return {"surrogate_weights": fingerprint_tensors(*(weights[k] for k in sorted(weights))), "device": described}
+
+
 @dataclass(frozen=True)
 class DnpuBackends:
     """The back ends of a DNPU task and what of them defines a run's result (its ``identity``)."""
@@ -103,12 +120,7 @@ def prepare_dnpu_task(config: RunConfig) -> DnpuBackends:
     validation = config.validation.model_copy(update={"enabled": True}) if on_device else config.validation
     device = build_validation_processor(validation, surrogate)
     check_backends(config, surrogate, device)
-    weights = surrogate.model.state_dict()
-    identity = {
-        "surrogate_weights": fingerprint_tensors(*(weights[k] for k in sorted(weights))),
-        # the package version is provenance, not physics: a run may resume after an upgrade
-        "device": None if device is None else {k: v for k, v in device.device.describe().items() if k != "package_version"},
-    }
+    identity = backends_identity(surrogate, device)
     return DnpuBackends(surrogate, device, identity)
 
 
