@@ -26,7 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KillReport", "kill_then_resume", "run_to_end", "python_argv"]
+__all__ = ["KillReport", "kill_then_resume", "run_to_end", "python_argv", "without_timings", "TIMING_KEYS"]
+
+#: Entries that differ between identical runs (wall times, rates, the package version, tables that print them).
+TIMING_KEYS = frozenset({
+    "seconds", "wall_s", "time_s", "timings_s", "median_epoch_s", "mean_epoch_s", "fit_seconds", "validation_seconds",
+    "seconds_per_epoch", "samples_per_second", "package_version", "table",
+})  # fmt: skip
 
 
 @dataclass
@@ -89,3 +95,12 @@ def kill_then_resume(
         proc.stdout.close()
     output = run_to_end(argv, env=env, timeout=timeout)
     return KillReport(delay, running, output)
+
+
+def without_timings(value, keys=TIMING_KEYS):
+    """``value`` (nested dicts and lists) without the entries named in ``keys``, to compare two runs bit for bit."""
+    if isinstance(value, dict):
+        return {k: without_timings(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [without_timings(v, keys) for v in value]
+    return value

@@ -9,13 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from inmaterio.cli import app
-from killresume import kill_then_resume, python_argv
+from killresume import kill_then_resume, python_argv, without_timings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the uninterrupted run in this process, as the subprocesses run
-
-
-def _without_timings(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def test_ep_train_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
@@ -30,9 +26,9 @@ def test_ep_train_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
     states = [torch.load(d / "checkpoint.pt", weights_only=True)["state"] for d in (clean, killed)]
     for key, value in states[0]["parameters"].items():
         assert torch.equal(value, states[1]["parameters"][key]), (key, report)
-    assert _without_timings(states[0]["history"]) == _without_timings(states[1]["history"]), report
+    assert without_timings(states[0]["history"]) == without_timings(states[1]["history"]), report
     history = [json.loads((d / "history.json").read_text()) for d in (clean, killed)]
-    assert len(history[0]) == 20 and _without_timings(history[0]) == _without_timings(history[1]), report
+    assert len(history[0]) == 20 and without_timings(history[0]) == without_timings(history[1]), report
     summaries = [json.loads((d / "summary.json").read_text()) for d in (clean, killed)]
     assert [(s["train"], s["test"]) for s in summaries][0] == [(s["train"], s["test"]) for s in summaries][1], report
     record = json.loads((killed / "run.json").read_text())

@@ -21,7 +21,7 @@ from safetensors.numpy import load_file
 
 from inmaterio.config import load_config
 from inmaterio.smg import SMGConfig, run_smg
-from killresume import kill_then_resume, python_argv
+from killresume import kill_then_resume, python_argv, without_timings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -52,14 +52,6 @@ iv_points: 11
 """
 
 
-def _without_timings(value):
-    if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items() if k not in {"timings_s", "wall_s", "time_s"}}
-    if isinstance(value, list):
-        return [_without_timings(v) for v in value]
-    return value
-
-
 def _kill_and_compare(tmp_path: Path, yaml_text: str, watch: str, seed: int) -> tuple[Path, Path, object]:
     """The uninterrupted run in this process (one torch thread, as in the job), the killed one as a job."""
     config = tmp_path / "smg.yaml"
@@ -84,9 +76,9 @@ def _kill_and_compare(tmp_path: Path, yaml_text: str, watch: str, seed: int) -> 
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key} {report}")
-    histories = [_without_timings(json.loads((d / "training" / "history.json").read_text())) for d in (clean, killed)]
+    histories = [without_timings(json.loads((d / "training" / "history.json").read_text())) for d in (clean, killed)]
     assert histories[0] == histories[1], report
-    metrics = [_without_timings(json.loads((d / "metrics.json").read_text())) for d in (clean, killed)]
+    metrics = [without_timings(json.loads((d / "metrics.json").read_text())) for d in (clean, killed)]
     assert metrics[0] == metrics[1], report
     return clean, killed, report
 

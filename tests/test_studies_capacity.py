@@ -16,7 +16,7 @@ from inmaterio.studies.capacity_trial import CapacityTrial, capacity_trial
 from inmaterio.tasks.registry import load_run_config
 from inmaterio.tasks.report import build_report
 from inmaterio.tasks.run import run_task
-from killresume import kill_then_resume, python_argv, run_to_end
+from killresume import kill_then_resume, python_argv, run_to_end, without_timings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,14 +27,6 @@ TINY = {
              "restarts": 2, "screen_samples": 2000, "refine_steps": 10},
     "executor": {"kind": "serial"},
 }  # fmt: skip
-
-
-def _without_timings(value):
-    if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items() if k not in {"seconds", "wall_s", "table", "package_version"}}
-    if isinstance(value, list):
-        return [_without_timings(v) for v in value]
-    return value
 
 
 @pytest.mark.parametrize("path", [EXAMPLES / "capacity_study.yaml", *sorted((EXAMPLES / "capacity_study").glob("*.yaml"))],
@@ -59,7 +51,7 @@ def test_a_tiny_study_runs_the_trials_of_its_models_and_reports_them(tmp_path):
     assert sorted(trials) == ["dnpu_search/N=4", "dnpu_search/N=5", "logistic2/N=4", "logistic2/N=5"]
     # the study's numbers are those of the trial function called directly with the study's settings
     direct = capacity_trial(CapacityTrial(model="logistic2", n_points=5, seed=0, settings=config.task.settings()))
-    assert _without_timings(trials["logistic2/N=5"]) == _without_timings(direct)
+    assert without_timings(trials["logistic2/N=5"]) == without_timings(direct)
     for r in trials.values():
         assert r["fraction"] == r["found"] / 2 ** r["n_points"]
     # the printed table: one row per model plus the search's margin row; the fractions and the paper's bounds
@@ -113,7 +105,7 @@ def test_an_interrupted_study_reruns_only_the_unfinished_trials(tmp_path, monkey
     monkeypatch.setattr(study, "capacity_trial", lambda trial: calls.append(trial.key) or capacity_trial(trial))
     resumed = run_task(config, tmp_path / "run", progress=False).metrics
     assert calls == ["dnpu_search/N=5", "dnpu_search/N=4"]
-    assert _without_timings(resumed) == _without_timings(reference)
+    assert without_timings(resumed) == without_timings(reference)
 
 
 CAPACITY_ON_A_NOISY_DEVICE = """\
@@ -143,7 +135,7 @@ def test_capacity_study_on_a_noisy_device_killed_at_a_random_point_resumes_bit_f
     run_to_end(argv(clean))
     report = kill_then_resume(argv(killed), killed / "checkpoint.pt", seed=5, max_delay_s=1.0)
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (clean, killed)]
-    assert _without_timings(metrics[0]) == _without_timings(metrics[1]), report
+    assert without_timings(metrics[0]) == without_timings(metrics[1]), report
     history = [json.loads((d / "history.json").read_text()) for d in (clean, killed)]
     assert history[0] == history[1], report
     assert report.killed_while_running, report

@@ -18,7 +18,7 @@ from inmaterio.studies.mnist import RECIPES, MnistConfig, lr_factor
 from inmaterio.tasks.registry import load_run_config
 from inmaterio.tasks.report import build_report
 from inmaterio.tasks.run import run_task
-from killresume import kill_then_resume, python_argv, run_to_end
+from killresume import kill_then_resume, python_argv, run_to_end, without_timings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,15 +58,6 @@ def tiny(data_dir: Path, **task) -> dict:
         "task": {"type": "mnist_10dnpu", "epochs": 4, "settings": {"batch_size": 16}, **task},
         "data": {"dir": str(data_dir), "n_validation": 40},
     }
-
-
-def _without_timings(value):
-    if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items()
-                if k not in {"time_s", "seconds", "wall_s", "median_epoch_s", "package_version", "table"}}  # fmt: skip
-    if isinstance(value, list):
-        return [_without_timings(v) for v in value]
-    return value
 
 
 @pytest.mark.parametrize("path", [EXAMPLES / "mnist_10dnpu.yaml", *sorted((EXAMPLES / "mnist_10dnpu").glob("*.yaml"))],
@@ -157,7 +148,7 @@ def test_mnist_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
     run_to_end(argv(clean))
     report = kill_then_resume(argv(killed), killed / "training" / "checkpoint.pt", seed=2, max_delay_s=1.0)
     for name in ("metrics.json", "history.json", "training/history.json"):
-        pair = [_without_timings(json.loads((d / name).read_text())) for d in (clean, killed)]
+        pair = [without_timings(json.loads((d / name).read_text())) for d in (clean, killed)]
         assert pair[0] == pair[1], (name, report)
     assert report.killed_while_running, report
     assert json.loads((killed / "run.json").read_text())["sessions"] == 2

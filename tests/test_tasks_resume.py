@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from killresume import kill_then_resume, python_argv, run_to_end
+from killresume import kill_then_resume, python_argv, run_to_end, without_timings
 
 # capacity on a noisy device: each N's measurements are keyed by N, so the resumed N are measured
 # exactly as in the uninterrupted run although the earlier N are not measured again
@@ -15,13 +15,6 @@ task: {type: capacity, n_points: [4, 5, 6, 7], attempts: 1, gd: {epochs: 40}}
 validation: {device: {type: analytic, noise_na: 3.0}, plateau_samples: 2, ramp_samples: 1}
 seed: 0
 """
-
-
-def _without_timings(metrics: dict) -> dict:
-    drop = {"seconds", "wall_s", "fit_seconds", "validation_seconds", "package_version", "table"}
-    if isinstance(metrics, dict):
-        return {k: _without_timings(v) for k, v in metrics.items() if k not in drop}
-    return metrics
 
 
 @pytest.mark.parametrize("seed", [0])
@@ -35,7 +28,7 @@ def test_capacity_on_a_noisy_device_resumes_bit_for_bit(tmp_path, seed):
     run_to_end(argv(tmp_path / "clean"))
     report = kill_then_resume(argv(tmp_path / "killed"), tmp_path / "killed" / "checkpoint.pt", seed=seed, max_delay_s=2.0)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    metrics = [_without_timings(json.loads((d / "metrics.json").read_text())) for d in (clean, killed)]
+    metrics = [without_timings(json.loads((d / "metrics.json").read_text())) for d in (clean, killed)]
     assert metrics[0] == metrics[1], report
     assert metrics[0]["per_n"]["4"]["found_on_device"] < metrics[0]["per_n"]["4"]["found_on_surrogate"]  # the noise matters
     assert (clean / "controls.json").read_bytes() == (killed / "controls.json").read_bytes(), report
@@ -66,7 +59,7 @@ def test_rings_resumes_each_training_after_its_last_epoch(tmp_path):
     report = kill_then_resume(argv(killed), killed / "attempt_0" / "checkpoint.pt", seed=1, max_delay_s=2.0)
     assert report.killed_while_running, report
     clean_metrics, killed_metrics = (
-        _without_timings(json.loads((d / "metrics.json").read_text())) for d in (tmp_path / "clean", killed)
+        without_timings(json.loads((d / "metrics.json").read_text())) for d in (tmp_path / "clean", killed)
     )
     assert clean_metrics == killed_metrics, report
     assert (tmp_path / "clean" / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes(), report

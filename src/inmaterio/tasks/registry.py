@@ -65,7 +65,7 @@ class Task:
     Attributes
     ----------
     type : the ``task.type`` of its YAML.
-    config : the :class:`RunnableConfig` that validates the whole file.
+    config : ``"module:Class"`` of the :class:`RunnableConfig` that validates the whole file.
     runner : ``"module:function"`` of ``runner(config, run, *, progress, prepared) -> TaskOutcome``.
     prepare : ``"module:function"`` of ``prepare(config) -> prepared``, run before the folder is opened, or None.
     summary : one line for ``inmaterio run --list``.
@@ -75,7 +75,7 @@ class Task:
     """
 
     type: str
-    config: Callable[[], type[RunnableConfig]]
+    config: str
     runner: str
     summary: str
     report: str | None = None
@@ -99,85 +99,89 @@ class FinishedRun:
     record: dict[str, Any]
 
 
-def _dnpu_run_config() -> type[RunnableConfig]:
-    from inmaterio.tasks.config import RunConfig
-
-    return RunConfig
-
-
-def _capacity_study_config() -> type[RunnableConfig]:
-    from inmaterio.studies.capacity import CapacityStudyConfig
-
-    return CapacityStudyConfig
-
-
-def _rings_study_config() -> type[RunnableConfig]:
-    from inmaterio.studies.rings import RingsStudyConfig
-
-    return RingsStudyConfig
-
-
-def _ring_electrodes_config() -> type[RunnableConfig]:
-    from inmaterio.studies.ring_electrodes import RingElectrodesConfig
-
-    return RingElectrodesConfig
+def _task(
+    type: str, where: str, summary: str, *, config: str, example: str, name: str | None = None, prepare: bool = True
+) -> Task:
+    """A task whose config class and functions ``run_<name>``, ``report_<name>`` and (optionally)
+    ``prepare_<name>`` live in module ``where`` (``name`` defaults to ``type``)."""
+    name = name or type
+    return Task(
+        type,
+        f"{where}:{config}",
+        f"{where}:run_{name}",
+        summary,
+        report=f"{where}:report_{name}",
+        example=example,
+        prepare=f"{where}:prepare_{name}" if prepare else None,
+    )
 
 
-def _ep_learning_config() -> type[RunnableConfig]:
-    from inmaterio.studies.ep_learning import EPLearningConfig
-
-    return EPLearningConfig
-
-
-def _ep_mnist_config() -> type[RunnableConfig]:
-    from inmaterio.studies.ep_mnist import EPMnistConfig
-
-    return EPMnistConfig
-
-
-def _mnist_config() -> type[RunnableConfig]:
-    from inmaterio.studies.mnist import MnistConfig
-
-    return MnistConfig
+def _dnpu_task(type: str, summary: str, example: str) -> Task:
+    """A DNPU task of :mod:`inmaterio.tasks.run` (one config class for the three)."""
+    return Task(
+        type,
+        "inmaterio.tasks.config:RunConfig",
+        "inmaterio.tasks.run:run_dnpu_task",
+        summary,
+        example=example,
+        prepare="inmaterio.tasks.run:prepare_dnpu_task",
+    )
 
 
 TASKS: dict[str, Task] = {
     entry.type: entry
     for entry in (
-        Task("gates", _dnpu_run_config, "inmaterio.tasks.run:run_dnpu_task",
-             "two-input Boolean gates on one DNPU (GD or GA; on the surrogate or evolved on the device)",
-             example="gates_gd.yaml", prepare="inmaterio.tasks.run:prepare_dnpu_task"),
-        Task("rings", _dnpu_run_config, "inmaterio.tasks.run:run_dnpu_task",
-             "inner disc vs outer ring with one DNPU or the 2-2-1 network", example="rings.yaml",
-             prepare="inmaterio.tasks.run:prepare_dnpu_task"),
-        Task("capacity", _dnpu_run_config, "inmaterio.tasks.run:run_dnpu_task",
-             "fraction of the 2^N labellings of N points one DNPU separates", example="capacity.yaml",
-             prepare="inmaterio.tasks.run:prepare_dnpu_task"),
-        Task("capacity_study", _capacity_study_config, "inmaterio.studies.capacity:run_capacity_study",
-             "capacity study (Ruiz Euler et al. 2021): DNPU vs logistic units, N = 4..10",
-             report="inmaterio.studies.capacity:report_capacity_study", example="capacity_study.yaml",
-             prepare="inmaterio.studies.capacity:prepare_capacity_study"),
-        Task("rings_study", _rings_study_config, "inmaterio.studies.rings:run_rings_study",
-             "ring study (Ruiz Euler et al. 2021): one DNPU vs the 2-2-1, the best on the device",
-             report="inmaterio.studies.rings:report_rings_study", example="rings_study.yaml",
-             prepare="inmaterio.studies.rings:prepare_rings_study"),
-        Task("ring_electrodes", _ring_electrodes_config, "inmaterio.studies.ring_electrodes:run_ring_electrodes",
-             "which two electrodes take the ring data (every pair, training data only)",
-             report="inmaterio.studies.ring_electrodes:report_ring_electrodes", example="ring_electrodes.yaml",
-             prepare="inmaterio.studies.ring_electrodes:prepare_ring_electrodes"),
-        Task("mnist_10dnpu", _mnist_config, "inmaterio.studies.mnist:run_mnist",
-             "MNIST with 10 DNPUs or the ReLU baseline (Ruiz Euler et al. 2021)",
-             report="inmaterio.studies.mnist:report_mnist", example="mnist_10dnpu.yaml",
-             prepare="inmaterio.studies.mnist:prepare_mnist"),
-        Task("ep_learning", _ep_learning_config, "inmaterio.studies.ep_learning:run_ep_learning",
-             "diode circuits trained with EP: gates, XOR, Iris, Wine, digits over seeds",
-             report="inmaterio.studies.ep_learning:report_ep_learning", example="ep_learning.yaml"),
-        Task("ep_mnist", _ep_mnist_config, "inmaterio.studies.ep_mnist:run_ep_mnist",
-             "MNIST with an analog 784x2-100-10 network trained with EP",
-             report="inmaterio.studies.ep_mnist:report_ep_mnist", example="ep_mnist.yaml",
-             prepare="inmaterio.studies.ep_mnist:prepare_ep_mnist"),
+        _dnpu_task(
+            "gates", "two-input Boolean gates on one DNPU (GD or GA; on the surrogate or evolved on the device)", "gates_gd.yaml"
+        ),
+        _dnpu_task("rings", "inner disc vs outer ring with one DNPU or the 2-2-1 network", "rings.yaml"),
+        _dnpu_task("capacity", "fraction of the 2^N labellings of N points one DNPU separates", "capacity.yaml"),
+        _task(
+            "capacity_study",
+            "inmaterio.studies.capacity",
+            "capacity study (Ruiz Euler et al. 2021): DNPU vs logistic units, N = 4..10",
+            config="CapacityStudyConfig",
+            example="capacity_study.yaml",
+        ),
+        _task(
+            "rings_study",
+            "inmaterio.studies.rings",
+            "ring study (Ruiz Euler et al. 2021): one DNPU vs the 2-2-1, the best on the device",
+            config="RingsStudyConfig",
+            example="rings_study.yaml",
+        ),
+        _task(
+            "ring_electrodes",
+            "inmaterio.studies.ring_electrodes",
+            "which two electrodes take the ring data (every pair, training data only)",
+            config="RingElectrodesConfig",
+            example="ring_electrodes.yaml",
+        ),
+        _task(
+            "mnist_10dnpu",
+            "inmaterio.studies.mnist",
+            "MNIST with 10 DNPUs or the ReLU baseline (Ruiz Euler et al. 2021)",
+            config="MnistConfig",
+            example="mnist_10dnpu.yaml",
+            name="mnist",
+        ),
+        _task(
+            "ep_learning",
+            "inmaterio.studies.ep_learning",
+            "diode circuits trained with EP: gates, XOR, Iris, Wine, digits over seeds",
+            config="EPLearningConfig",
+            prepare=False,
+            example="ep_learning.yaml",
+        ),
+        _task(
+            "ep_mnist",
+            "inmaterio.studies.ep_mnist",
+            "MNIST with an analog 784x2-100-10 network trained with EP",
+            config="EPMnistConfig",
+            example="ep_mnist.yaml",
+        ),
     )
-}  # fmt: skip
+}
 """Every task ``inmaterio run`` knows, by ``task.type``."""
 
 
@@ -215,7 +219,7 @@ def parse_run_config(data: Any, source: str = "<dict>") -> RunnableConfig:
     kind = task["type"]
     if not isinstance(kind, str) or kind not in TASKS:
         raise ConfigError(f"invalid configuration in {source}: unknown task type {kind!r}; choose one of {sorted(TASKS)}")
-    return validate_config(TASKS[kind].config(), data, source=source)
+    return validate_config(resolve(TASKS[kind].config), data, source=source)
 
 
 def load_run_config(path: str | Path) -> RunnableConfig:
