@@ -124,6 +124,7 @@ seed: 3
 """
 
 
+@pytest.mark.slow  # three processes (~30 s); test_an_interrupted_study_reruns_only_the_unfinished_trials runs by default
 def test_capacity_study_on_a_noisy_device_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
     config = tmp_path / "capacity.yaml"
     config.write_text(CAPACITY_ON_A_NOISY_DEVICE)

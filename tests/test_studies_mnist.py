@@ -136,6 +136,7 @@ def test_a_tiny_dnpu_run_resumes_reads_back_and_reports(tmp_path):
     assert "Confusion matrix, 3 inputs per node" in report
 
 
+@pytest.mark.slow  # three processes (~30 s); its training is a train_gd run, whose kill-and-resume test runs by default
 def test_mnist_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
     data = write_synthetic_mnist(tmp_path / "mnist")
     config = tmp_path / "mnist.yaml"

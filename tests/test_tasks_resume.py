@@ -46,6 +46,7 @@ seed: 0
 """
 
 
+@pytest.mark.slow  # three processes (~35 s); its nested trainings are train_gd runs, whose kill-and-resume test runs by default
 def test_rings_resumes_each_training_after_its_last_epoch(tmp_path):
     """Killed inside the trainings (nested run folders attempt_k/), the task ends with the same network and numbers."""
     config = tmp_path / "rings.yaml"
