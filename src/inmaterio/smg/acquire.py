@@ -49,11 +49,15 @@ CHUNK_DIR = "chunks"
 
 
 def acquisition_identity(voltages: np.ndarray, device: Device, config: AcquisitionConfig) -> dict[str, Any]:
-    """What defines an acquisition's result: the plan ``(N, n)`` V, the device and the batch size."""
+    """What defines an acquisition's result: the plan ``(N, n)`` V, the device and the batch size.
+
+    The package version in the device's description is provenance, not physics, and is left out,
+    so an acquisition may resume after an upgrade.
+    """
     voltages = np.ascontiguousarray(voltages, dtype=np.float64)
     return {
         "plan": {"fingerprint": fingerprint_tensors(voltages), "n_points": len(voltages), "n_electrodes": voltages.shape[1]},
-        "device": device.describe(),
+        "device": {k: v for k, v in device.describe().items() if k != "package_version"},
         "batch_size": config.batch_size,
     }
 
