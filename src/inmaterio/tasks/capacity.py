@@ -59,7 +59,7 @@ def run_capacity(
         fits = fit_binary_nodes(
             surrogate, x, trainable, input_electrodes=task.input_electrodes, data_range=task.data_range,
             loss=task.loss, algorithm=task.algorithm, gd=task.gd, ga=task.ga, attempts=task.attempts,
-            seed=seed + n, progress=progress,
+            seed=seed + n, progress=progress, directory=out / f"training_N{n}",  # resumes inside an N too
         )  # fmt: skip
         found = fits.accuracy == 1
         entry = {

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,11 +87,14 @@ def fit_binary_nodes(
     attempts: int = 1,
     seed: int = 0,
     progress: bool = False,
+    directory: str | Path | None = None,
 ) -> NodeFits:
     """Train one DNPU node per problem (``targets (problems, batch)``) and keep the best attempt.
 
     ``algorithm`` is ``"gd"`` (all problems x attempts in one layer) or
     ``"ga"`` (one evolution per problem and attempt, population batched).
+    With a ``directory`` the training is resumable: the GD run is the run folder
+    ``<directory>/gd``, each evolution ``<directory>/ga_<attempt>_<problem>``.
     Accuracy and loss are measured without a surrogate's output noise (a device's own noise is keyed, see above).
     """
     targets = torch.as_tensor(targets, dtype=torch.float32)
@@ -101,11 +105,11 @@ def fit_binary_nodes(
     start = time.perf_counter()
     if algorithm == "gd":
         layer, history = _fit_gd(
-            processor, x, targets, input_electrodes, data_range, loss_fn, gd or GDConfig(), attempts, seed, progress
+            processor, x, targets, input_electrodes, data_range, loss_fn, gd or GDConfig(), attempts, seed, progress, directory
         )
     elif algorithm == "ga":
         layer, history = _fit_ga(
-            processor, x, targets, input_electrodes, data_range, loss_fn, ga or GAConfig(), attempts, seed, progress
+            processor, x, targets, input_electrodes, data_range, loss_fn, ga or GAConfig(), attempts, seed, progress, directory
         )
     else:
         raise ConfigError(f"unknown algorithm '{algorithm}'; choose 'gd' or 'ga'")
@@ -170,14 +174,14 @@ class BestPerNode(Callback):
         self.best_controls = state["best_controls"].clone()
 
 
-def _fit_gd(processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress):
+def _fit_gd(processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress, directory):
     n_nodes = targets.shape[0] * attempts
     layer = DNPU(processor, n_nodes, input_electrodes, data_range, seed=seed)
     y = targets.repeat(attempts, 1).T  # (batch, nodes): the trainer splits data along dim 0
     best = BestPerNode(layer, lambda out, yb: loss_fn(out.T, yb.T))
     result = train_gd(
         layer, lambda out, yb: loss_fn(out.T, yb.T), x, y, config.model_copy(update={"seed": seed}),
-        progress=progress, callbacks=[best],
+        progress=progress, callbacks=[best], directory=None if directory is None else Path(directory) / "gd",
     )  # fmt: skip
     with torch.no_grad():
         layer.controls.copy_(best.best_controls)
@@ -193,7 +197,7 @@ def _device_streams(processor: Processor, *keys: Any) -> Callable[..., Any] | No
     return lambda *more: device.random_streams(*keys, *more)
 
 
-def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress):
+def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress, directory):
     n_problems = targets.shape[0]
     layer = DNPU(processor, n_problems * attempts, input_electrodes, data_range, seed=seed)
     probe = DNPU(processor, 1, input_electrodes, data_range)
@@ -208,7 +212,10 @@ def _fit_ga(processor, x, targets, input_electrodes, data_range, loss_fn, config
                     return -loss_fn(out, target)
 
             ga = GeneticAlgorithm(config.model_copy(update={"seed": seed + a * n_problems + p}), bounds)  # one seed per node
-            result = ga.evolve(fitness, progress=progress, random_streams=_device_streams(processor, "fit", seed, a, p))
+            result = ga.evolve(
+                fitness, progress=progress, random_streams=_device_streams(processor, "fit", seed, a, p),
+                directory=None if directory is None else Path(directory) / f"ga_{a}_{p}",
+            )  # fmt: skip
             with torch.no_grad():
                 layer.controls[a * n_problems + p] = result.best_genome.to(layer.controls.dtype)
             curves.append([-h["best_fitness"] for h in result.history])

@@ -9,6 +9,7 @@ classifies all four points correctly.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -49,7 +50,9 @@ def gate_data(gate: str, repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = False, repeats: int = 1, trainer=None) -> TaskOutcome:
+def run_gates(
+    task, surrogate, device, out, seed: int = 0, progress: bool = False, repeats: int = 1, trainer=None, resumable: bool = False
+) -> TaskOutcome:
     """Find every gate of ``task`` on ``surrogate``, validate on ``device`` (or None); write plots to ``out``.
 
     Accuracy on the device is reported twice: with a threshold re-fitted on
@@ -59,6 +62,9 @@ def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = Fals
     processor the gates are trained on (default ``surrogate``; a device
     processor for evolution on the device, with ``task.algorithm == "ga"``);
     the solutions are then re-evaluated on the surrogate for the comparison.
+    With ``resumable`` (``out`` is a run folder whose identity covers the back
+    ends) the training is the nested run folder ``out/training`` and resumes
+    after its last epoch or generation.
     """
     from inmaterio.plots import plot_class_outputs, plot_loss_curves, plot_output_maps
     from inmaterio.tasks.fitting import evaluate_nodes, fit_binary_nodes
@@ -70,6 +76,7 @@ def run_gates(task, surrogate, device, out, seed: int = 0, progress: bool = Fals
     fits = fit_binary_nodes(
         trainer or surrogate, x, targets, input_electrodes=task.input_electrodes, data_range=(0.0, 1.0), loss=task.loss,
         algorithm=task.algorithm, gd=task.gd, ga=task.ga, attempts=task.attempts, seed=seed, progress=progress,
+        directory=Path(out) / "training" if resumable else None,
     )  # fmt: skip
     if trainer is not None and trainer is not surrogate:  # evolved on the device: what does the surrogate say?
         fits.layer.set_processor(surrogate)

@@ -140,7 +140,7 @@ def run_dnpu_task(config: RunConfig, run: RunFolder, *, progress: bool, prepared
 
             outcome = run_gates(
                 task, surrogate, device, out, seed=config.seed, progress=progress, repeats=repeats,
-                trainer=device if on_device else surrogate,
+                trainer=device if on_device else surrogate, resumable=True,
             )  # fmt: skip
         elif isinstance(task, RingsTask):
             from inmaterio.tasks.rings import run_rings
