@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from inmaterio.checkpoints import history_of
 from inmaterio.cli import app
 from killresume import kill_then_resume, python_argv, without_timings
 
@@ -26,7 +27,7 @@ def test_ep_train_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
     states = [torch.load(d / "checkpoint.pt", weights_only=True)["state"] for d in (clean, killed)]
     for key, value in states[0]["parameters"].items():
         assert torch.equal(value, states[1]["parameters"][key]), (key, report)
-    assert without_timings(states[0]["history"]) == without_timings(states[1]["history"]), report
+    assert without_timings(history_of(states[0])) == without_timings(history_of(states[1])), report
     history = [json.loads((d / "history.json").read_text()) for d in (clean, killed)]
     assert len(history[0]) == 20 and without_timings(history[0]) == without_timings(history[1]), report
     summaries = [json.loads((d / "summary.json").read_text()) for d in (clean, killed)]

@@ -22,6 +22,7 @@ may grow to train longer: a finished run then continues.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -31,6 +32,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
+from inmaterio.checkpoints import CheckpointWriter, history_of
 from inmaterio.circuits.ep import LossFn, check_targets, ep_gradients, output_loss, readout
 from inmaterio.circuits.graph import Model
 from inmaterio.circuits.solve.native import SolverOptions
@@ -169,15 +171,13 @@ def _scheduler_identity(scheduler) -> dict[str, Any] | None:
     return {"type": type(scheduler).__name__, **settings}
 
 
-def _checkpoint(
-    model: Model, optimizer, scheduler, generator: torch.Generator, history: list[dict[str, float]]
-) -> dict[str, Any]:
+def _checkpoint(model: Model, optimizer, scheduler, generator: torch.Generator) -> dict[str, Any]:
+    """A snapshot of the training state (the history is added by the :class:`CheckpointWriter`)."""
     return {
         "parameters": {k: p.detach().clone() for k, p in model.normalised_parameters().items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "scheduler": None if scheduler is None else copy.deepcopy(scheduler.state_dict()),
         "generator": generator.get_state(),
-        "history": history,
     }
 
 
@@ -186,7 +186,7 @@ def _restore(
 ) -> list[dict[str, float]]:
     """Load a checkpoint into the model, optimiser, scheduler and generator; returns the history."""
     where = run.file("checkpoint.pt")
-    keys = {"parameters", "optimizer", "scheduler", "generator", "history"}
+    keys = {"parameters", "optimizer", "scheduler", "generator", "history_json"}
     if not isinstance(state, dict) or set(state) != keys:
         raise ModelFileError(
             f"checkpoint '{where}' is not an EP training checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})"
@@ -212,10 +212,13 @@ def _restore(
     with torch.no_grad():
         for key, value in saved.items():
             params[key].copy_(value)
-    history = state["history"]
+    try:
+        history = history_of(state)
+    except (TypeError, ValueError):
+        history = None
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         raise ModelFileError(f"checkpoint '{where}' has a damaged history")
-    return list(history)
+    return history
 
 
 def fit(
@@ -231,6 +234,7 @@ def fit(
     progress: bool = True,
     options: SolverOptions | None = None,
     device=None,
+    checkpoint_interval_s: float = 1.0,
 ) -> list[dict[str, float]]:
     """Train ``model`` with EP on ``(x, y)``; returns the history (one dict per epoch).
 
@@ -248,6 +252,8 @@ def fit(
             (``ReduceLROnPlateau`` with the epoch's training loss).
         progress: show a progress bar (samples, rate, ETA).
         options: solver tolerances; device: where to solve.
+        checkpoint_interval_s: write the checkpoint at most this often (always after the last
+            epoch and on an interrupt; :class:`~inmaterio.checkpoints.CheckpointWriter`).
 
     Returns:
         rows ``epoch``, ``loss`` (training loss during the epoch), ``accuracy``
@@ -300,7 +306,7 @@ def fit(
         if run.finished and len(history) == config.epochs:
             return history
         run.reopen(config)
-        history = train.epochs(history, progress, run)
+        history = train.epochs(history, progress, CheckpointWriter(run, checkpoint_interval_s))
         run.finish({k: v for k, v in history[-1].items() if k != "seconds"})
     return history
 
@@ -315,7 +321,7 @@ def _epochs_done(folder: Path) -> int | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        return len(payload["state"]["history"]) if payload.get("kind") == FIT_KIND else None
+        return len(history_of(payload["state"])) if payload.get("kind") == FIT_KIND else None
     except Exception:  # noqa: BLE001 - a damaged checkpoint is reported when the run folder loads it
         return None
 
@@ -328,17 +334,23 @@ class _Training:
         self.optimizer, self.scheduler, self.generator = optimizer, scheduler, generator
         self.validation, self.options, self.device = validation, options, device
 
-    def epochs(self, history: list[dict[str, float]], progress: bool, run: RunFolder | None = None) -> list[dict[str, float]]:
+    def epochs(
+        self, history: list[dict[str, float]], progress: bool, writer: CheckpointWriter | None = None
+    ) -> list[dict[str, float]]:
         model, data, y, cfg = self.model, self.data, self.y, self.config
         n = len(data[0])
         loss_fn = cfg.loss_fn()
         labels = not y.dtype.is_floating_point
         start = len(history)
-        if run is not None and start:
-            run.write_history(history)
-        with progress_bar(
-            total=cfg.epochs * n, completed=start * n, description="EP training", unit="samples", enabled=progress
-        ) as bar:
+        writer = writer or CheckpointWriter(None, 0.0)
+        if writer.run is not None and start:
+            writer.run.write_history(history)
+        with (
+            writer.flushing_on_exit(),
+            progress_bar(
+                total=cfg.epochs * n, completed=start * n, description="EP training", unit="samples", enabled=progress
+            ) as bar,
+        ):
             for epoch in range(start, cfg.epochs):
                 t0 = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -367,7 +379,7 @@ class _Training:
                     plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
                     self.scheduler.step(record["loss"]) if plateau else self.scheduler.step()
                 bar.set_description(f"EP epoch {epoch + 1}: loss {record['loss']:.4g}")
-                if run is not None:
-                    run.save_checkpoint(_checkpoint(model, self.optimizer, self.scheduler, self.generator, history))
-                    run.write_history(history)
+                if writer.run is not None:
+                    state = _checkpoint(model, self.optimizer, self.scheduler, self.generator)
+                    writer.offer(state, history, final=epoch + 1 == cfg.epochs)
         return history
