@@ -58,7 +58,7 @@ from inmaterio.tasks.registry import FinishedRun, RunnableConfig
 
 __all__ = [
     "INPUTS", "N_NODES", "PAPER", "RECIPES", "Logits", "MnistData", "MnistRecipe", "MnistTask", "MnistConfig", "build_model",
-    "lr_factor", "prepare_mnist", "run_mnist", "report_mnist",
+    "first_linear", "lr_factor", "prepare_mnist", "run_mnist", "report_mnist",
 ]  # fmt: skip
 
 N_NODES = 10
@@ -206,11 +206,30 @@ def build_model(task: MnistTask, processor, n_pixels: int, seed: int) -> nn.Sequ
         return nn.Sequential(*layers)
 
 
+def first_linear(model: nn.Module) -> nn.Module:
+    """The first linear layer of ``model`` in module order: an ``nn.Linear`` or an analog
+    :class:`~inmaterio.crossbars.AnalogLinear` (whose weights are its tiles' parameters).
+
+    Raises
+    ------
+    ConfigError
+        A model without a linear layer.
+    """
+    from inmaterio.crossbars.layers import AnalogLinear
+    from inmaterio.errors import ConfigError
+
+    for module in model.modules():
+        if isinstance(module, nn.Linear | AnalogLinear):
+            return module
+    raise ConfigError(f"{type(model).__name__} has no linear layer (nn.Linear or AnalogLinear)")
+
+
 def _optimizer(model: nn.Sequential, s: MnistRecipe, _params) -> torch.optim.Optimizer:
-    """Weight decay on the first linear layer only; the controls at their own learning rate."""
-    linear = model[1].weight
-    groups = [{"params": [linear], "weight_decay": s.weight_decay, "lr": s.learning_rate}]
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p is not linear]
+    """Weight decay on the first linear layer only (digital or analog); the controls at their own learning rate."""
+    linear = [p for p in first_linear(model).parameters() if p.requires_grad]
+    groups = [{"params": linear, "weight_decay": s.weight_decay, "lr": s.learning_rate}]
+    taken = {id(p) for p in linear}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in taken]
     controls = [p for n, p in named if n.endswith("controls")]
     others = [p for n, p in named if not n.endswith("controls")]
     if controls:

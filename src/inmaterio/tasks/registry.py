@@ -174,6 +174,13 @@ TASKS: dict[str, Task] = {
             example="ep_learning.yaml",
         ),
         _task(
+            "crossbar_inference",
+            "inmaterio.studies.crossbar_inference",
+            "PCM crossbar inference over time (Spoon et al. 2021): DNPU / MLP / CNN on tiles, plain vs HWA, drift compensation",
+            config="CrossbarInferenceConfig",
+            example="crossbar_inference.yaml",
+        ),
+        _task(
             "ep_mnist",
             "inmaterio.studies.ep_mnist",
             "MNIST with an analog 784x2-100-10 network trained with EP",
