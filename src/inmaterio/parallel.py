@@ -404,6 +404,9 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 def _shutdown_now(pool: ProcessPoolExecutor) -> None:
     """Stop a pool without waiting for running trials (interrupt, error in the driver)."""
+    call_queue = getattr(pool, "_call_queue", None)
+    if call_queue is not None:  # Python <= 3.11 joins the queue's feeder thread before the workers: it can wait forever
+        call_queue.cancel_join_thread()
     terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
     if terminate is not None:
         terminate()
