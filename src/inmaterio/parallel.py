@@ -402,19 +402,33 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+_STOP_S = 5.0  # seconds a terminated worker gets to exit before it is killed
+
+
 def _shutdown_now(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool without waiting for running trials (interrupt, error in the driver)."""
+    """Stop a pool without waiting for running trials (interrupt, error in the driver).
+
+    The workers are terminated (killed if they outlive ``_STOP_S``) and joined here; the pool's own
+    shutdown does not wait, since on Python <= 3.11 its join of the call queue's feeder thread and of
+    its manager thread can block for good once workers died mid-trial.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     call_queue = getattr(pool, "_call_queue", None)
-    if call_queue is not None:  # Python <= 3.11 joins the queue's feeder thread before the workers: it can wait forever
+    if call_queue is not None:
         call_queue.cancel_join_thread()
     terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
     if terminate is not None:
         terminate()
     else:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
+        for process in processes:
             if process.is_alive():
                 process.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(_STOP_S)
+        if process.is_alive():
+            process.kill()
+            process.join(_STOP_S)
 
 
 def _drain(queue: Any, started: dict[tuple[int, int], str]) -> None:
