@@ -282,9 +282,12 @@ def test_ray_worker_always_dying_is_reported_not_dropped(ray_instance):
 
 INTERRUPTED = textwrap.dedent(
     """
-    import os, sys, time
+    import os, signal, sys, time
     from pathlib import Path
     from inmaterio.parallel import ExecutorConfig, run_trials
+
+    # a test run started as a background job (`pytest &`, nohup) passes SIGINT on ignored, as the shell set it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def sleeper(i):
         Path(sys.argv[1], f"worker{i}").write_text(str(os.getpid()))
