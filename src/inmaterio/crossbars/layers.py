@@ -49,6 +49,16 @@ def _check_count(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def _filled(layer: nn.Linear | nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, training: bool):
+    """``layer`` (a fresh digital layer) holding ``weight`` and ``bias``, in the given train/eval mode."""
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    layer.train(training)
+    return layer
+
+
 class AnalogLinear(nn.Module):
     """``x (..., in_features) -> (..., out_features)``: a linear layer on a grid of analog tiles (module docstring).
 
@@ -180,12 +190,7 @@ class AnalogLinear(nn.Module):
         """An ``nn.Linear`` with the programmed weights and the bias."""
         w = self.get_weight()
         linear = nn.Linear(self.in_features, self.out_features, self.bias is not None, device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(w)
-            if self.bias is not None:
-                linear.bias.copy_(self.bias)
-        linear.train(self.training)
-        return linear
+        return _filled(linear, w, self.bias, self.training)
 
     def extra_repr(self) -> str:
         return (
@@ -353,12 +358,7 @@ class AnalogConv2d(nn.Module):
             self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation, self.groups,
             self.bias is not None, self.padding_mode, device=w.device, dtype=w.dtype,
         )  # fmt: skip
-        with torch.no_grad():
-            conv.weight.copy_(w)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        conv.train(self.training)
-        return conv
+        return _filled(conv, w, self.bias, self.training)
 
     def extra_repr(self) -> str:
         return (

@@ -63,7 +63,7 @@ from inmaterio.config import StrictModel
 from inmaterio.crossbars.tile import REALISTIC_IO, IOConfig, TileConfig
 from inmaterio.runs import RunFolder
 from inmaterio.studies.common import StudyBackends, SurrogateChoice
-from inmaterio.studies.mnist import RECIPES, MnistData, MnistRecipe
+from inmaterio.studies.mnist import MnistData, MnistRecipe, with_recipe_settings
 from inmaterio.tasks.outcome import TaskOutcome
 from inmaterio.tasks.registry import FinishedRun, RunnableConfig
 
@@ -124,12 +124,7 @@ class DnpuMnistModel(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_in_the_recipe(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            recipe = RECIPES.get(data.get("recipe", "ours"), RECIPES["ours"])
-            given = data.get("settings", {})
-            if isinstance(given, dict):
-                data = {**data, "settings": {**recipe.model_dump(), **given}}
-        return data
+        return with_recipe_settings(data)
 
     def describe(self) -> str:
         return f"10 DNPUs ({self.inputs_per_node} inputs/node, recipe {self.recipe}), linear 784x{10 * self.inputs_per_node} on tiles"

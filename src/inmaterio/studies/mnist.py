@@ -58,7 +58,7 @@ from inmaterio.tasks.registry import FinishedRun, RunnableConfig
 
 __all__ = [
     "INPUTS", "N_NODES", "PAPER", "RECIPES", "Logits", "MnistData", "MnistRecipe", "MnistTask", "MnistConfig", "build_model",
-    "first_linear", "lr_factor", "prepare_mnist", "run_mnist", "report_mnist",
+    "first_linear", "lr_factor", "prepare_mnist", "run_mnist", "report_mnist", "with_recipe_settings",
 ]  # fmt: skip
 
 N_NODES = 10
@@ -110,6 +110,19 @@ RECIPES: dict[str, MnistRecipe] = {
 """The recipes by name (see the module docstring)."""
 
 
+def with_recipe_settings(data: Any) -> Any:
+    """A raw config mapping with ``settings`` completed from its ``recipe`` (given settings win).
+
+    An unknown recipe is reported by the ``recipe`` field; its settings are then completed from ``ours``.
+    """
+    if isinstance(data, dict):
+        recipe = RECIPES.get(data.get("recipe", "ours"), RECIPES["ours"])
+        given = data.get("settings", {})
+        if isinstance(given, dict):
+            data = {**data, "settings": {**recipe.model_dump(), **given}}
+    return data
+
+
 class MnistTask(StrictModel):
     """The ``task:`` of an MNIST run.
 
@@ -130,13 +143,7 @@ class MnistTask(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_in_the_recipe(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            # an unknown recipe is reported by the recipe field; its settings are then completed from "ours"
-            recipe = RECIPES.get(data.get("recipe", "ours"), RECIPES["ours"])
-            given = data.get("settings", {})
-            if isinstance(given, dict):
-                data = {**data, "settings": {**recipe.model_dump(), **given}}
-        return data
+        return with_recipe_settings(data)
 
     def overrides(self) -> dict[str, Any]:
         """The settings that differ from the recipe's."""
