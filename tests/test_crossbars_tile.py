@@ -337,6 +337,18 @@ def test_seeded_tiles_reproduce_and_differ_by_seed():
     assert a.generator.device == a.weight.device
 
 
+@pytest.mark.parametrize("scaling", ["fixed", "max"])
+def test_a_read_without_gradients_gives_the_same_outputs_as_one_with(scaling):
+    io = REALISTIC_IO.model_copy(update={"input_scaling": scaling, "weight_noise": 0.02})
+    x = torch.randn(16, 30, generator=torch.Generator().manual_seed(3)) * 0.7
+    a, b = (AnalogTile(30, 20, TileConfig(io=io), seed=9) for _ in range(2))
+    with torch.no_grad():
+        y_inference = a(x)
+    y_training = b(x.requires_grad_())
+    assert y_training.requires_grad
+    assert torch.equal(y_inference, y_training.detach())
+
+
 def test_tile_follows_its_weights_across_dtypes_and_devices():
     tile = AnalogTile(8, 3, realistic_tile(), seed=0)
     tile.double()

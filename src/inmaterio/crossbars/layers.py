@@ -295,20 +295,17 @@ class AnalogConv2d(nn.Module):
             raise ValueError(
                 f"AnalogConv2d takes (batch, {self.in_channels}, H, W) or ({self.in_channels}, H, W), got {tuple(x.shape)}"
             )
-        left, right, top, bottom = self._pads
-        if self.padding_mode == "zeros" and left == right and top == bottom:
-            padding = (top, left)
-        else:
+        if any(self._pads):
             x = F.pad(x, self._pads, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
-            padding = (0, 0)
-        h, w = x.shape[-2] + 2 * padding[0], x.shape[-1] + 2 * padding[1]
         (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
-        h_out = (h - dh * (kh - 1) - 1) // sh + 1
-        w_out = (w - dw * (kw - 1) - 1) // sw + 1
-        if h_out < 1 or w_out < 1:
+        span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        if x.shape[-2] < span_h or x.shape[-1] < span_w:
             raise ValueError(f"AnalogConv2d input {tuple(x.shape)} is smaller than the (dilated) kernel")
-        cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=padding, stride=self.stride)
-        cols = cols.transpose(1, 2)  # (batch, L, C_in * kh * kw)
+        # im2col as views: (batch, C_in, H_out, W_out, kh, kw), then one copy into (batch, L, C_in * kh * kw)
+        # with each patch contiguous (the order of F.unfold's rows) for the periphery
+        patches = x.unfold(2, span_h, sh).unfold(3, span_w, sw)[..., ::dh, ::dw]
+        h_out, w_out = patches.shape[2], patches.shape[3]
+        cols = patches.permute(0, 2, 3, 1, 4, 5).reshape(x.shape[0], h_out * w_out, self.in_channels * kh * kw)
         if self.groups == 1:
             y = self.linears[0](cols)
         else:

@@ -267,6 +267,7 @@ def _read(
     w_scale: torch.Tensor | None,
     generator: torch.Generator,
     apply_ir_drop: bool = True,
+    masks: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """One read ``x @ w.T`` through the periphery ``io`` (module docstring), without autograd.
 
@@ -274,46 +275,62 @@ def _read(
     (``W`` forward, ``W.T`` backward);
     w_scale : 0-dim weight scale (needed with ``io.analog_output`` or IR drop).
     apply_ir_drop : False when ``w`` already holds the IR-dropped weights.
+    masks : False when no gradient will be taken (the masks are then None).
 
     Returns ``y (..., n_out)``, the DAC's in-range mask ``(..., n_in)`` (None when nothing can clip) and the
     ADC's in-range mask ``(..., n_out)`` (None without an output bound).
+
+    The DAC codes are the integers ``round(clip(x / s) / dac_step)``; the input scale ``s`` and the DAC step
+    are applied to the (usually narrower) output instead of the input, which is read as few times as possible.
     """
     s = None
     xt = x
     if io.input_scaling == "max":
         s = x.abs().amax(dim=-1, keepdim=True)
         s = torch.where(s > 0, s, torch.ones_like(s))
-        xt = x / s
     in_mask = None
+    out_gain = 1.0  # the factor between the DAC codes and the DAC-unit inputs
     if io.input_bound is not None:
         b = io.input_bound
         if not (io.input_scaling == "max" and b >= 1.0):  # |x / max|x|| <= 1 never clips at b >= 1
-            in_mask = xt.abs() <= b
+            xt = x / s if s is not None else x
+            if masks:
+                in_mask = xt.abs() <= b
             xt = xt.clamp(-b, b)
+            if io.dac_bits is not None:
+                xt = xt.mul_(1.0 / io.dac_step)
+        elif io.dac_bits is not None:
+            xt = x * (s * io.dac_step).reciprocal_()
+        else:
+            xt = x / s
         if io.dac_bits is not None:
-            xt = quantize(xt, io.dac_step)
+            xt = xt.round_()
+            out_gain = io.dac_step
+    elif s is not None:
+        xt = x / s
     if io.ir_drop > 0 and apply_ir_drop:
         w = ir_dropped(w, w_scale, io.ir_drop)
     y = torch.matmul(xt, w.t())
     out_mask = None
     if io.analog_output:
-        y = y / w_scale
+        y = y.mul_(out_gain / w_scale)
         if io.output_noise or io.weight_noise:
             if io.weight_noise:
-                sq = xt.square().sum(dim=-1, keepdim=True)
+                sq = torch.linalg.vector_norm(xt, dim=-1, keepdim=True).square_().mul_(out_gain**2)
                 sigma = torch.sqrt(io.output_noise**2 + io.weight_noise**2 * sq)
             else:
                 sigma = io.output_noise
-            y = y + sigma * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            y = y.add_(sigma * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype))
         if io.output_bound is not None:
             bound = io.output_bound
-            out_mask = y.abs() <= bound
+            if masks:
+                out_mask = y.abs() <= bound
             if io.adc_bits is not None:
                 y = quantize(y, io.adc_step)
-            y = y.clamp(-bound, bound)
-        y = y * w_scale
-    if s is not None:
-        y = y * s
+            y = y.clamp_(-bound, bound)
+        y = y.mul_(w_scale if s is None else w_scale * s)
+    elif out_gain != 1.0 or s is not None:
+        y = y.mul_(out_gain if s is None else s * out_gain)
     return y, in_mask, out_mask
 
 
@@ -330,7 +347,8 @@ class _TileRead(torch.autograd.Function):
         if io.forward_weight_noise > 0 and tile.training:
             noise = torch.randn(w_eff.shape, generator=tile.generator, device=w_eff.device, dtype=w_eff.dtype)
             w_read = w_read + (io.forward_weight_noise * w_scale) * noise
-        y, in_mask, out_mask = _read(x, w_read, io, w_scale, tile.generator, apply_ir_drop=False)
+        need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        y, in_mask, out_mask = _read(x, w_read, io, w_scale, tile.generator, apply_ir_drop=False, masks=need)
         gain = tile.compensation * tile.output_scale  # (out,)
         y = torch.addcmul(tile.output_offset, y, gain)
         ctx.tile = tile
