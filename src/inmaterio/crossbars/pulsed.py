@@ -566,7 +566,8 @@ def pulse(array: PulsedArray, w: torch.Tensor, n_pulses: torch.Tensor, generator
     -------
     (*shape) new states, each within its device's [w_min, w_max] (a device with n = 0 keeps its state).
 
-    The loop runs over the pulse index only (max |n| iterations), every device at once.
+    The loop runs over the pulse index only (max |n| iterations), every device at once; a noiseless constant
+    step takes all its pulses at once (the same result: equal steps of one sign, then the clip).
     """
     _check_state(array, w)
     _check_generator(generator)
@@ -589,6 +590,13 @@ def pulse(array: PulsedArray, w: torch.Tensor, n_pulses: torch.Tensor, generator
         return w.clone()
     cfg = arr.config
     up = n > 0
+    if cfg.kind == "constant_step" and cfg.c2c_std == 0:
+        # equal steps of one sign from a state within the bounds: clipping after every pulse is clipping once
+        # after all of them (the first pulse brings a state from outside the bounds in)
+        step = torch.where(up, arr.dw_up, -arr.dw_down)
+        first = torch.where(count > 0, (w + step).clamp_(arr.w_min, arr.w_max), w)
+        rest = (count - 1).clamp_(min=0).to(w.dtype)
+        return torch.addcmul(first, rest, step).clamp_(arr.w_min, arr.w_max)
     # the signed step of each device's own direction: s(x) = c0 + c1 x (linear models) or c0 * base(x)^gamma
     lines = _step_lines(arr)
     if lines is not None:

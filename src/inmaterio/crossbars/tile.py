@@ -381,6 +381,8 @@ class _TileRead(torch.autograd.Function):
                 grad_x = grad_x * in_mask
         if ctx.needs_input_grad[1]:
             grad_w = torch.matmul(delta.reshape(-1, delta.shape[-1]).t(), x.reshape(-1, x.shape[-1]))
+        if ctx.tile.record_update:
+            ctx.tile.update_rows.append((x.detach().reshape(-1, x.shape[-1]), delta.detach().reshape(-1, delta.shape[-1])))
         return grad_x, grad_w, None
 
 
@@ -409,6 +411,10 @@ class AnalogTile(nn.Module):
     compensation : 0-dim buffer (1.0), digital factor on every output (global drift compensation).
     effective_weight : ``(out_features, in_features)`` or None, the weights the array really holds
         (see :meth:`set_effective_weight`; not saved in the state dict).
+    record_update : False; when True every backward pass appends ``(x (N, in), delta (N, out))`` (detached,
+        leading dimensions flattened, ``delta`` the gradient at the array's outputs, so the weight gradient
+        is ``delta.T @ x``) to ``update_rows``: what a rank-one pulsed update needs
+        (:class:`~inmaterio.crossbars.analog_sgd.AnalogSGD` sets it and empties the list).
     generator : the ``torch.Generator`` of every random draw of this tile, on the weight's device
         (moving the tile moves it, reseeded from its own stream).
     """
@@ -449,6 +455,8 @@ class AnalogTile(nn.Module):
         self.register_buffer("output_offset", torch.zeros(out_features, **factory))
         self.register_buffer("compensation", torch.ones((), **factory))
         self.register_buffer("effective_weight", None, persistent=False)
+        self.record_update = False
+        self.update_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._ir_cache: tuple[tuple, torch.Tensor] | None = None
         self.generator = torch.Generator(device=self.weight.device).manual_seed(noise_seed)
 

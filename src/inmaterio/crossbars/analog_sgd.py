@@ -1,0 +1,174 @@
+"""SGD on pulsed devices: the weights of a model's analog tiles live on sampled devices and change only by pulses.
+
+:class:`AnalogSGD` is a ``torch.optim.Optimizer`` over a whole model. Every
+:class:`~inmaterio.crossbars.tile.AnalogTile` of the model gets its own array of devices drawn from one
+pulsed-device config (:func:`~inmaterio.crossbars.pulsed.sample_devices`; per-device bounds, steps and
+asymmetry), programmed once with the tile's current weights (the states are the weights plus each
+device's reference, clipped into its bounds). From then on the tile's ``weight`` is the devices' read
+weight (:func:`~inmaterio.crossbars.pulsed.read_weights`) and a step changes it only through
+:func:`~inmaterio.crossbars.pulsed.pulse`, with one of the update rules of
+:mod:`inmaterio.crossbars.updates`:
+
+``rule: pulse_train`` (Gokmen & Vlasov 2016)
+    every row of the batch (each sample, each patch of a convolution) is one rank-one stochastic
+    pulse-train update ``lr * (-delta) x^T``, applied in order; the tiles record ``(x, delta)`` during
+    the backward pass (``AnalogTile.record_update``).
+``rule: mbgd`` (mini-batch GD with pulse-count quantisation; Zhao et al. 2021)
+    the tile's accumulated gradient ``G`` (what the loss made of the batch, e.g. its mean) becomes
+    ``round(-lr * G / dw_min)`` pulses, rounded to nearest or stochastically, at most ``max_pulses``.
+
+Every other parameter (digital biases, DNPU control voltages, ...) takes a plain SGD step with the same
+learning rate. The devices, their states and the pulse generator are in the optimizer's
+``state_dict``, so a checkpointed training resumes on the same devices with the same pulses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from inmaterio.config import StrictModel, validate_config
+from inmaterio.crossbars.layers import analog_tiles
+from inmaterio.crossbars.pulsed import PulsedArray, PulsedDevice, pulse, read_weights, sample_devices
+from inmaterio.crossbars.updates import PulseTrainConfig, pulse_train_counts, quantized_counts
+from inmaterio.errors import ConfigError
+
+__all__ = ["AnalogSGDConfig", "AnalogSGD"]
+
+_ARRAY_FIELDS = ("w_min", "w_max", "dw_up", "dw_down", "reference")
+
+
+class AnalogSGDConfig(StrictModel):
+    """How the tiles of a model are updated (module docstring).
+
+    device : the pulsed-device config of every tile (a ``kind`` and its fields; see :mod:`~inmaterio.crossbars.pulsed`).
+    rule : ``pulse_train`` or ``mbgd``.
+    pulse_train : the pulse-train settings (``rule: pulse_train``).
+    rounding : ``nearest`` or ``stochastic`` (``rule: mbgd``).
+    max_pulses : the most pulses per device and update (``rule: mbgd``; None: no limit).
+    """
+
+    device: PulsedDevice
+    rule: Literal["pulse_train", "mbgd"] = "pulse_train"
+    pulse_train: PulseTrainConfig = PulseTrainConfig()
+    rounding: Literal["nearest", "stochastic"] = "stochastic"
+    max_pulses: int | None = Field(None, ge=1)
+
+
+class AnalogSGD(torch.optim.Optimizer):
+    """SGD whose analog tiles change by device pulses (module docstring).
+
+    Parameters
+    ----------
+    model : the module whose :func:`~inmaterio.crossbars.layers.analog_tiles` are trained on devices and
+        whose other trainable parameters take plain SGD steps.
+    config : :class:`AnalogSGDConfig` or a mapping validated into one.
+    lr : the learning rate (> 0).
+    seed : draws the devices (tile by tile, in module order) and every pulse (update slots, rounding,
+        cycle-to-cycle noise).
+
+    Raises
+    ------
+    ConfigError
+        A bad config or learning rate, a model without analog tiles.
+    """
+
+    def __init__(self, model: nn.Module, config: AnalogSGDConfig | Mapping[str, Any], lr: float, *, seed: int = 0) -> None:
+        if isinstance(config, Mapping):
+            config = validate_config(AnalogSGDConfig, dict(config), source="AnalogSGD config")
+        if not isinstance(config, AnalogSGDConfig):
+            raise ConfigError(f"config must be an AnalogSGDConfig or a mapping, got {type(config).__name__}")
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0 or lr == float("inf"):
+            raise ConfigError(f"AnalogSGD lr = {lr!r} must be a finite number > 0")
+        tiles = list(analog_tiles(model))
+        if not tiles:
+            raise ConfigError("AnalogSGD needs a model with analog tiles (convert_to_analog or Analog* layers)")
+        self.config = config
+        self.tiles = tiles
+        tile_weights = {id(t.weight) for t in tiles}
+        digital = [p for p in model.parameters() if p.requires_grad and id(p) not in tile_weights]
+        groups: list[dict[str, Any]] = [{"params": [t.weight for t in tiles], "analog": True}]
+        if digital:
+            groups.append({"params": digital, "analog": False})
+        super().__init__(groups, {"lr": float(lr)})
+        self.generator = torch.Generator(device=tiles[0].weight.device).manual_seed(seed)
+        draw = torch.Generator().manual_seed(seed)
+        for tile in tiles:
+            w = tile.weight
+            array = sample_devices(config.device, tuple(w.shape), draw, dtype=w.dtype, device=w.device)
+            states = torch.maximum(torch.minimum(w.detach() + array.reference, array.w_max), array.w_min)
+            self.state[w].update({name: getattr(array, name) for name in _ARRAY_FIELDS})
+            self.state[w]["states"] = states
+            with torch.no_grad():
+                w.copy_(read_weights(array, states))
+            tile.record_update = config.rule == "pulse_train"
+            tile.update_rows.clear()
+
+    def _array(self, weight: torch.Tensor) -> PulsedArray:
+        state = self.state[weight]
+        return PulsedArray(self.config.device, *(state[name] for name in _ARRAY_FIELDS))
+
+    def devices(self, tile_index: int) -> tuple[PulsedArray, torch.Tensor]:
+        """The devices of tile ``tile_index`` (module order) and their current states ``(out, in)``."""
+        w = self.tiles[tile_index].weight
+        return self._array(w), self.state[w]["states"]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients and the rows the tiles recorded for a pulse-train update."""
+        super().zero_grad(set_to_none=set_to_none)
+        for tile in self.tiles:
+            tile.update_rows.clear()
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
+        """One update: pulses on every tile (its recorded rows or its gradient), SGD on the digital parameters."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        config = self.config
+        dw_min = config.device.dw_min
+        for group in self.param_groups:
+            lr = group["lr"]
+            if not group["analog"]:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-lr)
+                continue
+            for tile in self.tiles:
+                w = tile.weight
+                array, states = self._array(w), self.state[w]["states"]
+                if config.rule == "pulse_train":
+                    for x_rows, delta_rows in tile.update_rows:
+                        for x, delta in zip(x_rows, delta_rows):
+                            counts = pulse_train_counts(x, -delta, lr, dw_min, config.pulse_train, self.generator)
+                            states = pulse(array, states, counts, self.generator)
+                    tile.update_rows.clear()
+                elif w.grad is not None:
+                    counts = quantized_counts(-lr * w.grad, dw_min, config.rounding, self.generator, config.max_pulses)
+                    states = pulse(array, states, counts, self.generator)
+                self.state[w]["states"] = states
+                w.copy_(read_weights(array, states))
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's optimizer state (devices and states per tile) plus the pulse generator's state."""
+        out = super().state_dict()
+        out["generator"] = self.generator.get_state()
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the tiles' weights are set to the restored devices' read weights)."""
+        state_dict = dict(state_dict)
+        generator = state_dict.pop("generator", None)
+        if generator is None:
+            raise ValueError("this is not an AnalogSGD state (no 'generator' entry)")
+        super().load_state_dict(state_dict)
+        self.generator.set_state(generator)
+        with torch.no_grad():
+            for tile in self.tiles:
+                tile.weight.copy_(read_weights(self._array(tile.weight), self.state[tile.weight]["states"]))
