@@ -110,3 +110,18 @@ def test_bad_pulse_train_configs_are_refused():
         PulseTrainConfig(bl=0)
     with pytest.raises(ValueError, match="bits"):
         PulseTrainConfig(bits=3)
+
+
+def test_the_pulsed_block_holds_every_coincidence_of_the_full_slot_matrices():
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(40, generator=g) * 2 - 1
+    d = (torch.rand(30, generator=g) * 2 - 1) * 0.05
+    config = PulseTrainConfig(bl=8)
+    p, q, bl = pulse_probabilities(x, d, 0.02, 0.001, config)
+    state = torch.Generator().manual_seed(11)
+    rows = (torch.rand((bl, 40), generator=state) < p).float() * torch.sign(x)
+    cols = (torch.rand((bl, 30), generator=state) < q).float() * torch.sign(d)
+    full = torch.round(cols.t() @ rows).long()  # every slot of every line, no block
+    counts = pulse_train_counts(x, d, 0.02, 0.001, config, torch.Generator().manual_seed(11))
+    assert torch.equal(counts, full)
+    assert 0 < int((full != 0).sum()) < full.numel()

@@ -34,7 +34,7 @@ from torch import nn
 from inmaterio.config import StrictModel, validate_config
 from inmaterio.crossbars.layers import analog_tiles
 from inmaterio.crossbars.pulsed import PulsedArray, PulsedDevice, pulse, read_weights, sample_devices
-from inmaterio.crossbars.updates import PulseTrainConfig, pulse_train_counts, quantized_counts
+from inmaterio.crossbars.updates import PulseTrainConfig, pulse_train_block, quantized_counts
 from inmaterio.errors import ConfigError
 
 __all__ = ["AnalogSGDConfig", "AnalogSGD"]
@@ -57,6 +57,36 @@ class AnalogSGDConfig(StrictModel):
     pulse_train: PulseTrainConfig = PulseTrainConfig()
     rounding: Literal["nearest", "stochastic"] = "stochastic"
     max_pulses: int | None = Field(None, ge=1)
+
+
+def _pulse_block(
+    array: PulsedArray, states: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor, generator
+) -> torch.Tensor:
+    """:func:`~inmaterio.crossbars.pulsed.pulse` on the block ``states[cols][:, rows]`` with ``counts (k, m)``.
+
+    Devices outside the block keep their states (as with 0 pulses); the cycle-to-cycle noise is drawn for the
+    block's devices only. Returns the new ``(out, in)`` states.
+    """
+    if cols.numel() == 0 or rows.numel() == 0:
+        return states
+    if cols.numel() * rows.numel() == states.numel():
+        return pulse(array, states, counts, generator)
+
+    def block(t: torch.Tensor) -> torch.Tensor:
+        return t.index_select(0, cols).index_select(1, rows)
+
+    sub = PulsedArray(array.config, *(block(getattr(array, name)) for name in _ARRAY_FIELDS))
+    out = states.clone()
+    out[cols.unsqueeze(1), rows] = pulse(sub, block(states), counts, generator)
+    return out
+
+
+def _pulse_counts(array: PulsedArray, states: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
+    """:func:`_pulse_block` on the columns and rows of ``counts (out, in)`` that hold any pulse."""
+    pulsed = counts != 0
+    cols = pulsed.any(dim=1).nonzero().flatten()
+    rows = pulsed.any(dim=0).nonzero().flatten()
+    return _pulse_block(array, states, cols, rows, counts.index_select(0, cols).index_select(1, rows), generator)
 
 
 class AnalogSGD(torch.optim.Optimizer):
@@ -145,12 +175,12 @@ class AnalogSGD(torch.optim.Optimizer):
                 if config.rule == "pulse_train":
                     for x_rows, delta_rows in tile.update_rows:
                         for x, delta in zip(x_rows, delta_rows):
-                            counts = pulse_train_counts(x, -delta, lr, dw_min, config.pulse_train, self.generator)
-                            states = pulse(array, states, counts, self.generator)
+                            cols, rows, counts = pulse_train_block(x, -delta, lr, dw_min, config.pulse_train, self.generator)
+                            states = _pulse_block(array, states, cols, rows, counts, self.generator)
                     tile.update_rows.clear()
                 elif w.grad is not None:
                     counts = quantized_counts(-lr * w.grad, dw_min, config.rounding, self.generator, config.max_pulses)
-                    states = pulse(array, states, counts, self.generator)
+                    states = _pulse_counts(array, states, counts, self.generator)
                 self.state[w]["states"] = states
                 w.copy_(read_weights(array, states))
         return loss

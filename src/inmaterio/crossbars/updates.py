@@ -42,7 +42,7 @@ from pydantic import Field
 
 from inmaterio.config import StrictModel
 
-__all__ = ["PulseTrainConfig", "pulse_train_counts", "quantized_counts", "pulse_probabilities"]
+__all__ = ["PulseTrainConfig", "pulse_train_block", "pulse_train_counts", "quantized_counts", "pulse_probabilities"]
 
 
 class PulseTrainConfig(StrictModel):
@@ -102,6 +102,34 @@ def pulse_probabilities(
     return p.clamp_(max=1.0), q.clamp_(max=1.0), bl
 
 
+def pulse_train_block(
+    x: torch.Tensor,
+    d: torch.Tensor,
+    learning_rate: float,
+    dw_min: float,
+    config: PulseTrainConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One stochastic pulse-train update ``learning_rate * d x^T``, as the block of devices that can get pulses.
+
+    x : ``(n_in,)``; d : ``(n_out,)`` (``-delta`` for a descent step); the slots are drawn from ``generator``
+    (two uniform ``(BL, n)`` draws, on the generator's device).
+
+    Returns ``(cols, rows, counts)``: the indices of the columns ``(k,)`` and rows ``(m,)`` that pulse in a slot
+    where a line of the other kind pulses too, and the signed counts ``(k, m)`` (int64, ``|n| <= BL``) of that
+    block; every other device gets no pulse. :func:`pulse_train_counts` is the full matrix.
+    """
+    p, q, bl = pulse_probabilities(x, d, learning_rate, dw_min, config)
+    dev = generator.device
+    row_slots = torch.rand((bl, x.numel()), generator=generator, device=dev, dtype=x.dtype).to(x.device) < p
+    col_slots = torch.rand((bl, d.numel()), generator=generator, device=dev, dtype=d.dtype).to(d.device) < q
+    rows = (row_slots & col_slots.any(dim=1, keepdim=True)).any(dim=0).nonzero().flatten()
+    cols = (col_slots & row_slots.any(dim=1, keepdim=True)).any(dim=0).nonzero().flatten()
+    signed_rows = row_slots[:, rows].to(x.dtype) * torch.sign(x[rows])
+    signed_cols = col_slots[:, cols].to(d.dtype) * torch.sign(d[cols])
+    return cols, rows, torch.round(signed_cols.t() @ signed_rows).to(torch.int64)
+
+
 def pulse_train_counts(
     x: torch.Tensor,
     d: torch.Tensor,
@@ -110,18 +138,12 @@ def pulse_train_counts(
     config: PulseTrainConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Signed pulse counts ``(n_out, n_in)`` (int64) of one stochastic pulse-train update ``learning_rate * d x^T``.
-
-    x : ``(n_in,)``; d : ``(n_out,)`` (``-delta`` for a descent step); the slots are drawn from ``generator``
-    (``2 * BL`` uniform vectors, on the generator's device). ``|n| <= BL``.
-    """
-    p, q, bl = pulse_probabilities(x, d, learning_rate, dw_min, config)
-    dev = generator.device
-    rows = torch.rand((bl, x.numel()), generator=generator, device=dev, dtype=x.dtype).to(x.device) < p
-    cols = torch.rand((bl, d.numel()), generator=generator, device=dev, dtype=d.dtype).to(d.device) < q
-    signed_rows = rows.to(x.dtype) * torch.sign(x)
-    signed_cols = cols.to(d.dtype) * torch.sign(d)
-    return torch.round(signed_cols.t() @ signed_rows).to(torch.int64)
+    """Signed pulse counts ``(n_out, n_in)`` (int64) of one stochastic pulse-train update ``learning_rate * d x^T``
+    (:func:`pulse_train_block` written into a zero matrix; the same draws)."""
+    cols, rows, block = pulse_train_block(x, d, learning_rate, dw_min, config, generator)
+    counts = torch.zeros((d.numel(), x.numel()), dtype=torch.int64, device=x.device)
+    counts[cols.unsqueeze(1), rows] = block
+    return counts
 
 
 def quantized_counts(
