@@ -37,7 +37,7 @@ from inmaterio.crossbars.pulsed import PulsedArray, PulsedDevice, pulse, read_we
 from inmaterio.crossbars.updates import PulseTrainConfig, pulse_train_block, quantized_counts
 from inmaterio.errors import ConfigError
 
-__all__ = ["AnalogSGDConfig", "AnalogSGD"]
+__all__ = ["AnalogSGDConfig", "AnalogSGD", "pulse_block", "pulse_nonzero"]
 
 _ARRAY_FIELDS = ("w_min", "w_max", "dw_up", "dw_down", "reference")
 
@@ -59,7 +59,7 @@ class AnalogSGDConfig(StrictModel):
     max_pulses: int | None = Field(None, ge=1)
 
 
-def _pulse_block(
+def pulse_block(
     array: PulsedArray, states: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor, generator
 ) -> torch.Tensor:
     """:func:`~inmaterio.crossbars.pulsed.pulse` on the block ``states[cols][:, rows]`` with ``counts (k, m)``.
@@ -81,12 +81,12 @@ def _pulse_block(
     return out
 
 
-def _pulse_counts(array: PulsedArray, states: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
-    """:func:`_pulse_block` on the columns and rows of ``counts (out, in)`` that hold any pulse."""
+def pulse_nonzero(array: PulsedArray, states: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
+    """:func:`pulse_block` on the columns and rows of ``counts (out, in)`` that hold any pulse."""
     pulsed = counts != 0
     cols = pulsed.any(dim=1).nonzero().flatten()
     rows = pulsed.any(dim=0).nonzero().flatten()
-    return _pulse_block(array, states, cols, rows, counts.index_select(0, cols).index_select(1, rows), generator)
+    return pulse_block(array, states, cols, rows, counts.index_select(0, cols).index_select(1, rows), generator)
 
 
 class AnalogSGD(torch.optim.Optimizer):
@@ -176,11 +176,11 @@ class AnalogSGD(torch.optim.Optimizer):
                     for x_rows, delta_rows in tile.update_rows:
                         for x, delta in zip(x_rows, delta_rows):
                             cols, rows, counts = pulse_train_block(x, -delta, lr, dw_min, config.pulse_train, self.generator)
-                            states = _pulse_block(array, states, cols, rows, counts, self.generator)
+                            states = pulse_block(array, states, cols, rows, counts, self.generator)
                     tile.update_rows.clear()
                 elif w.grad is not None:
                     counts = quantized_counts(-lr * w.grad, dw_min, config.rounding, self.generator, config.max_pulses)
-                    states = _pulse_counts(array, states, counts, self.generator)
+                    states = pulse_nonzero(array, states, counts, self.generator)
                 self.state[w]["states"] = states
                 w.copy_(read_weights(array, states))
         return loss
