@@ -181,6 +181,14 @@ TASKS: dict[str, Task] = {
             example="crossbar_inference.yaml",
         ),
         _task(
+            "weight_extraction",
+            "inmaterio.studies.weight_extraction",
+            "weights read out of a noisy tile by least squares over random mat-vecs (Gokmen 2021) vs one-hot reads",
+            config="WeightExtractionConfig",
+            prepare=False,
+            example="weight_extraction.yaml",
+        ),
+        _task(
             "ep_mnist",
             "inmaterio.studies.ep_mnist",
             "MNIST with an analog 784x2-100-10 network trained with EP",
