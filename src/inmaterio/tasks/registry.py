@@ -189,6 +189,21 @@ TASKS: dict[str, Task] = {
             example="weight_extraction.yaml",
         ),
         _task(
+            "shd_toy",
+            "inmaterio.studies.shd_toy",
+            "pulsed SGD vs Stochastic Hamiltonian Descent on asymmetric devices (Onen et al. 2022): toy dynamics",
+            config="ShdToyConfig",
+            prepare=False,
+            example="shd_toy.yaml",
+        ),
+        _task(
+            "pulsed_mnist",
+            "inmaterio.studies.pulsed_mnist",
+            "MNIST MLPs trained on pulsed devices: SGD, MBGD with RN/SR pulse counts, pulse trains (Zhao et al. 2021)",
+            config="PulsedMnistConfig",
+            example="pulsed_mnist.yaml",
+        ),
+        _task(
             "ep_mnist",
             "inmaterio.studies.ep_mnist",
             "MNIST with an analog 784x2-100-10 network trained with EP",
