@@ -1,0 +1,115 @@
+"""The pulsed-device MNIST study as a task, on a tiny synthetic MNIST in IDX .gz files (never the real files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import inmaterio.training.losses as losses
+from inmaterio.errors import ConfigError, RunInterrupted
+from inmaterio.studies.pulsed_mnist import PulsedMnistConfig, build_network, crop_images
+from inmaterio.tasks.registry import load_run_config, parse_run_config
+from inmaterio.tasks.report import build_report
+from inmaterio.tasks.run import run_task
+from killresume import without_timings
+from test_studies_mnist import write_synthetic_mnist
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory) -> Path:
+    return write_synthetic_mnist(tmp_path_factory.mktemp("data") / "mnist", n_train=160, n_test=60)
+
+
+def tiny(data: Path, runs: list[dict] | None = None, **task) -> dict:
+    runs = runs or [
+        {"name": "digital", "rule": "digital", "batch_size": 10, "learning_rate": 2.0, "epochs": 4},
+        {"name": "mbgd_sr", "rule": "mbgd", "batch_size": 20, "learning_rate": 0.5},
+        {"name": "pt", "rule": "pulse_train", "batch_size": 1, "learning_rate": 0.2, "bl": 5, "epochs": 1},
+    ]
+    return {
+        "task": {"type": "pulsed_mnist", "hidden": [12], "epochs": 2, "runs": runs, **task},
+        "data": {"dir": str(data), "n_validation": 40},
+    }
+
+
+def test_the_examples_validate():
+    config = load_run_config(EXAMPLES / "pulsed_mnist.yaml")
+    assert isinstance(config, PulsedMnistConfig) and config.data.dir is None
+    assert config.task.crop == 20 and config.task.hidden == (100,) and config.task.device == "zhao_neurosim"
+    assert {r.rule for r in config.task.runs} == {"digital", "mbgd"}
+
+
+def test_crop_keeps_the_central_pixels():
+    images = torch.arange(2 * 784, dtype=torch.float32).reshape(2, 784)
+    cropped = crop_images(images, 20)
+    assert cropped.shape == (2, 400)
+    assert cropped[0, 0] == 4 * 28 + 4 and cropped[1, -1] == 784 + 23 * 28 + 23
+
+
+def test_a_tiny_run_trains_every_rule_and_reports(tmp_path, mnist):
+    outcome = run_task(parse_run_config(tiny(mnist)), tmp_path / "run", progress=False)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m == outcome.metrics and m["network"] == "400-12-10" and m["images"] == {"train": 120, "validation": 40, "test": 60}
+    by_name = {r["name"]: r for r in m["results"]}
+    assert set(by_name) == {"digital", "mbgd_sr", "pt"}
+    for r in m["results"]:
+        assert all(round(a * 60) == a * 60 for a in r["per_seed_test"])  # counts of the 60 test images
+    assert by_name["digital"]["test_accuracy"]["mean"] > 0.5  # the synthetic digits are easy
+    assert (tmp_path / "run" / "accuracy_vs_epoch.png").stat().st_size > 10_000
+    history = json.loads((tmp_path / "run" / "pt" / "seed_0" / "history.json").read_text())
+    assert len(history) == 1  # the run's own epochs
+    report = build_report([tmp_path / "run"])
+    assert "## pulsed_mnist" in report and "| mbgd_sr | MBGD B = 20, SR | 0.5 | 2 |" in report
+
+
+def test_an_interrupted_run_resumes_to_the_same_numbers(tmp_path, mnist, monkeypatch):
+    config = parse_run_config(tiny(mnist))
+    reference = run_task(config, tmp_path / "reference", progress=False).metrics
+    real_loss, seen = losses.cross_entropy, []
+
+    def loss_then_stop(out, y):
+        seen.append(1)
+        if len(seen) == 4 * 13 + 4:  # digital: 4 epochs x (12 batches + validation); mbgd: 4 batches in
+            raise KeyboardInterrupt
+        return real_loss(out, y)
+
+    monkeypatch.setattr(losses, "cross_entropy", loss_then_stop)
+    with pytest.raises(RunInterrupted):
+        run_task(config, tmp_path / "run", progress=False)
+    monkeypatch.setattr(losses, "cross_entropy", real_loss)
+    resumed = run_task(config, tmp_path / "run", progress=False).metrics
+    assert without_timings(resumed) == without_timings(reference)
+
+
+def test_the_network_has_one_tile_per_layer_and_seeded_weights():
+    config = parse_run_config({"task": {"type": "pulsed_mnist", "runs": [{"name": "a", "rule": "digital", "learning_rate": 1}]}})
+    a, b = build_network(config.task, 0), build_network(config.task, 0)
+    assert [type(m).__name__ for m in a] == ["Flatten", "AnalogLinear", "Sigmoid", "AnalogLinear"]
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_bad_configs_name_the_field(tmp_path, mnist):
+    def refused(pattern: str, **task) -> None:
+        data = tiny(mnist)
+        with pytest.raises(ConfigError, match=pattern):
+            parse_run_config({**data, "task": {**data["task"], **task}})
+
+    refused(r"task\.crop", crop=30)
+    refused(r"task\.hidden", hidden=[0])
+    refused(r"task\.device.*'memristor'", device="memristor")
+    refused(r"task\.device.*kind", device={"kind": "magic"})
+    refused(r"task\.runs.*unique.*twice", runs=[{"name": "twice", "rule": "digital", "learning_rate": 1}] * 2)
+    refused(r"task\.runs\.0\.rule", runs=[{"name": "a", "rule": "adam", "learning_rate": 1}])
+    refused(r"task\.runs\.0\.learning_rate", runs=[{"name": "a", "rule": "mbgd", "learning_rate": 0}])
+    refused(r"task\.runs\.0\.name", runs=[{"name": "a b", "rule": "mbgd", "learning_rate": 1}])
+    refused(r"task\.runs", runs=[])
+    with pytest.raises(ConfigError, match="task.train_size 500 exceeds the 120 training images"):
+        run_task(parse_run_config(tiny(mnist, train_size=500)), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
