@@ -163,3 +163,59 @@ def test_noiseless_constant_steps_match_pulse_by_pulse_clipping():
 def test_bad_settings_name_the_field(model, config, lr, pattern):
     with pytest.raises(ConfigError, match=pattern):
         AnalogSGD(model, config, lr=lr)
+
+
+def test_a_full_rank_decomposition_on_ideal_fine_grained_devices_is_sgd():
+    x, y = _data()
+    digital = _net()
+    analog = convert_to_analog(digital)
+    device = ConstantStepDevice(w_min=-10.0, w_max=10.0, dw_min=1e-6)
+    low_rank = {"method": "sbpca", "pca_mode": "incremental", "rank": 3, "transfer": "seq"}
+    settings = {"device": device.model_dump(), "rule": "low_rank", "rounding": "nearest", "low_rank": low_rank}
+    pulsed = AnalogSGD(analog, settings, lr=0.1, seed=0)
+    # the batch gradient of 2 samples has rank <= 2 <= 3: the incremental SVD holds it exactly
+    _train(digital, torch.optim.SGD(digital.parameters(), lr=0.1), x, y, batch=2, steps=30)
+    _train(analog, pulsed, x, y, batch=2, steps=30)
+    for a, b in zip(convert_to_analog(digital).parameters(), analog.parameters()):
+        assert torch.allclose(a, b, atol=30 * 3 * 1e-6 * 3)
+
+
+def test_a_rank_one_update_moves_the_weights_by_the_top_singular_component():
+    x, y = _data(16)
+    model = AnalogLinear(6, 3, bias=False, seed=2).double()
+    device = ConstantStepDevice(w_min=-10.0, w_max=10.0, dw_min=1e-7)
+    settings = {"device": device.model_dump(), "rule": "low_rank", "rounding": "nearest",
+                "low_rank": {"method": "sbpca", "pca_mode": "incremental", "rank": 1}}  # fmt: skip
+    opt = AnalogSGD(model, settings, lr=0.5, seed=0)
+    before = model.get_weight()
+    opt.zero_grad()
+    nn.functional.mse_loss(model(x), y).backward()
+    grad = model.tiles[0].weight.grad.clone()
+    opt.step()
+    u, s, vh = torch.linalg.svd(grad)
+    expected = before - 0.5 * s[0] * torch.outer(u[:, 0], vh[0])
+    assert torch.allclose(model.get_weight(), expected, atol=2e-7)
+
+
+def test_a_resumed_low_rank_training_keeps_its_power_iteration_bases():
+    x, y = _data()
+    config = {"device": preset("zhao_neurosim").model_dump(), "rule": "low_rank", "low_rank": {"rank": 2}}
+    first = convert_to_analog(_net())
+    opt = AnalogSGD(first, config, lr=0.5, seed=4)
+    _train(first, opt, x, y, batch=8, steps=3)
+    saved_model, saved_opt = copy.deepcopy(first.state_dict()), copy.deepcopy(opt.state_dict())
+    _train(first, opt, x, y, batch=8, steps=3)
+    second = convert_to_analog(_net(seed=9))
+    opt2 = AnalogSGD(second, config, lr=0.5, seed=77)
+    second.load_state_dict(saved_model)
+    opt2.load_state_dict(saved_opt)
+    _train(second, opt2, x, y, batch=8, steps=3)
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_rank_beyond_a_tile_is_refused_naming_the_tile():
+    with pytest.raises(ConfigError, match=r"low_rank.*\(3, 5\).*rank = 4"):
+        AnalogSGD(
+            convert_to_analog(_net()), {"device": {"kind": "constant_step"}, "rule": "low_rank", "low_rank": {"rank": 4}}, lr=0.1
+        )

@@ -32,7 +32,9 @@ def tiny(data: Path, runs: list[dict] | None = None, **task) -> dict:
         {"name": "digital", "rule": "digital", "batch_size": 10, "learning_rate": 2.0, "epochs": 4},
         {"name": "mbgd_sr", "rule": "mbgd", "batch_size": 20, "learning_rate": 0.5},
         {"name": "pt", "rule": "pulse_train", "batch_size": 1, "learning_rate": 0.2, "bl": 5, "epochs": 1},
-    ]
+        {"name": "nmf", "rule": "low_rank", "batch_size": 20, "learning_rate": 0.5, "low_rank": {"method": "nmf", "rank": 2,
+         "transfer": "seq", "nmf_iterations": 10}},
+    ]  # fmt: skip
     return {
         "task": {"type": "pulsed_mnist", "hidden": [12], "epochs": 2, "runs": runs, **task},
         "data": {"dir": str(data), "n_validation": 40},
@@ -43,7 +45,7 @@ def test_the_examples_validate():
     config = load_run_config(EXAMPLES / "pulsed_mnist.yaml")
     assert isinstance(config, PulsedMnistConfig) and config.data.dir is None
     assert config.task.crop == 20 and config.task.hidden == (100,) and config.task.device == "zhao_neurosim"
-    assert {r.rule for r in config.task.runs} == {"digital", "mbgd"}
+    assert {r.rule for r in config.task.runs} == {"digital", "mbgd", "low_rank"}
 
 
 def test_crop_keeps_the_central_pixels():
@@ -58,7 +60,7 @@ def test_a_tiny_run_trains_every_rule_and_reports(tmp_path, mnist):
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m == outcome.metrics and m["network"] == "400-12-10" and m["images"] == {"train": 120, "validation": 40, "test": 60}
     by_name = {r["name"]: r for r in m["results"]}
-    assert set(by_name) == {"digital", "mbgd_sr", "pt"}
+    assert set(by_name) == {"digital", "mbgd_sr", "pt", "nmf"}
     for r in m["results"]:
         assert all(round(a * 60) == a * 60 for a in r["per_seed_test"])  # counts of the 60 test images
     assert by_name["digital"]["test_accuracy"]["mean"] > 0.5  # the synthetic digits are easy
@@ -67,6 +69,7 @@ def test_a_tiny_run_trains_every_rule_and_reports(tmp_path, mnist):
     assert len(history) == 1  # the run's own epochs
     report = build_report([tmp_path / "run"])
     assert "## pulsed_mnist" in report and "| mbgd_sr | MBGD B = 20, SR | 0.5 | 2 |" in report
+    assert "| nmf | NMF rank-seq k = 2, B = 20, SR |" in report
 
 
 def test_an_interrupted_run_resumes_to_the_same_numbers(tmp_path, mnist, monkeypatch):
@@ -110,6 +113,9 @@ def test_bad_configs_name_the_field(tmp_path, mnist):
     refused(r"task\.runs\.0\.learning_rate", runs=[{"name": "a", "rule": "mbgd", "learning_rate": 0}])
     refused(r"task\.runs\.0\.name", runs=[{"name": "a b", "rule": "mbgd", "learning_rate": 1}])
     refused(r"task\.runs", runs=[])
+    refused(
+        r"task\.runs\.0\.low_rank\.rank", runs=[{"name": "a", "rule": "low_rank", "learning_rate": 1, "low_rank": {"rank": 0}}]
+    )
     with pytest.raises(ConfigError, match="task.train_size 500 exceeds the 120 training images"):
         run_task(parse_run_config(tiny(mnist, train_size=500)), tmp_path / "never")
     assert not (tmp_path / "never").exists()

@@ -16,6 +16,10 @@ weight (:func:`~inmaterio.crossbars.pulsed.read_weights`) and a step changes it 
 ``rule: mbgd`` (mini-batch GD with pulse-count quantisation; Zhao et al. 2021)
     the tile's accumulated gradient ``G`` (what the loss made of the batch, e.g. its mean) becomes
     ``round(-lr * G / dw_min)`` pulses, rounded to nearest or stochastically, at most ``max_pulses``.
+``rule: low_rank`` (gradient decomposition; Zhao et al. 2021)
+    the batch's rows stream into a rank-k approximation of ``G`` (:mod:`inmaterio.crossbars.low_rank`:
+    streaming batch PCA or NMF), whose factors become pulse counts as one matrix (``transfer: sum``) or one
+    per component applied in order (``transfer: seq``), rounded as ``mbgd``.
 
 Every other parameter (digital biases, DNPU control voltages, ...) takes a plain SGD step with the same
 learning rate. The devices, their states and the pulse generator are in the optimizer's
@@ -33,6 +37,7 @@ from torch import nn
 
 from inmaterio.config import StrictModel, validate_config
 from inmaterio.crossbars.layers import analog_tiles
+from inmaterio.crossbars.low_rank import LowRankConfig, LowRankGradient, transfer_counts
 from inmaterio.crossbars.pulsed import PulsedArray, PulsedDevice, pulse, read_weights, sample_devices
 from inmaterio.crossbars.updates import PulseTrainConfig, pulse_train_block, quantized_counts
 from inmaterio.errors import ConfigError
@@ -48,13 +53,15 @@ class AnalogSGDConfig(StrictModel):
     device : the pulsed-device config of every tile (a ``kind`` and its fields; see :mod:`~inmaterio.crossbars.pulsed`).
     rule : ``pulse_train`` or ``mbgd``.
     pulse_train : the pulse-train settings (``rule: pulse_train``).
-    rounding : ``nearest`` or ``stochastic`` (``rule: mbgd``).
-    max_pulses : the most pulses per device and update (``rule: mbgd``; None: no limit).
+    rounding : ``nearest`` or ``stochastic`` (``rule: mbgd`` and ``low_rank``).
+    max_pulses : the most pulses per device and count matrix (``mbgd``, ``low_rank``; None: no limit).
+    low_rank : the decomposition (``rule: low_rank``).
     """
 
     device: PulsedDevice
-    rule: Literal["pulse_train", "mbgd"] = "pulse_train"
+    rule: Literal["pulse_train", "mbgd", "low_rank"] = "pulse_train"
     pulse_train: PulseTrainConfig = PulseTrainConfig()
+    low_rank: LowRankConfig = LowRankConfig()
     rounding: Literal["nearest", "stochastic"] = "stochastic"
     max_pulses: int | None = Field(None, ge=1)
 
@@ -127,6 +134,7 @@ class AnalogSGD(torch.optim.Optimizer):
         super().__init__(groups, {"lr": float(lr)})
         self.generator = torch.Generator(device=tiles[0].weight.device).manual_seed(seed)
         draw = torch.Generator().manual_seed(seed)
+        self.trackers: list[LowRankGradient | None] = []
         for tile in tiles:
             w = tile.weight
             array = sample_devices(config.device, tuple(w.shape), draw, dtype=w.dtype, device=w.device)
@@ -135,8 +143,17 @@ class AnalogSGD(torch.optim.Optimizer):
             self.state[w]["states"] = states
             with torch.no_grad():
                 w.copy_(read_weights(array, states))
-            tile.record_update = config.rule == "pulse_train"
+            tile.record_update = config.rule in ("pulse_train", "low_rank")
             tile.update_rows.clear()
+            tracker = None
+            if config.rule == "low_rank":
+                try:
+                    tracker = LowRankGradient(config.low_rank, *w.shape, self.generator, dtype=w.dtype, device=w.device)
+                except ValueError as error:
+                    raise ConfigError(f"AnalogSGD low_rank: a tile of {tuple(w.shape)} weights: {error}") from None
+                if tracker.pca is not None:
+                    self.state[w]["low_rank"] = tracker.pca.state_dict()
+            self.trackers.append(tracker)
 
     def _array(self, weight: torch.Tensor) -> PulsedArray:
         state = self.state[weight]
@@ -169,10 +186,22 @@ class AnalogSGD(torch.optim.Optimizer):
                     if p.grad is not None:
                         p.add_(p.grad, alpha=-lr)
                 continue
-            for tile in self.tiles:
+            for tile, tracker in zip(self.tiles, self.trackers):
                 w = tile.weight
                 array, states = self._array(w), self.state[w]["states"]
-                if config.rule == "pulse_train":
+                if tracker is not None:
+                    for x_rows, delta_rows in tile.update_rows:
+                        tracker.update(x_rows, delta_rows)
+                    tile.update_rows.clear()
+                    u, v = tracker.factors()
+                    for counts in transfer_counts(
+                        config.low_rank, u, v, lr, dw_min, config.rounding, self.generator, config.max_pulses
+                    ):
+                        states = pulse_nonzero(array, states, counts, self.generator)
+                    tracker.reset()
+                    if tracker.pca is not None:
+                        self.state[w]["low_rank"] = tracker.pca.state_dict()
+                elif config.rule == "pulse_train":
                     for x_rows, delta_rows in tile.update_rows:
                         for x, delta in zip(x_rows, delta_rows):
                             cols, rows, counts = pulse_train_block(x, -delta, lr, dw_min, config.pulse_train, self.generator)
@@ -200,5 +229,7 @@ class AnalogSGD(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self.generator.set_state(generator)
         with torch.no_grad():
-            for tile in self.tiles:
+            for tile, tracker in zip(self.tiles, self.trackers):
                 tile.weight.copy_(read_weights(self._array(tile.weight), self.state[tile.weight]["states"]))
+                if tracker is not None and tracker.pca is not None:
+                    tracker.pca.load_state_dict(self.state[tile.weight]["low_rank"])

@@ -8,7 +8,9 @@ tiles, so what differs between rows is the update alone. Each entry of ``task.ru
 - ``rule: digital``: floating-point SGD on the same network (the software baseline);
 - ``rule: mbgd``: :class:`~inmaterio.crossbars.analog_sgd.AnalogSGD` with pulse-count quantisation of the
   batch-mean gradient, rounding ``nearest`` (RN) or ``stochastic`` (SR); ``batch_size: 1`` is plain SGD;
-- ``rule: pulse_train``: stochastic pulse-train updates of bit length ``bl``, one per image.
+- ``rule: pulse_train``: stochastic pulse-train updates of bit length ``bl``, one per image;
+- ``rule: low_rank``: the batch gradient's rank-k approximation (``low_rank``: streaming batch PCA or NMF)
+  transferred as one pulse-count matrix (rank-sum) or one per component (rank-seq).
 
 Images are cropped to their central ``task.crop`` x ``task.crop`` pixels (20: the 400-input network of
 Zhao et al. 2021) with pixels in [0, 1]. Every (run, seed) trains with
@@ -29,6 +31,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from inmaterio.config import StrictModel
+from inmaterio.crossbars.low_rank import LowRankConfig
 from inmaterio.crossbars.pulsed import PRESETS, PulsedDevice, preset, validate_device
 from inmaterio.runs import RunFolder
 from inmaterio.studies.common import StudyBackends
@@ -45,29 +48,34 @@ class PulsedRun(StrictModel):
     """One training of the study.
 
     name : a label (letters, digits, ``_ - .``), unique in the study; the subfolder of its runs.
-    rule : ``digital`` | ``mbgd`` | ``pulse_train`` (module docstring).
+    rule : ``digital`` | ``mbgd`` | ``pulse_train`` | ``low_rank`` (module docstring).
     batch_size : images per update (>= 1).
     learning_rate : > 0.
     rounding : pulse-count rounding of ``mbgd``: ``nearest`` or ``stochastic``.
     max_pulses : the most pulses per device and update (``mbgd``; null: no limit).
     bl : bit length of ``pulse_train`` (1 .. 1000).
     epochs : this run's epochs (>= 1); null: the task's.
+    low_rank : the decomposition of ``rule: low_rank`` (method, rank, transfer, ...).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)
-    rule: Literal["digital", "mbgd", "pulse_train"]
+    rule: Literal["digital", "mbgd", "pulse_train", "low_rank"]
     batch_size: int = Field(1, ge=1)
     learning_rate: float = Field(gt=0, le=1e3)
     rounding: Literal["nearest", "stochastic"] = "stochastic"
     max_pulses: int | None = Field(None, ge=1)
     bl: int = Field(10, ge=1, le=1000)
     epochs: int | None = Field(None, ge=1, le=10_000)
+    low_rank: LowRankConfig = LowRankConfig()
 
     def describe(self) -> str:
         if self.rule == "digital":
             return f"digital SGD, B = {self.batch_size}"
         if self.rule == "pulse_train":
             return f"pulse trains, BL = {self.bl}, B = {self.batch_size}"
+        if self.rule == "low_rank":
+            method = "SBPCA" if self.low_rank.method == "sbpca" else "NMF"
+            return f"{method} rank-{self.low_rank.transfer} k = {self.low_rank.rank}, B = {self.batch_size}, {'SR' if self.rounding == 'stochastic' else 'RN'}"
         kind = "SGD" if self.batch_size == 1 else f"MBGD B = {self.batch_size}"
         return f"{kind}, {'SR' if self.rounding == 'stochastic' else 'RN'}"
 
@@ -199,6 +207,7 @@ def _train_one(config: PulsedMnistConfig, spec: PulsedRun, seed: int, run: RunFo
             "rounding": spec.rounding,
             "max_pulses": spec.max_pulses,
             "pulse_train": {"bl": spec.bl},
+            "low_rank": spec.low_rank.model_dump(),
         }
         pulse_seed = stream_seed(seed, "pulses", spec.name)
         optimizer = lambda params: AnalogSGD(model, settings, spec.learning_rate, seed=pulse_seed)  # noqa: E731
