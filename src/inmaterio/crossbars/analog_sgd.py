@@ -42,7 +42,7 @@ from inmaterio.crossbars.pulsed import PulsedArray, PulsedDevice, pulse, read_we
 from inmaterio.crossbars.updates import PulseTrainConfig, pulse_train_block, quantized_counts
 from inmaterio.errors import ConfigError
 
-__all__ = ["AnalogSGDConfig", "AnalogSGD", "pulse_block", "pulse_nonzero"]
+__all__ = ["AnalogSGDConfig", "AnalogSGD", "pulse_block", "pulse_nonzero", "packed_devices"]
 
 _ARRAY_FIELDS = ("w_min", "w_max", "dw_up", "dw_down", "reference")
 
@@ -67,25 +67,36 @@ class AnalogSGDConfig(StrictModel):
 
 
 def pulse_block(
-    array: PulsedArray, states: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor, generator
+    array: PulsedArray,
+    states: torch.Tensor,
+    cols: torch.Tensor,
+    rows: torch.Tensor,
+    counts: torch.Tensor,
+    generator: torch.Generator,
+    packed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`~inmaterio.crossbars.pulsed.pulse` on the block ``states[cols][:, rows]`` with ``counts (k, m)``.
 
     Devices outside the block keep their states (as with 0 pulses); the cycle-to-cycle noise is drawn for the
-    block's devices only. Returns the new ``(out, in)`` states.
+    block's devices only. ``packed`` : optionally :func:`packed_devices` of ``array`` (one gather instead of
+    five). Returns the new ``(out, in)`` states.
     """
     if cols.numel() == 0 or rows.numel() == 0:
         return states
     if cols.numel() * rows.numel() == states.numel():
         return pulse(array, states, counts, generator)
+    flat = (cols.unsqueeze(1) * states.shape[1] + rows).flatten()  # row-major indices of the block's devices
+    if packed is None:
+        packed = packed_devices(array)
+    shape = (cols.numel(), rows.numel())
+    sub = PulsedArray(array.config, *(t.view(shape) for t in packed.flatten(1).index_select(1, flat).unbind(0)))
+    new = pulse(sub, states.flatten().index_select(0, flat).view(shape), counts, generator)
+    return states.flatten().index_copy(0, flat, new.flatten()).view_as(states)
 
-    def block(t: torch.Tensor) -> torch.Tensor:
-        return t.index_select(0, cols).index_select(1, rows)
 
-    sub = PulsedArray(array.config, *(block(getattr(array, name)) for name in _ARRAY_FIELDS))
-    out = states.clone()
-    out[cols.unsqueeze(1), rows] = pulse(sub, block(states), counts, generator)
-    return out
+def packed_devices(array: PulsedArray) -> torch.Tensor:
+    """``(5, *shape)``: the per-device tensors of ``array`` stacked (w_min, w_max, dw_up, dw_down, reference)."""
+    return torch.stack([getattr(array, name) for name in _ARRAY_FIELDS])
 
 
 def pulse_nonzero(array: PulsedArray, states: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
@@ -94,6 +105,12 @@ def pulse_nonzero(array: PulsedArray, states: torch.Tensor, counts: torch.Tensor
     cols = pulsed.any(dim=1).nonzero().flatten()
     rows = pulsed.any(dim=0).nonzero().flatten()
     return pulse_block(array, states, cols, rows, counts.index_select(0, cols).index_select(1, rows), generator)
+
+
+def _check_rows(x_rows: torch.Tensor, delta_rows: torch.Tensor) -> None:
+    """Refuse NaN or infinite recorded rows (a diverged training) before any pulse."""
+    if not (torch.isfinite(x_rows).all() and torch.isfinite(delta_rows).all()):
+        raise ValueError("AnalogSGD: the recorded inputs or output gradients hold NaN or infinite values (a diverged training?)")
 
 
 class AnalogSGD(torch.optim.Optimizer):
@@ -134,6 +151,7 @@ class AnalogSGD(torch.optim.Optimizer):
         super().__init__(groups, {"lr": float(lr)})
         self.generator = torch.Generator(device=tiles[0].weight.device).manual_seed(seed)
         draw = torch.Generator().manual_seed(seed)
+        self._packed: dict[int, torch.Tensor] = {}  # the devices of each tile stacked (they never change)
         self.trackers: list[LowRankGradient | None] = []
         for tile in tiles:
             w = tile.weight
@@ -202,10 +220,16 @@ class AnalogSGD(torch.optim.Optimizer):
                     if tracker.pca is not None:
                         self.state[w]["low_rank"] = tracker.pca.state_dict()
                 elif config.rule == "pulse_train":
+                    packed = self._packed.get(id(w))
+                    if packed is None:
+                        packed = self._packed[id(w)] = packed_devices(array)
                     for x_rows, delta_rows in tile.update_rows:
+                        _check_rows(x_rows, delta_rows)
                         for x, delta in zip(x_rows, delta_rows):
-                            cols, rows, counts = pulse_train_block(x, -delta, lr, dw_min, config.pulse_train, self.generator)
-                            states = pulse_block(array, states, cols, rows, counts, self.generator)
+                            cols, rows, counts = pulse_train_block(
+                                x, -delta, lr, dw_min, config.pulse_train, self.generator, validate=False
+                            )
+                            states = pulse_block(array, states, cols, rows, counts, self.generator, packed)
                     tile.update_rows.clear()
                 elif w.grad is not None:
                     counts = quantized_counts(-lr * w.grad, dw_min, config.rounding, self.generator, config.max_pulses)
@@ -228,6 +252,7 @@ class AnalogSGD(torch.optim.Optimizer):
             raise ValueError("this is not an AnalogSGD state (no 'generator' entry)")
         super().load_state_dict(state_dict)
         self.generator.set_state(generator)
+        self._packed.clear()
         with torch.no_grad():
             for tile, tracker in zip(self.tiles, self.trackers):
                 tile.weight.copy_(read_weights(self._array(tile.weight), self.state[tile.weight]["states"]))

@@ -583,7 +583,7 @@ def pulse(array: PulsedArray, w: torch.Tensor, n_pulses: torch.Tensor, generator
     if tuple(n_pulses.shape) != array.shape:
         raise ValueError(f"n_pulses has shape {tuple(n_pulses.shape)}, the device array has shape {array.shape}")
     arr = array.to(w.device, w.dtype)
-    n = n_pulses.to(w.device)
+    n = n_pulses if n_pulses.device == w.device else n_pulses.to(w.device)
     count = n.abs()
     n_max = int(count.max()) if count.numel() else 0
     if n_max == 0:
@@ -621,7 +621,9 @@ def pulse(array: PulsedArray, w: torch.Tensor, n_pulses: torch.Tensor, generator
         else:
             step = torch.addcmul(b0, b1, _relative_state(arr, out)).pow_(gamma).mul_(c0)
         if sigma > 0:
-            xi = torch.randn(out.shape, generator=generator, device=generator.device, dtype=out.dtype).to(out.device)
+            xi = torch.randn(out.shape, generator=generator, device=generator.device, dtype=out.dtype)
+            if xi.device != out.device:
+                xi = xi.to(out.device)
             if cfg.c2c_kind == "additive":
                 step.add_(xi, alpha=noise_scale)
             else:

@@ -75,16 +75,18 @@ def _check_rate(learning_rate: float, dw_min: float) -> None:
 
 
 def pulse_probabilities(
-    x: torch.Tensor, d: torch.Tensor, learning_rate: float, dw_min: float, config: PulseTrainConfig
+    x: torch.Tensor, d: torch.Tensor, learning_rate: float, dw_min: float, config: PulseTrainConfig, *, validate: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Row and column pulse probabilities ``(p (n_in,), q (n_out,))``, clipped to [0, 1], and the bit length used.
 
     x : ``(n_in,)`` inputs; d : ``(n_out,)`` the column signal (``-delta`` for SGD); dw_min : the device's
-    nominal step (weight units).
+    nominal step (weight units). ``validate=False`` skips the checks of the arguments (a caller that checked
+    a whole batch of rows at once).
     """
-    _check_vector("x", x)
-    _check_vector("d", d)
-    _check_rate(learning_rate, dw_min)
+    if validate:
+        _check_vector("x", x)
+        _check_vector("d", d)
+        _check_rate(learning_rate, dw_min)
     ax, ad = x.abs(), d.abs()
     mx, md = float(ax.max()) if ax.numel() else 0.0, float(ad.max()) if ad.numel() else 0.0
     bl = config.bl
@@ -109,6 +111,8 @@ def pulse_train_block(
     dw_min: float,
     config: PulseTrainConfig,
     generator: torch.Generator,
+    *,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One stochastic pulse-train update ``learning_rate * d x^T``, as the block of devices that can get pulses.
 
@@ -117,12 +121,16 @@ def pulse_train_block(
 
     Returns ``(cols, rows, counts)``: the indices of the columns ``(k,)`` and rows ``(m,)`` that pulse in a slot
     where a line of the other kind pulses too, and the signed counts ``(k, m)`` (int64, ``|n| <= BL``) of that
-    block; every other device gets no pulse. :func:`pulse_train_counts` is the full matrix.
+    block; every other device gets no pulse. :func:`pulse_train_counts` is the full matrix. ``validate``: as
+    :func:`pulse_probabilities`.
     """
-    p, q, bl = pulse_probabilities(x, d, learning_rate, dw_min, config)
+    p, q, bl = pulse_probabilities(x, d, learning_rate, dw_min, config, validate=validate)
     dev = generator.device
-    row_slots = torch.rand((bl, x.numel()), generator=generator, device=dev, dtype=x.dtype).to(x.device) < p
-    col_slots = torch.rand((bl, d.numel()), generator=generator, device=dev, dtype=d.dtype).to(d.device) < q
+    row_slots = torch.rand((bl, x.numel()), generator=generator, device=dev, dtype=x.dtype)
+    col_slots = torch.rand((bl, d.numel()), generator=generator, device=dev, dtype=d.dtype)
+    if dev != x.device:
+        row_slots, col_slots = row_slots.to(x.device), col_slots.to(d.device)
+    row_slots, col_slots = row_slots < p, col_slots < q
     rows = (row_slots & col_slots.any(dim=1, keepdim=True)).any(dim=0).nonzero().flatten()
     cols = (col_slots & row_slots.any(dim=1, keepdim=True)).any(dim=0).nonzero().flatten()
     signed_rows = row_slots[:, rows].to(x.dtype) * torch.sign(x[rows])
