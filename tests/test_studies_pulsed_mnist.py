@@ -46,6 +46,10 @@ def test_the_examples_validate():
     assert isinstance(config, PulsedMnistConfig) and config.data.dir is None
     assert config.task.crop == 20 and config.task.hidden == (100,) and config.task.device == "zhao_neurosim"
     assert {r.rule for r in config.task.runs} == {"digital", "mbgd", "low_rank"}
+    states = load_run_config(EXAMPLES / "pulsed_mnist" / "ttv2_states.yaml")
+    assert states.task.hidden == (256, 128) and states.task.crop == 28
+    assert sorted({r.states for r in states.task.runs if r.states}) == [15, 30, 100, 300, 1200]
+    assert {r.describe().split(",")[0] for r in states.task.runs} == {"digital SGD", "pulse trains", "TTv1", "TTv2", "TTv2 hysteretic"}
 
 
 def test_crop_keeps_the_central_pixels():
@@ -119,3 +123,31 @@ def test_bad_configs_name_the_field(tmp_path, mnist):
     with pytest.raises(ConfigError, match="task.train_size 500 exceeds the 120 training images"):
         run_task(parse_run_config(tiny(mnist, train_size=500)), tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_runs_over_the_number_of_states_with_tiki_taka_draw_the_states_figure(tmp_path, mnist):
+    device = {"kind": "soft_bounds", "w_min": -1.0, "w_max": 1.0, "dw_min": 0.01, "up_down": 0.2}
+    runs = [
+        {"name": f"{rule}_{n}", "rule": rule, "batch_size": 10, "learning_rate": 0.2, "bl": 4, "states": n,
+         **({"tiki_taka": {"version": 2, "transfer_every": 2, "transfer_lr": 0.5}} if rule == "tiki_taka" else {})}
+        for rule in ("pulse_train", "tiki_taka") for n in (20, 200)
+    ]  # fmt: skip
+    config = parse_run_config(tiny(mnist, runs=runs, device=device, epochs=1))
+    assert config.task.runs[0].pulsed_device(device).dw_min == pytest.approx(0.1)  # 2 / 20 states
+    assert config.task.runs[2].tiki_taka_config(config.task.runs[2].pulsed_device(device)).device_a.reference == "zero_shift"
+    outcome = run_task(config, tmp_path / "run", progress=False)
+    assert [r["describe"] for r in outcome.metrics["results"]][2] == "TTv2, BL = 4, 20 states"
+    assert (tmp_path / "run" / "error_vs_states.png").stat().st_size > 10_000
+    assert "error_vs_states.png" in build_report([tmp_path / "run"])
+
+
+def test_tiki_taka_settings_are_checked_with_the_run(mnist):
+    def refused(pattern: str, run: dict) -> None:
+        with pytest.raises(ConfigError, match=pattern):
+            parse_run_config(tiny(mnist, runs=[{"name": "a", "learning_rate": 0.1, **run}]))
+
+    refused("threshold", {"rule": "tiki_taka", "tiki_taka": {"version": 2, "threshold": 0.5}})
+    refused("device_c", {"rule": "tiki_taka", "tiki_taka": {"device_c": {"kind": "constant_step"}}})
+    refused("tiki_taka settings are given but rule is 'mbgd'", {"rule": "mbgd", "tiki_taka": {"version": 1}})
+    refused(r"states", {"rule": "mbgd", "states": 1})
+    refused(r"device.*'memristor'", {"rule": "mbgd", "device": "memristor"})

@@ -10,7 +10,12 @@ tiles, so what differs between rows is the update alone. Each entry of ``task.ru
   batch-mean gradient, rounding ``nearest`` (RN) or ``stochastic`` (SR); ``batch_size: 1`` is plain SGD;
 - ``rule: pulse_train``: stochastic pulse-train updates of bit length ``bl``, one per image;
 - ``rule: low_rank``: the batch gradient's rank-k approximation (``low_rank``: streaming batch PCA or NMF)
-  transferred as one pulse-count matrix (rank-sum) or one per component (rank-seq).
+  transferred as one pulse-count matrix (rank-sum) or one per component (rank-seq);
+- ``rule: tiki_taka``: :class:`~inmaterio.crossbars.tiki_taka.TikiTaka` (``tiki_taka``: version 1 or 2 and
+  its transfer settings); the fast array ``A`` uses the run's device zero-shifted, ``C`` the device itself.
+
+A run may use its own device (``device``) and set its number of states (``states``: ``dw_min`` becomes
+``(w_max - w_min) / states``), e.g. for a sweep over the number of states.
 
 Images are cropped to their central ``task.crop`` x ``task.crop`` pixels (20: the 400-input network of
 Zhao et al. 2021) with pixels in [0, 1]. Every (run, seed) trains with
@@ -27,12 +32,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from inmaterio.config import StrictModel
+from inmaterio.config import StrictModel, validate_config
 from inmaterio.crossbars.low_rank import LowRankConfig
 from inmaterio.crossbars.pulsed import PRESETS, PulsedDevice, preset, validate_device
+from inmaterio.crossbars.tiki_taka import TikiTakaConfig
 from inmaterio.runs import RunFolder
 from inmaterio.studies.common import StudyBackends
 from inmaterio.studies.mnist import MnistData
@@ -42,6 +48,18 @@ from inmaterio.tasks.registry import FinishedRun, RunnableConfig
 __all__ = ["PulsedRun", "PulsedMnistTask", "PulsedMnistConfig", "prepare_pulsed_mnist", "run_pulsed_mnist", "report_pulsed_mnist"]
 
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _check_device(device: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(device, str) and device not in PRESETS:
+        raise ValueError(f"device must be a preset ({', '.join(PRESETS)}) or a device mapping, got {device!r}")
+    if isinstance(device, dict):
+        validate_device(device, source="device")
+    return device
+
+
+def _as_device(device: str | dict[str, Any]) -> PulsedDevice:
+    return preset(device) if isinstance(device, str) else validate_device(device, source="device")
 
 
 class PulsedRun(StrictModel):
@@ -56,10 +74,14 @@ class PulsedRun(StrictModel):
     bl : bit length of ``pulse_train`` (1 .. 1000).
     epochs : this run's epochs (>= 1); null: the task's.
     low_rank : the decomposition of ``rule: low_rank`` (method, rank, transfer, ...).
+    tiki_taka : the settings of ``rule: tiki_taka`` (those of :class:`~inmaterio.crossbars.tiki_taka.TikiTakaConfig`
+        but its two devices; ``bl`` is the gradient's bit length).
+    device : this run's pulsed device (a preset name or a mapping); null: the task's.
+    states : this run's number of states (> 1): ``dw_min = (w_max - w_min) / states``; null: the device's own.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)
-    rule: Literal["digital", "mbgd", "pulse_train", "low_rank"]
+    rule: Literal["digital", "mbgd", "pulse_train", "low_rank", "tiki_taka"]
     batch_size: int = Field(1, ge=1)
     learning_rate: float = Field(gt=0, le=1e3)
     rounding: Literal["nearest", "stochastic"] = "stochastic"
@@ -67,17 +89,56 @@ class PulsedRun(StrictModel):
     bl: int = Field(10, ge=1, le=1000)
     epochs: int | None = Field(None, ge=1, le=10_000)
     low_rank: LowRankConfig = LowRankConfig()
+    tiki_taka: dict[str, Any] = Field(default_factory=dict)
+    device: str | dict[str, Any] | None = None
+    states: float | None = Field(None, gt=1, le=1e7)
+
+    @field_validator("device")
+    @classmethod
+    def _known_run_device(cls, device: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        return device if device is None else _check_device(device)
+
+    @model_validator(mode="after")
+    def _tiki_taka_settings(self) -> PulsedRun:
+        if self.tiki_taka and self.rule != "tiki_taka":
+            raise ValueError(f"tiki_taka settings are given but rule is {self.rule!r}")
+        if self.rule == "tiki_taka":
+            self.tiki_taka_config(preset("idealized"))  # the settings validate (names the field)
+        return self
+
+    def pulsed_device(self, task_device: str | dict[str, Any]) -> PulsedDevice:
+        """The device of this run: its own or the task's, with ``states`` applied."""
+        device = _as_device(self.device if self.device is not None else task_device)
+        if self.states is not None:
+            device = validate_device({**device.model_dump(), "dw_min": (device.w_max - device.w_min) / self.states})
+        return device
+
+    def tiki_taka_config(self, device: PulsedDevice) -> TikiTakaConfig:
+        """The Tiki-Taka config of this run on ``device`` (A zero-shifted)."""
+        settings = {"pulse_train": {"bl": self.bl}, **self.tiki_taka}
+        for name in ("device_a", "device_c"):
+            if name in settings:
+                raise ValueError(f"tiki_taka.{name} is set by the run's device; remove it")
+        shifted = validate_device({**device.model_dump(), "reference": "zero_shift"})
+        return validate_config(TikiTakaConfig, {**settings, "device_a": shifted.model_dump(), "device_c": device.model_dump()},
+                               source="tiki_taka")  # fmt: skip
 
     def describe(self) -> str:
         if self.rule == "digital":
             return f"digital SGD, B = {self.batch_size}"
         if self.rule == "pulse_train":
             return f"pulse trains, BL = {self.bl}, B = {self.batch_size}"
+        if self.rule == "tiki_taka":
+            version = self.tiki_taka.get("version", 2)
+            hyst = " hysteretic" if self.tiki_taka.get("hysteresis", 0) else ""
+            states = "" if self.states is None else f", {self.states:g} states"
+            return f"TTv{version}{hyst}, BL = {self.bl}{states}"
         if self.rule == "low_rank":
             method = "SBPCA" if self.low_rank.method == "sbpca" else "NMF"
             return f"{method} rank-{self.low_rank.transfer} k = {self.low_rank.rank}, B = {self.batch_size}, {'SR' if self.rounding == 'stochastic' else 'RN'}"
         kind = "SGD" if self.batch_size == 1 else f"MBGD B = {self.batch_size}"
-        return f"{kind}, {'SR' if self.rounding == 'stochastic' else 'RN'}"
+        states = "" if self.states is None else f", {self.states:g} states"
+        return f"{kind}, {'SR' if self.rounding == 'stochastic' else 'RN'}{states}"
 
 
 class PulsedMnistTask(StrictModel):
@@ -113,11 +174,7 @@ class PulsedMnistTask(StrictModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str | dict[str, Any]) -> str | dict[str, Any]:
-        if isinstance(device, str) and device not in PRESETS:
-            raise ValueError(f"device must be a preset ({', '.join(PRESETS)}) or a device mapping, got {device!r}")
-        if isinstance(device, dict):
-            validate_device(device, source="task.device")
-        return device
+        return _check_device(device)
 
     @field_validator("runs")
     @classmethod
@@ -129,7 +186,7 @@ class PulsedMnistTask(StrictModel):
         return runs
 
     def pulsed_device(self) -> PulsedDevice:
-        return preset(self.device) if isinstance(self.device, str) else validate_device(self.device, source="task.device")
+        return _as_device(self.device)
 
 
 class PulsedMnistConfig(RunnableConfig):
@@ -190,6 +247,7 @@ def prepare_pulsed_mnist(config: PulsedMnistConfig) -> StudyBackends:
 def _train_one(config: PulsedMnistConfig, spec: PulsedRun, seed: int, run: RunFolder, splits, progress: bool) -> dict[str, Any]:
     """Train ``spec`` from ``seed`` (or read a finished training back); its test accuracy and history."""
     from inmaterio.crossbars.analog_sgd import AnalogSGD
+    from inmaterio.crossbars.tiki_taka import TikiTaka
     from inmaterio.random_streams import stream_seed
     from inmaterio.training.gd import GDConfig, read_checkpoint, train_gd
     from inmaterio.training.losses import cross_entropy
@@ -198,18 +256,22 @@ def _train_one(config: PulsedMnistConfig, spec: PulsedRun, seed: int, run: RunFo
     task = config.task
     model = build_network(task, seed)
     x_train, y_train = splits.x_train[: task.train_size], splits.y_train[: task.train_size]
+    device = spec.pulsed_device(task.device)
+    pulse_seed = stream_seed(seed, "pulses", spec.name)
     if spec.rule == "digital":
         optimizer = None
+    elif spec.rule == "tiki_taka":
+        tiki_taka = spec.tiki_taka_config(device)
+        optimizer = lambda params: TikiTaka(model, tiki_taka, spec.learning_rate, seed=pulse_seed)  # noqa: E731
     else:
         settings = {
-            "device": task.pulsed_device().model_dump(),
+            "device": device.model_dump(),
             "rule": spec.rule,
             "rounding": spec.rounding,
             "max_pulses": spec.max_pulses,
             "pulse_train": {"bl": spec.bl},
             "low_rank": spec.low_rank.model_dump(),
         }
-        pulse_seed = stream_seed(seed, "pulses", spec.name)
         optimizer = lambda params: AnalogSGD(model, settings, spec.learning_rate, seed=pulse_seed)  # noqa: E731
     gd = GDConfig(
         optimizer="sgd", learning_rate=spec.learning_rate, epochs=spec.epochs or task.epochs, batch_size=spec.batch_size,
@@ -219,7 +281,7 @@ def _train_one(config: PulsedMnistConfig, spec: PulsedRun, seed: int, run: RunFo
     train_gd(
         model, cross_entropy, x_train, y_train, gd, optimizer=optimizer, validation=(splits.x_val, splits.y_val),
         metrics={"val_accuracy": lambda out, y: float(accuracy(out, y))}, directory=directory,
-        identity={"run": spec.model_dump(mode="json"), "device": task.pulsed_device().model_dump(mode="json")},
+        identity={"run": spec.model_dump(mode="json"), "device": device.model_dump(mode="json")},
         progress=progress,
     )  # fmt: skip
     saved = read_checkpoint(directory)
@@ -260,6 +322,8 @@ def run_pulsed_mnist(config: PulsedMnistConfig, run: RunFolder, *, progress: boo
             "last_epoch_val_accuracy": float(last_val.mean()), "per_seed": per_seed,
         })  # fmt: skip
     _figure(run, task, results)
+    if any(spec.states is not None for spec in task.runs):
+        _states_figure(run, task, results)
     device = task.pulsed_device()
     metrics = {
         "study": "pulsed_mnist",
@@ -312,6 +376,31 @@ def _figure(run: RunFolder, task: PulsedMnistTask, results: list[dict[str, Any]]
     save_figure(fig, run.file("accuracy_vs_epoch.png"))
 
 
+def _states_figure(run: RunFolder, task: PulsedMnistTask, results: list[dict[str, Any]]) -> None:
+    """``error_vs_states.png``: test error (mean ± std over seeds) against the number of states, one line per update."""
+    from matplotlib.figure import Figure
+
+    from inmaterio.plots import save_figure
+
+    families: dict[str, list[tuple[float, float, float]]] = {}
+    for spec, r in zip(task.runs, results):
+        if spec.states is not None:
+            label = spec.model_copy(update={"states": None}).describe()
+            error = 100 * (1 - r["test_accuracy"]["mean"])
+            families.setdefault(label, []).append((spec.states, error, 100 * r["test_accuracy"]["std"]))
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for label, points in families.items():
+        states, error, std = (np.array(v) for v in zip(*sorted(points)))
+        ax.errorbar(states, error, yerr=std, marker="o", ms=4, capsize=2, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="device states (w_max - w_min) / dw_min", ylabel="test error / %", title="test error vs number of states")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, run.file("error_vs_states.png"))
+
+
 def report_pulsed_mnist(runs: list[FinishedRun]) -> str:
     """Markdown: each run's table with its settings and figure."""
     from inmaterio.tasks.report import markdown_table
@@ -326,5 +415,6 @@ def report_pulsed_mnist(runs: list[FinishedRun]) -> str:
             f"periphery. {run.record.get('wall_s', 0.0) / 60:.1f} min wall; `inmaterio run {run.path / 'config.yaml'} --out {run.path}`.\n\n"
             + markdown_table(table["columns"], table["rows"])
             + f"\n\n![validation accuracy per epoch]({run.path / 'accuracy_vs_epoch.png'})"
+            + (f"\n\n![test error vs states]({run.path / 'error_vs_states.png'})" if (run.path / "error_vs_states.png").exists() else "")
         )  # fmt: skip
     return "\n\n".join(sections)
