@@ -49,7 +49,13 @@ def test_the_examples_validate():
     states = load_run_config(EXAMPLES / "pulsed_mnist" / "ttv2_states.yaml")
     assert states.task.hidden == (256, 128) and states.task.crop == 28
     assert sorted({r.states for r in states.task.runs if r.states}) == [15, 30, 100, 300, 1200]
-    assert {r.describe().split(",")[0] for r in states.task.runs} == {"digital SGD", "pulse trains", "TTv1", "TTv2", "TTv2 hysteretic"}
+    assert {r.describe().split(",")[0] for r in states.task.runs} == {
+        "digital SGD",
+        "pulse trains",
+        "TTv1",
+        "TTv2",
+        "TTv2 hysteretic",
+    }
 
 
 def test_crop_keeps_the_central_pixels():
