@@ -246,7 +246,7 @@ def run_weight_extraction(
 
 
 def _table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    columns = ["periphery", "|w| <=", "method", "reads", "error std (mean ± sd over seeds)", "σ√(3/n) of the output noise",
+    columns = ["periphery", "weights within ±", "method", "reads", "error std (mean ± sd over seeds)", "σ√(3/n) of the output noise",
                "predicted with converters", "ideal outputs past the ADC bound"]  # fmt: skip
     rows = []
     for r in results:
