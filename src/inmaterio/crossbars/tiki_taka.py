@@ -98,17 +98,14 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from inmaterio.config import StrictModel, validate_config
-from inmaterio.crossbars.analog_sgd import pulse_block
 from inmaterio.crossbars.extraction import MatVecAccumulator
-from inmaterio.crossbars.layers import analog_tiles
 from inmaterio.crossbars.pulsed import PulsedArray, PulsedDevice, read_weights, sample_devices
 from inmaterio.crossbars.tile import AnalogTile, IOConfig, _read
+from inmaterio.crossbars.tile_optimizer import ARRAY_FIELDS, TileOptimizer, pulse_block
 from inmaterio.crossbars.updates import PulseTrainConfig, pulse_train_block
 from inmaterio.errors import ConfigError
 
 __all__ = ["TikiTakaConfig", "TikiTaka"]
-
-_ARRAY_FIELDS = ("w_min", "w_max", "dw_up", "dw_down", "reference")
 
 
 class TikiTakaConfig(StrictModel):
@@ -167,7 +164,7 @@ def _derived_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]) & (2**63 - 1)
 
 
-class TikiTaka(torch.optim.Optimizer):
+class TikiTaka(TileOptimizer):
     """Tiki-Taka v1/v2 over a model's analog tiles (module docstring); the other parameters take SGD steps.
 
     Parameters
@@ -189,31 +186,19 @@ class TikiTaka(torch.optim.Optimizer):
             config = validate_config(TikiTakaConfig, dict(config), source="TikiTaka config")
         if not isinstance(config, TikiTakaConfig):
             raise ConfigError(f"config must be a TikiTakaConfig or a mapping, got {type(config).__name__}")
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0 or lr == float("inf"):
-            raise ConfigError(f"TikiTaka lr = {lr!r} must be a finite number > 0")
-        tiles = list(analog_tiles(model))
-        if not tiles:
-            raise ConfigError("TikiTaka needs a model with analog tiles (convert_to_analog or Analog* layers)")
+        super().__init__(model, lr, seed, "TikiTaka")
         self.config = config
-        self.tiles = tiles
-        tile_weights = {id(t.weight) for t in tiles}
-        digital = [p for p in model.parameters() if p.requires_grad and id(p) not in tile_weights]
-        groups: list[dict[str, Any]] = [{"params": [t.weight for t in tiles], "analog": True}]
-        if digital:
-            groups.append({"params": digital, "analog": False})
-        super().__init__(groups, {"lr": float(lr)})
-        self.generator = torch.Generator(device=tiles[0].weight.device).manual_seed(seed)
         draw_a = torch.Generator().manual_seed(seed)
         draw_c = torch.Generator().manual_seed(_derived_seed(seed, 1))
         self._averages: list[MatVecAccumulator | None] = []
-        for tile in tiles:
+        for tile in self.tiles:
             w = tile.weight
             shape, factory = tuple(w.shape), {"dtype": w.dtype, "device": w.device}
             a = sample_devices(config.device_a, shape, draw_a, **factory)
             c = sample_devices(config.device_c, shape, draw_c, **factory)
             state = self.state[w]
-            state.update({f"a_{name}": getattr(a, name) for name in _ARRAY_FIELDS})
-            state.update({f"c_{name}": getattr(c, name) for name in _ARRAY_FIELDS})
+            state.update({f"a_{name}": getattr(a, name) for name in ARRAY_FIELDS})
+            state.update({f"c_{name}": getattr(c, name) for name in ARRAY_FIELDS})
             state["a_states"] = a.reference.clone()  # read 0
             state["c_states"] = torch.maximum(torch.minimum(w.detach() + c.reference, c.w_max), c.w_min)
             state["rows_seen"] = 0
@@ -231,7 +216,7 @@ class TikiTaka(torch.optim.Optimizer):
     def _array(self, weight: torch.Tensor, which: str) -> PulsedArray:
         device = self.config.device_a if which == "a" else self.config.device_c
         state = self.state[weight]
-        return PulsedArray(device, *(state[f"{which}_{name}"] for name in _ARRAY_FIELDS))
+        return PulsedArray(device, *(state[f"{which}_{name}"] for name in ARRAY_FIELDS))
 
     def _network_weight(self, weight: torch.Tensor) -> torch.Tensor:
         state = self.state[weight]
@@ -257,12 +242,6 @@ class TikiTaka(torch.optim.Optimizer):
         return int(self.state[self.tiles[tile_index].weight]["rows_seen"])
 
     # ---------------------------------------------------------------------------------------------- update
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the gradients and the rows the tiles recorded for the update."""
-        super().zero_grad(set_to_none=set_to_none)
-        for tile in self.tiles:
-            tile.update_rows.clear()
 
     def _read_column(self, a_array: PulsedArray, a_states: torch.Tensor, j: int) -> torch.Tensor:
         """``v = A e_j (out,)`` through ``transfer_io`` (noise from the optimizer's generator).
@@ -340,26 +319,13 @@ class TikiTaka(torch.optim.Optimizer):
         y, _, _ = _read(x, c, tile.config.io, w_scale, self.generator, masks=False)
         acc.add(x, y)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
-        """One update: every recorded row pulses A (and transfers to C when due); SGD on the digital parameters."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr = group["lr"]
-            if not group["analog"]:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.add_(p.grad, alpha=-lr)
-                continue
-            for index, tile in enumerate(self.tiles):
-                self._update_tile(tile, lr)
-                if self.config.average_reads:
-                    self._add_average_reads(index)
-                tile.weight.copy_(self._network_weight(tile.weight))
-        return loss
+    def update_tiles(self, lr: float) -> None:
+        """Every recorded row pulses A (and transfers to C when due); the averaging reads, if any."""
+        for index, tile in enumerate(self.tiles):
+            self._update_tile(tile, lr)
+            if self.config.average_reads:
+                self._add_average_reads(index)
+            tile.weight.copy_(self._network_weight(tile.weight))
 
     # ---------------------------------------------------------------------------------------------- read-out
 
@@ -420,7 +386,6 @@ class TikiTaka(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's optimizer state (devices, states, H, counters per tile) plus the generator and the averaging sums."""
         out = super().state_dict()
-        out["generator"] = self.generator.get_state()
         out["averages"] = [
             None if acc is None else {"m_xx": acc.m_xx.clone(), "m_yx": acc.m_yx.clone(), "n_reads": acc.n_reads}
             for acc in self._averages
@@ -430,14 +395,12 @@ class TikiTaka(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (the tiles' weights are set to the restored network weights)."""
         state_dict = dict(state_dict)
-        generator = state_dict.pop("generator", None)
         averages = state_dict.pop("averages", None)
-        if generator is None or averages is None:
+        if averages is None or "generator" not in state_dict:
             raise ValueError("this is not a TikiTaka state (no 'generator' / 'averages' entry)")
         if len(averages) != len(self.tiles):
             raise ValueError(f"the state holds {len(averages)} tiles, this optimizer has {len(self.tiles)}")
         super().load_state_dict(state_dict)
-        self.generator.set_state(generator)
         restored: list[MatVecAccumulator | None] = []
         for tile, saved in zip(self.tiles, averages):
             if not self.config.average_reads:
