@@ -4,7 +4,8 @@ Mini-batches of the whole circuit are solved at once (free and nudged phases
 batched). The gradient estimate of each batch goes to the ``.grad`` of the
 model's normalised parameters (:func:`~inmaterio.circuits.ep.ep_gradients`);
 a ``torch.optim`` optimiser chosen by :class:`EPTrainConfig` (Adam, SGD with
-momentum, SGD) takes the step, and :meth:`~inmaterio.circuits.graph.Model.constrain`
+momentum, SGD, or pulses on simulated devices:
+:class:`~inmaterio.circuits.pulsed.PulsedDeviceOptimizer`) takes the step, and :meth:`~inmaterio.circuits.graph.Model.constrain`
 keeps every parameter inside its bounds. An optional LR scheduler steps
 after every epoch.
 
@@ -30,11 +31,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_serializer, model_validator
 
 from inmaterio.checkpoints import CheckpointWriter, history_of
 from inmaterio.circuits.ep import LossFn, check_targets, ep_gradients, output_loss, readout
 from inmaterio.circuits.graph import Model
+from inmaterio.circuits.pulsed import PulsedDeviceOptimizer, PulsedOptimizerConfig
 from inmaterio.circuits.solve.native import SolverOptions
 from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError, ModelFileError
@@ -61,7 +63,9 @@ class EPTrainConfig(StrictModel):
         variant: "symmetric", "one-sided" or "random-sign".
         optimizer: "adam" (``torch.optim.Adam`` with ``betas``), "momentum"
             (``torch.optim.SGD`` with ``momentum``) or "sgd" (``torch.optim.SGD``),
-            on the normalised parameters: ``lr`` is relative to each parameter's bound width.
+            on the normalised parameters: ``lr`` is relative to each parameter's bound width; or
+            "pulsed": every parameter element a pulsed device updated by pulses
+            (:class:`~inmaterio.circuits.pulsed.PulsedDeviceOptimizer`, settings in ``pulsed``, seeded by ``seed``).
         lr: learning rate (> 0).
         momentum: heavy-ball momentum of "momentum", in [0, 1).
         betas: Adam's decay rates, each in [0, 1).
@@ -69,14 +73,16 @@ class EPTrainConfig(StrictModel):
         readout: "direct" or "differential" (see :func:`~inmaterio.circuits.ep.readout`).
         target_v: MSE target score (V) of the true class (``-target_v`` for the others).
         scale_per_v: logits per volt for cross-entropy.
-        seed: seeds the shuffling (and the sign of random-sign EP).
+        seed: seeds the shuffling (and the sign of random-sign EP; and the devices and pulses of "pulsed").
+        pulsed: the device and update rule of ``optimizer: pulsed`` (given with it and only with it;
+            left out of the dumped config when absent, so other configs dump as before).
     """
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     beta: float = Field(1e-7, gt=0)
     variant: Literal["symmetric", "one-sided", "random-sign"] = "symmetric"
-    optimizer: Literal["adam", "momentum", "sgd"] = "adam"
+    optimizer: Literal["adam", "momentum", "sgd", "pulsed"] = "adam"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     betas: tuple[_Beta, _Beta] = (0.9, 0.999)
@@ -85,6 +91,22 @@ class EPTrainConfig(StrictModel):
     target_v: float = Field(0.1, gt=0)
     scale_per_v: float = Field(10.0, gt=0)
     seed: int = 0
+    pulsed: PulsedOptimizerConfig | None = None
+
+    @model_validator(mode="after")
+    def _pulsed_with_its_settings(self) -> EPTrainConfig:
+        if self.optimizer == "pulsed" and self.pulsed is None:
+            raise ValueError("optimizer 'pulsed' needs the 'pulsed' settings (device, rule, ...)")
+        if self.optimizer != "pulsed" and self.pulsed is not None:
+            raise ValueError(f"'pulsed' settings are given but optimizer is {self.optimizer!r}; use optimizer: pulsed")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_absent_pulsed(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if self.pulsed is None:
+            data.pop("pulsed", None)
+        return data
 
     def loss_fn(self) -> LossFn:
         """The per-sample loss of the output voltages."""
@@ -96,6 +118,8 @@ class EPTrainConfig(StrictModel):
             return torch.optim.Adam(parameters, lr=self.lr, betas=self.betas, fused=True)
         if self.optimizer == "momentum":
             return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
+        if self.optimizer == "pulsed":
+            return PulsedDeviceOptimizer(parameters, self.pulsed, lr=self.lr, seed=self.seed)
         return torch.optim.SGD(parameters, lr=self.lr)
 
 

@@ -204,6 +204,14 @@ TASKS: dict[str, Task] = {
             example="pulsed_mnist.yaml",
         ),
         _task(
+            "ep_asymmetric",
+            "inmaterio.studies.ep_asymmetric",
+            "EP circuits on asymmetric pulsed devices: accuracy vs device states, plain pulsed SGD vs SHD",
+            config="EPAsymmetricConfig",
+            prepare=False,
+            example="ep_asymmetric.yaml",
+        ),
+        _task(
             "ep_mnist",
             "inmaterio.studies.ep_mnist",
             "MNIST with an analog 784x2-100-10 network trained with EP",
