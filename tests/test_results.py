@@ -6,7 +6,17 @@ from pathlib import Path
 from inmaterio.tasks.report import build_report
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-FOLDERS = ["capacity_study", "mnist_10dnpu", "ep_learning", "ep_mnist", "rings_study", "crossbar_inference", "weight_extraction", "shd_toy"]
+FOLDERS = [
+    "capacity_study",
+    "mnist_10dnpu",
+    "ep_learning",
+    "ep_mnist",
+    "rings_study",
+    "crossbar_inference",
+    "weight_extraction",
+    "shd_toy",
+    "ep_asymmetric",
+]
 
 
 def test_results_readme_is_rebuilt_from_the_run_folders(monkeypatch):
