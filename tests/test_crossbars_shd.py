@@ -10,7 +10,8 @@ import torch
 
 from inmaterio.config import validate_config
 from inmaterio.crossbars.pulsed import ConstantStepDevice, SoftBoundsDevice, read_weights, sample_devices, symmetry_point
-from inmaterio.crossbars.shd import PulsedSGDConfig, SHDConfig, kinetic_energy, pulse_counts, sgd_step, shd_step
+from inmaterio.crossbars.shd import PulsedSGDConfig, SHDConfig, kinetic_energy, sgd_step, shd_step
+from inmaterio.crossbars.updates import quantized_counts
 from inmaterio.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,15 +50,15 @@ def test_bad_configs_name_the_field(cls, data, field):
 def test_stochastic_rounding_is_unbiased_and_nearest_rounds_and_counts_are_clipped():
     g = torch.Generator().manual_seed(1)
     change = torch.full((200_000,), 0.3 * 0.01, dtype=F64)
-    n = pulse_counts(change, 0.01, "stochastic", g, 100)
+    n = quantized_counts(change, 0.01, "stochastic", g, 100)
     assert n.dtype == torch.int64 and set(n.unique().tolist()) == {0, 1}
     assert abs(n.double().mean().item() - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n.numel())
-    neg = pulse_counts(-change * 11, 0.01, "stochastic", g, 100)  # -3.3 dw_min: -3 or -4, mean -3.3
+    neg = quantized_counts(-change * 11, 0.01, "stochastic", g, 100)  # -3.3 dw_min: -3 or -4, mean -3.3
     assert set(neg.unique().tolist()) == {-4, -3} and abs(neg.double().mean().item() + 3.3) < 0.01
-    assert pulse_counts(torch.tensor([0.3, 0.6, -1.5, -2.5]) * 0.01, 0.01, "nearest", g, 100).tolist() == [0, 1, -2, -2]
-    assert pulse_counts(torch.tensor([5.0, -5.0]), 0.01, "nearest", g, 7).tolist() == [7, -7]
+    assert quantized_counts(torch.tensor([0.3, 0.6, -1.5, -2.5]) * 0.01, 0.01, "nearest", g, 100).tolist() == [0, 1, -2, -2]
+    assert quantized_counts(torch.tensor([5.0, -5.0]), 0.01, "nearest", g, 7).tolist() == [7, -7]
     with pytest.raises(ValueError, match="NaN"):
-        pulse_counts(torch.tensor([float("nan")]), 0.01, "nearest", g, 7)
+        quantized_counts(torch.tensor([float("nan")]), 0.01, "nearest", g, 7)
 
 
 # --------------------------------------------------------------------------------------------------

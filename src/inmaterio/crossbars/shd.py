@@ -68,8 +68,9 @@ from pydantic import Field
 
 from inmaterio.config import StrictModel
 from inmaterio.crossbars.pulsed import PulsedArray, pulse, read_weights
+from inmaterio.crossbars.updates import quantized_counts
 
-__all__ = ["Rounding", "PulsedSGDConfig", "SHDConfig", "pulse_counts", "sgd_step", "shd_step", "kinetic_energy"]
+__all__ = ["Rounding", "PulsedSGDConfig", "SHDConfig", "sgd_step", "shd_step", "kinetic_energy"]
 
 Rounding = Literal["stochastic", "nearest"]
 """How a desired change in units of ``dw_min`` becomes a pulse count."""
@@ -103,32 +104,6 @@ class SHDConfig(StrictModel):
     max_pulses: int = Field(1000, ge=1, le=1_000_000)
 
 
-def pulse_counts(
-    change: torch.Tensor, dw_min: float, rounding: Rounding, generator: torch.Generator, max_pulses: int
-) -> torch.Tensor:
-    """Signed pulse counts (int64, the shape of ``change``) of desired changes ``change`` (weight units).
-
-    n = Q(change / dw_min) clipped to [-max_pulses, max_pulses]; ``stochastic`` rounding draws one
-    uniform per element from ``generator`` (on its device, in change's dtype), ``nearest`` draws nothing.
-    """
-    if not isinstance(change, torch.Tensor) or not change.is_floating_point():
-        raise ValueError(f"change must be a floating-point tensor, got {type(change).__name__}")
-    if not dw_min > 0:
-        raise ValueError(f"dw_min must be > 0, got {dw_min}")
-    if rounding not in ("stochastic", "nearest"):
-        raise ValueError(f"rounding must be 'stochastic' or 'nearest', got {rounding!r}")
-    if not torch.isfinite(change).all():
-        raise ValueError("change holds NaN or infinite values")
-    u = change / dw_min
-    if rounding == "nearest":
-        n = torch.round(u)
-    else:
-        low = torch.floor(u)
-        draw = torch.rand(u.shape, generator=generator, device=generator.device, dtype=u.dtype).to(u.device)
-        n = low + (draw < (u - low)).to(u.dtype)
-    return n.clamp_(-max_pulses, max_pulses).to(torch.int64)
-
-
 def sgd_step(
     array: PulsedArray, w: torch.Tensor, grad: torch.Tensor, config: PulsedSGDConfig, generator: torch.Generator
 ) -> torch.Tensor:
@@ -138,7 +113,7 @@ def sgd_step(
     ``generator`` draws the rounding, then the pulses' cycle-to-cycle noise.
     """
     _check_same_shape(w, grad=grad)
-    n = pulse_counts(-config.lr * grad, array.config.dw_min, config.rounding, generator, config.max_pulses)
+    n = quantized_counts(-config.lr * grad, array.config.dw_min, config.rounding, generator, config.max_pulses)
     return pulse(array, w, n, generator)
 
 
@@ -163,9 +138,9 @@ def shd_step(
     generator : draws, in order, A's rounding, A's pulse noise, C's rounding, C's pulse noise.
     """
     _check_same_shape(a, c=c, grad=grad)
-    n_a = pulse_counts(-config.lr_a * grad, a_array.config.dw_min, config.rounding, generator, config.max_pulses)
+    n_a = quantized_counts(-config.lr_a * grad, a_array.config.dw_min, config.rounding, generator, config.max_pulses)
     a = pulse(a_array, a, n_a, generator)
-    n_c = pulse_counts(
+    n_c = quantized_counts(
         config.lr_c * read_weights(a_array, a), c_array.config.dw_min, config.rounding, generator, config.max_pulses
     )
     c = pulse(c_array, c, n_c, generator)
