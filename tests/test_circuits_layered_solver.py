@@ -331,3 +331,34 @@ def test_bad_inputs_name_the_value():
         solve_layered(x, net, biases)
     with pytest.raises(VoltageError, match=r"v_init of layer 2 must have shape \(5, 3\)"):
         solve_layered(x, net, v_init=[torch.zeros(5, 5), torch.zeros(5, 2)])
+
+
+def test_fixed_sweeps_reused_drive_and_unchecked_network_give_the_same_state():
+    weights, biases, boxes, x, y = random_network(11, [6, 8, 7, 3], "split")
+    net = LayeredNetwork(weights, biases, boxes)
+    reference = solve_layered(x, net, tol_v=1e-300, max_sweeps=5, check=False)
+    fixed = solve_layered(x, net, tol_v=0.0, max_sweeps=5, check=False, kkt=False)
+    assert fixed.sweeps == 5 and math.isnan(fixed.max_residual_a)
+    assert fixed.max_change_v == pytest.approx(reference.max_change_v, rel=1e-12)
+    torch.testing.assert_close(flat(fixed.voltages_v), flat(reference.voltages_v), rtol=0, atol=0)
+    torch.testing.assert_close(fixed.input_drive_a, x @ weights[0].T, rtol=1e-15, atol=1e-15)
+    # the nudged phase from the free one, with the free phase's input drive: the same steady state
+    free = solve_layered(x, net, tol_v=1e-13)
+    again = solve_layered(x, net, beta=0.2, target=y, tol_v=1e-13, v_init=free.voltages_v, input_drive_a=free.input_drive_a)
+    fresh = solve_layered(x, net, beta=0.2, target=y, tol_v=1e-13)
+    torch.testing.assert_close(flat(again.voltages_v), flat(fresh.voltages_v), rtol=0, atol=1e-11)
+    lows, highs = zip(*boxes[:-1], (torch.full((3,), -math.inf, dtype=F64), torch.full((3,), math.inf, dtype=F64)))
+    fast = LayeredNetwork.unchecked(weights, biases, lows, highs)
+    for a, b in zip(fast.degree_s, net.degree_s):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(flat(solve_layered(x, fast, tol_v=1e-13).voltages_v), flat(free.voltages_v), rtol=0, atol=0)
+    with pytest.raises(VoltageError, match="input_drive_a must have shape"):
+        solve_layered(x, net, input_drive_a=torch.zeros(2, 8, dtype=F64))
+
+
+def test_a_nan_stops_the_sweeps_at_once():
+    weights, biases, boxes, x, _ = random_network(12, [4, 5, 3], "split")
+    weights[0][1, 1] = math.nan
+    lows, highs = zip(*boxes[:-1], (torch.full((3,), -math.inf, dtype=F64), torch.full((3,), math.inf, dtype=F64)))
+    sol = solve_layered(x, LayeredNetwork.unchecked(weights, biases, lows, highs), max_sweeps=100_000, check=False)
+    assert sol.sweeps == 1 and not sol.converged

@@ -19,11 +19,15 @@ it: :func:`ep_gradients` fills ``.grad``, ``optimizer.step()`` moves, and
 
 Layers: :mod:`.layers`; the model and its parameters: :mod:`.graph`; the
 compiled circuit: :mod:`.netlist`; solvers: :mod:`.solve` (native batched
-Newton, ngspice); EP: :mod:`.ep`; training: :mod:`.fit`; mixed-signal
+Newton, the layered ideal-diode solver, ngspice); EP: :mod:`.ep`; deep resistive
+networks with ideal diodes (EP and exact gradients on the layered solver):
+:mod:`.drn` and :mod:`.drn_training`; training: :mod:`.fit`; mixed-signal
 models: :mod:`.mixed`; parameter files: :mod:`.io`; ready-made tasks:
 :mod:`.examples`.
 """
 
+from inmaterio.circuits.drn import DeepResistiveNetwork, SolveSettings, drn_ep_gradients, drn_implicit_gradients
+from inmaterio.circuits.drn_training import DRNTrainConfig, fit_drn
 from inmaterio.circuits.elements import PiecewiseLinearDiode, ShockleyDiode, TwoTerminal
 from inmaterio.circuits.ep import VARIANTS, EPResult, ep_gradients, implicit_gradients, output_loss, readout
 from inmaterio.circuits.fit import FIT_KIND, EPTrainConfig, evaluate, fit
@@ -41,6 +45,8 @@ __all__ = [
     "Circuit",
     "Concatenate",
     "DCSolution",
+    "DRNTrainConfig",
+    "DeepResistiveNetwork",
     "Dense",
     "DiodeGroup",
     "Diodes",
@@ -52,11 +58,15 @@ __all__ = [
     "Nodes",
     "PiecewiseLinearDiode",
     "ShockleyDiode",
+    "SolveSettings",
     "SolverOptions",
     "TwoTerminal",
+    "drn_ep_gradients",
+    "drn_implicit_gradients",
     "ep_gradients",
     "evaluate",
     "fit",
+    "fit_drn",
     "implicit_gradients",
     "kcl_currents",
     "output_loss",

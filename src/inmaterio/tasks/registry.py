@@ -218,6 +218,13 @@ TASKS: dict[str, Task] = {
             config="EPMnistConfig",
             example="ep_mnist.yaml",
         ),
+        _task(
+            "drn_mnist",
+            "inmaterio.studies.drn_mnist",
+            "MNIST with deep resistive networks (ideal diodes) trained by EP and by exact gradients (Scellier 2024)",
+            config="DRNMnistConfig",
+            example="drn_mnist.yaml",
+        ),
     )
 }
 """Every task ``inmaterio run`` knows, by ``task.type``."""

@@ -266,6 +266,24 @@ class LayeredNetwork:
                     f"node {i} of layer {k} has no conductance to any neighbour (total {d[i].item():.6g} S): its voltage is undefined"
                 )
 
+    @classmethod
+    def unchecked(cls, weights_s: Sequence[torch.Tensor], biases_a: Sequence[torch.Tensor],
+                  lower_v: Sequence[torch.Tensor], upper_v: Sequence[torch.Tensor]) -> LayeredNetwork:  # fmt: skip
+        """A network from tensors already of one dtype and device, without validation.
+
+        For callers that keep the invariants themselves (conductances finite and ``>= 0``, every node
+        connected, ``lo <= hi``) and solve many times per second; a violated invariant shows up as NaN or
+        infinite voltages, and building the network with the validating constructor then names the culprit.
+        """
+        net = object.__new__(cls)
+        net.weights_s, net.biases_a = tuple(weights_s), tuple(biases_a)
+        net.lower_v, net.upper_v = tuple(lower_v), tuple(upper_v)
+        net.dtype = net.weights_s[0].dtype
+        net.sizes = (net.weights_s[0].shape[1], *(w.shape[0] for w in net.weights_s))
+        L = len(net.weights_s)
+        net.degree_s = tuple(net.weights_s[k].sum(1) + (net.weights_s[k + 1].sum(0) if k + 1 < L else 0.0) for k in range(L))
+        return net
+
     @property
     def n_layers(self) -> int:
         """``L``: the number of layers of free nodes (hidden layers and the output)."""
@@ -296,10 +314,13 @@ class LayeredSolution:
         voltages_v: one ``(batch, n_k)`` tensor per layer ``k = 1 .. L`` (volts); the last is the output.
         sweeps: sweeps done (each sweep updates every layer once).
         max_change_v: largest voltage change of any node in the last sweep.
-        max_residual_a: largest KKT residual (see :func:`kkt_residuals`) over nodes and samples, in amperes.
+        max_residual_a: largest KKT residual (see :func:`kkt_residuals`) over nodes and samples, in amperes
+            (NaN when the solve was asked not to compute it).
         converged: whether ``max_change_v <= tol_v``.
         energy_history_w: ``(sweeps + 1, batch)`` co-content before the first and after every sweep
             (only when asked for; watts).
+        input_drive_a: ``(batch, n_1)``: ``W_1 x`` (A), reusable by a later solve with the same inputs
+            and conductances (``input_drive_a=``).
     """
 
     voltages_v: tuple[torch.Tensor, ...]
@@ -308,6 +329,7 @@ class LayeredSolution:
     max_residual_a: float
     converged: bool
     energy_history_w: torch.Tensor | None = None
+    input_drive_a: torch.Tensor | None = None
 
     @property
     def output_v(self) -> torch.Tensor:
@@ -496,6 +518,8 @@ def solve_layered(
     v_init: Sequence[torch.Tensor] | None = None,
     check: bool = True,
     record_energy: bool = False,
+    kkt: bool = True,
+    input_drive_a: torch.Tensor | None = None,
     dtype: torch.dtype = DTYPE,
 ) -> LayeredSolution:
     """Steady state of a batch of layered networks with ideal diodes, by exact block coordinate descent.
@@ -510,13 +534,19 @@ def solve_layered(
         beta: nudging conductance (S) from every output node to a source at ``target``;
             0 for the free phase, negative for the second nudged phase of symmetric EP.
         target: ``(batch, n_L)`` target voltages (V), needed when ``beta != 0``.
-        tol_v: stop when no node moves by more than this in one sweep (V).
+        tol_v: stop when no node moves by more than this in one sweep (V); 0 runs exactly
+            ``max_sweeps`` sweeps (the change is then measured in the last one only).
         max_sweeps: sweeps before giving up.
         v_init: one ``(batch, n_k)`` tensor per layer to start from (e.g. the free phase's
             voltages for a nudged phase); default 0 V clipped into each box.
         check: raise :class:`~inmaterio.errors.SimulationError` when not converged; with False,
             return the last iterate with ``converged=False``.
         record_energy: also return the co-content before and after every sweep.
+        kkt: compute the KKT residual of the result (about one sweep's cost); with False,
+            ``max_residual_a`` is NaN unless the solve failed.
+        input_drive_a: ``(batch, n_1)`` the current ``W_1 x`` (A) the inputs drive into layer 1, from an
+            earlier solution (:attr:`LayeredSolution.input_drive_a`) with the same ``x`` and conductances,
+            to skip that product (the largest one of a solve for wide inputs).
         dtype: floating type when ``weights`` is not yet a ``LayeredNetwork``.
 
     Returns:
@@ -528,8 +558,8 @@ def solve_layered(
         SimulationError: no convergence within ``max_sweeps`` (when ``check``).
     """
     net = _network(weights, biases, boxes, dtype)
-    if not (isinstance(tol_v, int | float) and not isinstance(tol_v, bool) and tol_v > 0 and math.isfinite(tol_v)):
-        raise ConfigError(f"tol_v must be a finite number of volts > 0, got {tol_v!r}")
+    if not (isinstance(tol_v, int | float) and not isinstance(tol_v, bool) and tol_v >= 0 and math.isfinite(tol_v)):
+        raise ConfigError(f"tol_v must be a finite number of volts >= 0, got {tol_v!r}")
     if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, int) or max_sweeps < 1:
         raise ConfigError(f"max_sweeps must be an int >= 1, got {max_sweeps!r}")
     device = net.weights_s[0].device
@@ -545,8 +575,14 @@ def solve_layered(
         v = [t.clamp(lo[k], hi[k]) for k, t in enumerate(_voltages(v_init, net, batch, device, "v_init"))]
 
     # Per node: numerator constants and denominator. Layer 1's input drive W_1 x is fixed for the whole solve.
+    if input_drive_a is None:
+        drive = x @ W[0].T
+    else:
+        drive = _tensor(input_drive_a, "input_drive_a", net.dtype, VoltageError).to(device)
+        if tuple(drive.shape) != (batch, net.sizes[1]):
+            raise VoltageError(f"input_drive_a must have shape ({batch}, {net.sizes[1]}), got {tuple(drive.shape)}")
     const = [b.expand(batch, -1).clone() for b in net.biases_a]
-    const[0] = const[0] + x @ W[0].T
+    const[0] = const[0] + drive
     denom = list(net.degree_s)
     if beta != 0.0:
         const[-1] = const[-1] + beta * y
@@ -558,6 +594,7 @@ def solve_layered(
     sweeps = 0
     while sweeps < max_sweeps:
         sweeps += 1
+        track = tol_v > 0 or sweeps == max_sweeps
         change_t = torch.zeros((), dtype=net.dtype, device=device)
         for first in (1, 2):  # odd layers, then even layers (1-based layer index k; v[k-1] holds layer k)
             for k in range(first, L + 1, 2):
@@ -567,20 +604,24 @@ def solve_layered(
                 if k < L:
                     num = num + v[k] @ W[k]
                 new = torch.clamp(num * inv_denom[k - 1], lo[k - 1], hi[k - 1])
-                change_t = torch.maximum(change_t, (new - v[k - 1]).abs().max())
+                if track:
+                    change_t = torch.maximum(change_t, (new - v[k - 1]).abs().max())
                 v[k - 1] = new
         if history is not None:
             history.append(_energy(x, net, v, beta, y))
-        change = float(change_t)
-        if change <= tol_v:
-            break
+        if track:
+            change = float(change_t)
+            if change <= tol_v or math.isnan(change):
+                break
     converged = change <= tol_v
-    res, _ = _residuals(net, v, _currents(x, net, v, beta, y))
-    max_res = max(float(r.max()) for r in res)
+    max_res = math.nan
+    if kkt or (check and not converged):
+        res, _ = _residuals(net, v, _currents(x, net, v, beta, y))
+        max_res = max(float(r.max()) for r in res)
     if check and not converged:
         raise SimulationError(
             f"layered solve did not converge in {max_sweeps} sweeps: the last sweep moved a node by {change:.3g} V "
             f"(tol_v {tol_v:.3g} V; largest KKT residual {max_res:.3g} A); raise max_sweeps or tol_v"
         )
     energy = torch.stack(history) if history is not None else None
-    return LayeredSolution(tuple(v), sweeps, change, max_res, converged, energy)
+    return LayeredSolution(tuple(v), sweeps, change, max_res, converged, energy, drive)
