@@ -16,6 +16,7 @@ FOLDERS = [
     "weight_extraction",
     "shd_toy",
     "ep_asymmetric",
+    "pulsed_mnist",
 ]
 
 
