@@ -270,10 +270,15 @@ def _energy_gradient_difference(u, s: LayeredSolution, t: LayeredSolution, scale
     ls, lt = _layers(u, s), _layers(u, t)
     for k in range(1, len(ls)):
         a_s, a_t, c_s, c_t = ls[k], lt[k], ls[k - 1], lt[k - 1]
-        da, sa, dc, sc = a_s - a_t, a_s + a_t, c_s - c_t, c_s + c_t
-        ones_a, ones_c = torch.ones(1, da.shape[1], dtype=da.dtype), torch.ones(1, dc.shape[1], dtype=dc.dtype)
-        left = torch.cat([da, sa, (da * sa).sum(0, keepdim=True), ones_a]) * 0.5 * scale
-        right = torch.cat([-sc, -dc, ones_c, (dc * sc).sum(0, keepdim=True)])
+        da, sa = a_s - a_t, a_s + a_t
+        ones_a, ones_c = torch.ones(1, da.shape[1], dtype=da.dtype), torch.ones(1, c_s.shape[1], dtype=da.dtype)
+        if k == 1:  # the inputs are the same in both states: dc = 0, sc = 2u
+            left = torch.cat([da, 0.5 * (da * sa).sum(0, keepdim=True)]) * scale
+            right = torch.cat([-c_s, ones_c])
+        else:
+            dc, sc = c_s - c_t, c_s + c_t
+            left = torch.cat([da, sa, (da * sa).sum(0, keepdim=True), ones_a]) * (0.5 * scale)
+            right = torch.cat([-sc, -dc, ones_c, (dc * sc).sum(0, keepdim=True)])
         out.append((left.T @ right, -scale * da.sum(0)))
     return out
 
@@ -398,10 +403,17 @@ def drn_implicit_gradients(model: DeepResistiveNetwork, x, labels, *, settings: 
     n = u.shape[0]
     lam = _adjoint(net, free, (free.output_v - y) / n, settings)
     grads = []
-    layers, lams = _layers(u, free), [torch.zeros_like(u), *lam]
+    layers = _layers(u, free)
     for k in range(1, len(layers)):
-        a, c, la, lc = layers[k], layers[k - 1], lams[k], lams[k - 1]
-        g = -((a * la).sum(0)[:, None] + (c * lc).sum(0)[None, :] - la.T @ c - a.T @ lc)
-        grads.append((g, la.sum(0)))
+        a, c, la = layers[k], layers[k - 1], lam[k - 1]
+        ones_a, ones_c = torch.ones(1, a.shape[1], dtype=a.dtype), torch.ones(1, c.shape[1], dtype=a.dtype)
+        # -(a_i - c_j)(la_i - lc_j) summed over the batch; the inputs have lc = 0
+        if k == 1:
+            left, right = torch.cat([la, -(a * la).sum(0, keepdim=True)]), torch.cat([c, ones_c])
+        else:
+            lc = lam[k - 2]
+            left = torch.cat([la, a, -(a * la).sum(0, keepdim=True), ones_a])
+            right = torch.cat([c, lc, ones_c, -(c * lc).sum(0, keepdim=True)])
+        grads.append((left.T @ right, la.sum(0)))
     _fill(model, grads)
     return _step(free, labels)

@@ -195,7 +195,7 @@ def _epochs(
         with progress_bar(len(x), f"epoch {epoch}/{config.epochs}", unit="samples", enabled=progress) as bar:
             for i in range(0, len(x), config.batch_size):
                 idx = order[i : i + config.batch_size]
-                optimizer.zero_grad(set_to_none=False)
+                optimizer.zero_grad(set_to_none=True)
                 result = step(model, x[idx], labels[idx], settings=train_settings, **kwargs)
                 if not math.isfinite(result.loss):
                     raise SimulationError(f"the loss is {result.loss} at epoch {epoch}, samples {i}..{i + len(idx) - 1}: "
