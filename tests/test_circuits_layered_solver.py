@@ -23,6 +23,7 @@ from inmaterio.circuits.solve.layered import (
     solve_layered,
 )
 from inmaterio.circuits.solve.native import solve_dc
+from inmaterio.circuits.solve.ngspice import ngspice_available, solve_ngspice
 from inmaterio.errors import ConfigError, SimulationError, VoltageError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -362,3 +363,20 @@ def test_a_nan_stops_the_sweeps_at_once():
     lows, highs = zip(*boxes[:-1], (torch.full((3,), -math.inf, dtype=F64), torch.full((3,), math.inf, dtype=F64)))
     sol = solve_layered(x, LayeredNetwork.unchecked(weights, biases, lows, highs), max_sweeps=100_000, check=False)
     assert sol.sweeps == 1 and not sol.converged
+
+
+@pytest.mark.skipif(not ngspice_available("shared"), reason="libngspice not installed")
+def test_agrees_with_ngspice_as_the_diodes_get_steeper():
+    weights, biases, boxes, x, y = random_network(4, [6, 8, 7, 3], "split")
+    x = x[:2]
+    ideal = flat(solve_layered(x, weights, biases, boxes, tol_v=1e-14).voltages_v)
+    gaps = []
+    for g_on in (1e1, 1e3, 1e5):
+        diode = PiecewiseLinearDiode(on_conductance_s=g_on, off_conductance_s=1e-12, knee_v=0.0)
+        circuit, free = _netlist_twin(weights, biases, boxes, x, diode)
+        spice = solve_ngspice(circuit).voltages_v[:, free]
+        newton = solve_dc(circuit, options=SolverOptions(max_iterations=400)).voltages_v[:, free]
+        assert float((spice - newton).abs().max()) < 1e-6  # ngspice's own tolerances
+        gaps.append(float((spice - ideal).abs().max()))
+    assert all(later < earlier / 30 for earlier, later in zip(gaps, gaps[1:])), gaps
+    assert gaps[-1] < 1e-4, gaps
