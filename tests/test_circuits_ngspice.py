@@ -321,3 +321,58 @@ def test_ngspice_leaves_torch_thread_count_alone(shared):
     circuit = Circuit(("a", "b"), resistor_nodes=[[0, 1], [1, G]], conductance_s=[1e-3, 1e-3], source_nodes=[0], source_v=[1.0])
     ng.solve_ngspice(circuit, mode="shared")
     assert torch.get_num_threads() == 1
+
+
+# ------------------------------------------------------------------------------------- result sets
+@pytest.mark.usefixtures("shared")
+def test_result_sets_are_destroyed_after_every_operating_point(monkeypatch):
+    """ngspice holds at most the plot just computed (plus ``const``) while a batch runs, none after it.
+
+    The plots are counted by ngspice itself (``ngSpice_AllPlots``) right after each ``op``; with
+    ``destroy_every=k`` (the old behaviour kept them, which slows ngspice) at most ``k`` pile up.
+    """
+    shared = ng.NgspiceShared.get()
+    counts: list[int] = []
+    real = ng.NgspiceShared._operating_point
+
+    def counting(self, sample):
+        values = real(self, sample)
+        counts.append(len(self.plots()))
+        return values
+
+    monkeypatch.setattr(ng.NgspiceShared, "_operating_point", counting)
+    c = random_circuit(3, 9, batch_size=12, diode_model="both")
+    ng.solve_ngspice(c)
+    assert counts == [2] * 12  # the op just read, and const
+    assert shared.plots() == ["const"]
+    counts.clear()
+    shared.solve(c, destroy_every=5)
+    assert counts == [2, 3, 4, 5, 6] * 2 + [2, 3]
+    assert shared.plots() == ["const"]
+    with pytest.raises(ConfigError, match="destroy_every must be at least 1"):
+        shared.solve(c, destroy_every=0)
+
+
+@pytest.mark.usefixtures("shared")
+def test_repeated_solves_and_drivers_give_identical_results():
+    """The same batch solved again, with kept result sets, or reloaded per sample: bit-identical answers.
+
+    Two different circuits in turn check that the vector positions read from ngspice's data callback follow
+    the circuit loaded (a stale position would read another node's voltage).
+    """
+    c = _case(32, batch_size=6)  # 11 nodes, Shockley and PWL diodes, amplifiers, current sources
+    other = _case(10, batch_size=4)  # 26 nodes
+    first = ng.solve_ngspice(c)
+    for spice in (
+        ng.solve_ngspice(c),
+        ng.NgspiceShared.get().solve(c, destroy_every=4),
+        ng.NgspiceShared.get().solve(c, destroy_every=100),
+    ):
+        for field in ("voltages_v", "source_current_a", "amplifier_current_a"):
+            assert torch.equal(getattr(spice, field), getattr(first, field)), field
+    _assert_parity(other, solve_dc(other), ng.solve_ngspice(other))
+    again = ng.solve_ngspice(c)
+    assert torch.equal(again.voltages_v, first.voltages_v)
+    reloaded = ng.solve_ngspice(c, mode="reload")  # a fresh deck per sample: the same operating points to rounding
+    assert (reloaded.voltages_v - first.voltages_v).abs().max().item() < 1e-12
+    _assert_parity(c, solve_dc(c), first)

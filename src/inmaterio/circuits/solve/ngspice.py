@@ -5,6 +5,11 @@ Three ways to run ngspice, all giving a :class:`~inmaterio.circuits.solve.native
 * ``mode="shared"`` (default, fastest): the shared library ``libngspice``
   through :mod:`ctypes` keeps one circuit loaded; each sample changes the
   values that differ from the previous sample with ``alter`` and runs ``op``.
+  The results of each ``op`` are taken from ngspice's data callback (one call
+  per operating point, instead of one ``ngGet_Vec_Info`` look-up per vector),
+  and its result set (plot) is destroyed as soon as it is read: ngspice keeps
+  every plot until it is destroyed, and the kept ones make each later ``alter``
+  and ``op`` slower (``benchmarks/ep/speed.py`` measures by how much).
 * ``mode="reload"``: the shared library, but the deck of every sample is
   loaded afresh (``remcirc`` + ``ngSpice_Circ``), as EBANA does.
 * ``mode="batch"``: one ``ngspice -b`` subprocess for the whole batch (a
@@ -251,23 +256,35 @@ def ngspice_available(mode: str = "any") -> bool:
 
 
 # ------------------------------------------------------------------------------------- shared lib
-class _VectorInfo(ctypes.Structure):
-    _fields_ = [
-        ("v_name", ctypes.c_char_p),
-        ("v_type", ctypes.c_int),
-        ("v_flags", ctypes.c_short),
-        ("v_realdata", ctypes.POINTER(ctypes.c_double)),
-        ("v_compdata", ctypes.c_void_p),
-        ("v_length", ctypes.c_int),
-    ]
-
-
 _SendChar = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p)
 _SendStat = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p)
 _ControlledExit = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_bool, ctypes.c_bool, ctypes.c_int, ctypes.c_void_p)
 _SendData = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 _SendInitData = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
 _BGThreadRunning = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_bool, ctypes.c_int, ctypes.c_void_p)
+
+
+class _VecValues(ctypes.Structure):
+    """ngspice's ``vecvalues``: one vector's value at the current point."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("creal", ctypes.c_double),
+        ("cimag", ctypes.c_double),
+        ("is_scale", ctypes.c_bool),
+        ("is_complex", ctypes.c_bool),
+    ]
+
+
+class _VecValuesAll(ctypes.Structure):
+    """ngspice's ``vecvaluesall``: every vector of the running analysis at one point."""
+
+    _fields_ = [
+        ("veccount", ctypes.c_int),
+        ("vecindex", ctypes.c_int),
+        ("vecsa", ctypes.POINTER(ctypes.POINTER(_VecValues))),
+    ]
+
 
 _FALLBACK = "Transient op started"
 _ERROR_PATTERN = re.compile(r"error|singular|iteration limit|no convergence|not converge|timestep too small|fatal", re.I)
@@ -279,7 +296,15 @@ class NgspiceShared:
     Obtain it with :meth:`get`. :meth:`solve` runs a batch in ``"shared"``
     (load once, ``alter`` per sample) or ``"reload"`` mode (a fresh deck per
     sample). ngspice's messages on stderr, an ``op`` that produced no new
-    plot, and non-finite results raise :class:`SimulationError` naming the sample.
+    plot or no data, and non-finite results raise :class:`SimulationError`
+    naming the sample.
+
+    The instance runs ngspice single-threaded (``set num_threads=1``: its
+    OpenMP loops serve only BSIM transistor models, which these decks do not
+    contain, and its default of 2 threads would also change the OpenMP thread
+    count torch shares). The values of an ``op`` arrive through the
+    ``SendData`` callback while ``op`` runs; the index of each wanted vector
+    in ngspice's list is looked up by name on the first ``op`` after a load.
     """
 
     _instance: NgspiceShared | None = None
@@ -302,10 +327,10 @@ class NgspiceShared:
         lib.ngSpice_Command.restype = ctypes.c_int
         lib.ngSpice_Circ.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
         lib.ngSpice_Circ.restype = ctypes.c_int
-        lib.ngGet_Vec_Info.argtypes = [ctypes.c_char_p]
-        lib.ngGet_Vec_Info.restype = ctypes.POINTER(_VectorInfo)
         lib.ngSpice_CurPlot.argtypes = []
         lib.ngSpice_CurPlot.restype = ctypes.c_char_p
+        lib.ngSpice_AllPlots.argtypes = []
+        lib.ngSpice_AllPlots.restype = ctypes.POINTER(ctypes.c_char_p)
         self._messages: list[str] = []
         self._exited: str | None = None
         # keep the callbacks referenced for the lifetime of the library
@@ -313,15 +338,23 @@ class NgspiceShared:
             _SendChar(self._on_char),
             _SendStat(lambda msg, ident, user: 0),
             _ControlledExit(self._on_exit),
-            _SendData(0),
-            _SendInitData(0),
+            _SendData(self._on_data),
+            _SendInitData(lambda info, ident, user: 0),  # ngspice sends no data unless both are set
             _BGThreadRunning(lambda running, ident, user: 0),
         )
         rc = lib.ngSpice_Init(*self._callbacks, None)
         if rc != 0:
             raise SimulationError(f"ngSpice_Init failed with code {rc}")
         self._plots_since_destroy = 0
+        # the vectors wanted from the next op, their positions in ngspice's list (found by name on the first op
+        # after a load), and the values the data callback read
+        self._wanted: list[bytes] | None = None
+        self._index: list[int] | None = None
+        self._index_max = -1
+        self._values: list[float] | None = None
+        self._missing: str | None = None
         self.command("set noaskquit")
+        self.command("set num_threads=1")
 
     # callbacks ------------------------------------------------------------------------------------
     def _on_char(self, msg: bytes, ident: int, user) -> int:
@@ -330,6 +363,31 @@ class NgspiceShared:
 
     def _on_exit(self, status: int, unload: bool, quit_: bool, ident: int, user) -> int:
         self._exited = f"ngspice asked to exit with status {status}"
+        return 0
+
+    def _on_data(self, data, count: int, ident: int, user) -> int:
+        """ngspice's ``SendData``: keep the values of the wanted vectors (an op sends one point)."""
+        if self._wanted is None:
+            return 0
+        point = ctypes.cast(data, ctypes.POINTER(_VecValuesAll)).contents
+        vectors = point.vecsa
+        index = self._index
+        # the positions are fixed while one circuit stays loaded; the first and last wanted names are checked on
+        # every point, and a mismatch (or the first point after a load) looks them all up again
+        if (
+            index is None
+            or self._index_max >= point.veccount
+            or (index and vectors[index[0]].contents.name != self._wanted[0])
+            or (index and vectors[index[-1]].contents.name != self._wanted[-1])
+        ):
+            position = {vectors[i].contents.name: i for i in range(point.veccount)}
+            missing = [name.decode() for name in self._wanted if name not in position]
+            if missing:
+                self._missing = ", ".join(missing[:5])
+                return 0
+            index = self._index = [position[name] for name in self._wanted]
+            self._index_max = max(index, default=-1)
+        self._values = [vectors[i].contents.creal for i in index]
         return 0
 
     # public ---------------------------------------------------------------------------------------
@@ -365,6 +423,7 @@ class NgspiceShared:
             self._lib.ngSpice_Command(b"remcirc")  # nothing loaded is fine
             self._lib.ngSpice_Command(b"destroy all")
             self._plots_since_destroy = 0
+            self._index = None
             self._messages.clear()
             lines = [line.encode() for line in deck.splitlines() if line.strip()]
             array = (ctypes.c_char_p * (len(lines) + 1))(*lines, None)
@@ -374,18 +433,16 @@ class NgspiceShared:
                 detail = "; ".join(m for m in stderr if m)[:1000] or f"return code {rc}"
                 raise SimulationError(f"ngspice could not load the circuit: {detail}")
 
-    def _vector(self, name: str) -> float:
-        info = self._lib.ngGet_Vec_Info(name.encode())
-        if not info or not info.contents.v_realdata or info.contents.v_length < 1:
-            raise SimulationError(f"ngspice produced no vector {name!r}")
-        return info.contents.v_realdata[info.contents.v_length - 1]
-
-    def _operating_point(self, sample: int) -> None:
+    def _operating_point(self, sample: int) -> list[float]:
+        """Run ``op``; the values of the wanted vectors (``self._wanted``), in that order."""
         before = self._lib.ngSpice_CurPlot()
+        self._values = self._missing = None
         try:
             messages = self.command("op")
         except SimulationError as err:
             raise SimulationError(f"ngspice: no DC operating point for sample {sample}: {err}") from None
+        finally:
+            self._plots_since_destroy += 1
         if any(_FALLBACK in m for m in messages):
             raise SimulationError(
                 f"ngspice: no DC operating point for sample {sample}: Newton's method, gmin and source stepping "
@@ -394,43 +451,82 @@ class NgspiceShared:
         after = self._lib.ngSpice_CurPlot()
         if after == before or not (after or b"").startswith(b"op"):
             raise SimulationError(f"ngspice: no DC operating point for sample {sample} (no new plot after op)")
-        self._plots_since_destroy += 1
+        if self._missing is not None:
+            raise SimulationError(f"ngspice: sample {sample}: the operating point has no vector(s) {self._missing}")
+        if self._values is None:
+            raise SimulationError(f"ngspice: sample {sample}: op sent no data (libngspice without the SendData callback?)")
+        return self._values
 
-    def solve(self, circuit: Circuit, *, batch_size: int | None = None, mode: str = "shared") -> DCSolution:
-        """Operating points of every circuit of the batch, one ngspice ``op`` per sample."""
+    def _destroy_results(self) -> None:
+        """Destroy every result set (plot) but ngspice's constants."""
+        self._lib.ngSpice_Command(b"destroy all")
+        self._plots_since_destroy = 0
+
+    def plots(self) -> list[str]:
+        """Names of the result sets (plots) ngspice holds now, as ngspice lists them (``const`` is always there)."""
+        with self._lock:
+            names = self._lib.ngSpice_AllPlots()
+            out = []
+            while names and names[len(out)] is not None:
+                out.append(names[len(out)].decode())
+            return out
+
+    def solve(
+        self, circuit: Circuit, *, batch_size: int | None = None, mode: str = "shared", destroy_every: int = 1
+    ) -> DCSolution:
+        """Operating points of every circuit of the batch, one ngspice ``op`` per sample.
+
+        Args:
+            circuit: the circuits (values ``(k,)`` shared, ``(batch, k)`` per circuit).
+            batch_size: number of circuits when every value is shared (default 1).
+            mode: ``"shared"`` (circuit kept loaded, ``alter`` per sample) or
+                ``"reload"`` (deck reloaded per sample).
+            destroy_every: ngspice's result sets (plots) are destroyed after
+                every ``destroy_every`` operating points and at the end of the
+                batch. 1 (the default, fastest) destroys each as soon as it is
+                read; larger values keep up to that many, which slows every
+                later ``alter`` and ``op`` (inmaterio's driver before 2026-12
+                kept up to 200): they exist to measure the difference
+                (``benchmarks/ep/speed.py``). The answers do not depend on it.
+
+        Returns:
+            a :class:`DCSolution` (see :func:`solve_ngspice`).
+        """
         if mode not in ("shared", "reload"):
             raise ConfigError(f"NgspiceShared mode must be 'shared' or 'reload', got {mode!r}")
+        if destroy_every < 1:
+            raise ConfigError(f"destroy_every must be at least 1 operating point, got {destroy_every}")
         b = _batch_size(circuit, batch_size)
         node_vecs, src_vecs, amp_vecs = _vector_names(circuit)
-        volts = torch.empty(b, circuit.n_nodes, dtype=DTYPE)
-        src = torch.empty(b, len(src_vecs), dtype=DTYPE)
-        amp = torch.empty(b, len(amp_vecs), dtype=DTYPE)
+        n_nodes, n_src = len(node_vecs), len(src_vecs)
         kept = _kept_resistors(circuit)
+        rows: list[list[float]] = []
         with self._lock:
+            self._wanted = [name.encode() for name in node_vecs + src_vecs + amp_vecs]
             previous: int | None = None
-            for s in range(b):
-                try:
-                    if mode == "reload":
-                        self.load(to_netlist(circuit, s))
-                    elif s == 0:
-                        self.load("\n".join(_deck_lines(circuit, 0, title="inmaterio circuit", keep_resistors=kept) + [".end"]))
-                        previous = 0
-                    else:
-                        for cmd in _alter_commands(circuit, s, previous, kept):
-                            self.command(cmd)
-                        previous = s
-                except SimulationError as err:
-                    raise SimulationError(f"sample {s}: {err}") from None
-                if self._plots_since_destroy >= 200:
-                    self._lib.ngSpice_Command(b"destroy all")
-                    self._plots_since_destroy = 0
-                self._operating_point(s)
-                volts[s] = torch.tensor([self._vector(v) for v in node_vecs], dtype=DTYPE)
-                src[s] = torch.tensor([-self._vector(v) for v in src_vecs], dtype=DTYPE)
-                amp[s] = torch.tensor([self._vector(v) for v in amp_vecs], dtype=DTYPE)
-            self._lib.ngSpice_Command(b"destroy all")
-            self._plots_since_destroy = 0
-        return _solution(circuit, volts, src, amp)
+            try:
+                for s in range(b):
+                    try:
+                        if mode == "reload":
+                            self.load(to_netlist(circuit, s))
+                        elif s == 0:
+                            deck = _deck_lines(circuit, 0, title="inmaterio circuit", keep_resistors=kept) + [".end"]
+                            self.load("\n".join(deck))
+                            previous = 0
+                        else:
+                            for cmd in _alter_commands(circuit, s, previous, kept):
+                                self.command(cmd)
+                            previous = s
+                    except SimulationError as err:
+                        raise SimulationError(f"sample {s}: {err}") from None
+                    rows.append(self._operating_point(s))
+                    if self._plots_since_destroy >= destroy_every:
+                        self._destroy_results()
+            finally:
+                self._wanted = self._values = None
+                self._destroy_results()
+        values = torch.tensor(rows, dtype=DTYPE).reshape(b, len(node_vecs) + n_src + len(amp_vecs))
+        return _solution(circuit, values[:, :n_nodes], -values[:, n_nodes : n_nodes + n_src], values[:, n_nodes + n_src :])
 
 
 # -------------------------------------------------------------------------------------- batch mode
