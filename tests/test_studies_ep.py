@@ -124,3 +124,147 @@ def test_ep_mnist_tiny_run_on_synthetic_idx_files(tmp_path):
     with pytest.raises(ConfigError, match="task.train_size 500 exceeds the 90 training images"):
         run_task(config.model_copy(update={"task": config.task.model_copy(update={"train_size": 500})}), tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+# ---------------------------------------------------------------- model selection on a validation part (issue 17)
+
+IRIS_SELECTED_TINY = {
+    "task": {"type": "ep_learning", "dataset": "iris", "seeds": 1, "training": {"epochs": 5, "batch_size": 21},
+             "selection": {"kind": "validation", "fraction": 0.2}}
+}  # fmt: skip
+_FIT_MODULE = __import__("importlib").import_module("inmaterio.circuits.fit")
+
+
+def test_validation_split_is_stratified_disjoint_and_drawn_per_seed():
+    from inmaterio.circuits.examples import get_example
+
+    y = get_example("iris").load(3).y_train  # 35 of each class
+    train, val = ep_learning.validation_split(y, 0.2, seed=3)
+    assert len(val) == 21 and len(train) == 84
+    assert torch.bincount(y[val]).tolist() == [7, 7, 7] and torch.bincount(y[train]).tolist() == [28, 28, 28]
+    assert not set(train.tolist()) & set(val.tolist()) and sorted(train.tolist() + val.tolist()) == list(range(105))
+    again, other = ep_learning.validation_split(y, 0.2, seed=3), ep_learning.validation_split(y, 0.2, seed=4)
+    assert torch.equal(again[1], val) and not torch.equal(other[1], val)
+    assert torch.bincount(y[ep_learning.validation_split(y, 0.3, seed=3)[1]]).tolist() == [11, 11, 11]  # 10.5 rounds up
+    with pytest.raises(ConfigError, match=r"task\.selection\.fraction = 0\.01 holds out 0 of the 35 training samples of class 0"):
+        ep_learning.validation_split(y, 0.01, seed=0)
+
+
+def test_bad_selection_configs_name_the_field():
+    base = {"type": "ep_learning", "dataset": "iris"}
+    for fraction in (0, 1, 1.5, -0.2):
+        with pytest.raises(ConfigError, match=rf"task\.selection\.fraction' = {fraction}"):
+            parse_run_config({"task": {**base, "selection": {"kind": "validation", "fraction": fraction}}})
+    with pytest.raises(ConfigError, match=r"task\.selection\.kind' = 'best'.*'last' or 'validation'"):
+        parse_run_config({"task": {**base, "selection": {"kind": "best"}}})
+    with pytest.raises(ConfigError, match=r"unknown key 'task\.selection\.epochs'"):
+        parse_run_config({"task": {**base, "selection": {"kind": "validation", "epochs": 3}}})
+    with pytest.raises(ConfigError, match=r"selection\.kind 'validation' needs a dataset .* got dataset 'gates'"):
+        parse_run_config({"task": {**base, "dataset": "gates", "selection": {"kind": "validation"}}})
+    default = parse_run_config({"task": base})  # the default is left out of the dump: earlier runs keep their identity
+    assert default.task.selection.kind == "last" and "selection" not in default.identity()["task"]
+
+
+def test_the_selection_never_looks_at_the_test_set(tmp_path, monkeypatch):
+    """Every evaluation before the choice is on the held-out part; the test set is evaluated once, after it;
+    and a different test set changes nothing but the test accuracy."""
+    import inmaterio.circuits as circuits_package
+    from inmaterio.circuits.examples import ExampleData, get_example
+
+    config = parse_run_config(IRIS_SELECTED_TINY)
+    data = get_example("iris").load(0)
+    train_idx, val_idx = ep_learning.validation_split(data.y_train, 0.2, seed=0)
+    events: list[str] = []
+
+    def which(x) -> str:
+        x = x[0] if isinstance(x, list) else x
+        for name, ref in (("test", data.x_test), ("validation", data.x_train[val_idx]), ("train", data.x_train[train_idx])):
+            if x.shape == ref.shape and torch.equal(x, ref):
+                return name
+        return "other"
+
+    def spy(real):
+        def evaluate(model, x, y, *args, **kwargs):
+            events.append(which(x))
+            return real(model, x, y, *args, **kwargs)
+
+        return evaluate
+
+    real_fit = _FIT_MODULE.fit
+
+    def fit_spy(model, x, y, *args, **kwargs):
+        events.append(f"fit({which(x)}, validation={which(kwargs['validation'][0])})")
+        history = real_fit(model, x, y, *args, **kwargs)
+        events.append("chosen")
+        return history
+
+    monkeypatch.setattr(_FIT_MODULE, "evaluate", spy(_FIT_MODULE.evaluate))  # the per-epoch evaluations inside fit
+    monkeypatch.setattr(circuits_package, "evaluate", spy(evaluate))  # the study's own
+    monkeypatch.setattr(circuits_package, "fit", fit_spy)
+    row = run_task(config, tmp_path / "run", progress=False).metrics["seeds"][0]
+    assert events == ["fit(train, validation=validation)", *["validation"] * 5, "chosen", "train", "test"]
+
+    monkeypatch.undo()  # another test set (labels rolled): the same choice, another test accuracy
+    rolled = ExampleData(data.x_train, data.y_train, data.x_test, torch.roll(data.y_test, 1))
+    monkeypatch.setattr(ep_learning, "_data", lambda task, problem, seed: rolled)
+    other = run_task(config, tmp_path / "other", progress=False).metrics["seeds"][0]
+    same = ("selected_epoch", "validation_accuracy", "validation_loss", "train_accuracy")
+    assert [other[k] for k in same] == [row[k] for k in same] and other["test_accuracy"] != row["test_accuracy"]
+    curves = [[(r["val_loss"], r["val_accuracy"]) for r in json.loads((tmp_path / d / "iris" / "seed_0" / "history.json").read_text())]
+              for d in ("run", "other")]  # fmt: skip
+    assert curves[0] == curves[1] and len(curves[0]) == 5
+
+
+def test_the_selected_weights_are_those_of_the_best_validation_epoch(tmp_path):
+    from inmaterio.circuits.examples import get_example
+    from inmaterio.circuits.fit import best_epoch
+
+    data = get_example("iris").load(1)
+    tr, va = ep_learning.validation_split(data.y_train, 0.2, seed=1)
+    x, y, validation = data.x_train[tr], data.y_train[tr], (data.x_train[va], data.y_train[va])
+    config = DATASETS["iris"][3] | {"epochs": 8, "batch_size": 12, "lr": 0.02, "seed": 1}
+    training = ep_learning.EPTrainConfig(**config)
+    model = diode_network(4, 10, 3, seed=1)
+    history = fit(model, x, y, training, validation=validation, progress=False, restore_best=True)
+    rows = sorted(history, key=lambda r: (-r["val_accuracy"], r["val_loss"], r["epoch"]))  # the documented rule
+    chosen = best_epoch(history)
+    assert chosen == rows[0]["epoch"] and chosen < 8  # not simply the last epoch in this case
+    twin = diode_network(4, 10, 3, seed=1)  # trained for `chosen` epochs only: the same weights, bit for bit
+    fit(twin, x, y, training.model_copy(update={"epochs": chosen}), validation=validation, progress=False)
+    for (key, p), q in zip(model.normalised_parameters().items(), twin.normalised_parameters().values()):
+        assert torch.equal(p, q), key
+    assert evaluate(model, *validation, training) == {"loss": rows[0]["val_loss"], "accuracy": rows[0]["val_accuracy"]}
+    last = diode_network(4, 10, 3, seed=1)  # without restore_best: the same history, the last epoch's weights (as before)
+    untimed = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert untimed(fit(last, x, y, training, validation=validation, progress=False)) == untimed(history)
+    assert evaluate(last, *validation, training)["loss"] == history[-1]["val_loss"] != rows[0]["val_loss"]
+    with pytest.raises(ConfigError, match="restore_best=True needs validation=.* got no validation data"):
+        fit(model, x, y, training, progress=False, restore_best=True)
+
+
+def test_an_interrupted_selected_study_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    """Stopped inside a seed's training (after epoch 3 of 5): the best weights so far come back from the checkpoint."""
+    config = parse_run_config(IRIS_SELECTED_TINY)
+    reference = run_task(config, tmp_path / "reference", progress=False).metrics
+    real, calls = _FIT_MODULE.ep_gradients, []
+
+    def interrupt_in_epoch_4(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3 * 4 + 2:  # 84 samples in batches of 21: 4 steps per epoch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_FIT_MODULE, "ep_gradients", interrupt_in_epoch_4)
+    with pytest.raises(RunInterrupted):
+        run_task(config, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    state = torch.load(tmp_path / "run" / "iris" / "seed_0" / "checkpoint.pt", weights_only=True)["state"]
+    assert "best" in state and 1 <= state["best"]["epoch"] <= 3
+    resumed = run_task(config, tmp_path / "run", progress=False).metrics
+    strip = lambda m: [{k: v for k, v in s.items() if not k.startswith(("seconds", "samples"))} for s in m["seeds"]]  # noqa: E731
+    assert strip(resumed) == strip(reference)
+    assert resumed["selection"] == {"kind": "validation", "fraction": 0.2}
+    report = build_report([tmp_path / "run"])
+    seed = resumed["seeds"][0]
+    assert "21 of the 105 training samples held out" in report and "| iris | 84 + 21 / 45 |" in report
+    assert f"| iris | 0 | {seed['train_accuracy']:.2%} | {seed['validation_accuracy']:.2%} ({seed['selected_epoch']}) |" in report

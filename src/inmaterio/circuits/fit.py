@@ -19,6 +19,15 @@ run. The folder's identity is the config (all but ``epochs``), the model's
 structure and seed, fingerprints of the data, the scheduler and the solver
 options: another of any is refused, naming the differing fields. ``epochs``
 may grow to train longer: a finished run then continues.
+
+Model selection: with ``restore_best=True`` (and ``validation`` with class
+labels), :func:`fit` also keeps a copy of the parameters of the best epoch
+on the validation data, by :func:`best_epoch`'s rule (highest
+``val_accuracy``; ties: lowest ``val_loss``, then the earliest epoch), and
+loads them into the model when training ends. The copy and its epoch are in
+the checkpoint (key ``best``), so a resumed run selects the same epoch and
+the same parameters; ``restore_best`` joins the folder's identity (only when
+true, so folders made without it keep theirs).
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from inmaterio.errors import ConfigError, ModelFileError
 from inmaterio.progress import progress_bar
 from inmaterio.runs import RunFolder, fingerprint_tensors, open_run
 
-__all__ = ["FIT_KIND", "EPTrainConfig", "evaluate", "fit"]
+__all__ = ["FIT_KIND", "EPTrainConfig", "best_epoch", "evaluate", "fit"]
 
 #: The kind of run folder :func:`fit` keeps.
 FIT_KIND = "inmaterio.circuits.fit"
@@ -158,11 +167,31 @@ def evaluate(
     return result
 
 
+def _selection_key(row: dict[str, Any]) -> tuple[float, float, int]:
+    """Larger is better: validation accuracy, then lower validation loss, then the earlier epoch."""
+    return (row["val_accuracy"], -row["val_loss"], -row["epoch"])
+
+
+def best_epoch(history: list[dict[str, Any]]) -> int:
+    """The epoch (1-based) of the best validation result in a :func:`fit` history.
+
+    The rule of ``fit(..., restore_best=True)``: the highest ``val_accuracy``; among equal ones the
+    lowest ``val_loss``; among equal ones the earliest epoch. Only validation numbers are read.
+
+    Raises:
+        ConfigError: an empty history, or one without ``val_accuracy`` / ``val_loss`` (no labelled validation data).
+    """
+    if not history or any("val_accuracy" not in r or "val_loss" not in r for r in history):
+        raise ConfigError("best_epoch needs a history with val_accuracy and val_loss in every epoch "
+                          "(fit with validation data of class labels)")  # fmt: skip
+    return max(history, key=_selection_key)["epoch"]
+
+
 def _identity(
-    model: Model, data, y, validation, config: EPTrainConfig, scheduler, options: SolverOptions | None, device
+    model: Model, data, y, validation, config: EPTrainConfig, scheduler, options: SolverOptions | None, device, restore_best=False
 ) -> dict[str, Any]:
     """Everything that defines a training run's result, but ``epochs`` (which may grow)."""
-    return {
+    identity = {
         "config": {k: v for k, v in config.model_dump(mode="json").items() if k != "epochs"},
         "model": model.describe(),
         "data": {
@@ -173,6 +202,9 @@ def _identity(
         "solver": asdict(options or SolverOptions()),
         "device": str(torch.device(device)) if device is not None else "cpu",
     }
+    if restore_best:  # only when asked, so that the folders made before it keep their identity
+        identity["restore_best"] = True
+    return identity
 
 
 def _scheduler_identity(scheduler) -> dict[str, Any] | None:
@@ -195,37 +227,56 @@ def _scheduler_identity(scheduler) -> dict[str, Any] | None:
     return {"type": type(scheduler).__name__, **settings}
 
 
-def _checkpoint(model: Model, optimizer, scheduler, generator: torch.Generator) -> dict[str, Any]:
-    """A snapshot of the training state (the history is added by the :class:`CheckpointWriter`)."""
-    return {
+def _checkpoint(
+    model: Model, optimizer, scheduler, generator: torch.Generator, best: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A snapshot of the training state (the history is added by the :class:`CheckpointWriter`).
+
+    ``best``: ``{"epoch", "parameters"}`` of ``restore_best`` (a snapshot already), stored under ``best``.
+    """
+    state = {
         "parameters": {k: p.detach().clone() for k, p in model.normalised_parameters().items()},
         "optimizer": copy.deepcopy(optimizer.state_dict()),
         "scheduler": None if scheduler is None else copy.deepcopy(scheduler.state_dict()),
         "generator": generator.get_state(),
     }
+    if best is not None:
+        state["best"] = best
+    return state
 
 
-def _restore(
-    run: RunFolder, state: dict[str, Any], model: Model, optimizer, scheduler, generator: torch.Generator
-) -> list[dict[str, float]]:
-    """Load a checkpoint into the model, optimiser, scheduler and generator; returns the history."""
-    where = run.file("checkpoint.pt")
-    keys = {"parameters", "optimizer", "scheduler", "generator", "history_json"}
-    if not isinstance(state, dict) or set(state) != keys:
-        raise ModelFileError(
-            f"checkpoint '{where}' is not an EP training checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})"
-        )
-    params = model.normalised_parameters()
-    saved = state["parameters"]
+def _check_parameters(where: Path, saved: Any, params: dict[str, torch.nn.Parameter], what: str = "parameters") -> None:
+    """``saved`` holds a finite tensor of the right shape for every parameter of the model."""
     if not isinstance(saved, dict) or sorted(saved) != sorted(params):
         raise ModelFileError(
-            f"checkpoint '{where}' holds parameters {sorted(saved) if isinstance(saved, dict) else saved!r}, the model has {sorted(params)}"
+            f"checkpoint '{where}' holds {what} {sorted(saved) if isinstance(saved, dict) else saved!r}, the model has {sorted(params)}"
         )
     for key, value in saved.items():
         if not isinstance(value, torch.Tensor) or value.shape != params[key].shape or not torch.isfinite(value).all():
             raise ModelFileError(
-                f"checkpoint '{where}': parameter {key!r} is not a finite tensor of shape {tuple(params[key].shape)}"
+                f"checkpoint '{where}': {what[:-1]} {key!r} is not a finite tensor of shape {tuple(params[key].shape)}"
             )
+
+
+def _restore(
+    run: RunFolder, state: dict[str, Any], model: Model, optimizer, scheduler, generator: torch.Generator, restore_best=False
+) -> tuple[list[dict[str, float]], dict[str, Any] | None]:
+    """Load a checkpoint into the model, optimiser, scheduler and generator; returns the history and the best epoch's state."""
+    where = run.file("checkpoint.pt")
+    keys = {"parameters", "optimizer", "scheduler", "generator", "history_json"} | ({"best"} if restore_best else set())
+    if not isinstance(state, dict) or set(state) != keys:
+        raise ModelFileError(
+            f"checkpoint '{where}' is not an EP training checkpoint{' with restore_best' if restore_best else ''} "
+            f"(keys {sorted(state) if isinstance(state, dict) else type(state).__name__})"
+        )
+    params = model.normalised_parameters()
+    saved = state["parameters"]
+    _check_parameters(where, saved, params)
+    best = state.get("best")
+    if restore_best:
+        if not (isinstance(best, dict) and set(best) == {"epoch", "parameters"} and isinstance(best["epoch"], int)):
+            raise ModelFileError(f"checkpoint '{where}' has a damaged 'best' entry (want epoch and parameters)")
+        _check_parameters(where, best["parameters"], params, "best parameters")
     try:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
@@ -242,7 +293,9 @@ def _restore(
         history = None
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         raise ModelFileError(f"checkpoint '{where}' has a damaged history")
-    return history
+    if restore_best and not 1 <= best["epoch"] <= len(history):
+        raise ModelFileError(f"checkpoint '{where}': best epoch {best['epoch']} is not one of its {len(history)} epochs")
+    return history, best
 
 
 def fit(
@@ -259,6 +312,7 @@ def fit(
     options: SolverOptions | None = None,
     device=None,
     checkpoint_interval_s: float = 1.0,
+    restore_best: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``model`` with EP on ``(x, y)``; returns the history (one dict per epoch).
 
@@ -278,6 +332,9 @@ def fit(
         options: solver tolerances; device: where to solve.
         checkpoint_interval_s: write the checkpoint at most this often (always after the last
             epoch and on an interrupt; :class:`~inmaterio.checkpoints.CheckpointWriter`).
+        restore_best: when training ends, load into the model the parameters of the epoch
+            :func:`best_epoch` picks on ``validation`` (needs ``validation`` with class labels;
+            kept in the checkpoint, see the module docstring). The history keeps every epoch.
 
     Returns:
         rows ``epoch``, ``loss`` (training loss during the epoch), ``accuracy``
@@ -287,8 +344,9 @@ def fit(
     Raises:
         VoltageError: bad input data (names the sample and feature).
         ConfigError: bad labels, a config that is not an :class:`EPTrainConfig`,
-            a run folder made with other settings (names the fields), or one
-            holding more epochs than ``config.epochs``.
+            a run folder made with other settings (names the fields), one
+            holding more epochs than ``config.epochs``, ``restore_best`` without
+            labelled ``validation``.
         RunFolderError: an unusable ``directory`` (checked before any training).
         ModelFileError: a corrupt or foreign checkpoint.
         SimulationError: a solve that fails or a non-finite gradient.
@@ -307,13 +365,18 @@ def fit(
         x_val = model.input_list(validation[0])
         model.source_voltages(x_val)
         validation = (x_val, _targets(model, validation[1], len(x_val[0]), config, "validation y"))
+    if restore_best and (validation is None or validation[1].dtype.is_floating_point):
+        raise ConfigError("restore_best=True needs validation=(x_val, y_val) with integer class labels, "
+                          f"got {'no validation data' if validation is None else 'float targets'}")  # fmt: skip
     optimizer = config.make_optimizer(model.parameters())
     sched = scheduler(optimizer) if scheduler is not None else None
     generator = torch.Generator().manual_seed(config.seed)
-    train = _Training(model, data, y, config, optimizer, sched, generator, validation, options, device)
+    train = _Training(model, data, y, config, optimizer, sched, generator, validation, options, device, restore_best)
     if directory is None:
-        return train.epochs([], progress)
-    identity = _identity(model, data, y, validation, config, sched, options, device)
+        history = train.epochs([], progress)
+        train.load_best()
+        return history
+    identity = _identity(model, data, y, validation, config, sched, options, device, restore_best)
     done = None if overwrite else _epochs_done(Path(directory))
     if done is not None and done > config.epochs:
         raise ConfigError(f"'{directory}' already holds {done} epochs, more than epochs={config.epochs}; "
@@ -324,14 +387,18 @@ def fit(
             raise ModelFileError(
                 f"'{run.path}' holds a finished run without its checkpoint; pass overwrite=True (--overwrite) to replace it"
             )
-        history = [] if state is None else _restore(run, state, model, optimizer, sched, generator)
+        history, train.best = [], None
+        if state is not None:
+            history, train.best = _restore(run, state, model, optimizer, sched, generator, restore_best)
         if len(history) > config.epochs:  # the checkpoint changed since _epochs_done looked
             raise ConfigError(f"'{run.path}' already holds {len(history)} epochs, more than epochs={config.epochs}")
         if run.finished and len(history) == config.epochs:
+            train.load_best()
             return history
         run.reopen(config)
         history = train.epochs(history, progress, CheckpointWriter(run, checkpoint_interval_s))
         run.finish({k: v for k, v in history[-1].items() if k != "seconds"})
+    train.load_best()
     return history
 
 
@@ -353,10 +420,24 @@ def _epochs_done(folder: Path) -> int | None:
 class _Training:
     """The epoch loop of :func:`fit` (one object so that the arguments travel together)."""
 
-    def __init__(self, model, data, y, config, optimizer, scheduler, generator, validation, options, device) -> None:
+    def __init__(
+        self, model, data, y, config, optimizer, scheduler, generator, validation, options, device, restore_best=False
+    ) -> None:
         self.model, self.data, self.y, self.config = model, data, y, config
         self.optimizer, self.scheduler, self.generator = optimizer, scheduler, generator
         self.validation, self.options, self.device = validation, options, device
+        self.restore_best = restore_best
+        #: ``{"epoch", "parameters"}`` of the best validation epoch so far (``restore_best`` only).
+        self.best: dict[str, Any] | None = None
+
+    def load_best(self) -> None:
+        """With ``restore_best``: put the best epoch's parameters (constrained when they were kept) into the model."""
+        if not self.restore_best or self.best is None:
+            return
+        params = self.model.normalised_parameters()
+        with torch.no_grad():
+            for key, value in self.best["parameters"].items():
+                params[key].copy_(value)
 
     def epochs(
         self, history: list[dict[str, float]], progress: bool, writer: CheckpointWriter | None = None
@@ -399,11 +480,16 @@ class _Training:
                     val = evaluate(model, self.validation[0], self.validation[1], cfg, options=self.options)
                     record.update({f"val_{k}": v for k, v in val.items()})
                 history.append(record)
+                if self.restore_best and (
+                    self.best is None or _selection_key(record) > _selection_key(history[self.best["epoch"] - 1])
+                ):
+                    params = {k: p.detach().clone() for k, p in model.normalised_parameters().items()}
+                    self.best = {"epoch": epoch + 1, "parameters": params}
                 if self.scheduler is not None:
                     plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
                     self.scheduler.step(record["loss"]) if plateau else self.scheduler.step()
                 bar.set_description(f"EP epoch {epoch + 1}: loss {record['loss']:.4g}")
                 if writer.run is not None:
-                    state = _checkpoint(model, self.optimizer, self.scheduler, self.generator)
+                    state = _checkpoint(model, self.optimizer, self.scheduler, self.generator, self.best)
                     writer.offer(state, history, final=epoch + 1 == cfg.epochs)
         return history

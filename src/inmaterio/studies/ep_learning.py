@@ -20,9 +20,23 @@ read differentially. Symmetric EP, MSE on the class scores by default
 Every (problem, seed) is one :func:`~inmaterio.circuits.fit` in its own
 nested run folder ``<problem>/seed_<s>/``, so an interrupted study resumes
 each training after its last epoch and skips the finished ones; its numbers
-are kept in the study's checkpoint as they finish. The test set is
-evaluated after every epoch only for the learning curve; the reported
-accuracies are those after the last epoch (no model selection).
+are kept in the study's checkpoint as they finish.
+
+``selection`` (:class:`SelectionConfig`) says which weights are tested:
+
+- ``kind: last`` (the default): those after the last epoch. The test set is
+  evaluated after every epoch only for the learning curve (it never changes
+  what is reported).
+- ``kind: validation`` (tabular sets only): a stratified part ``fraction``
+  of each seed's training set is held out (:func:`validation_split`: per
+  class ``round(fraction * n_class)`` samples, drawn by a generator keyed by
+  the seed); the circuit trains on the rest and is evaluated on the held-out
+  part after every epoch; the weights of the best validation epoch
+  (:func:`~inmaterio.circuits.fit.best_epoch`: highest validation accuracy,
+  ties: lowest validation loss, then the earliest epoch; kept in the
+  training's checkpoint) are tested once, after training. The test set is
+  never evaluated before the choice is made, so it cannot influence it; the
+  learning curve then shows training and validation accuracy.
 
 ``inmaterio run examples/ep_learning.yaml`` (Iris); variants in ``examples/ep_learning/``.
 """
@@ -34,16 +48,25 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from inmaterio.circuits.fit import EPTrainConfig
 from inmaterio.config import StrictModel
+from inmaterio.errors import ConfigError
 from inmaterio.runs import RunFolder
 from inmaterio.tasks.gates import GATES, GateName
 from inmaterio.tasks.outcome import TaskOutcome
 from inmaterio.tasks.registry import FinishedRun, RunnableConfig
 
-__all__ = ["DATASETS", "EPLearningTask", "EPLearningConfig", "run_ep_learning", "report_ep_learning"]
+__all__ = [
+    "DATASETS",
+    "EPLearningTask",
+    "EPLearningConfig",
+    "SelectionConfig",
+    "run_ep_learning",
+    "report_ep_learning",
+    "validation_split",
+]
 
 _RECIPE = {"beta": 1e-7, "variant": "symmetric", "optimizer": "adam", "loss": "mse", "readout": "differential", "target_v": 0.1}
 
@@ -57,6 +80,47 @@ DATASETS: dict[str, tuple[int, int, int, dict[str, Any]]] = {
 }
 
 
+#: Key of the random stream that draws the validation part of a seed's training set.
+_VALIDATION_STREAM = 0x5E1EC7
+
+
+class SelectionConfig(StrictModel):
+    """Which weights are tested (see the module docstring).
+
+    kind : "last" (after the last epoch) or "validation" (the best epoch on a held-out part of the training set).
+    fraction : the part of every class of the training set held out with ``validation``, in (0, 1); unused by ``last``.
+    """
+
+    kind: Literal["last", "validation"] = "last"
+    fraction: float = Field(0.2, gt=0, lt=1)
+
+
+def validation_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified, seeded indices ``(train, validation)`` into labels ``y (n,)``; each sorted, disjoint, together all of ``y``.
+
+    Of every class ``c`` (``n_c`` samples), ``round(fraction * n_c)`` (halves up) are held out, drawn by a
+    numpy generator seeded by ``(seed, stream key)``, class by class in increasing order.
+
+    Raises:
+        ConfigError: a class whose held-out part or remaining part would be empty (names ``task.selection.fraction``).
+    """
+    labels = np.asarray(y)
+    rng = np.random.default_rng([seed, _VALIDATION_STREAM])
+    held: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = int(np.floor(fraction * len(members) + 0.5))
+        if not 1 <= k <= len(members) - 1:
+            raise ConfigError(
+                f"task.selection.fraction = {fraction} holds out {k} of the {len(members)} training samples of class {c}; "
+                "choose a fraction that leaves at least one sample of every class in both the training and validation parts"
+            )
+        held.append(rng.permutation(members)[:k])
+    val = np.sort(np.concatenate(held))
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return torch.from_numpy(train), torch.from_numpy(val)
+
+
 class EPLearningTask(StrictModel):
     """What to learn and how.
 
@@ -67,6 +131,8 @@ class EPLearningTask(StrictModel):
     diode_bias_v : series bias of every diode, V (-0.3 V: they conduct near +-0.1 V).
     gain : amplifier voltage gain (> 0; the current gain is 1 / gain).
     training : EP settings; keys not given keep the dataset's recipe (e.g. Iris: lr 0.003, 200 epochs).
+    selection : which weights are tested (:class:`SelectionConfig`; default the last epoch's; left out of
+        the dumped config when it is the default, so the configs of earlier runs dump as before).
     """
 
     type: Literal["ep_learning"]
@@ -77,6 +143,7 @@ class EPLearningTask(StrictModel):
     diode_bias_v: float = Field(-0.3, ge=-10, le=10)
     gain: float = Field(4.0, gt=0, le=1e6)
     training: EPTrainConfig
+    selection: SelectionConfig = SelectionConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -93,6 +160,22 @@ class EPLearningTask(StrictModel):
         if not gates or len(set(gates)) != len(gates):
             raise ValueError(f"gates must list each of AND, OR, NAND, NOR, XOR, XNOR at most once, got {gates}")
         return gates
+
+    @model_validator(mode="after")
+    def _validation_needs_a_training_set(self) -> EPLearningTask:
+        if self.selection.kind == "validation" and self.dataset in ("xor", "gates"):
+            raise ValueError(
+                f"selection.kind 'validation' needs a dataset with a training set to split (iris, wine, digits), "
+                f"got dataset {self.dataset!r} (its four points are both the training and the test set)"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_selection(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if self.selection == SelectionConfig():
+            data.pop("selection", None)
+        return data
 
     def problems(self) -> list[str]:
         """The problems trained: the gates, or the dataset itself."""
@@ -131,6 +214,8 @@ def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, pr
     data = _data(task, problem, seed)
     model = diode_network(n_inputs, task.n_hidden(), n_classes, seed=seed, diode_bias_v=task.diode_bias_v, gain=task.gain)
     config = task.training.model_copy(update={"seed": seed})
+    if task.selection.kind == "validation":
+        return _train_one_selected(task, problem, seed, run, progress, data, model, config)
     history = fit(
         model, data.x_train, data.y_train, config, validation=(data.x_test, data.y_test),
         directory=run.subfolder(f"{problem}/seed_{seed}"), progress=progress,
@@ -151,6 +236,42 @@ def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, pr
         "seconds_per_epoch": seconds,
         "samples_per_second": len(data.x_train) / seconds,
         "n_train": len(data.x_train),
+        "n_test": len(data.x_test),
+        "curves": {k: [r[k] for r in history] for k in ("loss", "accuracy", "val_accuracy")},
+    }
+
+
+def _train_one_selected(task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool, data, model, config):
+    """``selection: validation``: train on part of the training set, keep the best validation epoch, test it once."""
+    from inmaterio.circuits import evaluate, fit
+    from inmaterio.circuits.fit import best_epoch
+
+    fit_idx, val_idx = validation_split(data.y_train, task.selection.fraction, seed)
+    x_fit, y_fit = data.x_train[fit_idx], data.y_train[fit_idx]
+    x_val, y_val = data.x_train[val_idx], data.y_train[val_idx]
+    history = fit(
+        model, x_fit, y_fit, config, validation=(x_val, y_val), directory=run.subfolder(f"{problem}/seed_{seed}"),
+        progress=progress, restore_best=True,
+    )  # fmt: skip
+    chosen = best_epoch(history)  # the model holds this epoch's weights; only validation numbers chose it
+    row = history[chosen - 1]
+    train = evaluate(model, x_fit, y_fit, config)["accuracy"]
+    test = evaluate(model, data.x_test, data.y_test, config)["accuracy"]  # the test set's only use
+    hit = [r["epoch"] for r in history if r["accuracy"] == 1.0]
+    seconds = statistics.median(r["seconds"] for r in history)
+    return {
+        "problem": problem,
+        "seed": seed,
+        "train_accuracy": train,
+        "test_accuracy": test,
+        "validation_accuracy": row["val_accuracy"],
+        "validation_loss": row["val_loss"],
+        "selected_epoch": chosen,
+        "first_epoch_at_100": hit[0] if hit else None,
+        "seconds_per_epoch": seconds,
+        "samples_per_second": len(x_fit) / seconds,
+        "n_train": len(x_fit),
+        "n_validation": len(x_val),
         "n_test": len(data.x_test),
         "curves": {k: [r[k] for r in history] for k in ("loss", "accuracy", "val_accuracy")},
     }
@@ -179,6 +300,7 @@ def run_ep_learning(config: EPLearningConfig, run: RunFolder, *, progress: bool,
         "dataset": task.dataset,
         "hidden": task.n_hidden(),
         "training": task.training.model_dump(mode="json"),
+        **({"selection": task.selection.model_dump(mode="json")} if task.selection.kind == "validation" else {}),
         "summary": summary,
         "seeds": [{k: v for k, v in r.items() if k != "curves"} for r in results],
     }
@@ -192,6 +314,10 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     test = [r["test_accuracy"] for r in results]
     train = [r["train_accuracy"] for r in results]
     firsts = [r["first_epoch_at_100"] for r in results if r["train_accuracy"] == 1.0 and r["first_epoch_at_100"]]
+    selected = {}
+    if "selected_epoch" in results[0]:
+        selected = {"n_validation": results[0]["n_validation"],
+                    "median_selected_epoch": statistics.median(r["selected_epoch"] for r in results)}  # fmt: skip
     return {
         "seeds": len(results),
         "test_accuracy_mean": float(np.mean(test)),
@@ -204,6 +330,7 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "samples_per_second": statistics.median(r["samples_per_second"] for r in results),
         "n_train": results[0]["n_train"],
         "n_test": results[0]["n_test"],
+        **selected,
     }
 
 
@@ -213,6 +340,14 @@ def _table(dataset: str, summary: dict[str, dict[str, Any]]) -> tuple[list[str],
         rows = [[p, f"{s['seeds_at_100_test']}/{s['seeds']}",
                  "-" if s["median_first_epoch_at_100"] is None else f"{s['median_first_epoch_at_100']:.0f}",
                  f"{s['median_seconds_per_epoch']:.4f}", f"{s['samples_per_second']:.0f}"] for p, s in summary.items()]  # fmt: skip
+        return columns, rows
+    if all("n_validation" in s for s in summary.values()):
+        columns = ["dataset", "train + validation / test", "test acc. mean", "min", "max", "seeds at 100% test",
+                   "train acc. mean", "median selected epoch", "s/epoch"]  # fmt: skip
+        rows = [[p, f"{s['n_train']} + {s['n_validation']} / {s['n_test']}", f"{s['test_accuracy_mean']:.2%}",
+                 f"{s['test_accuracy_min']:.2%}", f"{s['test_accuracy_max']:.2%}", f"{s['seeds_at_100_test']}/{s['seeds']}",
+                 f"{s['train_accuracy_mean']:.2%}", f"{s['median_selected_epoch']:g}", f"{s['median_seconds_per_epoch']:.3f}"]
+                for p, s in summary.items()]  # fmt: skip
         return columns, rows
     columns = ["dataset", "train / test", "test acc. mean", "min", "max", "seeds at 100% test", "train acc. mean", "s/epoch"]
     rows = [[p, f"{s['n_train']} / {s['n_test']}", f"{s['test_accuracy_mean']:.2%}", f"{s['test_accuracy_min']:.2%}",
@@ -228,15 +363,21 @@ def _learning_curves(run: RunFolder, task: EPLearningTask, results: list[dict[st
     from inmaterio.plots import save_figure
 
     problems = task.problems()
+    held_out = task.selection.kind == "validation"
     fig = Figure(figsize=(4.5 * min(len(problems), 3), 3.6 * ((len(problems) + 2) // 3)), layout="constrained")
     axes = np.atleast_1d(fig.subplots((len(problems) + 2) // 3, min(len(problems), 3), squeeze=False)).ravel()
     for ax, problem in zip(axes, problems):
         mine = [r for r in results if r["problem"] == problem]
-        for key, label in (("accuracy", "train (during the epoch)"), ("val_accuracy", "test (after the epoch)")):
+        second = "validation (after the epoch)" if held_out else "test (after the epoch)"
+        for key, label in (("accuracy", "train (during the epoch)"), ("val_accuracy", second)):
             a = np.array([r["curves"][key] for r in mine])
             epochs = np.arange(1, a.shape[1] + 1)
             ax.plot(epochs, a.mean(0), label=f"{label}, mean of {len(mine)}")
             ax.fill_between(epochs, a.min(0), a.max(0), alpha=0.2)
+        if held_out:
+            chosen = [r["selected_epoch"] for r in mine]
+            ax.plot(chosen, [r["curves"]["val_accuracy"][e - 1] for r, e in zip(mine, chosen)], "kx", ms=5,
+                    label="selected epochs")  # fmt: skip
         ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title=f"{problem}, symmetric EP")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right", fontsize=7)
@@ -253,6 +394,9 @@ def report_ep_learning(runs: list[FinishedRun]) -> str:
     for run in runs:
         m, table = run.metrics, run.metrics["table"]
         t = m["training"]
+        if "selection" in m:
+            sections.append(_report_selected(run))
+            continue
         seeds = markdown_table(
             ["problem", "seed", "train acc.", "test acc.", "best test acc. during training (epoch)", "s/epoch"],
             [[s["problem"], s["seed"], f"{s['train_accuracy']:.2%}", f"{s['test_accuracy']:.2%}",
@@ -269,3 +413,29 @@ def report_ep_learning(runs: list[FinishedRun]) -> str:
             + f"\n\n<details><summary>per seed</summary>\n\n{seeds}\n\n</details>\n\n![learning curves]({run.path / 'learning_curve.png'})"
         )
     return "\n\n".join(sections)
+
+
+def _report_selected(run: FinishedRun) -> str:
+    """The section of a run with ``selection: validation``: the chosen epoch and validation accuracy per seed."""
+    from inmaterio.tasks.report import markdown_table
+
+    m, table = run.metrics, run.metrics["table"]
+    t, sel = m["training"], m["selection"]
+    seeds = markdown_table(
+        ["problem", "seed", "train acc.", "validation acc. (selected epoch)", "test acc.", "s/epoch"],
+        [[s["problem"], s["seed"], f"{s['train_accuracy']:.2%}", f"{s['validation_accuracy']:.2%} ({s['selected_epoch']})",
+          f"{s['test_accuracy']:.2%}", f"{s['seconds_per_epoch']:.3f}"] for s in m["seeds"]],
+    )  # fmt: skip
+    first = m["seeds"][0]
+    return (
+        f"### {table['title']} (`{run.path}`)\n\n"
+        f"Diode network with {m['hidden']} hidden nodes; {t['variant']} EP, beta {t['beta']:g} S, {t['loss']} "
+        f"({t['readout']} readout), {t['optimizer']} lr {t['lr']}, batch {t['batch_size']}, {t['epochs']} epochs. "
+        f"Model selection on a validation part: {first['n_validation']} of the {first['n_train'] + first['n_validation']} "
+        f"training samples held out (fraction {sel['fraction']:g}, stratified, drawn per seed), training on the other "
+        f"{first['n_train']}; the weights of the epoch with the best validation accuracy (ties: lowest validation loss, "
+        f"then the earliest) are tested once on the {first['n_test']} test samples, which play no part in the choice. "
+        f"{run.record.get('wall_s', 0.0) / 60:.1f} min wall; `inmaterio run {run.path / 'config.yaml'} --out {run.path}`.\n\n"
+        + markdown_table(table["columns"], table["rows"])
+        + f"\n\n<details><summary>per seed</summary>\n\n{seeds}\n\n</details>\n\n![learning curves]({run.path / 'learning_curve.png'})"
+    )
