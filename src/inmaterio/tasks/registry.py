@@ -219,6 +219,13 @@ TASKS: dict[str, Task] = {
             example="ep_mnist.yaml",
         ),
         _task(
+            "ep_ebm",
+            "inmaterio.studies.ep_ebm",
+            "energy-based MLP / ConvNet on MNIST: one-sided, random-sign, symmetric EP, KP vector field vs BPTT (Laborieux 2021)",
+            config="EPEBMConfig",
+            example="ep_ebm/mlp_symmetric.yaml",
+        ),
+        _task(
             "drn_mnist",
             "inmaterio.studies.drn_mnist",
             "MNIST with deep resistive networks (ideal diodes) trained by EP and by exact gradients (Scellier 2024)",
