@@ -17,6 +17,7 @@ FOLDERS = [
     "shd_toy",
     "ep_asymmetric",
     "pulsed_mnist",
+    "drn_mnist",
 ]
 
 
