@@ -92,3 +92,8 @@ def test_bad_configs_name_the_field(tmp_path, change, match):
     data = write_synthetic_mnist(tmp_path / "mnist", n_train=80, n_test=30)
     with pytest.raises(ConfigError, match=match):
         parse_run_config(_tiny(data, **change))
+
+
+def test_the_1024_hidden_config_is_the_published_recipe():
+    t = load_run_config(EXAMPLES / "drn_mnist" / "h1024.yaml").task
+    assert t.hidden == [1024] and t.input_gain == 480.0 and t.algorithms == ["ep"] and t.training.epochs == 50
