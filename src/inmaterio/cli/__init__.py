@@ -6,7 +6,7 @@ library and print. Errors of inmaterio (bad configs, voltages, files, run
 folders) are printed as one line with exit code 2, never a traceback.
 """
 
-from inmaterio.cli import demo, device, ep, run, smg, surrogate  # noqa: F401 - each registers its commands
+from inmaterio.cli import cost, demo, device, ep, run, smg, surrogate  # noqa: F401 - each registers its commands
 from inmaterio.cli.app import app
 
 __all__ = ["app", "main"]
