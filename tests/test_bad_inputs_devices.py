@@ -161,7 +161,7 @@ ROWS = [
     BadInput("device-processor-nan", "NaN into the device path (never reaches the device)", lambda t: _device_processor(torch.tensor([[0.0, float("nan"), 0.0]]), rf"electrode 'e1' voltage nan V in sample 0 is not finite \(range {RANGE}\)")),
     BadInput("device-processor-bool", "a bool tensor into the device path", lambda t: _device_processor(torch.ones(1, 3, dtype=torch.bool), r"electrode 'e0' voltage True in sample 0 is not a real number \(bool\)")),
     # descriptions and device parameters
-    BadInput("description-type", "a description of an unregistered device", lambda t: expect_api_error(lambda: device_from_description({"type": "daq", "seed": 0}), ConfigError, r"type 'daq'; registered device types: \['analytic', 'hopping'\]")),
+    BadInput("description-type", "a description of an unregistered device", lambda t: expect_api_error(lambda: device_from_description({"type": "daq", "seed": 0}), ConfigError, r"type 'daq'; registered device types: \['analytic', 'hopping', 'instrument'\]")),
     BadInput("analytic-range", "low_v above high_v", lambda t: expect_api_error(lambda: AnalyticDevice(low_v=1.0, high_v=0.0), ConfigError, r"low_v 1\.0 V must be below high_v 0\.0 V")),
     # through `inmaterio device measure`
     BadInput("cli-text", "device measure 0,a,0", lambda t: _measure_cli(t, "0,a,0", r"numbers separated by commas, got 'a' as value 1 of '0,a,0'")),

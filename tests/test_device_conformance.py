@@ -41,6 +41,10 @@ FAST_SPECS = {
     "analytic-exact": {"type": "analytic"},
     "analytic-noisy": {"type": "analytic", "n_activation": 3, "low_v": -0.5, "high_v": 0.5, "noise_na": 2.0, "seed": 4},
     "analytic-no-zero-bias": {"type": "analytic", "n_activation": 2, "low_v": 0.1, "high_v": 0.9, "amplitude_na": 3.0},
+    "instrument-simulated": {
+        "type": "instrument", "backend": {"kind": "simulated", "device": {"type": "analytic", "n_activation": 3, "low_v": -1.0,
+        "high_v": 1.0}, "adc_noise_v": 0.002, "seed": 1}, "average_samples": 4, "safety": {"max_ramp_v_per_s": 200.0},
+    },
     "hopping-small": {
         "type": "hopping", "n_acceptors": 40, "n_donors": 1, "radius_nm": 60.0, "n_electrodes": 4, "readout_electrode": 3,
         "electrode_width_nm": 25.0, "grid_spacing_nm": 2.0, "voltage_ranges_v": [[-0.5, 0.5]] * 3, "seed": 1,
@@ -92,7 +96,9 @@ def test_description_rebuilds_the_same_device_and_numbers(spec):
     np.testing.assert_array_equal(a.current_na, b.current_na)
     np.testing.assert_array_equal(a.stderr_na, b.stderr_na)
     # the description is what makes the device: another seed is another device with other numbers
-    other = device_from_description({**description, "seed": description["seed"] + 1})
+    seeded = description if "seed" in description else description["backend"]  # an instrument: its DAQ's noise
+    reseeded = {"seed": seeded["seed"] + 1} if seeded is description else {"backend": {**seeded, "seed": seeded["seed"] + 1}}
+    other = device_from_description({**description, **reseeded})
     with other.random_streams("plan", 3):
         assert not np.array_equal(other.measure(v), a.current_na)
 
@@ -128,7 +134,7 @@ def test_device_config_from_description_refuses_other_devices():
     "description, message",
     [
         ("hopping", r"must be a mapping with a 'type' key, got str"),
-        ({"type": "daq"}, r"type 'daq'; registered device types: \['analytic', 'hopping'\]"),
+        ({"type": "daq"}, r"type 'daq'; registered device types: \['analytic', 'hopping', 'instrument'\]"),
         ({"seed": 1}, r"type None; registered"),
         ({"type": "analytic", "n_activaton": 3}, r"unknown key 'device.analytic.n_activaton'"),
         ({"type": "hopping", "temperature_k": -4}, r"field 'device.hopping.temperature_k' = -4: Input should be greater than 0"),

@@ -8,6 +8,12 @@ folder is checked before anything is measured, a failed write later saves the
 data to a rescue folder the message names, and the same command on a
 finished folder shows it instead of measuring again (``--overwrite`` replaces
 it).
+
+For a device on an instrument (``device: {type: instrument, ...}``, see
+:mod:`inmaterio.devices.instruments`): ``device dry-run`` builds and checks the
+waveforms of some operating points against every limit without playing them
+(and plots the first); ``device calibrate`` measures latency, offsets and
+settling and writes the calibrated config to a new file (never overwriting one).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 import typer
 from typer.core import TyperCommand
 
-from inmaterio.cli.app import app, console, friendly_errors, load_device
+from inmaterio.cli.app import app, console, friendly_errors, load_device, right_aligned_table
 
 device_app = typer.Typer(help="Measure a device (the virtual DNPU by default).", no_args_is_help=True)
 app.add_typer(device_app, name="device")
@@ -123,3 +129,85 @@ def device_iv(
         run.finish({"points_per_sweep": points, "current_min_na": float(curves.current_na.min()),
                     "current_max_na": float(curves.current_na.max())})  # fmt: skip
     console.print(f"data: {run.file('iv.json')}; figure: {run.file('iv_curves.png')}", soft_wrap=True)
+
+
+def _instrument(config: Path):
+    """The instrument device of a YAML file (``device: {type: instrument, ...}``), or a ConfigError."""
+    from inmaterio.devices.instruments import InstrumentDevice
+    from inmaterio.errors import ConfigError
+
+    device = load_device(config)
+    if not isinstance(device, InstrumentDevice):
+        kind = device.describe()["type"]
+        raise ConfigError(f"'{config}' names a device of type '{kind}'; this command needs type 'instrument'")
+    return device
+
+
+@device_app.command("calibrate")
+@friendly_errors
+def device_calibrate(
+    config: Annotated[Path, typer.Option(help="YAML with 'device: {type: instrument, ...}'")],
+    out: Annotated[Path, typer.Option(help="new YAML: the same device with the calibration and settle_samples")],
+    tolerance: Annotated[float, typer.Option(min=1e-6, max=0.5, help="settling left, fraction of a step")] = 0.01,
+    hold_samples: Annotated[int, typer.Option(min=8, help="samples each calibration step is held")] = 500,
+) -> None:
+    """Measure latency, offsets and settling of an instrument; write the calibrated device config (never overwrites)."""
+    import yaml
+
+    from inmaterio.devices.instruments import calibrate
+    from inmaterio.errors import ConfigError
+
+    if out.exists():
+        raise ConfigError(f"'{out}' exists; give a new --out (calibrations are never overwritten)")
+    device = _instrument(config)
+    try:
+        report = calibrate(device, tolerance=tolerance, hold_samples=hold_samples)
+    finally:
+        device.close()
+    calibrated = device.with_calibration(report.calibration)
+    c = report.calibration
+    table = right_aligned_table("settling per electrode", ["electrode", "step (V)", "settle (samples)", "settle (ms)"])
+    for name, samples in report.settle_samples_per_electrode.items():
+        table.add_row(name, f"{report.step_v[name]:.3g}", str(samples), f"{1e3 * samples / device.sample_rate_hz:.3g}")
+    console.print(table)
+    offsets = ", ".join(f"{x:.4g}" for x in c.offset_na or [])
+    console.print(f"latency {c.latency_samples} samples; offset [{offsets}] nA; recommended settle_samples {c.settle_samples}, "
+                  f"plateau {report.recommended_plateau_samples} samples ({1e3 * report.recommended_plateau_samples / device.sample_rate_hz:.3g} ms)",
+                  soft_wrap=True)  # fmt: skip
+    spec = {k: v for k, v in calibrated.describe().items() if k != "package_version"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "x") as f:  # exclusive: a file that appeared meanwhile is not overwritten
+        yaml.safe_dump({"device": spec}, f, sort_keys=False)
+    console.print(f"calibrated config: {out}", soft_wrap=True)
+
+
+@device_app.command("dry-run")
+@friendly_errors
+def device_dry_run(
+    config: Annotated[Path, typer.Option(help="YAML with 'device: {type: instrument, ...}'")],
+    points: Annotated[Optional[Path], typer.Option(help="CSV of operating points, one row of voltages (V) each")] = None,
+    random: Annotated[int, typer.Option(min=1, help="without --points: this many random points inside the ranges")] = 16,
+    seed: Annotated[int, typer.Option(help="seed of the random points")] = 0,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG of the first waveform")] = None,
+) -> None:
+    """Build and check the waveforms of some operating points against every limit, without playing them."""
+    from inmaterio.devices.instruments import dry_run
+
+    device = _instrument(config)
+    if points is not None:
+        from inmaterio.errors import VoltageError
+
+        flat = parse_voltages([line for line in points.read_text().splitlines() if line.strip()])
+        if flat.size % device.n_activation:
+            raise VoltageError(
+                f"'{points}' holds {flat.size} numbers, not rows of {device.n_activation} voltages for {device.activation_names}"
+            )
+        voltages = flat.reshape(-1, device.n_activation)
+    else:
+        r = device.voltage_ranges
+        voltages = np.random.default_rng(seed).uniform(r[:, 0], r[:, 1], (random, device.n_activation))
+    result = dry_run(device, voltages, plot=plot)
+    console.print(f"dry run OK: {len(voltages)} points, {len(result.waveforms_v)} waveform(s), {result.n_samples} samples, "
+                  f"{result.duration_s:.4g} s at {device.sample_rate_hz:g} Hz, fastest ramp {result.max_ramp_v_per_s:.4g} V/s "
+                  f"(limit {device.config.safety.max_ramp_v_per_s:g}); nothing was played"
+                  + (f"; waveform plot: {plot}" if plot else ""), soft_wrap=True)  # fmt: skip

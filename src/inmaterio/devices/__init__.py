@@ -6,7 +6,7 @@ from inmaterio.devices.conformance import DeviceConformanceError, check_device
 
 __all__ = [
     "Device", "Electrode", "Measurement", "check_voltages", "check_device", "DeviceConformanceError", "AnalyticDevice",
-    "HoppingDevice",
+    "HoppingDevice", "InstrumentDevice",
 ]  # fmt: skip
 
 
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from inmaterio.devices.hopping import HoppingDevice
 
         return HoppingDevice
+    if name == "InstrumentDevice":  # a device on a lab instrument (simulated DAQ or NI-DAQmx)
+        from inmaterio.devices.instruments import InstrumentDevice
+
+        return InstrumentDevice
     raise AttributeError(name)

@@ -34,6 +34,7 @@ from inmaterio.config import StrictModel, validate_config
 from inmaterio.devices.analytic import AnalyticDeviceConfig
 from inmaterio.devices.base import Device
 from inmaterio.devices.hopping.config import HoppingConfig
+from inmaterio.devices.instruments.config import InstrumentDeviceConfig
 from inmaterio.errors import ConfigError
 
 __all__ = [
@@ -55,13 +56,19 @@ class HoppingDeviceConfig(HoppingConfig):
     type: Literal["hopping"] = "hopping"
 
 
-DeviceSpec = Annotated[Union[HoppingDeviceConfig, AnalyticDeviceConfig], Field(discriminator="type")]
+DeviceSpec = Annotated[Union[HoppingDeviceConfig, AnalyticDeviceConfig, InstrumentDeviceConfig], Field(discriminator="type")]
 
 
 def _build_analytic(spec: AnalyticDeviceConfig) -> Device:
     from inmaterio.devices.analytic import AnalyticDevice
 
     return AnalyticDevice(**spec.model_dump(exclude={"type"}))
+
+
+def _build_instrument(spec: InstrumentDeviceConfig) -> Device:
+    from inmaterio.devices.instruments.device import InstrumentDevice
+
+    return InstrumentDevice(spec)
 
 
 def _build_hopping(spec: HoppingDeviceConfig) -> Device:
@@ -83,6 +90,7 @@ class DeviceType:
 DEVICE_TYPES: dict[str, DeviceType] = {
     "hopping": DeviceType(HoppingDeviceConfig, _build_hopping, "the kinetic Monte Carlo virtual DNPU"),
     "analytic": DeviceType(AnalyticDeviceConfig, _build_analytic, "the closed-form test device"),
+    "instrument": DeviceType(InstrumentDeviceConfig, _build_instrument, "a device on a (simulated or NI-DAQmx) instrument"),
 }
 
 # the type names of descriptions written before the registry's names were used
