@@ -411,9 +411,9 @@ class PulsedArray:
     """Devices drawn from a config: one set of parameters per device, every tensor of shape ``shape``.
 
     config : the device config (model, noise).
-    w_min, w_max : (*shape) per-device bounds of the state.
-    dw_up, dw_down : (*shape) per-device nominal up/down steps δw±_i (>= 0, weight units).
-    reference : (*shape) per-device reference subtracted on reading (0, or the symmetry point with
+    w_min, w_max : ``(*shape)`` per-device bounds of the state.
+    dw_up, dw_down : ``(*shape)`` per-device nominal up/down steps δw±_i (>= 0, weight units).
+    reference : ``(*shape)`` per-device reference subtracted on reading (0, or the symmetry point with
         ``reference: zero_shift``).
     """
 
@@ -528,7 +528,7 @@ def _relative_state(array: PulsedArray, w: torch.Tensor) -> torch.Tensor:
 
 
 def step_sizes(array: PulsedArray, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise-free step magnitudes (Δ+(w), Δ-(w)), each (*shape), of one up / one down pulse at state ``w`` (*shape).
+    """Noise-free step magnitudes (Δ+(w), Δ-(w)), each ``(*shape)``, of one up / one down pulse at state ``w`` ``(*shape)``.
 
     The state is clamped into each device's bounds first; the result is not clipped (a step may carry
     the state past a bound, which :func:`pulse` clips).
@@ -557,16 +557,16 @@ def pulse(array: PulsedArray, w: torch.Tensor, n_pulses: torch.Tensor, generator
     Parameters
     ----------
     array : the devices, of shape ``shape``.
-    w : (*shape) states (weight units); the result has its dtype and device.
-    n_pulses : (*shape) signed integer tensor: n > 0 up pulses, n < 0 down pulses, 0 untouched.
-    generator : draws the cycle-to-cycle noise, one (*shape) standard normal per pulse index
+    w : ``(*shape)`` states (weight units); the result has its dtype and device.
+    n_pulses : ``(*shape)`` signed integer tensor: n > 0 up pulses, n < 0 down pulses, 0 untouched.
+    generator : draws the cycle-to-cycle noise, one ``(*shape)`` standard normal per pulse index
         (drawn on the generator's device in w's dtype, then moved to w's device).
 
     Returns
     -------
-    (*shape) new states, each within its device's [w_min, w_max] (a device with n = 0 keeps its state).
+    ``(*shape)`` new states, each within its device's [w_min, w_max] (a device with n = 0 keeps its state).
 
-    The loop runs over the pulse index only (max |n| iterations), every device at once; a noiseless constant
+    The loop runs over the pulse index only (``max |n|`` iterations), every device at once; a noiseless constant
     step takes all its pulses at once (the same result: equal steps of one sign, then the clip).
     """
     _check_state(array, w)
@@ -664,7 +664,7 @@ def _bisect_sign_change(g: Callable[[torch.Tensor], torch.Tensor], like: torch.T
 
 
 def symmetry_point(array: PulsedArray) -> torch.Tensor:
-    """(*shape) state w* of every device where Δ+(w*) = Δ-(w*) (module docstring), in the array's dtype/device.
+    """``(*shape)`` state w* of every device where Δ+(w*) = Δ-(w*) (module docstring), in the array's dtype/device.
 
     Closed forms for the constant, soft-bounds and exponential steps (Δ± linear in w) and for the
     power step with equal exponents; a vectorised bisection for the power step otherwise. If
@@ -689,7 +689,7 @@ def symmetry_point(array: PulsedArray) -> torch.Tensor:
 
 
 def read_weights(array: PulsedArray, w: torch.Tensor) -> torch.Tensor:
-    """(*shape) read weights w - reference of the states ``w`` (*shape)."""
+    """``(*shape)`` read weights w - reference of the states ``w`` ``(*shape)``."""
     _check_state(array, w)
     return w - array.reference.to(w.device, w.dtype)
 

@@ -107,9 +107,9 @@ class SHDConfig(StrictModel):
 def sgd_step(
     array: PulsedArray, w: torch.Tensor, grad: torch.Tensor, config: PulsedSGDConfig, generator: torch.Generator
 ) -> torch.Tensor:
-    """One pulsed SGD step: the new states (*shape) of ``array`` after the desired change -lr * grad.
+    """One pulsed SGD step: the new states ``(*shape)`` of ``array`` after the desired change -lr * grad.
 
-    ``w`` (*shape) states; ``grad`` (*shape) dE/dW at the read weights ``read_weights(array, w)``.
+    ``w`` ``(*shape)`` states; ``grad`` ``(*shape)`` dE/dW at the read weights ``read_weights(array, w)``.
     ``generator`` draws the rounding, then the pulses' cycle-to-cycle noise.
     """
     _check_same_shape(w, grad=grad)
@@ -126,14 +126,14 @@ def shd_step(
     config: SHDConfig,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SHD iteration (module docstring): the new states (A, C), each (*shape).
+    """One SHD iteration (module docstring): the new states (A, C), each ``(*shape)``.
 
     Parameters
     ----------
     a_array, c_array : the devices of the two arrays, of the same shape (A should have
         ``reference: zero_shift``: it is read relative to its reference, which should be its symmetry point).
-    a, c : (*shape) their states (weight units).
-    grad : (*shape) dE/dW at the weights W = read_weights(c_array, c).
+    a, c : ``(*shape)`` their states (weight units).
+    grad : ``(*shape)`` dE/dW at the weights W = read_weights(c_array, c).
     config : the learning rates and the rounding.
     generator : draws, in order, A's rounding, A's pulse noise, C's rounding, C's pulse noise.
     """

@@ -120,10 +120,10 @@ class TikiTakaConfig(StrictModel):
     transfer_io : the periphery of the column read of A (default ideal).
     transfer_pulse_train : the pulse-train settings of the TTv1 transfer onto C.
     gamma : >= 0, the share of A in the network weight W = gamma A + C.
-    threshold : TTv2, >= 1, |H| (pulses of C) at which a device of C is pulsed.
+    threshold : TTv2, >= 1, ``|H|`` (pulses of C) at which a device of C is pulsed.
     hysteresis : TTv2, >= 0, extra threshold (pulses) for a transfer of the opposite sign to the device's last.
     buffer : TTv2, ``reset`` (H = 0 where C was pulsed) or ``subtract`` (H -= the pulses given).
-    max_transfer_pulses : TTv2, the most pulses per device and transfer (None: floor(|H|)).
+    max_transfer_pulses : TTv2, the most pulses per device and transfer (None: ``floor(|H|)``).
     average_reads : random reads of each tile's C per step added to the averaging regression (0: off).
     """
 
@@ -342,7 +342,7 @@ class TikiTaka(TileOptimizer):
         """Estimate tile ``tile_index``'s slow weights C ``(out, in)`` (float64) from ``n_reads`` random mat-vecs.
 
         Inputs uniform in [-1, 1], read through ``io`` (default: the tile's forward periphery; weight scale
-        max(|w_min|, |w_max|) of C's nominal range), inputs and noise from ``generator`` (on the tile's
+        ``max(|w_min|, |w_max|)`` of C's nominal range), inputs and noise from ``generator`` (on the tile's
         device), least squares as :func:`~inmaterio.crossbars.extraction.extract_weights`. The training's
         random stream is not touched. Raises ValueError for ``n_reads < in_features``.
         """

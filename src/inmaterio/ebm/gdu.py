@@ -50,7 +50,7 @@ class GDUCurves:
 
 
 def truncated_bptt(model: EnergyNetwork, x: torch.Tensor, y: torch.Tensor, start, K: int) -> dict[str, torch.Tensor]:
-    """:math:`g^{\\mathrm{BPTT}}(k)` for ``k = 1 .. K`` from the state ``start``, by name, ``(K, *shape)``."""
+    """:math:`g^{\\mathrm{BPTT}}(k)` for ``k = 1..K`` from the state ``start``, by name, ``(K, *shape)``."""
     names = [n for n, _ in model.named_parameters()]
     copies = [{n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()} for _ in range(K)]
     with torch.enable_grad():
@@ -78,7 +78,7 @@ def truncated_bptt(model: EnergyNetwork, x: torch.Tensor, y: torch.Tensor, start
 def ep_per_step(
     model: EnergyNetwork, x: torch.Tensor, y: torch.Tensor, start, K: int, beta: float, *, symmetric: bool
 ) -> dict[str, torch.Tensor]:
-    """:math:`\\hat g^{\\mathrm{EP}}(k)` for ``k = 1 .. K`` from the free state ``start``, by name, ``(K, *shape)``."""
+    """:math:`\\hat g^{\\mathrm{EP}}(k)` for ``k = 1..K`` from the free state ``start``, by name, ``(K, *shape)``."""
     names = [n for n, _ in model.named_parameters()]
     plus, minus = [s.clone() for s in start], [s.clone() for s in start]
     rows: list[list[torch.Tensor]] = []

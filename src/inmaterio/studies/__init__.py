@@ -4,14 +4,14 @@ Ruiz Euler et al., *Dopant network processing units: towards efficient
 neural-network emulators with high-capacity nanoelectronic nodes*,
 Neuromorph. Comput. Eng. 1, 024002 (2021):
 
-==================  ===========================================  ==================================
-task type           module                                       example config
-==================  ===========================================  ==================================
-``capacity_study``  :mod:`~inmaterio.studies.capacity`           ``examples/capacity_study.yaml``
-``rings_study``     :mod:`~inmaterio.studies.rings`              ``examples/rings_study.yaml``
-``ring_electrodes`` :mod:`~inmaterio.studies.ring_electrodes`    ``examples/ring_electrodes.yaml``
-``mnist_10dnpu``    :mod:`~inmaterio.studies.mnist`              ``examples/mnist_10dnpu.yaml``
-==================  ===========================================  ==================================
+===================  ===========================================  ==================================
+task type            module                                       example config
+===================  ===========================================  ==================================
+``capacity_study``   :mod:`~inmaterio.studies.capacity`           ``examples/capacity_study.yaml``
+``rings_study``      :mod:`~inmaterio.studies.rings`              ``examples/rings_study.yaml``
+``ring_electrodes``  :mod:`~inmaterio.studies.ring_electrodes`    ``examples/ring_electrodes.yaml``
+``mnist_10dnpu``     :mod:`~inmaterio.studies.mnist`              ``examples/mnist_10dnpu.yaml``
+===================  ===========================================  ==================================
 
 Each study runs in one run folder (:mod:`inmaterio.runs`): rerunning the
 same command resumes it, and ``inmaterio report FOLDER ...`` rebuilds its
