@@ -268,3 +268,22 @@ def test_an_interrupted_selected_study_resumes_to_the_same_numbers(tmp_path, mon
     seed = resumed["seeds"][0]
     assert "21 of the 105 training samples held out" in report and "| iris | 84 + 21 / 45 |" in report
     assert f"| iris | 0 | {seed['train_accuracy']:.2%} | {seed['validation_accuracy']:.2%} ({seed['selected_epoch']}) |" in report
+
+
+def test_a_fixed_split_gives_every_seed_the_same_test_set_and_only_then():
+    """``split_seed`` fixes the train/test split for all seeds; without it seed s draws split s."""
+    from inmaterio.circuits.examples import get_example
+
+    fixed = parse_run_config({"task": {"type": "ep_learning", "dataset": "iris", "split_seed": 0}}).task
+    per_seed = parse_run_config({"task": {"type": "ep_learning", "dataset": "iris"}}).task
+    reference = get_example("iris").load(0)  # sklearn's stratified split with random_state 0
+    for seed in (0, 3, 7):
+        data = ep_learning._data(fixed, "iris", seed)
+        assert torch.equal(data.x_test, reference.x_test) and torch.equal(data.y_train, reference.y_train)
+    assert not torch.equal(ep_learning._data(per_seed, "iris", 3).x_test, reference.x_test)
+    assert "split_seed" not in parse_run_config({"task": {"type": "ep_learning"}}).identity()["task"]
+    assert parse_run_config({"task": {"type": "ep_learning", "split_seed": 0}}).identity()["task"]["split_seed"] == 0
+    with pytest.raises(ConfigError, match=r"task\.split_seed' = -1"):
+        parse_run_config({"task": {"type": "ep_learning", "split_seed": -1}})
+    with pytest.raises(ConfigError, match=r"split_seed 0 fixes a train/test split, but dataset 'gates' has none"):
+        parse_run_config({"task": {"type": "ep_learning", "dataset": "gates", "split_seed": 0}})

@@ -15,7 +15,8 @@ read differentially. Symmetric EP, MSE on the class scores by default
   free circuit classifies all four points after the last epoch;
 - ``iris``, ``wine``, ``digits``: stratified splits of the scikit-learn sets
   (features min-max scaled to [-1, 1] V on the training set); each seed
-  draws its own split and its own initial conductances.
+  draws its own initial conductances, and its own split unless
+  ``split_seed`` fixes one split for every seed.
 
 Every (problem, seed) is one :func:`~inmaterio.circuits.fit` in its own
 nested run folder ``<problem>/seed_<s>/``, so an interrupted study resumes
@@ -126,7 +127,12 @@ class EPLearningTask(StrictModel):
 
     dataset : xor, gates, iris, wine or digits (see the module docstring).
     gates : the gates of ``dataset: gates`` (AND, OR, NAND, NOR, XOR, XNOR; no repeats).
-    seeds : seeds 0 .. seeds-1, each its own split (tabular sets), initialisation and shuffling.
+    seeds : seeds 0 .. seeds-1, each its own initialisation and shuffling, and its own split (tabular sets)
+        unless ``split_seed`` fixes one.
+    split_seed : null (default): seed ``s`` uses the train/test split drawn with ``random_state = s``; an integer:
+        every seed uses the one split drawn with ``random_state = split_seed`` (a fixed split, as a published
+        105/45 Iris split is one split), so the seeds differ only in initialisation, shuffling and validation
+        part. Left out of the dumped config when null, so the configs of earlier runs dump as before.
     hidden : hidden diode nodes (null: the dataset's default, 6 / 10 / 10 / 40).
     diode_bias_v : series bias of every diode, V (-0.3 V: they conduct near +-0.1 V).
     gain : amplifier voltage gain (> 0; the current gain is 1 / gain).
@@ -142,6 +148,7 @@ class EPLearningTask(StrictModel):
     hidden: int | None = Field(None, ge=1, le=10_000)
     diode_bias_v: float = Field(-0.3, ge=-10, le=10)
     gain: float = Field(4.0, gt=0, le=1e6)
+    split_seed: int | None = Field(None, ge=0, le=2**32 - 1)
     training: EPTrainConfig
     selection: SelectionConfig = SelectionConfig()
 
@@ -162,6 +169,15 @@ class EPLearningTask(StrictModel):
         return gates
 
     @model_validator(mode="after")
+    def _split_seed_needs_a_split(self) -> EPLearningTask:
+        if self.split_seed is not None and self.dataset in ("xor", "gates"):
+            raise ValueError(
+                f"split_seed {self.split_seed} fixes a train/test split, but dataset {self.dataset!r} has none "
+                "(its four points are both the training and the test set); leave split_seed out (null)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _validation_needs_a_training_set(self) -> EPLearningTask:
         if self.selection.kind == "validation" and self.dataset in ("xor", "gates"):
             raise ValueError(
@@ -175,6 +191,8 @@ class EPLearningTask(StrictModel):
         data = handler(self)
         if self.selection == SelectionConfig():
             data.pop("selection", None)
+        if self.split_seed is None:
+            data.pop("split_seed", None)
         return data
 
     def problems(self) -> list[str]:
@@ -202,7 +220,7 @@ def _data(task: EPLearningTask, problem: str, seed: int):
         x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
         y = torch.tensor(GATES[problem])
         return ExampleData(x, y, x, y)
-    return get_example(task.dataset).load(seed)
+    return get_example(task.dataset).load(seed if task.split_seed is None else task.split_seed)
 
 
 def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool) -> dict[str, Any]:
@@ -301,6 +319,7 @@ def run_ep_learning(config: EPLearningConfig, run: RunFolder, *, progress: bool,
         "hidden": task.n_hidden(),
         "training": task.training.model_dump(mode="json"),
         **({"selection": task.selection.model_dump(mode="json")} if task.selection.kind == "validation" else {}),
+        **({"split_seed": task.split_seed} if task.split_seed is not None else {}),
         "summary": summary,
         "seeds": [{k: v for k, v in r.items() if k != "curves"} for r in results],
     }
@@ -407,12 +426,19 @@ def report_ep_learning(runs: list[FinishedRun]) -> str:
             f"### {table['title']} (`{run.path}`)\n\n"
             f"Diode network with {m['hidden']} hidden nodes; {t['variant']} EP, beta {t['beta']:g} S, {t['loss']} "
             f"({t['readout']} readout), {t['optimizer']} lr {t['lr']}, batch {t['batch_size']}, {t['epochs']} epochs; "
-            f"accuracies after the last epoch. {run.record.get('wall_s', 0.0) / 60:.1f} min wall; "
+            f"accuracies after the last epoch. {_split_sentence(m)}{run.record.get('wall_s', 0.0) / 60:.1f} min wall; "
             f"`inmaterio run {run.path / 'config.yaml'} --out {run.path}`.\n\n"
             + markdown_table(table["columns"], table["rows"])
             + f"\n\n<details><summary>per seed</summary>\n\n{seeds}\n\n</details>\n\n![learning curves]({run.path / 'learning_curve.png'})"
         )
     return "\n\n".join(sections)
+
+
+def _split_sentence(metrics: dict[str, Any]) -> str:
+    """How the seeds' train/test splits were drawn, for a report ('' for the four-point sets)."""
+    if metrics.get("split_seed") is not None:
+        return f"One fixed stratified train/test split (random_state {metrics['split_seed']}) for every seed. "
+    return ""
 
 
 def _report_selected(run: FinishedRun) -> str:
@@ -431,7 +457,7 @@ def _report_selected(run: FinishedRun) -> str:
         f"### {table['title']} (`{run.path}`)\n\n"
         f"Diode network with {m['hidden']} hidden nodes; {t['variant']} EP, beta {t['beta']:g} S, {t['loss']} "
         f"({t['readout']} readout), {t['optimizer']} lr {t['lr']}, batch {t['batch_size']}, {t['epochs']} epochs. "
-        f"Model selection on a validation part: {first['n_validation']} of the {first['n_train'] + first['n_validation']} "
+        f"{_split_sentence(m)}Model selection on a validation part: {first['n_validation']} of the {first['n_train'] + first['n_validation']} "
         f"training samples held out (fraction {sel['fraction']:g}, stratified, drawn per seed), training on the other "
         f"{first['n_train']}; the weights of the epoch with the best validation accuracy (ties: lowest validation loss, "
         f"then the earliest) are tested once on the {first['n_test']} test samples, which play no part in the choice. "
