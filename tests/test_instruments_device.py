@@ -192,6 +192,7 @@ def test_a_gates_task_runs_unchanged_on_the_simulated_daq(tmp_path):
     run_task(config, tmp_path / "run", progress=False)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["device"]["device"]["type"] == "instrument"
+    assert not (tmp_path / "run" / "measurements.h5").exists()  # the file the config names takes every acquisition
     with h5py.File(tmp_path / "gates.h5", "r") as f:
         acquisitions = f["session_0000"]
         assert len(acquisitions) >= 1

@@ -500,3 +500,102 @@ def test_bfloat16_matrix_products_stay_close_and_keep_gradients():
     assert float((approx - exact).detach().abs().max()) < 0.02 * scale
     approx.sum().backward()
     assert v.grad is not None and bool(torch.isfinite(v.grad).all())
+
+
+# --- progress on long device calls ----------------------------------------------------------------
+
+
+def recording_progress_bar(monkeypatch, module):
+    """Replace ``module.progress_bar`` by one that records its arguments and every advance."""
+    from contextlib import contextmanager
+
+    seen = []
+
+    class Bar:
+        def __init__(self, record):
+            self.record = record
+
+        def advance(self, amount):
+            self.record["advances"].append(amount)
+
+    @contextmanager
+    def recording(total, description, unit, enabled):
+        record = {"total": total, "description": description, "unit": unit, "enabled": enabled, "advances": []}
+        seen.append(record)
+        yield Bar(record)
+
+    monkeypatch.setattr(module, "progress_bar", recording)
+    return seen
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_progress_counts_the_points_of_calls_of_several_waveforms(monkeypatch):
+    import inmaterio.processors as processors
+
+    seen = recording_progress_bar(monkeypatch, processors)
+    device = AnalyticDevice(n_activation=4, seed=3, noise_na=0.5)
+    v = device_voltages((10,), seed=5)
+    quiet = DeviceProcessor(device, plateau_samples=2, ramp_samples=1, max_points=3)
+    loud = DeviceProcessor(device, plateau_samples=2, ramp_samples=1, max_points=3, progress=True)
+    with device.random_streams("quiet"):
+        expected = quiet(v)
+    with device.random_streams("quiet"):  # the same noise: progress changes what is shown, never what is measured
+        out = loud(v)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert seen[0]["enabled"] is False  # off by default
+    assert seen[1] == {"total": 10, "description": "measuring on AnalyticDevice", "unit": "pts", "enabled": True,
+                       "advances": [3, 3, 3, 1]}  # fmt: skip
+    loud(v[:3])  # one waveform: nothing to show
+    assert seen[2]["enabled"] is False and seen[2]["advances"] == [3]
+    with loud.progress_shown(False):
+        loud(v)
+    assert seen[3]["enabled"] is False and loud.progress is True
+    with quiet.progress_shown():
+        quiet(v.reshape(2, 5, 4))  # leading dimensions are flattened: 10 points
+    assert seen[4]["enabled"] is True and seen[4]["total"] == 10 and quiet.progress is False
+    assert DeviceProcessor(device).max_points == 512
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_progress_quiets_the_bar_of_an_instrument_device(monkeypatch):
+    """One bar at a time: an instrument's own bar is off while the processor's counts the points, and restored."""
+    import inmaterio.processors as processors
+    from inmaterio.devices.instruments import InstrumentDevice
+
+    recording_progress_bar(monkeypatch, processors)
+    device = InstrumentDevice({"backend": {"kind": "simulated", "device": {"type": "analytic", "n_activation": 4}, "adc_bits": None},
+                               "average_samples": 1, "chunk_points": 4, "safety": {"max_ramp_v_per_s": 1e4}})  # fmt: skip
+    states = []
+    inner = device._measure
+    monkeypatch.setattr(device, "_measure", lambda v: states.append(device.progress) or inner(v))
+    v = device_voltages((5,), seed=2, low=-1.0, high=0.5)
+    DeviceProcessor(device, max_points=2, progress=True)(v)
+    DeviceProcessor(device, max_points=2)(v)
+    assert states == [False] * 3 + [True] * 3 and device.progress is True
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_validation_switches_the_device_progress_on_when_asked(monkeypatch):
+    """validate_model: progress from its argument, else from validation_progress (what `inmaterio run` sets)."""
+    import inmaterio.processors as processors
+    from inmaterio.nn import DNPU
+    from inmaterio.tasks.validation import validate_layer, validation_progress
+    from inmaterio.training.metrics import fit_logistic_threshold
+
+    seen = recording_progress_bar(monkeypatch, processors)
+    surrogate = SurrogateProcessor(linear_model())
+    device = DeviceProcessor(AnalyticDevice(n_activation=4, low_v=-1.2, high_v=1.0, seed=1), info=make_info(), max_points=4)
+    layer = DNPU(surrogate, 2, (0, 1), (0.0, 1.0), seed=0)
+    x = torch.rand(9, 2, generator=torch.Generator().manual_seed(0))
+    targets = (x[:, 0] > 0.5).to(torch.float32).expand(2, 9)
+    with torch.no_grad():
+        threshold = fit_logistic_threshold(layer(x).T, targets)
+    validate_layer(layer, device, x, targets, threshold)
+    with validation_progress():
+        validate_layer(layer, device, x, targets, threshold, repeats=2)
+        validate_layer(layer, device, x, targets, threshold, progress=False)
+    validate_layer(layer, device, x, targets, threshold, progress=True)
+    # 9 inputs x 2 nodes = 18 points per call, in waveforms of 4
+    assert [(r["enabled"], r["total"], sum(r["advances"])) for r in seen] == [
+        (False, 18, 18), (True, 18, 18), (True, 18, 18), (False, 18, 18), (True, 18, 18)]  # fmt: skip
+    assert device.progress is False  # restored after every validation

@@ -15,7 +15,9 @@ with the same call whatever is behind it:
   point is held as a plateau of ``plateau_samples`` samples, every batch starts
   with a linear ramp from 0 V and ends with one back to 0 V, the ramps are
   masked out and each plateau is averaged back to one current. It has no
-  gradient.
+  gradient. A call of more than ``max_points`` operating points plays as
+  several waveforms; with ``progress`` on, such a call shows a bar with the
+  points measured, their rate and the ETA (on a terminal only).
 
 Both check voltages before anything is evaluated: a value outside its
 electrode's range, NaN or infinite raises :class:`~inmaterio.errors.VoltageError`
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,7 @@ from torch import nn
 
 from inmaterio.devices.base import Device, Electrode, as_real_voltages
 from inmaterio.errors import ConfigError, VoltageError
+from inmaterio.progress import progress_bar
 from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.model import SurrogateModel
 
@@ -367,8 +370,18 @@ class DeviceProcessor(Processor):
     plateau_samples : samples per operating point (>= 1), averaged.
     ramp_samples : samples of the ramps from and back to 0 V (>= 0), masked out.
     max_points : operating points per waveform (>= 1); larger inputs are played
-        as several waveforms, each with its own ramps.
+        as several waveforms, each with its own ramps and its own device call.
+        It is also the step of the progress bar: with the default 512, a
+        2,500-point validation that takes a minute on the virtual DNPU reports
+        5 times (about every 12 s), for ramps of 0.5 % of the samples (4 plateau
+        and 5 ramp samples; the default was 4096 before progress bars). The
+        device's noise is keyed per call, so ``max_points``, never
+        ``progress``, decides which noise a call draws.
     info : the description to report; default :meth:`DeviceInfo.from_device`.
+    progress : show a progress bar (points done, rate, ETA) on calls of more than ``max_points``
+        points (on a terminal only; off by default, see :meth:`progress_shown`). While it runs, a device
+        with its own bar (an :class:`~inmaterio.devices.instruments.InstrumentDevice`: ``progress_off()``)
+        keeps quiet.
     """
 
     differentiable = False
@@ -379,8 +392,9 @@ class DeviceProcessor(Processor):
         *,
         plateau_samples: int = 1,
         ramp_samples: int = 0,
-        max_points: int = 4096,
+        max_points: int = 512,
         info: DeviceInfo | None = None,
+        progress: bool = False,
     ) -> None:
         info = info or DeviceInfo.from_device(device)
         if info.n_activation != device.n_activation:
@@ -410,6 +424,8 @@ class DeviceProcessor(Processor):
         self.plateau_samples = int(plateau_samples)
         self.ramp_samples = int(ramp_samples)
         self.max_points = int(max_points)
+        #: show a progress bar on calls of more than ``max_points`` points (see :meth:`progress_shown`)
+        self.progress = bool(progress)
         #: the last waveform played, ``(T, n)`` V, and its plateau mask ``(T,)`` (for inspection and plots)
         self.last_waveform_v: np.ndarray | None = None
         self.last_mask: np.ndarray | None = None
@@ -430,13 +446,30 @@ class DeviceProcessor(Processor):
         # within the tolerance of the check; clip float32 rounding so the device sees its exact range
         points = np.clip(voltages.detach().reshape(-1, self.n_activation).cpu().numpy().astype(np.float64), low, high)
         currents = np.empty(len(points))
-        for start in range(0, len(points), self.max_points):
-            chunk = points[start : start + self.max_points]
-            waveform, mask = to_waveform(chunk, self.plateau_samples, self.ramp_samples)
-            measured = self.device.measure(waveform)
-            self.last_waveform_v, self.last_mask = waveform, mask
-            currents[start : start + len(chunk)] = from_waveform(measured, mask, self.plateau_samples)
+        shown = self.progress and len(points) > self.max_points
+        with ExitStack() as stack:
+            what = f"measuring on {type(self.device).__name__}"
+            bar = stack.enter_context(progress_bar(len(points), what, unit="pts", enabled=shown))
+            quiet = getattr(self.device, "progress_off", None)
+            if shown and callable(quiet):  # one bar at a time: this one counts the points
+                stack.enter_context(quiet())
+            for start in range(0, len(points), self.max_points):
+                chunk = points[start : start + self.max_points]
+                waveform, mask = to_waveform(chunk, self.plateau_samples, self.ramp_samples)
+                measured = self.device.measure(waveform)
+                self.last_waveform_v, self.last_mask = waveform, mask
+                currents[start : start + len(chunk)] = from_waveform(measured, mask, self.plateau_samples)
+                bar.advance(len(chunk))
         return torch.as_tensor(currents, dtype=voltages.dtype, device=voltages.device).reshape(shape)
+
+    @contextmanager
+    def progress_shown(self, enabled: bool = True) -> Iterator[DeviceProcessor]:
+        """Context manager: the progress bar on (``enabled``) or off inside; the setting is restored after."""
+        saved, self.progress = self.progress, bool(enabled)
+        try:
+            yield self
+        finally:
+            self.progress = saved
 
     def random_streams(self, *keys: Any) -> AbstractContextManager[None]:
         """The device's :meth:`~inmaterio.devices.base.Device.random_streams`: key its noise by what it serves."""
@@ -448,4 +481,5 @@ class DeviceProcessor(Processor):
             "device": self.device.describe(),
             "plateau_samples": self.plateau_samples,
             "ramp_samples": self.ramp_samples,
+            "max_points": self.max_points,
         }

@@ -7,7 +7,8 @@ separated, negative numbers included (``device measure -0.5,0,0,0,0,0,0``).
 folder is checked before anything is measured, a failed write later saves the
 data to a rescue folder the message names, and the same command on a
 finished folder shows it instead of measuring again (``--overwrite`` replaces
-it).
+it). A device on an instrument whose config names no ``measurement_file``
+appends the waveforms it plays to ``measurements.h5`` in that folder.
 
 For a device on an instrument (``device: {type: instrument, ...}``, see
 :mod:`inmaterio.devices.instruments`): ``device dry-run`` builds and checks the
@@ -103,6 +104,7 @@ def device_iv(
     overwrite: Annotated[bool, typer.Option(help="replace a finished sweep in --out")] = False,
 ) -> None:
     """Sweep every activation electrode over its range (others at 0 V) and plot the I-V curves."""
+    from inmaterio.devices.instruments import RUN_MEASUREMENT_FILE, measurements_in
     from inmaterio.plots import plot_iv_curves
     from inmaterio.runs import open_run
     from inmaterio.smg.iv import iv_curves
@@ -117,7 +119,11 @@ def device_iv(
             console.print(f"'{out}' already holds this sweep: {run.file('iv.json')}, {run.file('iv_curves.png')} "
                           "(pass --overwrite to measure again)", soft_wrap=True)  # fmt: skip
             return
-        with console.status(f"measuring {device.n_activation * points} operating points ..."), device.random_streams("device iv"):
+        with (
+            console.status(f"measuring {device.n_activation * points} operating points ..."),
+            device.random_streams("device iv"),
+            measurements_in(run.file(RUN_MEASUREMENT_FILE)),
+        ):
             curves = iv_curves(device.measure_with_error, device.voltage_ranges, points)
         run.write_json("iv.json", {
             "electrodes": device.activation_names, "readout": device.readout_name, "sweep_v": curves.sweep_v.tolist(),

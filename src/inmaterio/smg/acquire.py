@@ -7,6 +7,9 @@ An acquisition is a run folder (:mod:`inmaterio.runs`, kind ``inmaterio.smg.acqu
     <dir>/checkpoint.pt                   {"n_done": points measured and saved in chunks}
     <dir>/data.npz, dataset.json          the finished Dataset (see :mod:`inmaterio.smg.dataset`)
     <dir>/metrics.json                    number of points and the plan's fingerprint
+    <dir>/measurements.h5                 a device on an instrument: every waveform played (HDF5, one session
+                                          per process that measured; not if its config names a measurement_file
+                                          or an enclosing run has a file)
 
 Each chunk is written atomically *before* the checkpoint that counts it, so
 an interruption (Ctrl-C, SIGKILL, a power cut) leaves a valid state; a chunk
@@ -30,12 +33,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from inmaterio.devices.base import Device
+from inmaterio.devices.instruments.measurement_file import RUN_MEASUREMENT_FILE, measurements_in
 from inmaterio.errors import ModelFileError, VoltageError
 from inmaterio.progress import progress_bar
 from inmaterio.runs import RunFolder, fingerprint_tensors, open_run
@@ -149,7 +154,12 @@ def acquire(
         currents, stderrs = _read_chunks(run, n_done, n_total, batch)
         if n_done:
             notify(f"{n_done} of {n_total} points already measured")
-        with progress_bar(n_total, "measuring", unit="pts", completed=n_done, enabled=config.progress) as bar:
+        with ExitStack() as stack:
+            bar = stack.enter_context(progress_bar(n_total, "measuring", unit="pts", completed=n_done, enabled=config.progress))
+            quiet = getattr(device, "progress_off", None)
+            if config.progress and callable(quiet):  # one bar at a time: this one counts the points
+                stack.enter_context(quiet())
+            stack.enter_context(measurements_in(run.file(RUN_MEASUREMENT_FILE), keep_outer=True))
             while n_done < n_total:
                 stop = min(n_done + batch, n_total)
                 with device.random_streams("acquisition", plan_id, n_done):

@@ -107,7 +107,10 @@ def run_smg(
         if run.finished:
             notify(f"the SMG run in '{run.path}' is complete; returning its {METRICS_FILE}")
             return run.metrics()
-        summary = _run_stages(config, run, device, plans, progress, notify)
+        from inmaterio.devices.instruments.measurement_file import RUN_MEASUREMENT_FILE, measurements_in
+
+        with measurements_in(run.file(RUN_MEASUREMENT_FILE)):  # an instrument's acquisitions, checks and I-V: one file
+            summary = _run_stages(config, run, device, plans, progress, notify)
         run.finish(summary)
         return run.metrics()
 

@@ -7,7 +7,11 @@ surrogate's weights), calls the task's runner (:mod:`inmaterio.tasks.registry`),
 ``metrics.json`` (the task's numbers and the summary table) and
 ``history.json`` / ``history.csv``, and marks the run finished. A finished
 run is not run again: its table is read back from ``metrics.json``. An
-interrupted run resumes from what its runner checkpointed.
+interrupted run resumes from what its runner checkpointed. A device on an
+instrument whose config names no ``measurement_file`` appends every
+acquisition to ``measurements.h5`` in the run folder (a resumed run adds a
+session to it; :mod:`inmaterio.devices.instruments.measurement_file`), and with
+``progress`` the validation on a device shows a bar (rate, ETA) on long calls.
 
 For the DNPU tasks (gates, rings, capacity) the folder also holds::
 
@@ -28,12 +32,14 @@ from typing import Any
 
 import torch
 
+from inmaterio.devices.instruments.measurement_file import RUN_MEASUREMENT_FILE, measurements_in
 from inmaterio.errors import ConfigError
 from inmaterio.processors import DeviceProcessor, SurrogateProcessor, check_interchangeable
 from inmaterio.runs import RunFolder, fingerprint_tensors, open_run
 from inmaterio.tasks.config import CapacityTask, GatesTask, RingsTask, RunConfig, SurrogateBackend, ValidationConfig
 from inmaterio.tasks.outcome import TaskOutcome
 from inmaterio.tasks.registry import RunnableConfig, resolve, task_of
+from inmaterio.tasks.validation import validation_progress
 
 __all__ = [
     "backends_identity",
@@ -186,7 +192,8 @@ def run_task(config: RunnableConfig, out: str | Path, *, progress: bool = True, 
     with open_run(out, entry.kind, identity=identity, config=config, overwrite=overwrite) as run:
         if run.finished:
             return TaskOutcome.from_metrics(run.metrics())
-        outcome = resolve(entry.runner)(config, run, progress=progress, prepared=prepared)
+        with measurements_in(run.file(RUN_MEASUREMENT_FILE)), validation_progress(progress):
+            outcome = resolve(entry.runner)(config, run, progress=progress, prepared=prepared)
         run.write_history(_history_rows(outcome.curves))
         outcome.metrics = {**outcome.metrics, "seconds": run.wall_s, "table": outcome.table()}
         run.finish(outcome.metrics)

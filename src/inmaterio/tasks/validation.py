@@ -8,13 +8,19 @@ set. Accuracy on the device is reported two ways:
   (the read-out perceptron is trained on the hardware, as on a real chip);
 * ``device_accuracy_surrogate_threshold``: the threshold fitted on the
   surrogate's output, applied unchanged (how well the solution transfers).
+
+With progress on (``validate_model(progress=True)``, or inside
+:func:`validation_progress`, which ``inmaterio run`` enters with its progress
+flag), a :class:`~inmaterio.processors.DeviceProcessor` shows a bar with rate
+and ETA on every call of more than one waveform (on a terminal only).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +28,22 @@ import torch
 from torch import nn
 
 from inmaterio.nn import dnpu_layers, processor_swapped
-from inmaterio.processors import Processor
+from inmaterio.processors import DeviceProcessor, Processor
 from inmaterio.training.metrics import LogisticThreshold, threshold_accuracy
 
-__all__ = ["Validation", "output_map", "validate_layer", "validate_model"]
+__all__ = ["Validation", "output_map", "validate_layer", "validate_model", "validation_progress"]
+
+_PROGRESS: ContextVar[bool] = ContextVar("inmaterio_validation_progress", default=False)
+
+
+@contextmanager
+def validation_progress(enabled: bool = True) -> Iterator[None]:
+    """Inside the block, :func:`validate_model` calls given no ``progress`` show progress bars when ``enabled``."""
+    token = _PROGRESS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 @dataclass
@@ -74,6 +92,7 @@ def validate_model(
     outputs: Callable[[torch.Tensor], torch.Tensor],
     repeats: int = 1,
     multiplex: bool = False,
+    progress: bool | None = None,
 ) -> Validation:
     """Evaluate ``model`` on ``x`` with its surrogate and with ``device``; compare.
 
@@ -88,7 +107,11 @@ def validate_model(
         layer of one node per problem, ``lambda out: out[None]`` for a ``(batch,)`` network).
     repeats : measurements of the whole set.
     multiplex : evaluate the nodes of each layer one after the other (one physical device).
+    progress : a progress bar (rate, ETA) on the device calls of more than one waveform, if ``device`` is a
+        :class:`~inmaterio.processors.DeviceProcessor` (on a terminal only); None: as :func:`validation_progress`
+        says (off by default).
     """
+    show = _PROGRESS.get() if progress is None else bool(progress)
     was_training = model.training
     model.eval()
     layers = dnpu_layers(model)
@@ -100,7 +123,8 @@ def validate_model(
             surrogate_out = outputs(model(x))
         with torch.no_grad():
             start = time.perf_counter()
-            with processor_swapped(model, device):
+            shown = device.progress_shown(show) if isinstance(device, DeviceProcessor) else nullcontext()
+            with processor_swapped(model, device), shown:
                 for layer in layers:
                     layer.multiplex = multiplex or layer.multiplex
                 measured = torch.stack([outputs(model(x)) for _ in range(repeats)])
@@ -120,10 +144,16 @@ def validate_model(
 
 
 def validate_layer(
-    layer: nn.Module, device: Processor, x: torch.Tensor, targets: torch.Tensor, threshold: LogisticThreshold, repeats: int = 1
+    layer: nn.Module,
+    device: Processor,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    threshold: LogisticThreshold,
+    repeats: int = 1,
+    progress: bool | None = None,
 ) -> Validation:
     """:func:`validate_model` for one DNPU layer whose node k solves problem k (output ``(batch, problems)``)."""
-    return validate_model(layer, device, x, targets, threshold, outputs=lambda out: out.T, repeats=repeats)
+    return validate_model(layer, device, x, targets, threshold, outputs=lambda out: out.T, repeats=repeats, progress=progress)
 
 
 def output_map(

@@ -11,7 +11,8 @@ Layers, bottom up (each testable without the ones above it):
 - :mod:`~inmaterio.devices.instruments.device`: :class:`InstrumentDevice`, the
   :class:`~inmaterio.devices.base.Device` every task uses (registry type ``instrument``),
   :func:`calibrate` and :func:`dry_run`;
-- :mod:`~inmaterio.devices.instruments.measurement_file`: appendable HDF5 files;
+- :mod:`~inmaterio.devices.instruments.measurement_file`: appendable HDF5 files, one per run
+  (:func:`measurements_in`);
 - :mod:`~inmaterio.devices.instruments.brainspy`: brains-py hardware YAML files as configs.
 """
 
@@ -35,7 +36,12 @@ from inmaterio.devices.instruments.device import (
     calibrate,
     dry_run,
 )
-from inmaterio.devices.instruments.measurement_file import MeasurementFile
+from inmaterio.devices.instruments.measurement_file import (
+    RUN_MEASUREMENT_FILE,
+    MeasurementFile,
+    measurements_in,
+    run_measurement_file,
+)
 from inmaterio.devices.instruments.nidaq import NIDAQBackend
 from inmaterio.devices.instruments.safety import InstrumentError, ReadoutClippingError, TerminatedError
 from inmaterio.devices.instruments.simulated import SimulatedDAQ
@@ -43,6 +49,7 @@ from inmaterio.devices.instruments.simulated import SimulatedDAQ
 __all__ = [
     "ActivationChannel", "ReadoutChannel", "SafetyConfig", "Calibration", "SimulatedDAQConfig", "NIDAQConfig",
     "InstrumentDeviceConfig", "MeasurementBackend", "SimulatedDAQ", "NIDAQBackend", "InstrumentDevice", "Acquisition",
-    "build_backend", "CalibrationReport", "calibrate", "DryRun", "dry_run", "MeasurementFile", "InstrumentError",
+    "build_backend", "CalibrationReport", "calibrate", "DryRun", "dry_run", "MeasurementFile", "RUN_MEASUREMENT_FILE",
+    "measurements_in", "run_measurement_file", "InstrumentError",
     "ReadoutClippingError", "TerminatedError", "config_from_brainspy",
 ]  # fmt: skip

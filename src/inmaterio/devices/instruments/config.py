@@ -249,7 +249,9 @@ class InstrumentDeviceConfig(StrictModel):
     chunk_points : operating points per waveform; a longer batch plays as several waveforms, each from and to 0 V.
     readout : the readout channel that is the device's current; None = the first.
     progress : show a progress bar (rate, ETA) on calls of more than one chunk (on a terminal only).
-    measurement_file : an HDF5 file every acquisition is appended to (a new session per device object); None = none.
+    measurement_file : an HDF5 file every acquisition is appended to (a new session per device object); None = the
+        file of the run measuring (``<run folder>/measurements.h5`` under ``inmaterio run``, an SMG acquisition,
+        ``inmaterio device iv``), none outside a run.
     """
 
     type: Literal["instrument"] = "instrument"

@@ -12,7 +12,10 @@ amplifier settle), the next ``average_samples`` are averaged: the point's
 current is their mean, its standard error their standard deviation over
 ``sqrt(average_samples)`` (0 with one sample). Long batches play as several
 waveforms of ``chunk_points`` points, each from and back to 0 V, with a
-progress bar (rate, ETA) and, with ``measurement_file``, one HDF5 group each.
+progress bar (rate, ETA) and one HDF5 group each in the measurement file: the
+config's ``measurement_file``, else the file of the run measuring
+(:func:`~inmaterio.devices.instruments.measurement_file.measurements_in`,
+``<run folder>/measurements.h5``), else none.
 
 Readings are corrected with the :class:`Calibration`: the waveform is
 extended by ``latency_samples`` samples at 0 V and the first
@@ -31,6 +34,8 @@ calibration's recommendation removes the error to its tolerance.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +47,7 @@ from inmaterio.config import validate_config
 from inmaterio.devices.base import Device, Electrode, Measurement
 from inmaterio.devices.instruments.backend import MeasurementBackend
 from inmaterio.devices.instruments.config import Calibration, InstrumentDeviceConfig, NIDAQConfig, SimulatedDAQConfig
-from inmaterio.devices.instruments.measurement_file import MeasurementFile, utc_now
+from inmaterio.devices.instruments.measurement_file import MeasurementFile, run_measurement_file, utc_now
 from inmaterio.devices.instruments.safety import plot_waveform, ramp_between, safe_outputs
 from inmaterio.errors import ConfigError
 from inmaterio.progress import progress_bar
@@ -127,7 +132,10 @@ class InstrumentDevice(Device):
         self.gain_na_per_v = np.array([r.gain_na_per_v for r in b.readout])
         wrapped = getattr(b, "device", None)
         self.zero_bias_current_na = getattr(wrapped, "zero_bias_current_na", None) if isinstance(wrapped, Device) else None
-        self._file: MeasurementFile | None = None
+        self._files: dict[Path, MeasurementFile] = {}  # one session per file this object measured into
+        #: show a progress bar on calls of more than one chunk (``config.progress``; on a terminal only);
+        #: an enclosing bar (a DeviceProcessor's, an SMG acquisition's) switches it off with :meth:`progress_off`
+        self.progress = config.progress
         #: the last acquisition (for inspection and plots)
         self.last_acquisition: Acquisition | None = None
 
@@ -180,15 +188,33 @@ class InstrumentDevice(Device):
 
     # -------------------------------------------------------------------------------------------- measure
 
+    @contextmanager
+    def progress_off(self) -> Iterator[None]:
+        """No progress bar of this device inside the block (an enclosing bar counts the points)."""
+        saved, self.progress = self.progress, False
+        try:
+            yield
+        finally:
+            self.progress = saved
+
+    @property
+    def measurement_path(self) -> Path | None:
+        """Where a call now appends its acquisitions: the config's ``measurement_file``, else the run's
+        (:func:`~inmaterio.devices.instruments.measurement_file.measurements_in`), else None."""
+        if self.config.measurement_file is not None:
+            return Path(self.config.measurement_file)
+        return run_measurement_file()
+
     def _measurement_file(self) -> MeasurementFile | None:
-        if self.config.measurement_file is None:
+        path = self.measurement_path
+        if path is None:
             return None
-        if self._file is None:
-            self._file = MeasurementFile(
-                self.config.measurement_file, instrument=self.describe(),
-                calibration=self.config.calibration.model_dump(mode="json"),
-            )  # fmt: skip
-        return self._file
+        key = path.absolute()
+        if key not in self._files:  # a new session the first time this object measures into the file
+            self._files[key] = MeasurementFile(
+                path, instrument=self.describe(), calibration=self.config.calibration.model_dump(mode="json")
+            )
+        return self._files[key]
 
     def _measure(self, voltages: np.ndarray) -> Measurement:
         key = self.next_stream_key()
@@ -200,7 +226,7 @@ class InstrumentDevice(Device):
         what = f"measuring on {type(self.backend).__name__}"
         with (
             safe_outputs(self.backend.zero_outputs),
-            progress_bar(len(voltages), what, unit="pts", enabled=self.config.progress and n_chunks > 1) as bar,
+            progress_bar(len(voltages), what, unit="pts", enabled=self.progress and n_chunks > 1) as bar,
         ):
             for c in range(n_chunks):
                 points = voltages[c * chunk : (c + 1) * chunk]

@@ -17,11 +17,21 @@ The file is opened, appended to and closed for every acquisition, so a crash
 (or Ctrl-C, or SIGTERM) keeps everything measured before it. A new
 :class:`MeasurementFile` object starts a new session in an existing file;
 nothing saved is ever overwritten.
+
+**One file per run.** A device whose config names no ``measurement_file``
+appends to the file of the run it measures in: :func:`measurements_in` sets
+it for a block (``inmaterio run`` sets ``<run folder>/measurements.h5``, an
+SMG acquisition and ``inmaterio device iv`` theirs), read back with
+:func:`run_measurement_file`. A resumed run builds its device anew and so
+appends a new session to the same file.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,10 +41,38 @@ import numpy as np
 import inmaterio
 from inmaterio.errors import ModelFileError
 
-__all__ = ["MeasurementFile", "FORMAT", "utc_now"]
+__all__ = ["MeasurementFile", "FORMAT", "RUN_MEASUREMENT_FILE", "measurements_in", "run_measurement_file", "utc_now"]
 
 FORMAT = "inmaterio.measurements"
 FORMAT_VERSION = 1
+
+#: The name of a run's measurement file inside its run folder.
+RUN_MEASUREMENT_FILE = "measurements.h5"
+
+_RUN_FILE: ContextVar[Path | None] = ContextVar("inmaterio_run_measurement_file", default=None)
+
+
+def run_measurement_file() -> Path | None:
+    """The measurement file of the run measuring now (set by :func:`measurements_in`), or None."""
+    return _RUN_FILE.get()
+
+
+@contextmanager
+def measurements_in(path: str | Path | None, *, keep_outer: bool = False) -> Iterator[Path | None]:
+    """Inside the block, instrument devices whose config names no ``measurement_file`` append to ``path``.
+
+    ``path`` None: no file inside the block. With ``keep_outer``, a file already set by an enclosing run
+    is kept (a run nested in another, e.g. an acquisition inside an SMG run, writes to the outer run's file).
+    Yields the file in force.
+    """
+    if keep_outer and _RUN_FILE.get() is not None:
+        yield _RUN_FILE.get()
+        return
+    token = _RUN_FILE.set(None if path is None else Path(path))
+    try:
+        yield _RUN_FILE.get()
+    finally:
+        _RUN_FILE.reset(token)
 
 
 def utc_now() -> str:
