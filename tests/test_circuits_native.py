@@ -278,3 +278,115 @@ def test_compiled_small_path_agrees_with_the_torch_path(monkeypatch):
     assert torch.allclose(f1.voltages_v, f2.voltages_v, rtol=0, atol=1e-12)
     assert torch.equal(f1.iterations, f2.iterations)
     assert torch.allclose(n1.voltages_v, n2.voltages_v, rtol=0, atol=1e-12)
+
+
+def _both_paths(monkeypatch, solve):
+    """``solve()`` on the compiled small-circuit path and on the torch path (the compiled one switched off)."""
+    from inmaterio.circuits.solve import small
+
+    compiled = solve()
+    monkeypatch.setattr(small, "MAX_UNKNOWNS", 0)
+    torch_path = solve()
+    monkeypatch.undo()
+    return compiled, torch_path
+
+
+def test_compiled_path_without_source_currents_agrees_with_the_torch_path(monkeypatch):
+    """EP's calls (no source currents; a nudged phase with chord steps on the free phase's LU) on random circuits
+    with amplifiers, current sources and both diode kinds: the one-call compiled path (right-hand sides from
+    precomputed maps, Newton, voltages, its own KCL check) gives the torch path's voltages and iterations, and
+    its voltages satisfy Kirchhoff's current law at every free node (checked by :func:`kcl_currents`)."""
+    compiled_used = 0
+    for seed in range(10):
+        n = [5, 8, 12, 20, 30][seed % 5]
+        c = random_circuit(seed, n, batch_size=6, diode_model=["both", "shockley", "piecewise", "none"][seed % 4])
+        g = torch.Generator().manual_seed(seed)
+        if len(c.current_nodes):
+            nudged = c.with_values(
+                current_a=c.current_a + 1e-6 * torch.randn(c.current_a.shape, generator=g, dtype=torch.float64)
+            )
+        else:
+            nudged = c.with_values(source_v=c.source_v + 1e-3 * torch.randn(c.source_v.shape, generator=g, dtype=torch.float64))
+
+        def phases(c=c, nudged=nudged):
+            free = solve_dc(c, source_currents=False)
+            return free, solve_dc(nudged, initial_v=free.voltages_v, reuse=free, source_currents=False)
+
+        (f1, n1), (f2, n2) = _both_paths(monkeypatch, phases)
+        compiled_used += f1.jacobian_lu[1].dtype == torch.int64
+        assert torch.allclose(f1.voltages_v, f2.voltages_v, rtol=0, atol=1e-12), seed
+        assert torch.allclose(n1.voltages_v, n2.voltages_v, rtol=0, atol=1e-12), seed
+        assert torch.equal(f1.iterations, f2.iterations), seed
+        assert n1.jacobian_lu is None and n1.source_current_a is None
+        free_nodes = torch.ones(c.n_nodes, dtype=torch.bool)
+        free_nodes[c.source_nodes] = False
+        free_nodes[c.amplifier_nodes[:, 1]] = False
+        for circuit, sol in ((c, f1), (nudged, n1)):
+            net, _ = kcl_currents(circuit, sol.voltages_v)
+            scale = _largest_branch_current(circuit, sol.voltages_v)
+            residual = net[:, : c.n_nodes][:, free_nodes].abs().amax(1)
+            assert (residual <= 1e-9 * scale).all(), (seed, residual, scale)
+            assert (sol.kcl_residual_a <= 1e-9 * scale).all(), (seed, sol.kcl_residual_a, scale)
+    assert compiled_used >= 5  # most of these circuits are small enough for the compiled path
+
+
+def test_compiled_path_follows_conductances_changed_in_place(monkeypatch):
+    """The compiled path keeps per-topology maps built from the conductances; an in-place change must rebuild them."""
+    c = random_circuit(2, 12, batch_size=4)
+    before = solve_dc(c, source_currents=False)
+    assert before.jacobian_lu[1].dtype == torch.int64  # the compiled path
+    with torch.no_grad():
+        c.conductance_s.mul_(3.0)
+    after, reference = _both_paths(monkeypatch, lambda: solve_dc(c, source_currents=False))
+    assert torch.allclose(after.voltages_v, reference.voltages_v, rtol=0, atol=1e-12)
+    assert not torch.allclose(after.voltages_v, before.voltages_v, rtol=0, atol=1e-6)
+    # an equal copy of the values (a model's circuit rebuilt with the same parameters) gives the same answer
+    again = solve_dc(c.with_values(conductance_s=c.conductance_s.clone()), source_currents=False)
+    assert torch.equal(again.voltages_v, after.voltages_v)
+
+
+def test_compiled_path_survives_tensors_moved_to_shared_memory():
+    """The compiled path keeps arrays built from the circuit's tensors; sending a circuit to another process moves
+    their storage to shared memory (what ``benchmarks/ep/speed.py`` does), which must not leave it reading freed
+    memory (a kept ``Tensor.numpy()`` view once made that benchmark crash)."""
+    c = random_circuit(2, 12, batch_size=4)
+    first = solve_dc(c, source_currents=False)
+    tensors = [c.resistor_nodes, c.source_nodes, c.amplifier_nodes, c.current_nodes, c.conductance_s, c.gain, c.current_gain]
+    for t in [*tensors, *(x for g in c.diodes for x in (g.anode, g.cathode, g.bias_v))]:
+        t.share_memory_()
+    junk = [torch.full((1000,), -1, dtype=torch.long) for _ in range(100)]  # likely to reuse the freed memory
+    again = solve_dc(c, source_currents=False)
+    assert torch.equal(first.voltages_v, again.voltages_v)
+    assert torch.equal(first.iterations, again.iterations)
+    del junk
+
+
+def test_lu_with_a_diagonal_leading_block_is_the_plain_lu_bit_for_bit():
+    """The compiled LU skips the zeros of a diagonal leading block (EBANA's hidden nodes); it must give the plain
+    partial-pivoting factors, pivots and solutions exactly, also when a row swap inside the block ends the shortcut."""
+    from inmaterio.circuits.solve import small
+
+    rng = np.random.default_rng(0)
+    swapped = 0
+    for trial in range(60):
+        n, m = 12, int(rng.integers(0, 12))
+        a = rng.normal(size=(n, n))
+        a[:m, :m] = np.diag(rng.normal(size=m) * (0.2 if trial % 2 else 20.0))  # small pivots: row swaps
+        pa, pc = np.array([0, m, -1]), np.array([-1, -1, min(m, n - 1)])  # diodes to known nodes only
+        assert small.diagonal_block(a, pa, pc) >= m
+        lu_block, lu_plain = a.copy(), a.copy()
+        piv_block, piv_plain = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        assert small._lu_factor(lu_block, piv_block, m) and small._lu_factor(lu_plain, piv_plain, 0)
+        assert np.array_equal(lu_block, lu_plain) and np.array_equal(piv_block, piv_plain)
+        swapped += bool((piv_plain[:m] != np.arange(m)).any())
+        rhs, x_block, x_plain = rng.normal(size=n), np.zeros(n), np.zeros(n)
+        small._lu_solve_into(lu_block, piv_block, rhs, x_block, m)
+        small._lu_solve_into(lu_plain, piv_plain, rhs, x_plain, 0)
+        assert np.array_equal(x_block, x_plain)
+        assert np.allclose(a @ x_block, rhs, rtol=0, atol=1e-9)
+    assert 5 <= swapped <= 55  # both cases occur
+    # a diode joining two unknowns of the block makes it non-diagonal from the later one on
+    j0 = np.diag(np.arange(1.0, 7.0))
+    assert small.diagonal_block(j0, np.array([1]), np.array([4])) == 4
+    j0[5, 2] = 1.0
+    assert small.diagonal_block(j0, np.array([-1]), np.array([-1])) == 5

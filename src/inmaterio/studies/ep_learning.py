@@ -220,7 +220,8 @@ def _data(task: EPLearningTask, problem: str, seed: int):
         x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
         y = torch.tensor(GATES[problem])
         return ExampleData(x, y, x, y)
-    return get_example(task.dataset).load(seed if task.split_seed is None else task.split_seed)
+    split_seed = getattr(task, "split_seed", None)  # the studies that share this data may not fix a split
+    return get_example(task.dataset).load(seed if split_seed is None else split_seed)
 
 
 def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool) -> dict[str, Any]:

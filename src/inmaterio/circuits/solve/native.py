@@ -66,7 +66,7 @@ class DCSolution:
             (None when source currents were not asked for and the compiled path solved it;
             :func:`kcl_currents` gives them).
         iterations: ``(batch,)`` Newton iterations each circuit took.
-        kcl_residual_a: ``(batch,)`` largest |KCL residual| over the free nodes.
+        kcl_residual_a: ``(batch,)`` largest ``|KCL residual|`` over the free nodes.
         jacobian_lu: the LU factorisation ``(LU (batch, U, U), pivots)`` of the
             last Newton Jacobian over the unknowns, kept for a nudged phase to
             reuse (see ``reuse`` of :func:`solve_dc`); None when not kept.
@@ -480,21 +480,27 @@ def solve_dc(
             moved most), or a KCL residual above tolerance.
     """
     opts = options or SolverOptions()
-    b = circuit.batch_size or batch_size or 1
-    if circuit.batch_size is not None and batch_size is not None and batch_size != circuit.batch_size:
-        raise SimulationError(f"batch_size {batch_size} disagrees with the circuit's per-circuit values ({circuit.batch_size})")
+    per_circuit = circuit.batch_size
+    b = per_circuit or batch_size or 1
+    if per_circuit is not None and batch_size is not None and batch_size != per_circuit:
+        raise SimulationError(f"batch_size {batch_size} disagrees with the circuit's per-circuit values ({per_circuit})")
     dev = torch.device(device) if device is not None else circuit.conductance_s.device
     st = _stamps(circuit, dev)
-    J_lin, rhs_lin, known, rows = _linear_system(circuit, st, b)
     n, F, U = st.n, st.F, st.n_unknowns
+    if initial_v is not None and tuple(initial_v.shape) != (b, n):
+        raise SimulationError(f"initial_v must have shape ({b}, {n}), got {tuple(initial_v.shape)}")
+    if reuse is not None and (reuse.jacobian_lu is None or tuple(reuse.jacobian_lu[0].shape) != (b, U, U) or initial_v is None):
+        raise SimulationError("reuse needs a solution of the same circuits with its Jacobian kept, and initial_v")
+    system = _compiled_system(circuit, st, dev)
+    if system is not None:
+        return _solve_compiled(circuit, system, b, initial_v, reuse, opts, check_kcl, source_currents)
+    J_lin, rhs_lin, known, rows = _linear_system(circuit, st, b)
 
     def diode_v(v_ext: torch.Tensor) -> list[torch.Tensor]:
         """Operating voltage of every diode (after its series bias) from extended node voltages."""
         return [v_ext[:, a] - v_ext[:, c] - g.bias_v.to(dev) for g, (a, c) in zip(circuit.diodes, st.diode_ext)]
 
     if initial_v is not None:
-        if tuple(initial_v.shape) != (b, n):
-            raise SimulationError(f"initial_v must have shape ({b}, {n}), got {tuple(initial_v.shape)}")
         start = known.clone()
         start[:, st.free] = initial_v.to(dev, DTYPE)[:, st.free]
         vd = diode_v(start)
@@ -511,8 +517,6 @@ def solve_dc(
     piv_store = torch.zeros(b, U, dtype=torch.int32, device=dev)  # LAPACK pivots (the compiled path: int64)
     chord = None
     if reuse is not None:
-        if reuse.jacobian_lu is None or tuple(reuse.jacobian_lu[0].shape) != (b, U, U) or initial_v is None:
-            raise SimulationError("reuse needs a solution of the same circuits with its Jacobian kept, and initial_v")
         chord = reuse.jacobian_lu
         keep_lu = False
     if initial_v is not None:
@@ -522,19 +526,10 @@ def solve_dc(
     reduce_once = shared and circuit.gain.dim() == 1 and circuit.current_gain.dim() == 1 and not st.diodes_on_amplifier_outputs
     if reduce_once:
         J_lin, rhs_lin = _reduced_shared_system(circuit, st, J_lin, rhs_lin, known, b)
-    compiled = None
-    if reduce_once and dev.type == "cpu" and 0 < U <= small.MAX_UNKNOWNS:
-        if not hasattr(st, "element_table"):
-            st.element_table = small.element_table([g.model for g in circuit.diodes for _ in range(len(g))])
-        compiled = st.element_table
-    if chord is not None and (chord[1].dtype == torch.int64) != (compiled is not None):
-        chord = None  # factorised by the other path: plain Newton from initial_v instead
+    if chord is not None and chord[1].dtype == torch.int64:
+        chord = None  # factorised by the compiled path: plain Newton from initial_v instead
     if U == 0:  # every node is fixed by a source or an amplifier output: nothing to iterate
         v_free = _expand_amplifiers(circuit, st, v_free, known, torch.arange(b, device=dev))
-    elif compiled is not None:
-        v_free, iterations, piv_store, compiled_residual, compiled_scale = _solve_compiled(
-            circuit, st, J_lin, rhs_lin, known, vd, previous, initial_v is not None, compiled, opts, chord, lu_store
-        )
     else:
         for it in range(1, opts.max_iterations + 1):
             m = active.numel()
@@ -607,19 +602,16 @@ def solve_dc(
 
     voltages = known[:, :n].clone()
     voltages[:, st.free] = v_free
-    if compiled is not None and not source_currents:
-        # the compiled path checked Kirchhoff's current law itself (source and amplifier currents were not asked for)
-        amp = torch.zeros(b, len(circuit.amplifier_nodes), dtype=DTYPE)
-        if check_kcl:
-            _raise_on_kcl(circuit, compiled_residual, compiled_scale, opts)
-        return DCSolution(
-            voltages,
-            None,
-            None if len(circuit.amplifier_nodes) else amp,
-            iterations,
-            compiled_residual,
-            (lu_store, piv_store) if keep_lu else None,
-        )
+    return _finish(
+        circuit, st, voltages, iterations, (lu_store, piv_store) if keep_lu else None, rows, opts, check_kcl, source_currents
+    )
+
+
+def _finish(circuit, st, voltages, iterations, jacobian_lu, rows, opts, check_kcl, source_currents) -> DCSolution:
+    """Kirchhoff's current law at the solution ``voltages (b, n)`` (checked if ``check_kcl``) and, if asked for,
+    the source currents: the :class:`DCSolution`. ``rows``: the dense free-node rows of the Laplacian, or None."""
+    b, n = voltages.shape
+    dev, U = voltages.device, st.n_unknowns
     resistor_net = None
     v_ext = with_ground(voltages)
     if rows is not None and not source_currents:
@@ -641,77 +633,193 @@ def solve_dc(
     src = None
     if source_currents:
         src = net[:, circuit.source_nodes.to(dev)] if len(circuit.source_nodes) else torch.zeros(b, 0, dtype=DTYPE, device=dev)
-    return DCSolution(voltages, src, amp, iterations, residual, (lu_store, piv_store) if keep_lu else None)
+    return DCSolution(voltages, src, amp, iterations, residual, jacobian_lu)
 
 
-def _solve_compiled(circuit, st, J_lin, rhs_lin, known, vd, previous, has_start, table, opts, chord, lu_store):
-    """Newton (and chord steps) per sample in compiled code (:mod:`.small`).
+class _CompiledSystem:
+    """What the compiled small-circuit path (:func:`.small.solve_small`) needs of one topology and one set of
+    shared values (conductances, amplifier gains, diode biases), built once and kept on the topology's
+    :class:`_Stamps` while those values stay the same.
 
-    Fills ``lu_store (b, U, U)`` with each sample's last factorisation; returns the free
-    voltages ``(b, F)``, the iterations ``(b,)`` and the pivots ``(b, U)`` (int64, 0-based).
+    Attributes:
+        j0: ``(U, U)`` linear part of the reduced Jacobian (S); block: the size of its diagonal leading block.
+        m_s, m_c: ``(S, U)``, ``(C, U)``: the reduced right-hand side is ``source_v @ m_s + current_a @ m_c`` (A).
+        rows: ``(F, n + 1)`` the dense free-node rows of the resistor Laplacian (S), for the source currents.
+        the rest: index and value arrays of :func:`.small.solve_small` (nodes, diodes, amplifiers upstream first).
     """
-    b, U = rhs_lin.shape
-    F = st.F
-    if not hasattr(st, "compiled_rows"):
-        st.compiled_rows = (
-            (torch.cat([st.pos_red[a] for a, _ in st.diode_ext]) if circuit.diodes else torch.zeros(0, dtype=torch.long)).numpy(),
-            (torch.cat([st.pos_red[c] for _, c in st.diode_ext]) if circuit.diodes else torch.zeros(0, dtype=torch.long)).numpy(),
+
+    def __init__(self, circuit: Circuit, st: _Stamps, table: tuple[np.ndarray, np.ndarray]) -> None:
+        n, F = st.n, st.F
+        S = len(circuit.source_nodes)
+        self.st = st
+        self.rows = st.free_rows(circuit.conductance_s.detach())
+        j_lin = self.rows[:, st.free].unsqueeze(0).contiguous()
+        j_red, columns = _eliminate_amplifiers_matrix(circuit, st, j_lin, 1, torch.arange(1), True)
+        # the reduced rhs is linear in the free rows' rhs (F) and in the known voltages: its two maps
+        free_map = _eliminate_amplifiers_rhs(
+            circuit, st, torch.eye(F, dtype=DTYPE), torch.zeros(F, n + 1, dtype=DTYPE), torch.arange(F), True, columns
         )
-    pa, pc = st.compiled_rows
-    offsets = []
-    for group, (a, c) in zip(circuit.diodes, st.diode_ext):
-        ka = torch.where(st.pos_red[a] < 0, known[:, a], torch.zeros((), dtype=DTYPE))
-        kc = torch.where(st.pos_red[c] < 0, known[:, c], torch.zeros((), dtype=DTYPE))
-        offsets.append(ka - kc - group.bias_v)
-    offset = torch.cat(offsets, 1) if offsets else torch.zeros(b, 0, dtype=DTYPE)
-    vd0 = torch.cat(vd, 1) if vd else torch.zeros(b, 0, dtype=DTYPE)
-    kinds, params = table
-    lu_out = lu_store.numpy()
-    piv_out = np.zeros((b, U), dtype=np.int64)
+        basis = torch.zeros(S, n + 1, dtype=DTYPE)
+        basis[torch.arange(S), circuit.source_nodes] = 1.0
+        known_map = _eliminate_amplifiers_rhs(circuit, st, torch.zeros(S, F, dtype=DTYPE), basis, torch.arange(S), True, columns)
+        # rhs over the free nodes: -G_fk V_k (the rows at the sources) + the injected currents
+        inject = torch.zeros(len(circuit.current_nodes), F, dtype=DTYPE)
+        p = st.pos[st.ext(circuit.current_nodes)]
+        inject[torch.arange(len(p))[p >= 0], p[p >= 0]] = 1.0
+        self.j0 = _owned(j_red[0])
+        self.m_s = _owned(known_map - self.rows[:, circuit.source_nodes].T @ free_map)
+        self.m_c = _owned(inject @ free_map)
+        self.unknown_node = _owned(st.free[st.keep])
+        self.source_node = _owned(circuit.source_nodes)
+        order = torch.cat(list(reversed(st.amp_levels))) if st.amp_levels else torch.zeros(0, dtype=torch.long)
+        self.amp_in = _owned(st.amp_in_ext[order])
+        self.amp_out = _owned(st.ext(circuit.amplifier_nodes[:, 1])[order])
+        self.amp_gain = _owned(circuit.gain[order])
+        empty = torch.zeros(0, dtype=torch.long)
+        na = torch.cat([a for a, _ in st.diode_ext]) if circuit.diodes else empty
+        nc = torch.cat([c for _, c in st.diode_ext]) if circuit.diodes else empty
+        self.na, self.nc = _owned(na), _owned(nc)
+        self.pa, self.pc = _owned(st.pos_red[na]), _owned(st.pos_red[nc])
+        bias = [g.bias_v.detach() for g in circuit.diodes]
+        self.bias = _owned(torch.cat(bias) if bias else torch.zeros(0, dtype=DTYPE))
+        self.kinds, self.params = table
+        self.block = small.diagonal_block(self.j0, self.pa, self.pc)
+        self.models = tuple(g.model for g in circuit.diodes)
+        #: the shared values it was built from, and up to 4 tensors (with their versions) known to hold them
+        self.values: tuple[torch.Tensor, ...] = ()
+        self.seen: list[tuple[tuple[torch.Tensor, ...], tuple[int, ...]]] = []
+
+
+def _owned(values: torch.Tensor) -> np.ndarray:
+    """A numpy copy of ``values`` that owns its memory: a tensor's storage can move (to shared memory when the
+    tensor is sent to another process), which would leave a kept view (``Tensor.numpy()``) pointing at freed memory."""
+    return values.detach().contiguous().numpy().copy()
+
+
+def _shared_values(circuit: Circuit) -> tuple[torch.Tensor, ...]:
+    """The values a :class:`_CompiledSystem` is built from (besides the topology)."""
+    return (circuit.conductance_s, circuit.gain, circuit.current_gain, *(g.bias_v for g in circuit.diodes))
+
+
+def _compiled_system(circuit: Circuit, st: _Stamps, dev: torch.device) -> _CompiledSystem | None:
+    """The :class:`_CompiledSystem` of ``circuit``, or None where the compiled path does not apply (not on CPU, too
+    many unknowns, per-circuit conductances or gains, a diode on an amplifier output, an element numba lacks).
+
+    Kept on ``st`` while the shared values are the same tensors, unchanged (EP's free and nudged phases), or
+    equal ones (a model's circuit rebuilt with the same parameters); rebuilt otherwise.
+    """
+    if dev.type != "cpu" or not 0 < st.n_unknowns <= small.MAX_UNKNOWNS or not st.dense_rows or st.diodes_on_amplifier_outputs:
+        return None
+    if circuit.conductance_s.dim() != 1 or circuit.gain.dim() != 1 or circuit.current_gain.dim() != 1:
+        return None
+    models = tuple(g.model for g in circuit.diodes)
+    hit: _CompiledSystem | None = getattr(st, "compiled_system", None)
+    if hit is None or not all(a is m or a == m for a, m in zip(hit.models, models)):
+        table = small.element_table([g.model for g in circuit.diodes for _ in range(len(g))])
+        if table is None:
+            return None
+        hit = None
+    owners = _shared_values(circuit)
+    if hit is not None and len(hit.values) == len(owners):
+        for seen, versions in hit.seen:
+            if all(a is o and v == o._version for a, o, v in zip(seen, owners, versions)):
+                return hit
+        if all(torch.equal(v, o) for v, o in zip(hit.values, owners)):
+            hit.seen = [(owners, tuple(o._version for o in owners)), *hit.seen[:3]]
+            return hit
+    hit = _CompiledSystem(circuit, st, table if hit is None else (hit.kinds, hit.params))
+    hit.models = models
+    hit.seen = [(owners, tuple(o._version for o in owners))]
+    hit.values = tuple(o.detach().clone() for o in owners)
+    st.compiled_system = hit
+    return hit
+
+
+def _per_circuit(values: torch.Tensor, b: int) -> np.ndarray:
+    """``(b, k)`` C-contiguous float64 numpy view (or copy) of shared ``(k,)`` or per-circuit ``(b, k)`` values."""
+    values = values.detach()
+    return (values.expand(b, -1) if values.dim() == 1 else values).to(DTYPE).contiguous().numpy()
+
+
+def _solve_compiled(circuit, system, b, initial_v, reuse, opts, check_kcl, source_currents) -> DCSolution:
+    """:func:`solve_dc` of small circuits in one compiled call (:func:`.small.solve_small`): Newton (or chord
+    steps reusing ``reuse``'s factorisation) per sample; keeps each sample's last LU factorisation (pivots
+    int64, 0-based) unless chord steps were asked for."""
+    st = system.st
+    n, U = st.n, st.n_unknowns
+    chord = reuse.jacobian_lu if reuse is not None else None
+    if chord is not None and chord[1].dtype != torch.int64:
+        chord = None  # factorised by the torch path: plain Newton from initial_v instead
+    keep_lu = reuse is None
     if chord is not None:
         chord_lu, chord_piv, n_chord = chord[0].numpy(), chord[1].numpy(), _CHORD_ITERATIONS
     else:
-        chord_lu, chord_piv, n_chord = np.zeros((1, 1, 1)), np.zeros((1, 1), dtype=np.int64), 0
-    start = torch.nan_to_num(previous, nan=0.0).numpy()
-    V, iterations, status, last_change, residual, scale = small.newton_small(
-        J_lin[0].contiguous().numpy(),
-        rhs_lin.contiguous().numpy(),
-        pa,
-        pc,
-        offset.contiguous().numpy(),
-        kinds,
-        params,
-        vd0.contiguous().numpy(),
-        start,
-        has_start,
+        chord_lu, chord_piv, n_chord = _NO_LU, _NO_PIVOTS, 0
+    lu = torch.empty(b, U, U, dtype=DTYPE) if keep_lu else None
+    pivots = torch.empty(b, U, dtype=torch.int64) if keep_lu else None
+    v0 = initial_v.detach().to(DTYPE).contiguous().numpy() if initial_v is not None else _NO_START
+    voltages, iterations, status, last_change, residual, scale = small.solve_small(
+        system.j0,
+        system.block,
+        system.m_s,
+        system.m_c,
+        _per_circuit(circuit.source_v, b),
+        _per_circuit(circuit.current_a, b),
+        n,
+        system.unknown_node,
+        system.source_node,
+        system.amp_in,
+        system.amp_out,
+        system.amp_gain,
+        system.pa,
+        system.pc,
+        system.na,
+        system.nc,
+        system.bias,
+        system.kinds,
+        system.params,
+        v0,
+        initial_v is not None,
         opts.reltol,
         opts.vntol_v,
         opts.max_iterations,
         chord_lu,
         chord_piv,
         n_chord,
-        lu_out,
-        piv_out,
+        keep_lu,
+        lu.numpy() if keep_lu else _NO_LU,
+        pivots.numpy() if keep_lu else _NO_PIVOTS,
     )
-    singular = np.flatnonzero(status == small.SINGULAR)
-    if singular.size:
-        raise SimulationError(
-            f"singular circuit matrix for sample(s) {singular[:5].tolist()}: "
-            f"{_singular_reason(circuit, int(singular[0]))} ({circuit.describe()})"
-        )
-    failed = np.flatnonzero(status != small.CONVERGED)
-    if failed.size:
+    if status.any():
+        singular = np.flatnonzero(status == small.SINGULAR)
+        if singular.size:
+            raise SimulationError(
+                f"singular circuit matrix for sample(s) {singular[:5].tolist()}: "
+                f"{_singular_reason(circuit, int(singular[0]))} ({circuit.describe()})"
+            )
+        failed = np.flatnonzero(status != small.CONVERGED)
         worst = int(np.abs(last_change[failed]).max(0).argmax())
-        node = int(st.free[st.keep[worst]])
+        node = int(system.unknown_node[worst])
         raise SimulationError(
             f"DC solution did not converge within {opts.max_iterations} Newton iterations for sample(s) "
             f"{failed[:5].tolist()} ({failed.size} in all); largest last change "
             f"{np.abs(last_change[failed]).max():.3g} V at node {node} '{circuit.node_names[node]}'"
         )
-    full = torch.zeros(b, F, dtype=DTYPE)
-    full[:, st.keep] = torch.from_numpy(V)
-    full = _expand_amplifiers(circuit, st, full, known, torch.arange(b))
-    return full, torch.from_numpy(iterations), torch.from_numpy(piv_out), torch.from_numpy(residual), torch.from_numpy(scale)
+    voltages, iterations = torch.from_numpy(voltages), torch.from_numpy(iterations)
+    jacobian_lu = (lu, pivots) if keep_lu else None
+    if source_currents:
+        return _finish(circuit, st, voltages, iterations, jacobian_lu, system.rows, opts, check_kcl, source_currents)
+    # the compiled path checked Kirchhoff's current law itself (source and amplifier currents were not asked for)
+    if check_kcl and (residual > opts.kcl_rtol * scale + opts.kcl_atol_a).any():
+        _raise_on_kcl(circuit, torch.from_numpy(residual), torch.from_numpy(scale), opts)
+    residual = torch.from_numpy(residual)
+    amp = None if len(circuit.amplifier_nodes) else torch.zeros(b, 0, dtype=DTYPE)
+    return DCSolution(voltages, None, amp, iterations, residual, jacobian_lu)
+
+
+_NO_LU = np.zeros((1, 1, 1))
+_NO_PIVOTS = np.zeros((1, 1), dtype=np.int64)
+_NO_START = np.zeros((1, 1))
 
 
 def _singular_reason(circuit: Circuit, sample: int) -> str:
