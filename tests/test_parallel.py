@@ -306,7 +306,8 @@ def _start_sleeping_workers(script: Path, tmp_path: Path) -> tuple[subprocess.Po
     """Run ``script`` (INTERRUPTED) as a driver; return it once both workers sleep in a trial, with their pids."""
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("worker*"))) < 2:
+    # a worker creates its file before it writes its pid: wait for both pids, not just both files
+    while sum(1 for p in tmp_path.glob("worker*") if p.read_text().strip()) < 2:
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
             raise AssertionError("the workers never started")
