@@ -206,7 +206,7 @@ def test_the_selection_never_looks_at_the_test_set(tmp_path, monkeypatch):
 
     monkeypatch.undo()  # another test set (labels rolled): the same choice, another test accuracy
     rolled = ExampleData(data.x_train, data.y_train, data.x_test, torch.roll(data.y_test, 1))
-    monkeypatch.setattr(ep_learning, "_data", lambda task, problem, seed: rolled)
+    monkeypatch.setattr(ep_learning, "_data", lambda dataset, problem, seed, split_seed=None: rolled)
     other = run_task(config, tmp_path / "other", progress=False).metrics["seeds"][0]
     same = ("selected_epoch", "validation_accuracy", "validation_loss", "train_accuracy")
     assert [other[k] for k in same] == [row[k] for k in same] and other["test_accuracy"] != row["test_accuracy"]
@@ -278,9 +278,9 @@ def test_a_fixed_split_gives_every_seed_the_same_test_set_and_only_then():
     per_seed = parse_run_config({"task": {"type": "ep_learning", "dataset": "iris"}}).task
     reference = get_example("iris").load(0)  # sklearn's stratified split with random_state 0
     for seed in (0, 3, 7):
-        data = ep_learning._data(fixed, "iris", seed)
+        data = ep_learning._data(fixed.dataset, "iris", seed, fixed.split_seed)
         assert torch.equal(data.x_test, reference.x_test) and torch.equal(data.y_train, reference.y_train)
-    assert not torch.equal(ep_learning._data(per_seed, "iris", 3).x_test, reference.x_test)
+    assert not torch.equal(ep_learning._data(per_seed.dataset, "iris", 3, per_seed.split_seed).x_test, reference.x_test)
     assert "split_seed" not in parse_run_config({"task": {"type": "ep_learning"}}).identity()["task"]
     assert parse_run_config({"task": {"type": "ep_learning", "split_seed": 0}}).identity()["task"]["split_seed"] == 0
     with pytest.raises(ConfigError, match=r"task\.split_seed' = -1"):

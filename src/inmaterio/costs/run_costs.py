@@ -91,6 +91,17 @@ def _pcm_macro(input_bits: int, adc_bits: int | None = None) -> tuple[MacroConfi
     return macro, ArrayGeometry(rows=macro.rows, cols=macro.cols, cell_bits=None, differential=True)
 
 
+def _crossbar_assumptions(macro: MacroConfig, geometry: ArrayGeometry) -> dict[str, Any]:
+    """The macro's and the mapping's assumptions, prefixed ``macro.`` and ``mapping.``."""
+    mapping = {f"mapping.{k}": v for k, v in geometry.model_dump().items()}
+    return {f"macro.{k}": v for k, v in macro.assumptions().items()} | mapping
+
+
+def _dense_layers(sizes: list[int]) -> list[LayerShape]:
+    """The fully connected layers ``sizes[0] -> sizes[1] -> ...``, named ``dense<i> <in>x<out>``."""
+    return [LayerShape(name=f"dense{i + 1} {a}x{b}", inputs=a, outputs=b) for i, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+
+
 def _crossbar_report(folder: Path, record: dict[str, Any]) -> CostReport:
     config = _get(record, "identity", "config", where=f"'{folder}/run.json'")
     model = _get(config, "task", "model", where=f"'{folder}/run.json'")
@@ -108,11 +119,10 @@ def _crossbar_report(folder: Path, record: dict[str, Any]) -> CostReport:
             "inmaterio cost supports its 'mlp' and 'dnpu_mnist' models"
         )
     sizes = [784, *_get(model, "hidden", where=f"'{folder}/run.json' task.model"), 10]
-    layers = [LayerShape(name=f"dense{i + 1} {a}x{b}", inputs=a, outputs=b) for i, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+    layers = _dense_layers(sizes)
     macro, geometry = _pcm_macro(periphery["dac_bits"], periphery["adc_bits"])
     lines = crossbar_lines(layers, geometry, macro, technology="PCM crossbar")
-    assumptions = {f"macro.{k}": v for k, v in macro.assumptions().items()}
-    assumptions |= {f"mapping.{k}": v for k, v in geometry.model_dump().items()} | _digital_assumptions()
+    assumptions = _crossbar_assumptions(macro, geometry) | _digital_assumptions()
     notes = (
         "layers from the run's config; DAC and ADC bits from its metrics; every other macro number is the pcm_analog preset",
         "inputs applied bit-serially (one read cycle per DAC bit), as NeuroSim does",
@@ -129,7 +139,7 @@ def _pulsed_report(folder: Path, record: dict[str, Any]) -> CostReport:
     device = _get(metrics, "device", where=f"'{folder}/metrics.json'")
     crop = int(_get(task, "crop", where=f"'{folder}/run.json' task"))
     sizes = [crop * crop, *_get(task, "hidden", where=f"'{folder}/run.json' task"), 10]
-    layers = [LayerShape(name=f"dense{i + 1} {a}x{b}", inputs=a, outputs=b) for i, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+    layers = _dense_layers(sizes)
     g_min, g_max = float(device["g_min_ns"]), float(device["g_max_ns"])
     macro = MACRO_PRESETS["lu2021_rram40"].model_copy(update={"mean_conductance_s": 0.5 * (g_min + g_max) * 1e-9})
     geometry = ArrayGeometry(rows=macro.rows, cols=macro.cols, cell_bits=None, differential=True)
@@ -138,8 +148,7 @@ def _pulsed_report(folder: Path, record: dict[str, Any]) -> CostReport:
     best = max(analog, key=lambda r: r["test_accuracy"]["mean"], default=None)
     percent = None if best is None else 100 * float(best["test_accuracy"]["mean"])
     accuracy = None if best is None else f"{percent:.2f} % (test, best pulsed training: {best.get('describe', best['name'])})"
-    assumptions = {f"macro.{k}": v for k, v in macro.assumptions().items()}
-    assumptions |= {f"mapping.{k}": v for k, v in geometry.model_dump().items()} | _digital_assumptions()
+    assumptions = _crossbar_assumptions(macro, geometry) | _digital_assumptions()
     notes = (
         f"inference on the trained devices ({metrics.get('device_name')}, {g_min}-{g_max} nS: the mean conductance is their "
         "midpoint); the lu2021_rram40 macro preset otherwise",
@@ -292,8 +301,7 @@ def _dnpu_mnist(folder: Path, config: dict[str, Any], m: int, dac_bits: int, adc
     linear = LayerShape(name=f"linear 784x{10 * m}", inputs=784, outputs=10 * m)
     macro, geometry = _pcm_macro(dac_bits, adc_bits)
     lines = (*crossbar_lines([linear], geometry, macro, "PCM crossbar"), _dnpu_line("10 DNPUs", 10, dnpu))
-    assumptions = {f"macro.{k}": v for k, v in macro.assumptions().items()} | _dnpu_assumptions(surrogate, dnpu)
-    assumptions |= _digital_assumptions()
+    assumptions = _crossbar_assumptions(macro, geometry) | _dnpu_assumptions(surrogate, dnpu) | _digital_assumptions()
     notes = (
         f"10 DNPUs: {lines[1].tops_per_w:.3g} TOPS/W with their converters, {dnpu.device_only_tops_per_w:.3g} TOPS/W "
         f"for the device power alone (ops counted as the surrogate's); {_STUDY_PROJECTION}",

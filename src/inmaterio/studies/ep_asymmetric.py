@@ -164,7 +164,7 @@ def _train_one(task: EPAsymmetricTask, method: str, states: int | None, seed: in
     from inmaterio.studies.ep_learning import _data
 
     n_inputs, n_classes, _, _ = DATASETS[task.dataset]
-    data = _data(task, task.dataset, seed)
+    data = _data(task.dataset, task.dataset, seed)
     model = diode_network(n_inputs, task.n_hidden(), n_classes, seed=seed, diode_bias_v=task.diode_bias_v, gain=task.gain)
     config = task.training_of(method, states, seed)
     history = fit(model, data.x_train, data.y_train, config, directory=run.subfolder(_key(method, states, seed)),

@@ -212,16 +212,15 @@ class EPLearningConfig(RunnableConfig):
     threads: int = Field(1, ge=1, le=256)
 
 
-def _data(task: EPLearningTask, problem: str, seed: int):
-    """``ExampleData`` of one problem and seed (volts, class indices)."""
+def _data(dataset: str, problem: str, seed: int, split_seed: int | None = None):
+    """``ExampleData`` of one problem and seed (volts, class indices); ``split_seed`` fixes the train/test split."""
     from inmaterio.circuits.examples import ExampleData, get_example
 
-    if task.dataset == "gates":
+    if dataset == "gates":
         x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
         y = torch.tensor(GATES[problem])
         return ExampleData(x, y, x, y)
-    split_seed = getattr(task, "split_seed", None)  # the studies that share this data may not fix a split
-    return get_example(task.dataset).load(seed if split_seed is None else split_seed)
+    return get_example(dataset).load(seed if split_seed is None else split_seed)
 
 
 def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool) -> dict[str, Any]:
@@ -230,7 +229,7 @@ def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, pr
     from inmaterio.circuits.examples import diode_network
 
     n_inputs, n_classes, _, _ = DATASETS[task.dataset]
-    data = _data(task, problem, seed)
+    data = _data(task.dataset, problem, seed, task.split_seed)
     model = diode_network(n_inputs, task.n_hidden(), n_classes, seed=seed, diode_bias_v=task.diode_bias_v, gain=task.gain)
     config = task.training.model_copy(update={"seed": seed})
     if task.selection.kind == "validation":
