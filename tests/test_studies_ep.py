@@ -287,3 +287,41 @@ def test_a_fixed_split_gives_every_seed_the_same_test_set_and_only_then():
         parse_run_config({"task": {"type": "ep_learning", "split_seed": -1}})
     with pytest.raises(ConfigError, match=r"split_seed 0 fixes a train/test split, but dataset 'gates' has none"):
         parse_run_config({"task": {"type": "ep_learning", "dataset": "gates", "split_seed": 0}})
+
+
+def test_refit_trains_a_fresh_circuit_on_the_whole_training_set_for_the_selected_epochs(tmp_path, monkeypatch):
+    """``refit``: the validation run only chooses the number of epochs; the tested circuit is the seed's initial
+    circuit trained on all 105 samples for that many epochs (bit for bit), and the test set is evaluated once."""
+    import inmaterio.circuits as circuits_package
+    from inmaterio.circuits.examples import get_example
+
+    tiny = {"task": {**IRIS_SELECTED_TINY["task"], "selection": {"kind": "validation", "fraction": 0.2, "refit": True}}}
+    config = parse_run_config(tiny)
+    data = get_example("iris").load(0)
+    tests_seen = []
+    real_evaluate = circuits_package.evaluate
+
+    def evaluate_spy(model, x, y, *args, **kwargs):
+        if x.shape == data.x_test.shape and torch.equal(x, data.x_test):
+            tests_seen.append(1)
+        return real_evaluate(model, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(circuits_package, "evaluate", evaluate_spy)
+    metrics = run_task(config, tmp_path / "run", progress=False).metrics
+    monkeypatch.undo()
+    row = metrics["seeds"][0]
+    assert tests_seen == [1] and row["refit_epochs"] == row["selected_epoch"] and row["n_refit"] == 105
+    assert metrics["selection"] == {"kind": "validation", "fraction": 0.2, "refit": True}
+
+    training = config.task.training.model_copy(update={"seed": 0, "epochs": row["selected_epoch"]})
+    twin = diode_network(4, config.task.n_hidden(), 3, seed=0, diode_bias_v=config.task.diode_bias_v, gain=config.task.gain)
+    fit(twin, data.x_train, data.y_train, training, progress=False)
+    assert row["test_accuracy"] == evaluate(twin, data.x_test, data.y_test, training)["accuracy"]
+    assert row["train_accuracy"] == evaluate(twin, data.x_train, data.y_train, training)["accuracy"]
+    assert (tmp_path / "run" / "iris" / "seed_0_refit" / "run.json").is_file()
+    assert "a fresh circuit (the seed's initialisation) trains on all 105 training samples" in build_report([tmp_path / "run"])
+
+    without = parse_run_config(IRIS_SELECTED_TINY)  # refit off: left out of the identity (earlier runs keep theirs)
+    assert without.identity()["task"]["selection"] == {"kind": "validation", "fraction": 0.2}
+    with pytest.raises(ConfigError, match="refit .* needs kind 'validation', got 'last'"):
+        parse_run_config({"task": {"type": "ep_learning", "dataset": "iris", "selection": {"refit": True}}})

@@ -37,7 +37,10 @@ are kept in the study's checkpoint as they finish.
   ties: lowest validation loss, then the earliest epoch; kept in the
   training's checkpoint) are tested once, after training. The test set is
   never evaluated before the choice is made, so it cannot influence it; the
-  learning curve then shows training and validation accuracy.
+  learning curve then shows training and validation accuracy. With
+  ``refit: true`` only the number of epochs is taken from that choice: a fresh
+  circuit with the seed's initialisation trains on the whole training set for
+  that many epochs (``<problem>/seed_<s>_refit/``) and is the one tested.
 
 ``inmaterio run examples/ep_learning.yaml`` (Iris); variants in ``examples/ep_learning/``.
 """
@@ -90,10 +93,28 @@ class SelectionConfig(StrictModel):
 
     kind : "last" (after the last epoch) or "validation" (the best epoch on a held-out part of the training set).
     fraction : the part of every class of the training set held out with ``validation``, in (0, 1); unused by ``last``.
+    refit : with ``validation`` only: train a fresh circuit (the seed's initialisation) on the whole training set for
+        the selected number of epochs and test that one instead (the selection run is then never tested).
     """
 
     kind: Literal["last", "validation"] = "last"
     fraction: float = Field(0.2, gt=0, lt=1)
+    refit: bool = False
+
+    @model_validator(mode="after")
+    def _refit_needs_validation(self) -> SelectionConfig:
+        if self.refit and self.kind != "validation":
+            raise ValueError(
+                f"refit retrains for the epochs a validation part selects; it needs kind 'validation', got {self.kind!r}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_refit(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if not self.refit:
+            data.pop("refit", None)  # runs made before the option existed keep their identity
+        return data
 
 
 def validation_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,10 +251,14 @@ def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, pr
 
     n_inputs, n_classes, _, _ = DATASETS[task.dataset]
     data = _data(task.dataset, problem, seed, task.split_seed)
-    model = diode_network(n_inputs, task.n_hidden(), n_classes, seed=seed, diode_bias_v=task.diode_bias_v, gain=task.gain)
+
+    def fresh():  # the seed's initial circuit
+        return diode_network(n_inputs, task.n_hidden(), n_classes, seed=seed, diode_bias_v=task.diode_bias_v, gain=task.gain)
+
     config = task.training.model_copy(update={"seed": seed})
     if task.selection.kind == "validation":
-        return _train_one_selected(task, problem, seed, run, progress, data, model, config)
+        return _train_one_selected(task, problem, seed, run, progress, data, fresh, config)
+    model = fresh()
     history = fit(
         model, data.x_train, data.y_train, config, validation=(data.x_test, data.y_test),
         directory=run.subfolder(f"{problem}/seed_{seed}"), progress=progress,
@@ -259,11 +284,16 @@ def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, pr
     }
 
 
-def _train_one_selected(task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool, data, model, config):
-    """``selection: validation``: train on part of the training set, keep the best validation epoch, test it once."""
+def _train_one_selected(task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool, data, fresh, config):
+    """``selection: validation``: train on part of the training set, keep the best validation epoch, test it once.
+
+    ``fresh()`` builds the seed's initial circuit; with ``refit`` a second one trains on the whole training set for
+    the selected number of epochs and is tested instead.
+    """
     from inmaterio.circuits import evaluate, fit
     from inmaterio.circuits.fit import best_epoch
 
+    model = fresh()
     fit_idx, val_idx = validation_split(data.y_train, task.selection.fraction, seed)
     x_fit, y_fit = data.x_train[fit_idx], data.y_train[fit_idx]
     x_val, y_val = data.x_train[val_idx], data.y_train[val_idx]
@@ -273,6 +303,12 @@ def _train_one_selected(task: EPLearningTask, problem: str, seed: int, run: RunF
     )  # fmt: skip
     chosen = best_epoch(history)  # the model holds this epoch's weights; only validation numbers chose it
     row = history[chosen - 1]
+    refit = {}
+    if task.selection.refit:
+        model, x_fit, y_fit = fresh(), data.x_train, data.y_train
+        fit(model, x_fit, y_fit, config.model_copy(update={"epochs": chosen}),
+            directory=run.subfolder(f"{problem}/seed_{seed}_refit"), progress=progress)  # fmt: skip
+        refit = {"refit_epochs": chosen, "n_refit": len(x_fit)}
     train = evaluate(model, x_fit, y_fit, config)["accuracy"]
     test = evaluate(model, data.x_test, data.y_test, config)["accuracy"]  # the test set's only use
     hit = [r["epoch"] for r in history if r["accuracy"] == 1.0]
@@ -288,9 +324,10 @@ def _train_one_selected(task: EPLearningTask, problem: str, seed: int, run: RunF
         "first_epoch_at_100": hit[0] if hit else None,
         "seconds_per_epoch": seconds,
         "samples_per_second": len(x_fit) / seconds,
-        "n_train": len(x_fit),
+        "n_train": len(fit_idx),
         "n_validation": len(x_val),
         "n_test": len(data.x_test),
+        **refit,
         "curves": {k: [r[k] for r in history] for k in ("loss", "accuracy", "val_accuracy")},
     }
 
@@ -460,8 +497,14 @@ def _report_selected(run: FinishedRun) -> str:
         f"{_split_sentence(m)}Model selection on a validation part: {first['n_validation']} of the {first['n_train'] + first['n_validation']} "
         f"training samples held out (fraction {sel['fraction']:g}, stratified, drawn per seed), training on the other "
         f"{first['n_train']}; the weights of the epoch with the best validation accuracy (ties: lowest validation loss, "
-        f"then the earliest) are tested once on the {first['n_test']} test samples, which play no part in the choice. "
-        f"{run.record.get('wall_s', 0.0) / 60:.1f} min wall; `inmaterio run {run.path / 'config.yaml'} --out {run.path}`.\n\n"
+        + (
+            f"then the earliest) give the number of epochs; a fresh circuit (the seed's initialisation) trains on all "
+            f"{first['n_refit']} training samples for that many epochs and is tested once on the {first['n_test']} test samples, "
+            "which play no part in the choice. "
+            if sel.get("refit")
+            else f"then the earliest) are tested once on the {first['n_test']} test samples, which play no part in the choice. "
+        )
+        + f"{run.record.get('wall_s', 0.0) / 60:.1f} min wall; `inmaterio run {run.path / 'config.yaml'} --out {run.path}`.\n\n"
         + markdown_table(table["columns"], table["rows"])
         + f"\n\n<details><summary>per seed</summary>\n\n{seeds}\n\n</details>\n\n![learning curves]({run.path / 'learning_curve.png'})"
     )
