@@ -475,6 +475,10 @@ class DeviceProcessor(Processor):
         """The device's :meth:`~inmaterio.devices.base.Device.random_streams`: key its noise by what it serves."""
         return self.device.random_streams(*keys)
 
+    def close(self) -> None:
+        """The device's :meth:`~inmaterio.devices.base.Device.close`: an instrument's tasks released, outputs at 0 V."""
+        self.device.close()
+
     def describe(self) -> dict:
         return {
             **super().describe(),

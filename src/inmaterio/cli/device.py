@@ -14,7 +14,9 @@ For a device on an instrument (``device: {type: instrument, ...}``, see
 :mod:`inmaterio.devices.instruments`): ``device dry-run`` builds and checks the
 waveforms of some operating points against every limit without playing them
 (and plots the first); ``device calibrate`` measures latency, offsets and
-settling and writes the calibrated config to a new file (never overwriting one).
+settling and writes the calibrated config to a new file (never overwriting one);
+``device export`` writes every acquisition of a measurement file to a NetCDF
+file for xarray (never overwriting one).
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ def device_measure(
 ) -> None:
     """Measure the readout current at one operating point."""
     v = parse_voltages(voltages)
-    device = load_device(config)
-    result = device.measure_with_error(v)  # 1-D: one operating point; a wrong count is refused naming the electrodes
+    with load_device(config) as device:  # an instrument is closed after: tasks released, outputs at 0 V
+        result = device.measure_with_error(v)  # 1-D: one operating point; a wrong count is refused naming the electrodes
     console.print(f"I = {result.current_na[0]:.3f} ± {result.stderr_na[0]:.3f} nA")
 
 
@@ -112,9 +114,12 @@ def device_iv(
     device = load_device(config)
     spec = {k: v for k, v in device.describe().items() if k != "package_version"}
     settings = {"device": spec, "points": points}
-    with open_run(
-        out, "inmaterio.devices.iv", identity=settings, config=settings, overwrite=overwrite, notify=console.print
-    ) as run:
+    with (
+        device,  # an instrument is closed when the sweep ends, normally or not: tasks released, outputs at 0 V
+        open_run(
+            out, "inmaterio.devices.iv", identity=settings, config=settings, overwrite=overwrite, notify=console.print
+        ) as run,
+    ):
         if run.finished:
             console.print(f"'{out}' already holds this sweep: {run.file('iv.json')}, {run.file('iv_curves.png')} "
                           "(pass --overwrite to measure again)", soft_wrap=True)  # fmt: skip
@@ -217,3 +222,18 @@ def device_dry_run(
                   f"{result.duration_s:.4g} s at {device.sample_rate_hz:g} Hz, fastest ramp {result.max_ramp_v_per_s:.4g} V/s "
                   f"(limit {device.config.safety.max_ramp_v_per_s:g}); nothing was played"
                   + (f"; waveform plot: {plot}" if plot else ""), soft_wrap=True)  # fmt: skip
+
+
+@device_app.command("export")
+@friendly_errors
+def device_export(
+    measurements: Annotated[Path, typer.Argument(help="an HDF5 measurement file, e.g. a run folder's measurements.h5")],
+    out: Annotated[Path, typer.Option(help="folder of the NetCDF files, one per acquisition (never replaced)")],
+) -> None:
+    """Export every acquisition of a measurement file to NetCDF for xarray (needs pip install "inmaterio[xarray]")."""
+    from inmaterio.devices.instruments import export_netcdf
+
+    written = export_netcdf(measurements, out)
+    sessions = len({p.name.split("_acquisition_")[0] for p in written})
+    console.print(f"exported {len(written)} acquisition(s) of {sessions} session(s) to {out}: {written[0].name} ... "
+                  f"{written[-1].name}; open one with xarray.open_dataset", soft_wrap=True)  # fmt: skip

@@ -181,7 +181,8 @@ class Device(ABC):
     :meth:`describe`, set :attr:`electrodes` (activation electrodes, in column
     order) and :attr:`readout_name`, are registered in
     :mod:`inmaterio.devices.registry` and pass
-    :func:`inmaterio.devices.conformance.check_device`.
+    :func:`inmaterio.devices.conformance.check_device`. A device that holds
+    a resource (an instrument's driver tasks) releases it in :meth:`close`.
     """
 
     electrodes: tuple[Electrode, ...]
@@ -243,6 +244,20 @@ class Device(ABC):
             return ("unscoped", calls)
         scope[1] += 1
         return ("scoped", *scope[0], scope[1] - 1)
+
+    def close(self) -> None:  # noqa: B027 - a no-op by default, not abstract: most devices hold nothing
+        """Release what the device holds: an instrument's driver tasks, with its outputs at 0 V first.
+
+        Nothing for a simulated device (this default). Safe to call more than once; a device measures
+        again after it (an instrument opens new tasks). Whoever builds a device for a run closes it when
+        the run ends, normally or by an exception (``with device:`` or :func:`contextlib.closing`).
+        """
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @abstractmethod
     def _measure(self, voltages: np.ndarray) -> Measurement:

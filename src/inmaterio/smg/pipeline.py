@@ -23,6 +23,8 @@ training (to the same numbers as an uninterrupted run) and reuses what is
 finished; a finished run is returned as it is (nothing is measured again).
 Another config in the same folder raises :class:`~inmaterio.errors.ConfigError`
 naming the differing fields; ``overwrite=True`` (``--overwrite``) replaces it.
+The device built for the run is closed when it ends, normally or by an
+exception (an instrument's driver tasks released, its outputs at 0 V).
 """
 
 from __future__ import annotations
@@ -103,7 +105,11 @@ def run_smg(
     ranges = device.voltage_ranges  # is refused before the folder is touched
     plans = {"train_data": (config.sampling, sample_plan(config.sampling, ranges)),
              "test_data": (config.test_sampling, sample_plan(config.test_sampling, ranges))}  # fmt: skip
-    with open_run(directory, KIND, identity=smg_identity(config), config=config, overwrite=overwrite, notify=notify) as run:
+    # the device is closed when the run ends, normally or by an exception (an instrument: tasks released, outputs at 0 V)
+    with (
+        device,
+        open_run(directory, KIND, identity=smg_identity(config), config=config, overwrite=overwrite, notify=notify) as run,
+    ):
         if run.finished:
             notify(f"the SMG run in '{run.path}' is complete; returning its {METRICS_FILE}")
             return run.metrics()

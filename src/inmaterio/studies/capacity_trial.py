@@ -301,10 +301,14 @@ def capacity_trial(trial: CapacityTrial) -> dict[str, Any]:
                 result.update(_with_restarts(make, x, labels, settings))
             else:
                 device = device_processor(trial.device, processor) if model in DEVICE_MODELS else None
-                if model == "dnpu_annealed":
-                    result.update(_annealed(trial, processor, device, x, labels))
-                else:
-                    result.update(_searched(trial, processor, device, x, labels))
+                try:
+                    if model == "dnpu_annealed":
+                        result.update(_annealed(trial, processor, device, x, labels))
+                    else:
+                        result.update(_searched(trial, processor, device, x, labels))
+                finally:  # the trial built the device: an instrument's tasks are released, its outputs at 0 V
+                    if device is not None:
+                        device.close()
     result["seconds"] = time.perf_counter() - start
     return result
 

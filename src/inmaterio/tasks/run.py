@@ -12,6 +12,8 @@ instrument whose config names no ``measurement_file`` appends every
 acquisition to ``measurements.h5`` in the run folder (a resumed run adds a
 session to it; :mod:`inmaterio.devices.instruments.measurement_file`), and with
 ``progress`` the validation on a device shows a bar (rate, ETA) on long calls.
+The device the task was prepared with is closed when the run ends, normally or
+by an exception (an instrument's driver tasks released, its outputs at 0 V).
 
 For the DNPU tasks (gates, rings, capacity) the folder also holds::
 
@@ -189,7 +191,13 @@ def run_task(config: RunnableConfig, out: str | Path, *, progress: bool = True, 
     # what the task needs (back ends, data) is built and checked before the folder is touched
     prepared = None if entry.prepare is None else resolve(entry.prepare)(config)
     identity = {"config": config.identity(), **getattr(prepared, "identity", {})}
-    with open_run(out, entry.kind, identity=identity, config=config, overwrite=overwrite) as run:
+    with contextlib.ExitStack() as stack:
+        # the device the task was prepared with is closed when the run ends, normally or not (an instrument:
+        # its driver tasks released, outputs at 0 V; nothing for a simulated device)
+        device = getattr(prepared, "device", None)
+        if callable(getattr(device, "close", None)):
+            stack.callback(device.close)
+        run = stack.enter_context(open_run(out, entry.kind, identity=identity, config=config, overwrite=overwrite))
         if run.finished:
             return TaskOutcome.from_metrics(run.metrics())
         with measurements_in(run.file(RUN_MEASUREMENT_FILE)), validation_progress(progress):

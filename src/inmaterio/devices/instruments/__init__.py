@@ -13,6 +13,8 @@ Layers, bottom up (each testable without the ones above it):
   :func:`calibrate` and :func:`dry_run`;
 - :mod:`~inmaterio.devices.instruments.measurement_file`: appendable HDF5 files, one per run
   (:func:`measurements_in`);
+- :mod:`~inmaterio.devices.instruments.xarray_export`: a measurement file as xarray Datasets
+  (:func:`open_measurements`) and NetCDF files (:func:`export_netcdf`; ``pip install "inmaterio[xarray]"``);
 - :mod:`~inmaterio.devices.instruments.brainspy`: brains-py hardware YAML files as configs.
 """
 
@@ -45,11 +47,12 @@ from inmaterio.devices.instruments.measurement_file import (
 from inmaterio.devices.instruments.nidaq import NIDAQBackend
 from inmaterio.devices.instruments.safety import InstrumentError, ReadoutClippingError, TerminatedError
 from inmaterio.devices.instruments.simulated import SimulatedDAQ
+from inmaterio.devices.instruments.xarray_export import export_netcdf, open_measurements
 
 __all__ = [
     "ActivationChannel", "ReadoutChannel", "SafetyConfig", "Calibration", "SimulatedDAQConfig", "NIDAQConfig",
     "InstrumentDeviceConfig", "MeasurementBackend", "SimulatedDAQ", "NIDAQBackend", "InstrumentDevice", "Acquisition",
     "build_backend", "CalibrationReport", "calibrate", "DryRun", "dry_run", "MeasurementFile", "RUN_MEASUREMENT_FILE",
-    "measurements_in", "run_measurement_file", "InstrumentError",
+    "measurements_in", "run_measurement_file", "open_measurements", "export_netcdf", "InstrumentError",
     "ReadoutClippingError", "TerminatedError", "config_from_brainspy",
 ]  # fmt: skip

@@ -248,7 +248,11 @@ class InstrumentDevice(Device):
         return Measurement(current, stderr)
 
     def close(self) -> None:
-        """Outputs to 0 V and release the instrument."""
+        """Outputs to 0 V and release the instrument (NI-DAQmx: its tasks closed); a later call opens it again.
+
+        ``inmaterio run``, an SMG run and ``device iv`` close the device they built when they end, normally
+        or by an exception (:meth:`~inmaterio.devices.base.Device.close`).
+        """
         self.backend.close()
 
     def describe(self) -> dict[str, Any]:

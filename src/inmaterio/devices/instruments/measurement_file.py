@@ -16,7 +16,8 @@ Readable with h5py alone (or any HDF5 tool)::
 The file is opened, appended to and closed for every acquisition, so a crash
 (or Ctrl-C, or SIGTERM) keeps everything measured before it. A new
 :class:`MeasurementFile` object starts a new session in an existing file;
-nothing saved is ever overwritten.
+nothing saved is ever overwritten. :mod:`~inmaterio.devices.instruments.xarray_export`
+opens the acquisitions as xarray Datasets and exports them to NetCDF.
 
 **One file per run.** A device whose config names no ``measurement_file``
 appends to the file of the run it measures in: :func:`measurements_in` sets
@@ -41,7 +42,15 @@ import numpy as np
 import inmaterio
 from inmaterio.errors import ModelFileError
 
-__all__ = ["MeasurementFile", "FORMAT", "RUN_MEASUREMENT_FILE", "measurements_in", "run_measurement_file", "utc_now"]
+__all__ = [
+    "MeasurementFile",
+    "FORMAT",
+    "RUN_MEASUREMENT_FILE",
+    "check_format",
+    "measurements_in",
+    "run_measurement_file",
+    "utc_now",
+]
 
 FORMAT = "inmaterio.measurements"
 FORMAT_VERSION = 1
@@ -75,6 +84,18 @@ def measurements_in(path: str | Path | None, *, keep_outer: bool = False) -> Ite
         _RUN_FILE.reset(token)
 
 
+def check_format(f: Any, path: str | Path, hint: str) -> None:
+    """Raise :class:`ModelFileError` (ending with ``hint``) unless the open ``h5py.File`` ``f`` is a measurement file.
+
+    A measurement file has the root attribute ``format = "inmaterio.measurements"``.
+    """
+    if f.attrs.get("format") != FORMAT:
+        raise ModelFileError(
+            f"'{path}' is an HDF5 file but not an inmaterio measurement file (format attribute "
+            f"{f.attrs.get('format')!r}, expected {FORMAT!r}); {hint}"
+        )
+
+
 def utc_now() -> str:
     """The current UTC time, ISO 8601 with microseconds."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -103,11 +124,8 @@ class MeasurementFile:
                     f.attrs["format"] = FORMAT
                     f.attrs["format_version"] = FORMAT_VERSION
                     f.attrs["created_at"] = utc_now()
-                elif f.attrs.get("format") != FORMAT:
-                    raise ModelFileError(
-                        f"'{self.path}' is an HDF5 file but not an inmaterio measurement file (format attribute "
-                        f"{f.attrs.get('format')!r}, expected {FORMAT!r}); give another measurement_file"
-                    )
+                else:
+                    check_format(f, self.path, "give another measurement_file")
                 k = 0
                 while f"session_{k:04d}" in f:
                     k += 1
