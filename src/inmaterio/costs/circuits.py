@@ -29,6 +29,18 @@ of a step).
 nudged ones (one for ``positive``/``random-sign``, two for ``symmetric``),
 each at its own operating point when nudging currents are given. The power
 of the weight update (pulses on the conductances) is not included.
+
+**Deep resistive networks** (:class:`~inmaterio.circuits.drn.DeepResistiveNetwork`, solved by the layered
+solver rather than as a :class:`~inmaterio.circuits.graph.Model`): the same rules on the layered circuit
+(:func:`drn_circuit_cost`). Conductances dissipate :math:`\sum_k \sum_{ij} W_{k,ij} (v_{k,i} - v_{k-1,j})^2`;
+an ideal diode conducts with no voltage across it and dissipates nothing. The active side
+(:func:`drn_delivered_power_w`): the input sources :math:`\sum_j u_j I_j` (``I_j`` the current source ``j``
+pushes into layer 1), the bias current sources :math:`\sum_k b_k \cdot v_k`, and the sources the conducting
+diodes clamp their nodes to (the box bound times the diode's current). The DRN is normalised
+(:mod:`inmaterio.circuits.drn`): one normalised siemens is ``conductance_unit_s`` S and one normalised volt
+``volt_unit_v`` V, so powers scale by ``conductance_unit_s * volt_unit_v**2`` and the time constants by
+``1 / conductance_unit_s``. A node's conductance is its row and column sums (``degree_s``); the nudging load of
+a nudged phase (a conductance ``beta`` to the target) is not counted in that phase's power.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ from pydantic import Field
 from inmaterio.circuits.graph import Model
 from inmaterio.circuits.netlist import Circuit, ground_last, with_ground
 from inmaterio.circuits.solve import DCSolution, kcl_currents
+from inmaterio.circuits.solve.layered import LayeredNetwork
 from inmaterio.config import StrictModel
 from inmaterio.errors import ConfigError
 
@@ -52,6 +65,9 @@ __all__ = [
     "delivered_power_w",
     "settling_time_s",
     "ep_circuit_cost",
+    "drn_power_by_layer_w",
+    "drn_delivered_power_w",
+    "drn_circuit_cost",
 ]
 
 
@@ -177,11 +193,12 @@ def ep_circuit_cost(
         nudge_currents_a: ``(batch, n_outputs)`` nudging currents of the nudged phase, A (``-beta dL/dV``);
             the symmetric variant also solves with their negatives. None: the nudged phases are taken at the
             free phase's power (they differ from it by O(beta)).
-        variant: ``symmetric`` (free + 2 nudged phases), ``positive`` or ``random-sign`` (free + 1).
+        variant: ``symmetric`` (free + 2 nudged phases), ``one-sided`` (the EP training config's name; alias
+            ``positive``) or ``random-sign`` (free + 1).
         settling: the settling assumption.
     """
-    if variant not in ("symmetric", "positive", "random-sign"):
-        raise ConfigError(f"variant must be 'symmetric', 'positive' or 'random-sign', got {variant!r}")
+    if variant not in ("symmetric", "one-sided", "positive", "random-sign"):
+        raise ConfigError(f"variant must be 'symmetric', 'one-sided' (or 'positive') or 'random-sign', got {variant!r}")
     free = model.solve(x)
     circuit = model.circuit(x)
     p_free = model.power_w(free)
@@ -201,3 +218,115 @@ def ep_circuit_cost(
     for seg in model.segments:
         part_ops[seg.key] = part_ops.get(seg.key, 0) + 2 * len(seg.flat_index)
     return CircuitCost(p, float(delivered.mean()), t_s, p * t_s, sum(phase_powers) * t_s, len(phase_powers), ops, parts, part_ops)
+
+
+def drn_power_by_layer_w(net: LayeredNetwork, inputs_v: torch.Tensor, voltages_v) -> torch.Tensor:
+    """``(batch, L)`` power dissipated in each layer's conductances, ``sum_ij W_k,ij (v_k,i - v_k-1,j)^2``.
+
+    Args:
+        net: the layered network (conductances ``W_k (n_k, n_k-1)``).
+        inputs_v: ``(batch, n_0)`` input source voltages.
+        voltages_v: one ``(batch, n_k)`` tensor per layer ``1 .. L`` (a steady state's ``voltages_v``).
+
+    In the network's units (W when its conductances are in S and voltages in V).
+    """
+    out, prev = [], inputs_v
+    for w, v in zip(net.weights_s, voltages_v):
+        # sum_ij W_ij (v_i - u_j)^2 = sum_i v_i^2 (W 1)_i + sum_j u_j^2 (1^T W)_j - 2 v^T W u
+        out.append(v.square() @ w.sum(1) + prev.square() @ w.sum(0) - 2.0 * ((v @ w) * prev).sum(1))
+        prev = v
+    return torch.stack(out, dim=1)
+
+
+def drn_delivered_power_w(net: LayeredNetwork, inputs_v: torch.Tensor, voltages_v) -> torch.Tensor:
+    """``(batch,)`` power the layered network's sources deliver at a free steady state: Tellegen's side.
+
+    Input sources ``sum_j u_j sum_i W_1,ij (u_j - v_1,i)``, bias current sources ``sum_k b_k . v_k``, and the
+    sources of the conducting diodes: at a node on its box bound ``c`` the diode carries ``-I`` into it (``I`` the
+    current the conductances and the bias source deliver into the node, as in
+    :func:`~inmaterio.circuits.solve.layered.kkt_residuals`), its source delivers ``-c I``. Nodes inside their box
+    contribute nothing (KCL holds there at a steady state), so this equals :func:`drn_power_by_layer_w` summed over
+    layers only at a true steady state.
+    Arguments as :func:`drn_power_by_layer_w`.
+    """
+    w1, v1 = net.weights_s[0], voltages_v[0]
+    p = inputs_v.square() @ w1.sum(0) - ((v1 @ w1) * inputs_v).sum(1)
+    layers = [inputs_v, *voltages_v]
+    for k in range(1, net.n_layers + 1):
+        v, lo, hi = layers[k], net.lower_v[k - 1], net.upper_v[k - 1]
+        p = p + v @ net.biases_a[k - 1]
+        current = layers[k - 1] @ net.weights_s[k - 1].T - v * net.degree_s[k - 1] + net.biases_a[k - 1]
+        if k < net.n_layers:
+            current = current + layers[k + 1] @ net.weights_s[k]
+        at_lo, at_hi = v <= lo, v >= hi
+        bound = torch.where(at_lo, lo.expand_as(v), torch.where(at_hi, hi.expand_as(v), torch.zeros_like(v)))
+        p = p - torch.where(at_lo | at_hi, bound * current, torch.zeros_like(v)).sum(1)
+    return p
+
+
+def drn_circuit_cost(
+    model,
+    x,
+    labels=None,
+    *,
+    beta: float = 1.0,
+    variant: str = "symmetric",
+    conductance_unit_s: float,
+    volt_unit_v: float,
+    settling: SettlingAssumption = DEFAULT_SETTLING,
+    tol_v: float = 1e-9,
+) -> CircuitCost:
+    """Energy of inference and of one EP training step of a deep resistive network (see the module docstring).
+
+    Args:
+        model: a :class:`~inmaterio.circuits.drn.DeepResistiveNetwork` (normalised units).
+        x: ``(batch, n_features)`` features (normalised; the sources are ``+-input_gain * x``).
+        labels: ``(batch,)`` class indices: the nudged phases are solved towards their one-hot targets with
+            ``+-beta``; None: the nudged phases are taken at the free phase's power.
+        beta: EP's nudging strength (normalised siemens).
+        variant: ``symmetric`` (free + 2 nudged phases), ``positive``, ``negative`` (free + 1) or ``random_sign``
+            (free + 1, its power the mean of the two signs').
+        conductance_unit_s: siemens of one normalised conductance (> 0).
+        volt_unit_v: volts of one normalised volt (> 0).
+        settling: the settling assumption (node capacitance, time constants).
+        tol_v: the steady states are solved until no node moves by more than this (normalised V).
+
+    Returns:
+        the :class:`CircuitCost` in physical units; ``parts_w`` and ``part_ops`` keyed ``W1 .. WL``.
+
+    Raises:
+        ConfigError: a bad variant or unit, a negative or non-finite conductance, a node without a conductance.
+    """
+    from inmaterio.circuits.drn import DRN_VARIANTS, SolveSettings
+
+    if variant not in DRN_VARIANTS:
+        raise ConfigError(f"variant must be one of {DRN_VARIANTS}, got {variant!r}")
+    for name, value in (("conductance_unit_s", conductance_unit_s), ("volt_unit_v", volt_unit_v)):
+        if not (isinstance(value, int | float) and 0 < value < float("inf")):
+            raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    settings = SolveSettings(sweeps=None, tol_v=tol_v)
+    net, u = model.network(validate=True), model.inputs_v(x)
+    free = settings.solve(u, net)
+    model.check_state(free)
+    power_scale = conductance_unit_s * volt_unit_v**2
+    by_layer = drn_power_by_layer_w(net, u, free.voltages_v) * power_scale  # (batch, L)
+    delivered = drn_delivered_power_w(net, u, free.voltages_v) * power_scale
+    p_free = float(by_layer.sum(1).mean())
+    degree = torch.cat(net.degree_s)
+    t_s = float(settling.time_constants * settling.node_capacitance_f / (conductance_unit_s * float(degree.min())))
+    nudged: list[float] = []
+    signs = {"symmetric": (1.0, -1.0), "positive": (1.0,), "negative": (-1.0,), "random_sign": (1.0, -1.0)}[variant]
+    for sign in signs:
+        if labels is None:
+            nudged.append(p_free)
+            continue
+        y = torch.nn.functional.one_hot(torch.as_tensor(labels).long(), net.sizes[-1]).to(u.dtype)
+        state = settings.solve(u, net, beta=sign * beta, target=y, start=free)
+        nudged.append(float(drn_power_by_layer_w(net, u, state.voltages_v).sum(1).mean()) * power_scale)
+    if variant == "random_sign":
+        nudged = [sum(nudged) / 2]
+    parts = {f"W{k + 1}": float(by_layer[:, k].mean()) for k in range(net.n_layers)}
+    part_ops = {f"W{k + 1}": 2 * w.numel() for k, w in enumerate(net.weights_s)}
+    ops = sum(part_ops.values())
+    energies = (p_free + sum(nudged)) * t_s
+    return CircuitCost(p_free, float(delivered.mean()), t_s, p_free * t_s, energies, 1 + len(nudged), ops, parts, part_ops)

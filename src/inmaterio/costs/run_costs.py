@@ -7,8 +7,11 @@ taken from the folder and what was assumed. Supported kinds:
 - ``inmaterio.task.crossbar_inference`` with an ``mlp`` model: the MLP's dense
   layers on PCM tiles (analog cells on differential pairs, the run's DAC and
   ADC bits) under the ``pcm_analog`` macro preset, 128x128 subarrays; the
-  digital baseline runs the same layers in int8. Its ``dnpu_mnist`` model:
-  as ``mnist_10dnpu`` below, with the run's DAC and ADC bits.
+  digital baseline runs the same layers in int8. Its ``cnn`` model: likewise,
+  each convolution unrolled by im2col (``k*k*c_in`` rows, ``c_out`` columns) and
+  applied once per output position (the output sizes traced through the study's
+  own network on a 28x28 image), the linear read-out as a dense layer. Its
+  ``dnpu_mnist`` model: as ``mnist_10dnpu`` below, with the run's DAC and ADC bits.
 - ``inmaterio.task.pulsed_mnist``: inference of its MLP on the
   ``lu2021_rram40`` macro at the midpoint of the trained devices' conductance
   range (from the run's metrics); the pulsed training is not costed.
@@ -28,6 +31,18 @@ taken from the folder and what was assumed. Supported kinds:
   seed 0. The trained conductances are not stored in the folder: the circuit
   is costed at seed 0's *initial* conductances (within the same bounds).
   The digital baseline runs the two crossbars as dense int8 layers.
+- ``inmaterio.task.ep_mnist``: the study's 784x2-H-10 circuit, solved on the
+  first 64 MNIST test images, at the trained conductances of
+  ``training/checkpoint.pt`` when the folder holds it (else the seed's initial
+  ones, said in the notes); the nudged phases at the free phase's power.
+- ``inmaterio.task.drn_mnist``: the deep resistive network (ideal diodes) of
+  the EP training of seed 0 (``ep/seed_0/checkpoint.pt``; else seed 0's initial
+  conductances, said in the notes) on the first 64 MNIST test images, solved to
+  convergence, the nudged phases solved towards the images' labels. The DRN is
+  normalised: its largest conductance is taken as 10 µS and a white pixel's
+  source (``input_gain``) as 0.5 V, the bounds of the ``ep_mnist`` circuit.
+  The MNIST images come from the run's ``data.dir`` (``config.yaml``) or
+  ``$INMATERIO_MNIST_DIR``.
 
 Anything else raises :class:`~inmaterio.errors.RunFolderError` naming the kind.
 """
@@ -39,7 +54,7 @@ from typing import Any
 
 import torch
 
-from inmaterio.costs.circuits import SettlingAssumption, ep_circuit_cost
+from inmaterio.costs.circuits import CircuitCost, SettlingAssumption, drn_circuit_cost, ep_circuit_cost
 from inmaterio.costs.digital import HOROWITZ_45NM, digital_cost
 from inmaterio.costs.dnpu import DEFAULT_DNPU, DnpuCost, dnpu_evaluation_cost, surrogate_ops
 from inmaterio.costs.mapping import ArrayGeometry, LayerShape
@@ -49,11 +64,13 @@ from inmaterio.errors import InmaterioError, RunFolderError
 from inmaterio.fileio import read_json
 from inmaterio.runs import read_run
 
-__all__ = ["COST_FILES", "SUPPORTED_KINDS", "cost_of_run", "write_cost_files"]
+__all__ = ["COST_FILES", "SUPPORTED_KINDS", "cnn_layers", "cost_of_run", "write_cost_files"]
 
 SUPPORTED_KINDS = (
     "inmaterio.task.crossbar_inference",
     "inmaterio.task.ep_learning",
+    "inmaterio.task.ep_mnist",
+    "inmaterio.task.drn_mnist",
     "inmaterio.task.mnist_10dnpu",
     "inmaterio.task.rings_study",
     "inmaterio.task.pulsed_mnist",
@@ -113,13 +130,15 @@ def _crossbar_report(folder: Path, record: dict[str, Any]) -> CostReport:
     if model.get("kind") == "dnpu_mnist":
         return _dnpu_mnist(folder, config, int(model["inputs_per_node"]), periphery["dac_bits"], periphery["adc_bits"],
                            accuracy, percent)  # fmt: skip
-    if model.get("kind") != "mlp":
+    if model.get("kind") == "cnn":
+        layers = cnn_layers(model)
+    elif model.get("kind") == "mlp":
+        layers = _dense_layers([784, *_get(model, "hidden", where=f"'{folder}/run.json' task.model"), 10])
+    else:
         raise RunFolderError(
             f"'{folder}' is a crossbar_inference run of model kind {model.get('kind')!r}; "
-            "inmaterio cost supports its 'mlp' and 'dnpu_mnist' models"
+            "inmaterio cost supports its 'mlp', 'cnn' and 'dnpu_mnist' models"
         )
-    sizes = [784, *_get(model, "hidden", where=f"'{folder}/run.json' task.model"), 10]
-    layers = _dense_layers(sizes)
     macro, geometry = _pcm_macro(periphery["dac_bits"], periphery["adc_bits"])
     lines = crossbar_lines(layers, geometry, macro, technology="PCM crossbar")
     assumptions = _crossbar_assumptions(macro, geometry) | _digital_assumptions()
@@ -128,8 +147,60 @@ def _crossbar_report(folder: Path, record: dict[str, Any]) -> CostReport:
         "inputs applied bit-serially (one read cycle per DAC bit), as NeuroSim does",
         "weights are not stored in the run folder: the array energy uses the preset's mean conductance",
     )
+    if model.get("kind") == "cnn":
+        assumptions["cnn.image"] = "28 x 28 pixels, 1 channel (MNIST)"
+        notes += (
+            "convolutions unrolled by im2col (k*k*c_in rows, c_out columns): one mat-vec per output position, the "
+            "positions one after the other on one copy of the kernel; max pooling and ReLU are not costed",
+            "a partly filled subarray costs a full one's mat-vec (every column converted): "
+            + ", ".join(f"{line.name.split()[0]} {line.note.split('utilisation ')[-1]}" for line in lines)
+            + " of their subarrays are used; copies of a small kernel working on several positions at once "
+            "(NeuroSim's duplication) are not modelled",
+        )
     return CostReport(f"{metrics.get('network', 'MLP')}: cost per inference", tuple(lines), assumptions,
                       _digital_line(layers), accuracy, notes, accuracy_percent=percent)  # fmt: skip
+
+
+def cnn_layers(model: dict[str, Any], side: int = 28) -> list[LayerShape]:
+    """The ``cnn`` model of a crossbar_inference run as layers: its convolutions (``kind="conv"``, ``positions`` the
+    output pixels per image) and its linear read-out, for a ``side x side`` one-channel image.
+
+    The sizes are traced through the study's own network (:func:`inmaterio.studies.crossbar_inference.build_digital`)
+    on one image, so its kernel, stride, padding and pooling decide them.
+
+    Raises:
+        RunFolderError: a model the study does not accept, or a non-square kernel.
+    """
+    from inmaterio.studies.crossbar_inference import CnnModel, build_digital
+
+    try:
+        net = build_digital(CnnModel.model_validate(model), None, side * side, seed=0)
+    except (InmaterioError, ValueError) as err:
+        raise RunFolderError(f"the cnn model {model!r} cannot be built: {err}") from None
+    shapes: dict[torch.nn.Module, tuple[int, ...]] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out: shapes.__setitem__(mod, tuple(out.shape))) for m in net.modules()
+             if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]  # fmt: skip
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, side * side))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    layers, n_conv, n_dense = [], 0, 0
+    for m, shape in shapes.items():
+        if isinstance(m, torch.nn.Conv2d):
+            k = m.kernel_size
+            if k[0] != k[1]:
+                raise RunFolderError(f"the cnn's kernel {k} is not square")
+            n_conv += 1
+            h, w = shape[2], shape[3]
+            layers.append(LayerShape(name=f"conv{n_conv} {k[0]}x{k[0]} {m.in_channels}->{m.out_channels}, {h}x{w} positions",
+                                     kind="conv", inputs=m.in_channels, outputs=m.out_channels, kernel=k[0], positions=h * w))  # fmt: skip
+        else:
+            n_dense += 1
+            layers.append(LayerShape(name=f"dense{n_dense} {m.in_features}x{m.out_features}", inputs=m.in_features,
+                                     outputs=m.out_features))  # fmt: skip
+    return layers
 
 
 def _pulsed_report(folder: Path, record: dict[str, Any]) -> CostReport:
@@ -158,6 +229,32 @@ def _pulsed_report(folder: Path, record: dict[str, Any]) -> CostReport:
                       _digital_line(layers), accuracy, notes, accuracy_percent=percent)  # fmt: skip
 
 
+def _circuit_lines(cost: CircuitCost, technology: str, names: dict[str, str]) -> tuple[CostLine, ...]:
+    """One line per part of an EP circuit (free phase): its power times the settling time; ``names`` renames parts."""
+    return tuple(
+        CostLine(
+            names.get(part, part),
+            technology,
+            power * cost.settling_s,
+            cost.settling_s,
+            None,
+            cost.part_ops.get(part, 0),
+            f"free-phase power {power:.3g} W",
+        )
+        for part, power in cost.parts_w.items()
+    )
+
+
+def _training_step_line(cost: CircuitCost, technology: str, note: str) -> CostLine:
+    """One EP training step: the free and nudged phases, each settling for ``cost.settling_s``."""
+    return CostLine(f"training step ({cost.phases} phases)", technology, cost.training_step_j,
+                    cost.phases * cost.settling_s, None, cost.phases * cost.ops, note)  # fmt: skip
+
+
+def _tellegen_note(cost: CircuitCost) -> str:
+    return f"the sources deliver {cost.delivered_w:.4g} W, the parts dissipate {cost.power_w:.4g} W (Tellegen)"
+
+
 def _ep_report(folder: Path, record: dict[str, Any]) -> CostReport:
     from inmaterio.circuits.examples import EXAMPLES, diode_network
     from inmaterio.studies.ep_learning import DATASETS
@@ -177,28 +274,9 @@ def _ep_report(folder: Path, record: dict[str, Any]) -> CostReport:
     settling = SettlingAssumption()
     with torch.no_grad():
         cost = ep_circuit_cost(model, x, variant=variant, settling=settling)
-    ops = cost.ops
-    lines = tuple(
-        CostLine(
-            part.removesuffix(".conductance_s") + (" (crossbar)" if part in cost.part_ops else ""),
-            "EP diode circuit",
-            power * cost.settling_s,
-            cost.settling_s,
-            None,
-            cost.part_ops.get(part, 0),
-            f"free-phase power {power:.3g} W",
-        )
-        for part, power in cost.parts_w.items()
-    )
-    step = CostLine(
-        f"training step ({cost.phases} phases)",
-        "EP diode circuit",
-        cost.training_step_j,
-        cost.phases * cost.settling_s,
-        None,
-        cost.phases * ops,
-        f"{variant} EP; weight-update pulses not included",
-    )
+    names = {part: part.removesuffix(".conductance_s") + " (crossbar)" for part in cost.part_ops}
+    lines = _circuit_lines(cost, "EP diode circuit", names)
+    step = _training_step_line(cost, "EP diode circuit", f"{variant} EP; weight-update pulses not included")
     width_in = 2 * n_in + 2
     layers = [LayerShape(name="crossbar 1", inputs=width_in, outputs=hidden),
               LayerShape(name="crossbar 2", inputs=hidden + 2, outputs=2 * n_classes)]  # fmt: skip
@@ -218,9 +296,188 @@ def _ep_report(folder: Path, record: dict[str, Any]) -> CostReport:
     notes = (
         "trained conductances are not stored in the run folder: the circuit is costed at seed 0's initial conductances",
         "the training step (free + nudged phases, one sample) is listed apart from the inference total",
+        _tellegen_note(cost),
     )
-    notes = (*notes, f"the sources deliver {cost.delivered_w:.4g} W, the parts dissipate {cost.power_w:.4g} W (Tellegen)")
     return CostReport(f"EP diode circuit on {dataset}: cost per sample", lines, assumptions,
+                      _digital_line(layers), accuracy, notes, step, percent, combine="concurrent")  # fmt: skip
+
+
+#: MNIST test images an EP circuit is solved on (the first ones of the test set); the cost is their mean.
+MNIST_COST_SAMPLES = 64
+#: The DRN's normalised units mapped to physical ones: its largest conductance, and a white pixel's input source
+#: (``input_gain`` normalised volts); the bounds of the ep_mnist circuit (conductances <= 10 µS, pixels <= 0.5 V).
+DRN_MAX_CONDUCTANCE_S = 1e-5
+DRN_FULL_SCALE_V = 0.5
+
+
+def _mnist_test_images(folder: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` MNIST test images ``(n, 784)`` as ``pixel / 255`` (float64, [0, 1]) and their labels ``(n,)``,
+    from the run's ``data.dir`` (its ``config.yaml``) or ``$INMATERIO_MNIST_DIR``."""
+    import yaml
+
+    from inmaterio.data.mnist import load_mnist, scale_pixels
+
+    data_dir = None
+    try:
+        saved = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        data_dir = ((saved or {}).get("data") or {}).get("dir")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        pass
+    try:
+        raw = load_mnist(data_dir)
+    except InmaterioError as err:
+        raise RunFolderError(f"'{folder}': the circuit's power depends on its inputs, so costing it needs the MNIST test "
+                             f"images: {err}") from None  # fmt: skip
+    return (scale_pixels(raw.test_images[:n]) + 0.5).double(), torch.as_tensor(raw.test_labels[:n].astype("int64"))
+
+
+def _checkpoint_state(path: Path, kind: str) -> dict[str, Any] | None:
+    """The state of an inmaterio checkpoint of a run of ``kind`` (loaded without pickle), or None if there is none."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to read is a bad file
+        raise RunFolderError(f"checkpoint '{path}' cannot be read ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != kind or not isinstance(payload.get("state"), dict):
+        raise RunFolderError(f"'{path}' is not a checkpoint of a run of kind '{kind}'")
+    return payload["state"]
+
+
+def _ep_mnist_report(folder: Path, record: dict[str, Any]) -> CostReport:
+    from inmaterio.circuits.fit import FIT_KIND
+    from inmaterio.studies.ep_mnist import EPMnistTask, network
+
+    config = _get(record, "identity", "config", where=f"'{folder}/run.json'")
+    task = EPMnistTask.model_validate(_get(config, "task", where=f"'{folder}/run.json'"))
+    seed = int(config.get("seed", 0))
+    model = network(task, 784, seed)
+    checkpoint = folder / "training" / "checkpoint.pt"
+    state = _checkpoint_state(checkpoint, FIT_KIND)
+    params = model.normalised_parameters()
+    if state is not None:
+        saved = state.get("parameters")
+        if (
+            not isinstance(saved, dict)
+            or sorted(saved) != sorted(params)
+            or any(not isinstance(saved[k], torch.Tensor) or saved[k].shape != params[k].shape for k in params)
+        ):
+            raise RunFolderError(f"'{checkpoint}' does not hold the parameters {sorted(params)} of this circuit")
+        with torch.no_grad():
+            for key, value in saved.items():
+                params[key].copy_(value)
+    x, _ = _mnist_test_images(folder, MNIST_COST_SAMPLES)
+    x = x - 0.5  # the study's pixels: p / 255 - 0.5 V
+    variant = task.training.variant
+    settling = SettlingAssumption()
+    with torch.no_grad():
+        cost = ep_circuit_cost(model, x, variant=variant, settling=settling)
+    names = {part: part.removesuffix(".conductance_s") + " (crossbar)" for part in cost.part_ops}
+    lines = _circuit_lines(cost, "EP diode circuit", names)
+    step = _training_step_line(cost, "EP diode circuit", f"{task.training.variant} EP; weight-update pulses not included")
+    h = task.hidden
+    layers = [LayerShape(name="hidden crossbar", inputs=2 * 784 + 2, outputs=h),
+              LayerShape(name="output crossbar", inputs=h + 2, outputs=10)]  # fmt: skip
+    metrics = read_json(folder / "metrics.json", RunFolderError)
+    percent = 100 * float(metrics["test_accuracy"]) if "test_accuracy" in metrics else None
+    accuracy = None if percent is None else f"{percent:.2f} % (test)"
+    which = f"the trained conductances of {checkpoint.relative_to(folder)}" if state is not None else (
+        f"seed {seed}'s initial conductances")  # fmt: skip
+    assumptions = (
+        {f"settling.{k}": v for k, v in settling.model_dump().items()}
+        | {
+            "circuit": f"ep_mnist network 784x2-{h}-10 ({task.diode} diodes, gain {task.gain}), {which}",
+            "samples": f"the first {len(x)} MNIST test images",
+            "amplifiers": "ideal (their supply delivers exactly the power they deliver)",
+        }
+        | _digital_assumptions()
+    )
+    notes = (
+        f"costed at {which}"
+        + ("" if state is not None else ": the run folder holds no training/checkpoint.pt (a results/ copy)"),
+        "the training step (free + nudged phases, one sample) is listed apart from the inference total; its nudged "
+        f"phases are taken at the free phase's power (beta = {task.training.beta:g} changes it by O(beta))",
+        "the inputs' DACs and the outputs' read-out are not included (ideal sources and voltmeters)",
+        _tellegen_note(cost),
+    )
+    return CostReport(f"EP circuit 784x2-{h}-10 on MNIST: cost per image", lines, assumptions, _digital_line(layers),
+                      accuracy, notes, step, percent, combine="concurrent")  # fmt: skip
+
+
+def _drn_report(folder: Path, record: dict[str, Any]) -> CostReport:
+    from inmaterio.circuits.drn import DeepResistiveNetwork
+    from inmaterio.circuits.drn_training import DRN_FIT_KIND
+    from inmaterio.studies.drn_mnist import DRNMnistTask
+
+    config = _get(record, "identity", "config", where=f"'{folder}/run.json'")
+    task = dict(_get(config, "task", where=f"'{folder}/run.json'"))
+    # the record lists every training field; the study sets algorithm and seed per run and refuses them in its task
+    task["training"] = {k: v for k, v in (task.get("training") or {}).items() if k not in ("algorithm", "seed")}
+    task = DRNMnistTask.model_validate(task)
+    algorithm = "ep" if "ep" in task.algorithms else task.algorithms[0]
+    sizes = (784, *task.hidden, 10)
+    model = DeepResistiveNetwork(sizes, task.input_gain, seed=0, init_gain=task.init_gain, dtype=torch.float64)
+    checkpoint = folder / algorithm / "seed_0" / "checkpoint.pt"
+    state = _checkpoint_state(checkpoint, DRN_FIT_KIND)
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise RunFolderError(f"'{checkpoint}' does not hold a {'-'.join(map(str, sizes))} network: "
+                                 f"{str(err).splitlines()[0]}") from None  # fmt: skip
+    x, labels = _mnist_test_images(folder, MNIST_COST_SAMPLES)
+    g_max = max(float(w.detach().max()) for w in model.weights)
+    if not g_max > 0:
+        raise RunFolderError(f"'{folder}': every conductance of the network is 0")
+    unit_s, unit_v = DRN_MAX_CONDUCTANCE_S / g_max, DRN_FULL_SCALE_V / task.input_gain
+    settling = SettlingAssumption()
+    t = task.training
+    with torch.no_grad():
+        cost = drn_circuit_cost(model, x, labels, beta=t.beta, variant=t.variant, conductance_unit_s=unit_s,
+                                volt_unit_v=unit_v, settling=settling)  # fmt: skip
+    widths = [2 * 784, *task.hidden, 10]
+    names = {f"W{k}": f"W{k} {a}x{b} (crossbar)" for k, (a, b) in enumerate(zip(widths, widths[1:]), start=1)}
+    technology = "DRN, ideal diodes"
+    lines = _circuit_lines(cost, technology, names)
+    step = _training_step_line(cost, technology, f"{t.variant} EP, beta {t.beta:g}; nudging loads and weight-update "
+                                                 "pulses not included")  # fmt: skip
+    layers = _dense_layers(widths)
+    metrics = read_json(folder / "metrics.json", RunFolderError)
+    summary = next((r for r in metrics.get("summary", []) if r.get("algorithm") == algorithm), None)
+    percent = None if summary is None else 100 - float(summary["test_error_percent_mean"])
+    label = {"ep": f"EP ({t.variant})", "implicit": "exact gradients"}[algorithm]
+    accuracy = None if summary is None else f"{percent:.2f} % (test, {label}, mean of {summary['seeds']} seeds)"
+    which = f"the trained conductances of {checkpoint.relative_to(folder)}" if state is not None else (
+        "seed 0's initial conductances")  # fmt: skip
+    assumptions = (
+        {f"settling.{k}": v for k, v in settling.model_dump().items()}
+        | {
+            "circuit": f"deep resistive network {task.architecture()} (ideal diodes), {which}",
+            "samples": f"the first {len(x)} MNIST test images, pixels p / 255; steady states solved to 1e-9 (float64)",
+            "drn.max_conductance_s": DRN_MAX_CONDUCTANCE_S,
+            "drn.conductance_unit_s": unit_s,
+            "drn.full_scale_input_v": DRN_FULL_SCALE_V,
+            "drn.volt_unit_v": unit_v,
+            "diodes": "ideal: no voltage across a conducting diode, no power",
+        }
+        | _digital_assumptions()
+    )
+    notes = (
+        f"costed at {which}" + ("" if state is not None else ": the run folder holds no checkpoint (a results/ copy)"),
+        f"the network is normalised: its largest conductance ({g_max:.3g}) is taken as {DRN_MAX_CONDUCTANCE_S:g} S and "
+        f"a white pixel's source ({task.input_gain:g}) as {DRN_FULL_SCALE_V:g} V; power scales with both "
+        "(conductance x voltage squared)",
+        "the steady state is solved to convergence ("
+        + (
+            "as the study's test error"
+            if t.inference_sweeps is None
+            else f"the study's test error used {t.inference_sweeps} sweeps"
+        )
+        + "); the training step's nudged phases are solved towards the images' labels",
+        "the inputs' DACs and the outputs' read-out are not included (ideal sources and voltmeters)",
+        _tellegen_note(cost),
+    )
+    return CostReport(f"Deep resistive network {task.architecture()} on MNIST: cost per image", lines, assumptions,
                       _digital_line(layers), accuracy, notes, step, percent, combine="concurrent")  # fmt: skip
 
 
@@ -390,6 +647,8 @@ def cost_of_run(folder: str | Path) -> CostReport:
     builders = {
         "inmaterio.task.crossbar_inference": _crossbar_report,
         "inmaterio.task.ep_learning": _ep_report,
+        "inmaterio.task.ep_mnist": _ep_mnist_report,
+        "inmaterio.task.drn_mnist": _drn_report,
         "inmaterio.task.mnist_10dnpu": _mnist_dnpu_report,
         "inmaterio.task.rings_study": _rings_report,
         "inmaterio.task.pulsed_mnist": _pulsed_report,
