@@ -145,6 +145,26 @@ def test_short_plateaus_measure_wrong_currents_and_the_calibration_fixes_them():
     assert error_settled < error_short / 20
 
 
+def test_calibration_of_a_slow_weak_electrode_on_a_noisy_device_reads_its_hold_at_the_common_latency():
+    """A noisy device: a slow electrode with a small step crosses the noise threshold samples after the DAQ's latency.
+    Its hold must still be read from the common latency (read from its own onset, it ran into the ramp back to 0 V
+    and the calibration refused it whatever the hold); the recommendation then settles every electrode."""
+    backend = {"kind": "simulated", "device": {"type": "analytic", "n_activation": 7, "amplitude_na": 100.0, "noise_na": 0.05,
+               "seed": 0}, "sample_rate_hz": RATE, "settling_tau_s": [0.002, 0.003, 0.004, 0.008, 0.005, 0.003, 0.002],
+               "gain_na_per_v": 50.0, "amplifier_bandwidth_hz": 2000.0, "amplifier_offset_v": 0.01, "adc_noise_v": 0.0005,
+               "adc_bits": 16, "latency_samples": 3, "seed": 0}  # fmt: skip
+    device = InstrumentDevice({"backend": backend, "safety": RAMP, "settle_samples": 0, "average_samples": 4})
+    report = calibrate(device, hold_samples=300)
+    assert report.calibration.latency_samples == 3
+    per = report.settle_samples_per_electrode
+    # tau = 8 ms (8 samples) is the slowest: it needs the most samples, and about tau * ln(1 / tolerance) at most
+    assert per["e3"] == max(per.values()) <= 1.5 * 8 * np.log(1 / report.tolerance), report.to_dict()
+    points = np.random.default_rng(2).uniform(-0.5, 0.5, (20, 7))
+    truth = device.backend.device.true_current(points)
+    calibrated = device.with_calibration(report.calibration)
+    assert np.max(np.abs(calibrated.measure(points) - truth)) < np.max(np.abs(device.measure(points) - truth)) / 5
+
+
 def test_calibration_recovers_latency_and_offset():
     config = {**SLOW, "settling_tau_s": 0.0, "latency_samples": 5, "amplifier_offset_v": 0.02, "adc_noise_v": 1e-4,
               "adc_bits": 16}  # fmt: skip

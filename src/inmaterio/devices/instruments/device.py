@@ -349,8 +349,8 @@ def calibrate(
             lsb_na = abs(gain) * (config.adc_high_v - config.adc_low_v) / 2**config.adc_bits
         threshold = 6 * noise_na + lsb_na + 1e-12 * max(1.0, abs(float(offset_na[r])))
         onsets: dict[str, int | None] = {}
-        settles: dict[str, int] = {}
         steps: dict[str, float] = {}
+        readings: dict[str, tuple[np.ndarray, float, int]] = {}  # current, baseline, start of the hold as played
         for j, e in enumerate(device.electrodes):
             target = e.high_v if abs(e.high_v) >= abs(e.low_v) else e.low_v
             v = np.zeros(n)
@@ -372,28 +372,30 @@ def calibrate(
             moved = np.flatnonzero(np.abs(current[pre:] - baseline) > threshold)
             onsets[e.name] = int(moved[0]) if moved.size else None
             steps[e.name] = float(v[j])
-            # the hold as read with this step's own onset as the latency
-            hold_start = pre + len(up) + (onsets[e.name] or 0)
-            hold = current[hold_start : hold_start + hold_samples]
-            tail = hold[-max(hold_samples // 4, 2) :]
-            settled = float(np.median(tail))
-            change = abs(settled - baseline)
-            window_means = np.convolve(hold, np.ones(avg) / avg, mode="valid")  # the window starting at each sample
-            # the noise of a window mean, at rest or on the step (a device can be noisier under bias)
-            window_noise = max(noise_na, float(tail.std(ddof=1))) / np.sqrt(avg)
-            allowed = max(tolerance * change, 4 * window_noise, lsb_na)
-            outside = np.flatnonzero(np.abs(window_means - settled) > allowed)
-            settle = int(outside[-1]) + 1 if outside.size else 0
-            if settle > len(window_means) - max(hold_samples // 4, 1):
-                raise ConfigError(
-                    f"electrode '{e.name}' did not settle to {tolerance:.3g} of its {change:.4g} nA step within "
-                    f"hold_samples = {hold_samples} samples ({hold_samples / backend.sample_rate_hz:.4g} s); give a longer hold"
-                )
-            settles[e.name] = settle
+            readings[e.name] = (current, baseline, pre + len(up))
     found = [lag for lag in onsets.values() if lag is not None]
-    latency = min(found) if found else 0
-    # readings are shifted by the common latency: an electrode whose onset showed later needs that much longer
-    per_electrode = {name: settles[name] + (onsets[name] if onsets[name] is not None else latency) - latency for name in settles}
+    latency = min(found) if found else 0  # the DAQ's: a weak or slow response crosses the threshold later
+    settles: dict[str, int] = {}
+    for e in device.electrodes:
+        current, baseline, played = readings[e.name]
+        # the hold as read at the common latency: it ends where the ramp back to 0 V starts to show
+        hold = current[played + latency : played + latency + hold_samples]
+        tail = hold[-max(hold_samples // 4, 2) :]
+        settled = float(np.median(tail))
+        change = abs(settled - baseline)
+        window_means = np.convolve(hold, np.ones(avg) / avg, mode="valid")  # the window starting at each sample
+        # the noise of a window mean, at rest or on the step (a device can be noisier under bias)
+        window_noise = max(noise_na, float(tail.std(ddof=1))) / np.sqrt(avg)
+        allowed = max(tolerance * change, 4 * window_noise, lsb_na)
+        outside = np.flatnonzero(np.abs(window_means - settled) > allowed)
+        settle = int(outside[-1]) + 1 if outside.size else 0
+        if settle > len(window_means) - max(hold_samples // 4, 1):
+            raise ConfigError(
+                f"electrode '{e.name}' did not settle to {tolerance:.3g} of its {change:.4g} nA step within "
+                f"hold_samples = {hold_samples} samples ({hold_samples / backend.sample_rate_hz:.4g} s); give a longer hold"
+            )
+        settles[e.name] = settle
+    per_electrode = settles  # samples after the common latency until every window is within tolerance
     settle_samples = max(per_electrode.values())
     calibration = Calibration(
         latency_samples=latency, offset_na=[float(x) for x in offset_na], settle_samples=int(settle_samples),
