@@ -16,7 +16,9 @@ FOLDERS = [
     "weight_extraction",
     "shd_toy",
     "ep_asymmetric",
+    "ep_asymmetric_digits",
     "pulsed_mnist",
+    "pulsed_mnist_ttv2_states",
     "drn_mnist",
 ]
 
