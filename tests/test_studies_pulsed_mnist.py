@@ -47,7 +47,7 @@ def test_the_examples_validate():
     assert config.task.crop == 20 and config.task.hidden == (100,) and config.task.device == "zhao_neurosim"
     assert {r.rule for r in config.task.runs} == {"digital", "mbgd", "low_rank"}
     states = load_run_config(EXAMPLES / "pulsed_mnist" / "ttv2_states.yaml")
-    assert states.task.hidden == (256, 128) and states.task.crop == 28
+    assert states.task.hidden == (100,) and states.task.crop == 20 and states.task.train_size == 8000
     assert sorted({r.states for r in states.task.runs if r.states}) == [15, 30, 100, 300, 1200]
     assert {r.describe().split(",")[0] for r in states.task.runs} == {
         "digital SGD",
