@@ -60,13 +60,26 @@ def fail_always_on_two(i: int) -> int:
     return i + 100
 
 
-def die_once(task: tuple[str, int]) -> int:
-    """The worker process dies (no exception, no cleanup) on the first attempt."""
-    marker, value = Path(task[0]), task[1]
-    if not marker.exists():
-        marker.write_text("attempted")
-        os._exit(1)
-    return value * 10
+def die_once_alone(task: tuple[str, int]) -> int:
+    """Trial 1's worker dies (no exception, no cleanup) on its first attempt, once its neighbours are done.
+
+    Waiting for the other trials' results keeps the crash unambiguous: with a
+    neighbour still in flight the pool cannot tell which trial killed it and
+    reruns both alone, where a trial that dies only once would not be charged.
+    """
+    folder, i = Path(task[0]), task[1]
+    if i != 1:
+        (folder / f"done{i}").write_text("")
+        return i * 10
+    marker = folder / "attempted"
+    if marker.exists():
+        return 10
+    marker.write_text("")
+    deadline = time.monotonic() + 30
+    while not all((folder / f"done{j}").exists() for j in (0, 2, 3)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(1.0)  # the neighbours' results reach the driver before the pool breaks
+    os._exit(1)
 
 
 def die_always_on_one(i: int) -> int:
@@ -244,13 +257,11 @@ def test_no_retries_means_one_attempt():
 
 
 def test_worker_dying_once_is_retried_in_a_fresh_pool(tmp_path):
-    tasks = [(str(tmp_path / f"marker{i}"), i) for i in range(4)]
-    tasks[1] = (str(tmp_path / "dies"), 1)
-    for i in (0, 2, 3):
-        Path(tasks[i][0]).write_text("these ones do not die")
-    results = run_trials(die_once, tasks, LOCAL2)
+    tasks = [(str(tmp_path), i) for i in range(4)]
+    results = run_trials(die_once_alone, tasks, LOCAL2)
     assert [r.value for r in results] == [0, 10, 20, 30]
     assert results[1].attempts == 2
+    assert "WorkerCrashed" not in (results[1].error or "")
     assert [r.attempts for r in results if r.index != 1] == [1, 1, 1], "neighbours of a crash are not charged"
 
 
