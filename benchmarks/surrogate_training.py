@@ -1,45 +1,53 @@
-"""Training throughput of the 5x90 surrogate MLP: ours vs a brains-py-style loop vs a plain loop.
+"""Training throughput of the 5x90 surrogate MLP: ours vs brainspy-smg, and vs the machine's matmul bound.
 
-Command (from the repository root)::
+Command (from the repository root; ``--install-peers`` pip-installs
+brainspy 1.0.2 and brainspy-smg 1.0.7 with ``--no-deps`` into this
+environment first)::
 
-    python benchmarks/surrogate_training.py --n-samples 100000 --epochs 3 --repeats 3 --threads 2
+    python benchmarks/surrogate_training.py --install-peers --threads 1
 
-Every variant trains the same :class:`~inmaterio.surrogate.SurrogateModel`
-(7 inputs, hidden layers 5 x 90, ReLU) with Adam (lr 1e-3) on the same
-synthetic data (the analytic device's closed form on uniform random
-voltages), in ONE process, so the ratios are comparable:
+Every variant trains a 7-input, 5 x 90 ReLU MLP with Adam (lr 1e-3) at the
+same batch size on the same synthetic data (the analytic device's closed
+form on uniform random voltages, 90 % training, 10 % validation), in ONE
+process, so the ratios are comparable. An epoch is a training pass plus a
+validation pass on both sides.
 
-(a) ``train_surrogate``: our epoch loop (whole-tensor shuffling, contiguous
-    slices, fused Adam, loss accumulated in a tensor), batch 512 and 256;
-    samples/s from its history (epoch time: training + validation pass,
-    without the checkpoint writes);
-(b) brains-py style: ``torch.utils.data.DataLoader`` over a ``TensorDataset``,
-    ``shuffle=True``, batch 256, ``loss.item()`` after every batch, default Adam;
-(c) a plain in-memory loop: shuffled tensor, slices, batch 256, default Adam,
-    no per-batch sync.
+(a) ours: :func:`inmaterio.smg.train.train_surrogate` (whole-tensor
+    shuffling, :class:`~inmaterio.smg.mlp_trainer.MLPTrainer`); samples/s from
+    its history (epoch time without the checkpoint writes);
+(b) brainspy-smg 1.0.7, its own code: ``bspysmg.model.training``'s
+    ``default_train_step`` and ``default_val_step`` on brains-py's
+    ``NeuralNetworkModel``, with a ``DataLoader`` over bspysmg's
+    ``ModelDataset`` read from a ``postprocessed_data``-style ``.npz`` (shuffle
+    on, no workers, as its ``get_dataloaders`` builds it); its progress bars go
+    to a null stream;
+(c) the autograd loop ours replaced (same slices, ``torch.optim.Adam(fused=True)``):
+    what the hand-written backward pass gains.
+
+The bound: the matrix products of one training step (forward ``addmm``;
+backward ``dL/dW`` and ``dL/dh``) and of the validation forward pass, timed
+alone at the same batch size and thread count, give the training samples/s an
+epoch could reach if everything else were free; the table reports each
+variant's fraction of it.
 
 Variants run interleaved ``--repeats`` times (other processes on a shared
 machine slow all of them alike); the table shows the best and the median
 samples/s over all timed epochs (the first epoch of each run is a warm-up and
-not timed). Samples/s counts training samples per second of epoch time.
-
-Measured (2-core AMD EPYC VM, torch 2.13 CPU, 2 threads, machine otherwise idle;
-other processes on the same cores cut every number, the 2-thread ones most)::
-
-    variant                                      best samples/s  median samples/s  median vs (b)
-    (a) train_surrogate, batch 512                      421,106           390,277          3.73x
-    (a) train_surrogate, batch 256                      313,709           300,683          2.87x
-    (b) brains-py style DataLoader, batch 256           140,465           104,627          1.00x
-    (c) plain in-memory loop, batch 256                 247,601           217,841          2.08x
+not timed). Results go to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,6 +59,16 @@ from inmaterio.smg.train import train_surrogate
 from inmaterio.surrogate import DeviceInfo, SurrogateModel
 
 HIDDEN = (90,) * 5
+PEERS = ("brainspy==1.0.2", "brainspy-smg==1.0.7")
+
+Result = tuple[list[float], float]  # samples/s of every timed epoch, validation RMSE (nA) at the end
+
+
+def install_peers() -> None:
+    """pip-install the peers without their pinned dependencies (they pin torch 1.x and Python 3.9)."""
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--ignore-requires-python", *PEERS]
+    subprocess.run(command, check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "tqdm", "matplotlib", "scipy"], check=True)
 
 
 def synthetic_data(n_samples: int) -> tuple[Dataset, Dataset, DeviceInfo]:
@@ -61,62 +79,118 @@ def synthetic_data(n_samples: int) -> tuple[Dataset, Dataset, DeviceInfo]:
     return train, val, DeviceInfo.from_device(device)
 
 
-def ours(batch_size: int) -> Callable[[Dataset, Dataset, DeviceInfo, int], list[float]]:
-    def run(train: Dataset, val: Dataset, info: DeviceInfo, epochs: int) -> list[float]:
-        config = TrainConfig(hidden_sizes=HIDDEN, batch_size=batch_size, max_epochs=epochs + 1, patience=epochs + 1)
+def ours(batch: int) -> Callable[[Dataset, Dataset, DeviceInfo, int], Result]:
+    def run(train: Dataset, val: Dataset, info: DeviceInfo, epochs: int) -> Result:
+        config = TrainConfig(hidden_sizes=HIDDEN, batch_size=batch, max_epochs=epochs + 1, patience=epochs + 1)
         with tempfile.TemporaryDirectory() as directory:
             result = train_surrogate(train, val, config, directory, info, progress=False)
-        return [len(train) / h["time_s"] for h in result.history[1:]]
+        return [len(train) / h["time_s"] for h in result.history[1:]], result.history[-1]["val_rmse_na"]
 
     return run
 
 
-def _tensors(train: Dataset, info: DeviceInfo) -> tuple[SurrogateModel, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = SurrogateModel(info, hidden_sizes=HIDDEN)
-    x = torch.tensor(train.voltages_v, dtype=torch.float32)
-    y = torch.tensor(train.current_na, dtype=torch.float32)
-    return model, x, y
+def brainspy_smg(batch: int) -> Callable[[Dataset, Dataset, DeviceInfo, int], Result]:
+    def run(train: Dataset, val: Dataset, info: DeviceInfo, epochs: int) -> Result:
+        from brainspy.processors.simulation.model import NeuralNetworkModel
+        from bspysmg.data.dataset import ModelDataset
+        from bspysmg.model.training import default_train_step, default_val_step
+
+        with tempfile.TemporaryDirectory() as directory, contextlib.redirect_stdout(io.StringIO()):
+            loaders = []
+            for name, ds, shuffle in (("train", train, True), ("val", val, False)):
+                path = Path(directory) / f"{name}.npz"
+                np.savez(
+                    path,
+                    inputs=ds.voltages_v.astype(np.float32),
+                    outputs=ds.current_na.astype(np.float32)[:, None],
+                    sampling_configs=np.array({"driver": {"amplification": 1.0}}, dtype=object),
+                )
+                loaders.append(
+                    torch.utils.data.DataLoader(ModelDataset(str(path)), batch_size=batch, shuffle=shuffle, num_workers=0)
+                )
+            torch.manual_seed(0)
+            structure = {"hidden_sizes": list(HIDDEN), "D_in": 7, "D_out": 1, "activation": "relu"}
+            model = NeuralNetworkModel(structure)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            criterion = torch.nn.MSELoss()
+            rates = []
+            with contextlib.redirect_stderr(io.StringIO()):
+                for epoch in range(epochs + 1):
+                    start = time.perf_counter()
+                    default_train_step(model, loaders[0], criterion, optimizer)
+                    val_mse = default_val_step(model, loaders[1], criterion)
+                    if epoch:
+                        rates.append(len(train) / (time.perf_counter() - start))
+        return rates, float(val_mse) ** 0.5
+
+    return run
 
 
-def brainspy_style(train: Dataset, val: Dataset, info: DeviceInfo, epochs: int) -> list[float]:
-    model, x, y = _tensors(train, info)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=256, shuffle=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    rates = []
-    for epoch in range(epochs + 1):
+def autograd_loop(batch: int) -> Callable[[Dataset, Dataset, DeviceInfo, int], Result]:
+    def run(train: Dataset, val: Dataset, info: DeviceInfo, epochs: int) -> Result:
+        torch.manual_seed(0)
+        mlp = SurrogateModel(info, hidden_sizes=HIDDEN).mlp
+        mean, std = float(train.current_na.mean()), float(train.current_na.std())
+        x, y = (torch.tensor(a, dtype=torch.float32) for a in (train.voltages_v, (train.current_na - mean) / std))
+        xv, yv = (torch.tensor(a, dtype=torch.float32) for a in (val.voltages_v, (val.current_na - mean) / std))
+        optimizer = torch.optim.Adam(mlp.parameters(), lr=1e-3, fused=True)
+        rates = []
+        for epoch in range(epochs + 1):
+            start = time.perf_counter()
+            perm = torch.randperm(len(x))
+            xs, ys = x[perm], y[perm]
+            total = torch.zeros(())
+            for i in range(0, len(x), batch):
+                optimizer.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.mse_loss(mlp(xs[i : i + batch]).squeeze(-1), ys[i : i + batch])
+                loss.backward()
+                optimizer.step()
+                total += loss.detach() * len(ys[i : i + batch])
+            total.item()
+            with torch.no_grad():
+                val_rmse = (mlp(xv).squeeze(-1) - yv).square().mean().sqrt().item() * std
+            if epoch:
+                rates.append(len(x) / (time.perf_counter() - start))
+        return rates, val_rmse
+
+    return run
+
+
+def matmul_seconds(batch: int, n_in: int = 7, repeats: int = 2000) -> tuple[float, float, float]:
+    """Seconds per sample of a training step's matrix products alone and of a forward pass's, and their GFLOP/s.
+
+    The step's products: forward ``addmm``, backward ``dL/dW`` and ``dL/dh``
+    (none for the input), float32, at the current thread count.
+    """
+    widths = [n_in, *HIDDEN, 1]
+    weights = [torch.randn(n_out, n_in_) for n_in_, n_out in zip(widths[:-1], widths[1:])]
+    biases = [torch.randn(n_out) for n_out in widths[1:]]
+    acts = [torch.randn(batch, w) for w in widths]
+    grads = [torch.randn(batch, w) for w in widths]
+    grad_w = [torch.empty_like(w) for w in weights]
+
+    def forward() -> None:
+        for i, w in enumerate(weights):
+            torch.addmm(biases[i], acts[i], w.t(), out=acts[i + 1])
+
+    def step() -> None:
+        forward()
+        for i in range(len(weights) - 1, -1, -1):
+            torch.mm(grads[i + 1].t(), acts[i], out=grad_w[i])
+            if i > 0:
+                torch.mm(grads[i + 1], weights[i], out=grads[i])
+
+    seconds = []
+    for fn in (step, forward):
+        for _ in range(100):
+            fn()
         start = time.perf_counter()
-        running = 0.0
-        for xb, yb in loader:
-            optimizer.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            running += loss.item() * len(xb)
-        if epoch:
-            rates.append(len(x) / (time.perf_counter() - start))
-    return rates
-
-
-def plain_loop(train: Dataset, val: Dataset, info: DeviceInfo, epochs: int) -> list[float]:
-    model, x, y = _tensors(train, info)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    rates = []
-    for epoch in range(epochs + 1):
-        start = time.perf_counter()
-        perm = torch.randperm(len(x))
-        xs, ys = x[perm], y[perm]
-        total = torch.zeros(())
-        for i in range(0, len(x), 256):
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.mse_loss(model(xs[i : i + 256]), ys[i : i + 256])
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-        total.item()
-        if epoch:
-            rates.append(len(x) / (time.perf_counter() - start))
-    return rates
+        for _ in range(repeats):
+            fn()
+        seconds.append((time.perf_counter() - start) / repeats / batch)
+    macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    flops = 2 * (3 * macs - widths[0] * widths[1])
+    return seconds[0], seconds[1], flops / seconds[0] / 1e9
 
 
 def main() -> None:
@@ -124,26 +198,52 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=100_000, help="synthetic points (90%% used for training)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per run (after one warm-up epoch)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every variant")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--batch-size", type=int, default=512, help="samples per step, every variant")
+    parser.add_argument("--install-peers", action="store_true", help=f"pip install --no-deps {' '.join(PEERS)} first")
     args = parser.parse_args()
+    if args.install_peers:
+        install_peers()
+    try:
+        import bspysmg  # noqa: F401
+    except ImportError:
+        sys.exit("brainspy-smg is not installed: run with --install-peers (pip install --no-deps " + " ".join(PEERS) + ")")
     torch.set_num_threads(args.threads)
     train, val, info = synthetic_data(args.n_samples)
+    batch = args.batch_size
     variants = {
-        "(a) train_surrogate, batch 512": ours(512),
-        "(a) train_surrogate, batch 256": ours(256),
-        "(b) brains-py style DataLoader, batch 256": brainspy_style,
-        "(c) plain in-memory loop, batch 256": plain_loop,
+        f"(a) ours, train_surrogate, batch {batch}": ours(batch),
+        f"(b) brainspy-smg 1.0.7, batch {batch}": brainspy_smg(batch),
+        f"(c) autograd + fused torch Adam, batch {batch}": autograd_loop(batch),
     }
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    rmse: dict[str, list[float]] = {name: [] for name in variants}
+    bounds = []
     for _ in range(args.repeats):
         for name, run in variants.items():
-            rates[name] += run(train, val, info, args.epochs)
-    baseline = statistics.median(rates["(b) brains-py style DataLoader, batch 256"])
-    print(f"5x90 ReLU MLP, {len(train)} training samples, {args.threads} threads, torch {torch.__version__}")
-    print(f"{'variant':<44} {'best samples/s':>15} {'median samples/s':>17} {'median vs (b)':>14}")
+            values, val_rmse = run(train, val, info, args.epochs)
+            rates[name] += values
+            rmse[name].append(val_rmse)
+        bounds.append(matmul_seconds(batch))
+    step_s, forward_s, gflops = min(bounds)
+    # an epoch trains on the training set and evaluates the validation set: the bound counts both
+    bound = len(train) / (len(train) * step_s + len(val) * forward_s)
+    peer = statistics.median(rates[f"(b) brainspy-smg 1.0.7, batch {batch}"])
+    print(f"5x90 ReLU MLP, {len(train)} training samples, {args.threads} thread(s), torch {torch.__version__}")
+    print(
+        f"matmul bound: {bound:,.0f} training samples/s per epoch (training steps and validation pass; "
+        f"{gflops:.1f} GFLOP/s in a step's matrix products)\n"
+    )
+    print(
+        "| variant | best samples/s | median samples/s | median vs (b) | median / matmul bound | val RMSE after the epochs (nA) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, values in rates.items():
         median = statistics.median(values)
-        print(f"{name:<44} {max(values):>15,.0f} {median:>17,.0f} {median / baseline:>13.2f}x")
+        print(
+            f"| {name} | {max(values):,.0f} | {median:,.0f} | {median / peer:.2f}x | {median / bound:.0%} "
+            f"| {statistics.median(rmse[name]):.3g} |"
+        )
 
 
 if __name__ == "__main__":

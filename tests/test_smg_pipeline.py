@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import inmaterio.devices.analytic as analytic
@@ -13,6 +12,7 @@ from inmaterio.config import load_config
 from inmaterio.errors import ConfigError, RunFolderError
 from inmaterio.runs import read_run
 from inmaterio.smg import SMGConfig, run_smg
+from inmaterio.smg.mlp_trainer import MLPTrainer
 from inmaterio.surrogate import load_surrogate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "smg_analytic.yaml"
@@ -52,7 +52,7 @@ def test_pipeline_end_to_end_and_rerun(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr(torch.optim.Adam, "step", forbidden)
+    monkeypatch.setattr(MLPTrainer, "step", forbidden)
     monkeypatch.setattr(analytic.AnalyticDevice, "_measure", forbidden)
     again = run_smg(config, tmp_path, progress=False, notify=quiet)
     assert snapshot(tmp_path) == before
@@ -106,7 +106,7 @@ def test_interrupted_pipeline_reuses_finished_stages(tmp_path, monkeypatch):
         sizes.append(len(voltages))
         return original_measure(self, voltages)
 
-    monkeypatch.setattr(torch.optim.Adam, "step", no_training)
+    monkeypatch.setattr(MLPTrainer, "step", no_training)
     monkeypatch.setattr(analytic.AnalyticDevice, "_measure", counting)
     summary = run_smg(config, tmp_path / "run", progress=False, notify=quiet)
     assert config.test_sampling.n_samples <= config.acquisition.batch_size  # one call for the test set

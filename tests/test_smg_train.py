@@ -13,6 +13,7 @@ from inmaterio.runs import read_run
 from inmaterio.smg.config import SamplingConfig, TrainConfig
 from inmaterio.smg.dataset import Dataset, split
 from inmaterio.smg.evaluate import error_metrics, evaluate_surrogate
+from inmaterio.smg.mlp_trainer import MLPTrainer
 from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import TrainingDivergedError, train_surrogate
 from inmaterio.surrogate import DeviceInfo, load_surrogate
@@ -77,7 +78,7 @@ def test_finished_run_is_reused_and_other_config_refused(noise_free_run, monkeyp
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(torch.optim.Adam, "step", forbidden)
+    monkeypatch.setattr(MLPTrainer, "step", forbidden)
     again = train_surrogate(train, val, SMALL, result.directory, DeviceInfo.from_device(device), progress=False)
     assert again.best_epoch == result.best_epoch and again.history == result.history
     # num_threads changes the speed only: the finished run is still this one
@@ -102,8 +103,8 @@ def test_noisy_training_approaches_the_noise_floor(tmp_path):
 
 
 def poison_after(monkeypatch, n_steps, action):
-    """Make Adam.step run ``action(optimizer)`` after its ``n_steps``-th call."""
-    original = torch.optim.Adam.step
+    """Make every training step after the ``n_steps``-th run ``action(trainer)`` after it."""
+    original = MLPTrainer.step
     calls = {"n": 0}
 
     def step(self, *args, **kwargs):
@@ -113,7 +114,7 @@ def poison_after(monkeypatch, n_steps, action):
             action(self)
         return out
 
-    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    monkeypatch.setattr(MLPTrainer, "step", step)
 
 
 def test_nan_loss_aborts_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -121,9 +122,8 @@ def test_nan_loss_aborts_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     train, val = train_val(device, n=1000)  # 800 training points: 7 steps per epoch
     config = SMALL.model_copy(update={"max_epochs": 10})
 
-    def to_nan(optimizer):
-        with torch.no_grad():
-            optimizer.param_groups[0]["params"][0].fill_(float("nan"))
+    def to_nan(trainer):
+        trainer.params[:10].fill_(float("nan"))
 
     poison_after(monkeypatch, 7 * 3 + 2, to_nan)  # in epoch 4
     with pytest.raises(TrainingDivergedError, match="epoch 4"):

@@ -10,7 +10,9 @@ Speed (this is a hot path, see ``benchmarks/surrogate_training.py``): the
 whole training set is one float32 tensor, normalised once; every epoch draws
 one ``torch.randperm``, gathers the shuffled copy once and trains on
 contiguous slices of it; the epoch's loss is accumulated in a tensor and read
-once per epoch (no per-batch ``.item()``); Adam runs fused.
+once per epoch (no per-batch ``.item()``); the steps run in
+:class:`~inmaterio.smg.mlp_trainer.MLPTrainer` (a hand-written backward pass
+into preallocated buffers, one fused Adam call on the flat parameters).
 
 A training is a run folder (:mod:`inmaterio.runs`, kind ``inmaterio.smg.training``)::
 
@@ -51,6 +53,7 @@ from inmaterio.progress import progress_bar
 from inmaterio.runs import RunFolder, open_run
 from inmaterio.smg.config import TrainConfig
 from inmaterio.smg.dataset import Dataset, dataset_fingerprint, noise_floor_na
+from inmaterio.smg.mlp_trainer import MLPTrainer
 from inmaterio.surrogate import DeviceInfo, SurrogateModel, load_surrogate
 from inmaterio.surrogate.io import surrogate_files
 
@@ -231,14 +234,15 @@ def _fit(
     x, y = _normalised(model, train, mean_na, std_na)
     xv, yv = _normalised(model, val, mean_na, std_na)
     mlp = model.mlp
-    optimizer = torch.optim.Adam(mlp.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+    trainer = MLPTrainer(mlp, lr=config.learning_rate, weight_decay=config.weight_decay)
     state = run.load_checkpoint()
     if state is None:
         history: list[dict[str, float]] = []
         best_epoch, best_val, best_model = 0, math.inf, None
     else:
         _load_flat_state(model, state["model"])
-        _load_adam_state(optimizer, state["adam"])
+        trainer.load_from(mlp)
+        trainer.load_adam_state(state["adam"])
         history = _history_rows(state["history"])
         best_epoch, best_val, best_model = state["best_epoch"], state["best_val_rmse_na"], state["best_model"]
         notify(f"resuming training after epoch {len(history)} (best epoch {best_epoch})")
@@ -247,15 +251,13 @@ def _fit(
     try:
         with progress_bar(config.max_epochs, "training", unit="epochs", completed=len(history), enabled=progress) as bar:
             for epoch in range(len(history) + 1, config.max_epochs + 1):
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate_at(config, epoch)
+                trainer.lr = learning_rate_at(config, epoch)
                 if epoch - best_epoch > config.patience:
                     stop_reason = "early_stopping"
                     break
                 start_time = time.perf_counter()
-                train_rmse = (
-                    math.sqrt(_train_epoch(mlp, optimizer, x, y, config.batch_size, epoch_generator(config.seed, epoch))) * std_na
-                )
+                train_rmse = math.sqrt(trainer.train_epoch(x, y, config.batch_size, epoch_generator(config.seed, epoch))) * std_na
+                trainer.store_into(mlp)
                 val_rmse = _rmse(mlp, xv, yv).item() * std_na
                 if not (math.isfinite(train_rmse) and math.isfinite(val_rmse)):
                     raise TrainingDivergedError(
@@ -268,7 +270,7 @@ def _fit(
                 if val_rmse < best_val:
                     best_epoch, best_val, best_model = epoch, val_rmse, _flat_state(model)
                 run.save_checkpoint({
-                    "model": _flat_state(model), "adam": _adam_state(optimizer), "best_model": best_model,
+                    "model": _flat_state(model), "adam": trainer.adam_state(), "best_model": best_model,
                     "best_epoch": best_epoch, "best_val_rmse_na": best_val, "history": _history_tensor(history),
                 })  # fmt: skip
                 run.write_history(history)
@@ -282,30 +284,6 @@ def _fit(
     if best_model is not None:
         _write_best(run, model, best_model, best_epoch, best_val)
     return history, best_epoch, best_val, stop_reason
-
-
-def _train_epoch(
-    mlp: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch: int,
-    generator: torch.Generator,
-) -> float:
-    """One pass over ``x (N, n)``, ``y (N,)`` shuffled by ``generator``; the mean squared error of its batches."""
-    mlp.train()
-    perm = torch.randperm(len(x), generator=generator)
-    xs, ys = x[perm], y[perm]
-    total = torch.zeros(())
-    for start in range(0, len(x), batch):
-        xb, yb = xs[start : start + batch], ys[start : start + batch]
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(mlp(xb).squeeze(-1), yb)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * len(xb)
-    mlp.eval()
-    return total.item() / len(x)
 
 
 # The checkpoint holds a few flat tensors rather than dicts of many small ones: torch.save pays per
@@ -324,30 +302,6 @@ def _load_flat_state(model: SurrogateModel, flat: torch.Tensor) -> None:
         state[key] = flat[offset : offset + value.numel()].view_as(value)
         offset += value.numel()
     model.load_state_dict(state)
-
-
-def _adam_state(optimizer: torch.optim.Adam) -> dict[str, Any]:
-    """Adam's state of every parameter: the common step count and the moments ``exp_avg``, ``exp_avg_sq`` (flat)."""
-    states = [optimizer.state[p] for p in optimizer.param_groups[0]["params"]]
-    return {
-        "step": int(states[0]["step"]),
-        "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in states]),
-        "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in states]),
-    }
-
-
-def _load_adam_state(optimizer: torch.optim.Adam, packed: dict[str, Any]) -> None:
-    """Inverse of :func:`_adam_state` (through ``load_state_dict``, which places each value as Adam keeps it)."""
-    state, offset = {}, 0
-    for index, param in enumerate(optimizer.param_groups[0]["params"]):
-        n = param.numel()
-        state[index] = {
-            "step": torch.tensor(float(packed["step"])),
-            "exp_avg": packed["exp_avg"][offset : offset + n].view_as(param).clone(),
-            "exp_avg_sq": packed["exp_avg_sq"][offset : offset + n].view_as(param).clone(),
-        }
-        offset += n
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
 _HISTORY_COLUMNS = ("epoch", "train_rmse_na", "val_rmse_na", "time_s")
