@@ -267,6 +267,18 @@ def test_results_do_not_depend_on_thread_count():
     np.testing.assert_array_equal(one, two)
 
 
+def test_points_stopping_at_different_times_give_the_same_results_on_any_thread_count():
+    """Each point runs blocks until its own error is met, so threads take points in varying order."""
+    kw = dict(equilibration_hops=1000, block_hops=1000, min_blocks=2, max_blocks=12, rel_tolerance=0.05)
+    v = np.random.default_rng(3).uniform(-1.2, 0.6, (7, 7))
+    v[2] = 0.0  # near zero current: runs to max_blocks while the others stop early
+    one = HoppingDevice(n_threads=1, **kw).simulate(v)
+    three = HoppingDevice(n_threads=3, **kw).simulate(v)
+    assert len(set(one.hops.tolist())) > 1, "the points should stop after different numbers of hops"
+    for field in ("current_na", "stderr_na", "electrode_current_na", "occupation", "hops", "simulated_time_s"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(three, field), err_msg=field)
+
+
 # ----------------------------------------------------------------------------- errors
 
 

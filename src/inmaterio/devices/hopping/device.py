@@ -62,7 +62,8 @@ class HoppingDevice(Device):
     Parameters
     ----------
     config : a :class:`HoppingConfig`; or give its fields as keyword arguments.
-    n_threads : numba threads for batches (default: numba's default, all cores).
+    n_threads : threads for a batch, each taking the next operating point when free
+        (default: ``numba.config.NUMBA_NUM_THREADS``, all cores unless set).
 
     Examples
     --------
@@ -189,8 +190,6 @@ class HoppingDevice(Device):
             )
         seeds = self._stream_seeds(voltages)
         abs_tol_holes = c.abs_tolerance_na / _HOLES_PER_S_TO_NA
-        if self.n_threads is not None:
-            numba.set_num_threads(self.n_threads)
         batch, n_sites = site_energy.shape
         elec = np.zeros((batch, c.n_electrodes))
         occupation = np.zeros((batch, n_sites))
@@ -200,6 +199,7 @@ class HoppingDevice(Device):
             self._pair_w, self._pair_wx, self._win_lo, self._win_hi, self._elec_ptr, self._elec_idx, self._elec_w,
             self.readout_index, c.equilibration_hops, c.block_hops, c.min_blocks, c.max_blocks,
             c.rel_tolerance, abs_tol_holes, seeds, elec, occupation, stats,
+            self.n_threads if self.n_threads is not None else numba.config.NUMBA_NUM_THREADS,
         )  # fmt: skip
         if np.any(stats[:, 4] != 0):
             worst = int(np.argmax(stats[:, 4]))

@@ -34,8 +34,11 @@ do not depend on thread scheduling.
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -331,14 +334,36 @@ def _simulate_point(
     out_stats[3] = t
 
 
-@njit(parallel=True, cache=True)
-def simulate_batch(
-    site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
+@njit(nogil=True, cache=True)
+def _simulate_points(
+    indices, site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
     readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol, seeds,
     elec_current, occupation, stats,
 ):  # fmt: skip
-    """Simulate a batch of operating points in parallel.
+    """Simulate the operating points ``indices`` one after another, without the GIL."""
+    for b in indices:
+        _simulate_point(
+            site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
+            pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+            readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
+            seeds[b], elec_current[b], occupation[b], stats[b],
+        )  # fmt: skip
+
+
+def simulate_batch(
+    site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
+    pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+    readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol, seeds,
+    elec_current, occupation, stats, n_threads=1,
+):  # fmt: skip
+    """Simulate a batch of operating points on ``n_threads`` threads, each taking the next point when free.
+
+    Points stop at different times (each runs blocks until its own standard
+    error meets the tolerance), so a static split of the batch leaves threads
+    idle; here every thread pulls one point at a time (the kernel releases the
+    GIL), and results do not depend on which thread ran a point (each has its
+    own random stream).
 
     Parameters
     ----------
@@ -356,18 +381,31 @@ def simulate_batch(
     equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol :
         accuracy control (abs_tol in holes/s).
     seeds : (B,) uint64 random seeds.
+    n_threads : threads working on the batch (at most B are used).
 
-    Outputs (preallocated zeros, filled in place; allocating them inside this
-    function keeps numba from parallelising the loop)
+    Outputs (preallocated zeros, filled in place)
     -------
     elec_current : (B, M) net holes entering each electrode per second.
     occupation : (B, N) time-averaged occupation.
     stats : (B, 5) readout mean (holes/s), its standard error, hops, simulated time (s), frozen flag.
     """
-    for b in prange(site_energy.shape[0]):
-        _simulate_point(
-            site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
-            pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
-            readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
-            seeds[b], elec_current[b], occupation[b], stats[b],
-        )  # fmt: skip
+    batch = site_energy.shape[0]
+    arguments = (
+        site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
+        pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+        readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol, seeds,
+        elec_current, occupation, stats,
+    )  # fmt: skip
+    workers = max(1, min(int(n_threads), batch))
+    if workers == 1:
+        _simulate_points(np.arange(batch), *arguments)
+        return
+    queue = itertools.count()  # next() is atomic under the GIL
+
+    def work() -> None:
+        while (b := next(queue)) < batch:
+            _simulate_points(np.array([b]), *arguments)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(work) for _ in range(workers)]:
+            future.result()
