@@ -2,9 +2,9 @@
 
 Command (from the repository root; prints markdown tables)::
 
-    python benchmarks/ga_speed.py --populations 26 64 256 1024 --generations 50 --repeats 3
+    python benchmarks/ga_speed.py --install-peers --populations 26 64 256 1024 --generations 50 --repeats 3
 
-Setting (the one brains-py's figure below was taken with): one DNPU node of
+Setting: one DNPU node of
 the bundled surrogate (5x90 ReLU MLP, 7 activation electrodes), data on
 electrodes e3 and e4 with data range [0, 1], the 5 other electrodes are the
 genes. The input is brains-py's XOR waveform of 320 points: the 4 input pairs
@@ -21,11 +21,16 @@ is loaded before any timing), then ``--repeats`` timed runs of
 the fitness function is measured inside it, so the rest of ``evolve`` is the
 GA's own bookkeeping (sorting, selection, crossover, mutation, history).
 
-Reference: brains-py takes 1.42 s for 50 generations of 26 genomes (XOR,
-corrsig, 5x90 surrogate, 320 points) on this kind of 2-core machine, i.e.
-26 * 50 / 1.42 = 915 genome evaluations per second. "vs brains-py" is our
-genome evaluations per second over that (for population 26: 1.42 s over our
-time for the same 50 generations).
+The peer runs in the same process (``--install-peers`` pip-installs
+brains-py 1.0.2 with ``--no-deps`` and nidaqmx, which brains-py imports;
+``--peer-populations`` chooses where): brains-py's own GA
+(``brainspy.algorithms.ga.train`` with its ``GeneticOptimizer``, 6 elites,
+fitness ``brainspy.utils.signal.corrsig_fit``) on a brains-py ``DNPU`` whose
+surrogate holds the SAME weights (our input and output normalisation folded
+into its first and last layer; the two outputs are checked to agree within
+1e-3 nA before timing), inputs on e3 and e4 at the voltages our layer applies,
+no noise, no clipping. "vs brains-py" is its seconds over ours for the same
+population and generations, best of ``--repeats`` on both sides.
 
 Two ways of evaluating a generation are timed in the same run:
 
@@ -47,20 +52,24 @@ Two ways of evaluating a generation are timed in the same run:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import subprocess
+import sys
 import time
+from collections import OrderedDict
 
 import torch
 
 from inmaterio.nn.dnpu import DNPU
 from inmaterio.processors import SurrogateProcessor
-from inmaterio.surrogate import load_default_surrogate
+from inmaterio.surrogate import SurrogateModel, load_default_surrogate
 from inmaterio.tasks.gates import gate_data
 from inmaterio.training.ga import GAConfig, GeneticAlgorithm
 from inmaterio.training.losses import corrsig
 
-BRAINSPY_SECONDS = 1.42  # 50 generations of 26 genomes, 320 points, 5x90 surrogate
-BRAINSPY_GENOMES_PER_S = 26 * 50 / BRAINSPY_SECONDS
+PEERS = ("brainspy==1.0.2",)
 
 
 class TimedFitness:
@@ -103,6 +112,64 @@ def run_once(
     return total, fitness.seconds
 
 
+def install_peers() -> None:
+    """pip-install brains-py without its pinned dependencies (torch 1.x), and nidaqmx, which it imports."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *PEERS], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "nidaqmx", "tqdm"], check=True)
+
+
+def brainspy_dnpu(model: SurrogateModel, input_indices: list[int]) -> torch.nn.Module:
+    """A brains-py DNPU whose surrogate computes ``model`` on raw volts (nA): same weights, normalisations folded in."""
+    from brainspy.processors.dnpu import DNPU as BrainspyDNPU
+    from brainspy.processors.processor import Processor
+
+    linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
+    with torch.no_grad():
+        scale, offset = model.input_scale.double(), model.input_offset.double()
+        for k, linear in enumerate(linears):
+            w, b = linear.weight.double(), linear.bias.double()
+            if k == 0:  # x = (v - offset) * scale
+                w, b = w * scale[None, :], b - w @ (offset * scale)
+            if k == len(linears) - 1:  # I = out * output_scale + output_offset
+                w = w * model.output_scale.double()
+                b = b * model.output_scale.double() + model.output_offset.double()
+            state[f"raw_model.{2 * k}.weight"], state[f"raw_model.{2 * k}.bias"] = w.float(), b.float()
+    n = model.info.n_activation
+    info = {
+        "model_structure": {"hidden_sizes": list(model.hidden_sizes), "D_in": n, "D_out": 1, "activation": model.activation},
+        "electrode_info": {
+            "electrode_no": n + 1,
+            "activation_electrodes": {"electrode_no": n, "voltage_ranges": model.info.ranges_array().tolist()},
+            "output_electrodes": {"electrode_no": 1, "amplification": [1.0], "clipping_value": [-1e9, 1e9]},
+        },
+    }
+    configs = {
+        "processor_type": "simulation",
+        "waveform": {"plateau_length": 1, "slope_length": 0},
+        "electrode_effects": {"noise": None},
+    }
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        processor = Processor(configs, info, state, average_plateaus=False)
+    return BrainspyDNPU(processor, data_input_indices=[input_indices])
+
+
+def brainspy_ga_seconds(
+    peer: torch.nn.Module, v_in: torch.Tensor, y: torch.Tensor, population: int, generations: int
+) -> tuple[float, float]:
+    """Wall seconds of brains-py's GA for ``generations`` generations, and the best correlation it reached."""
+    from brainspy.algorithms.ga import GeneticOptimizer, train
+    from brainspy.utils.signal import corrsig_fit
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(v_in, y[:, None]), batch_size=len(v_in))
+    optimizer = GeneticOptimizer(gene_ranges=peer.get_control_ranges()[0], partition=[6, population - 6], epochs=generations)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        _, data = train(peer, [loader], corrsig_fit, optimizer, {"epochs": generations, "stop_threshold": 2.0})
+    seconds = time.perf_counter() - start
+    return seconds, float(max(data["correlation_history"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--populations", type=int, nargs="+", default=[26, 64, 256, 1024], help="population sizes")
@@ -110,7 +177,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per population (the fastest is shown)")
     parser.add_argument("--samples-per-point", type=int, default=80, help="samples each XOR input is held (80: 320 points)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--peer-populations", type=int, nargs="*", default=[26, 64], help="populations brains-py's GA runs at")
+    parser.add_argument("--install-peers", action="store_true", help="pip install --no-deps brainspy==1.0.2 (and nidaqmx) first")
     args = parser.parse_args()
+    if args.install_peers:
+        install_peers()
+    if args.peer_populations:
+        try:
+            import brainspy.algorithms.ga  # noqa: F401
+        except ImportError as err:
+            sys.exit(f"brains-py cannot be imported ({err}): run with --install-peers, or --peer-populations with no value")
     torch.set_num_threads(args.threads)
 
     processor = SurrogateProcessor(load_default_surrogate())  # loading is not timed
@@ -129,30 +205,44 @@ def main() -> None:
             rows.append((population, total, in_fitness))
         results["every sample" if every_sample else "layer"] = rows
 
+    peer_seconds: dict[int, float] = {}
+    if args.peer_populations:
+        peer = brainspy_dnpu(processor.model, [3, 4])
+        probe = torch.tensor([[0.1, -0.2, 0.3, -0.1, 0.05]])
+        full = layer.voltages(x, probe[:, None, :])[0, :, 0, :]  # (points, 7) V
+        v_in = full[:, 3:5].contiguous()
+        peer.set_control_voltages(probe)
+        with torch.no_grad():
+            gap = (peer(v_in)[:, 0] - processor.model(full)).abs().max().item()
+        assert gap < 1e-3, f"brains-py's surrogate differs from ours by {gap} nA"
+        print(f"brains-py surrogate vs ours on the XOR points: max difference {gap:.2g} nA")
+        for population in args.peer_populations:
+            brainspy_ga_seconds(peer, v_in, y, population, min(3, gens))  # warm-up, not timed
+            runs = [brainspy_ga_seconds(peer, v_in, y, population, gens) for _ in range(args.repeats)]
+            peer_seconds[population] = min(r[0] for r in runs)
+            print(
+                f"brains-py GA, population {population}: {peer_seconds[population]:.3f} s, best correlation {max(r[1] for r in runs):.4f}"
+            )
+
     print(
         f"GA on the bundled 5x90 surrogate: XOR, corrsig, {n_points} points, 1 DNPU (inputs e3, e4), "
         f"{gens} generations, best of {args.repeats}, {torch.get_num_threads()} threads, torch {torch.__version__}\n"
     )
     print(
         f"| evaluation | population | s per {gens} generations | generations/s | genomes x points /s "
-        f"| time vs the smallest population (population ratio) | vs brains-py (genomes/s) |"
+        f"| time vs the smallest population (population ratio) | brains-py s (same run) | vs brains-py |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for mode, rows in results.items():
         base_pop, base, _ = rows[0]
         for population, total, _ in rows:
             genomes_per_s = population * gens / total
+            peer_s = peer_seconds.get(population)
+            versus = f"| {peer_s:.3f} | {peer_s / total:.1f}x |" if peer_s is not None else "| not run | |"
             print(
                 f"| {mode} | {population} | {total:.3f} | {gens / total:,.1f} | {genomes_per_s * n_points:.3g} "
-                f"| {total / base:.2f}x ({population / base_pop:.1f}x) | {genomes_per_s / BRAINSPY_GENOMES_PER_S:.1f}x |"
+                f"| {total / base:.2f}x ({population / base_pop:.1f}x) {versus}"
             )
-    for mode, rows in results.items():
-        for population, total, _ in rows:
-            if population == 26 and gens == 50:
-                print(
-                    f"\n{mode}: population 26, 50 generations: {total:.3f} s vs brains-py's {BRAINSPY_SECONDS} s = "
-                    f"{BRAINSPY_SECONDS / total:.1f}x faster."
-                )
 
     print("\nWhere the time goes (same runs):\n")
     print("| evaluation | population | ms/generation | fitness call ms | GA bookkeeping ms | bookkeeping share |")
