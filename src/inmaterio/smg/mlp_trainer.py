@@ -122,7 +122,9 @@ class MLPTrainer:
                 offset += k
         self._mlp_params = params
         self._widths = [layer.out_features for layer in linears]
+        self._weights_t = [w.t() for w in self._weights]
         self._buffers: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._views: dict[int, tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = {}
         self.load_from(mlp)
 
     def load_from(self, mlp: nn.Sequential) -> None:
@@ -152,35 +154,40 @@ class MLPTrainer:
             getattr(self, name).copy_(value)
         self.step_count.fill_(float(packed["step"]))
 
-    def _buffers_for(self, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        if self._buffers is None or len(self._buffers[0][0]) < batch:
-            self._buffers = (
-                [torch.empty(batch, w) for w in self._widths],
-                [torch.empty(batch, w) for w in self._widths],
-            )
-        return self._buffers
+    def _views_for(self, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Per-layer output and gradient buffers ``(batch, width)``, and the gradients transposed (cached per size)."""
+        views = self._views.get(batch)
+        if views is None:
+            if self._buffers is None or len(self._buffers[0][0]) < batch:
+                self._buffers = ([torch.empty(batch, w) for w in self._widths], [torch.empty(batch, w) for w in self._widths])
+                self._views.clear()
+            outs = [buffer[:batch] for buffer in self._buffers[0]]
+            grads = [buffer[:batch] for buffer in self._buffers[1]]
+            views = self._views[batch] = (outs, grads, [g.t() for g in grads])
+        return views
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One Adam step on the batch ``x (B, n_in)``, ``y (B,)``; returns the batch's summed squared error (0-d)."""
         batch = len(x)
-        outs, grads = self._buffers_for(batch)
-        h = [x] + [buffer[:batch] for buffer in outs]
-        g = [buffer[:batch] for buffer in grads]
+        outs, g, g_t = self._views_for(batch)
         last = len(self._weights) - 1
         with torch.no_grad():
-            for i, (w, b) in enumerate(zip(self._weights, self._biases)):
-                torch.addmm(b, h[i], w.t(), out=h[i + 1])
+            inputs = x
+            for i in range(last + 1):
+                torch.addmm(self._biases[i], inputs, self._weights_t[i], out=outs[i])
                 if i < last:
-                    self._act_forward[i](h[i + 1])
-            torch.sub(h[-1], y.unsqueeze(1), out=g[last])
-            squared_error = g[last].square().sum()
-            g[last].mul_(2.0 / batch)
+                    self._act_forward[i](outs[i])
+                inputs = outs[i]
+            error = g[last]
+            torch.sub(outs[last], y.unsqueeze(1), out=error)
+            squared_error = torch.dot(error.view(-1), error.view(-1))
+            error.mul_(2.0 / batch)
             for i in range(last, -1, -1):
-                torch.mm(g[i].t(), h[i], out=self._grad_weights[i])
+                torch.mm(g_t[i], outs[i - 1] if i > 0 else x, out=self._grad_weights[i])
                 torch.sum(g[i], 0, out=self._grad_biases[i])
                 if i > 0:
                     torch.mm(g[i], self._weights[i], out=g[i - 1])
-                    self._act_backward[i - 1](g[i - 1], h[i], g[i - 1])
+                    self._act_backward[i - 1](g[i - 1], outs[i - 1], g[i - 1])
             self.step_count.add_(1.0)
             torch._fused_adam_(
                 [self.params], [self.grads], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
