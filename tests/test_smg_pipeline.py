@@ -13,6 +13,7 @@ from inmaterio.errors import ConfigError, RunFolderError
 from inmaterio.runs import read_run
 from inmaterio.smg import SMGConfig, run_smg
 from inmaterio.smg.mlp_trainer import MLPTrainer
+from inmaterio.smg.pipeline import smg_identity
 from inmaterio.surrogate import load_surrogate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "smg_analytic.yaml"
@@ -169,3 +170,24 @@ def test_cli_run_on_an_exact_device_reports_no_noise_floor(tmp_path):
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["test_metrics"]["noise_floor_na"] == 0.0 and summary["test_metrics"]["rmse_over_noise_floor"] is None
     assert "RMSE / noise floor" in result.output and "n/a" in result.output
+
+
+def test_ensemble_members_train_beside_the_model_and_are_calibrated(tmp_path):
+    noisy = {"type": "analytic", "n_activation": 3, "noise_na": 2.0}
+    config = small_config(device=noisy, ensemble_members=3, training={"hidden_sizes": [16], "max_epochs": 5})
+    summary = run_smg(config, tmp_path, progress=False, notify=quiet)
+    ensemble = summary["ensemble"]
+    assert ensemble["members"] == 3
+    seeds = [read_run(tmp_path / "ensemble" / f"member_{k}")["identity"]["config"]["seed"] for k in (1, 2)]
+    assert seeds == [config.training.seed + 1, config.training.seed + 2]
+    assert not (tmp_path / "ensemble" / "member_0").exists()  # member 0 is the tested model in training/
+    n_iv = config.device.n_activation * config.iv_points
+    for part, n in (("test", 200), ("iv_sweeps", n_iv)):
+        report = ensemble[part]
+        assert report["n_points"] == n and report["mean_std_na"] > 0
+        cal = report["calibration"]
+        assert cal["n_points"] == n and 0 <= cal["within_1_sigma"] <= cal["within_2_sigma"] <= 1
+    # the default (one surrogate) keeps the identity of runs made before ensembles existed
+    assert "ensemble_members" not in smg_identity(small_config())["config"]
+    assert smg_identity(config)["config"]["ensemble_members"] == 3
+    assert run_smg(small_config(), tmp_path / "single", progress=False, notify=quiet)["ensemble"] is None

@@ -166,6 +166,13 @@ class SMGConfig(StrictModel):
     )
     consistency_points: int = Field(500, gt=0, description="length of the reference signal, points")
     iv_points: int = Field(101, ge=2, le=100_000, description="points per I-V sweep")
+    ensemble_members: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="surrogates trained, with seeds training.seed + k; 2 or more add the ensemble's spread and its "
+        "calibration on the test set and the I-V sweeps (members 1.. in ensemble/member_<k>)",
+    )
 
     @model_validator(mode="after")
     def _test_set_is_independent(self) -> SMGConfig:

@@ -21,12 +21,28 @@ from inmaterio.smg.train import TrainResult, train_surrogate
 from inmaterio.surrogate import DeviceInfo
 from inmaterio.surrogate.ensemble import SurrogateEnsemble
 
-__all__ = ["train_ensemble", "member_directory"]
+__all__ = ["train_ensemble", "train_member", "member_directory"]
 
 
 def member_directory(directory: str | Path, k: int) -> Path:
     """The run folder of member ``k`` of the ensemble in ``directory``."""
     return Path(directory) / f"member_{k}"
+
+
+def train_member(
+    train: Dataset,
+    val: Dataset,
+    config: TrainConfig,
+    directory: str | Path,
+    info: DeviceInfo,
+    k: int,
+    progress: bool = True,
+    *,
+    notify: Callable[[str], None] = print,
+) -> TrainResult:
+    """Member ``k``: :func:`train_surrogate` in ``directory`` with ``seed = config.seed + k``."""
+    member_config = config.model_copy(update={"seed": config.seed + k})
+    return train_surrogate(train, val, member_config, directory, info, progress, notify=notify)
 
 
 def train_ensemble(
@@ -49,7 +65,6 @@ def train_ensemble(
         raise ConfigError(f"members must be an integer >= 2 (an ensemble of one has no spread), got {members!r}")
     results = []
     for k in range(members):
-        member_config = config.model_copy(update={"seed": config.seed + k})
-        notify(f"ensemble member {k + 1} of {members} (seed {member_config.seed})")
-        results.append(train_surrogate(train, val, member_config, member_directory(directory, k), info, progress, notify=notify))
+        notify(f"ensemble member {k + 1} of {members} (seed {config.seed + k})")
+        results.append(train_member(train, val, config, member_directory(directory, k), info, k, progress, notify=notify))
     return SurrogateEnsemble([result.model for result in results]), results

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IVCurves", "iv_curves", "iv_plan"]
+from inmaterio.smg.dataset import Dataset
+
+__all__ = ["IVCurves", "iv_curves", "iv_plan", "iv_dataset"]
 
 
 @dataclass
@@ -51,10 +53,23 @@ def iv_plan(ranges: np.ndarray, n_points: int, base_voltages: np.ndarray | None 
         raise ValueError(f"base_voltages must have shape ({n},), got {base.shape}")
     base = np.clip(base, ranges[:, 0], ranges[:, 1])
     sweeps = np.linspace(ranges[:, 0], ranges[:, 1], n_points).T  # (n, n_points)
+    return _sweep_plan(sweeps, base), base
+
+
+def _sweep_plan(sweeps: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Rows ``k * n_points ...``: electrode ``k`` at ``sweeps[k]`` ``(n, n_points)`` V, the others at ``base`` ``(n,)`` V."""
+    n, n_points = sweeps.shape
     plan = np.repeat(base[None, :], n * n_points, axis=0)
     for k in range(n):
         plan[k * n_points : (k + 1) * n_points, k] = sweeps[k]
-    return plan, base
+    return plan
+
+
+def iv_dataset(curves: IVCurves) -> Dataset:
+    """The sweeps as a :class:`~inmaterio.smg.dataset.Dataset` of ``n_electrodes * n_points`` points (stderr 0 if none)."""
+    current = curves.current_na.reshape(-1)
+    stderr = np.zeros_like(current) if curves.stderr_na is None else curves.stderr_na.reshape(-1)
+    return Dataset(_sweep_plan(curves.sweep_v, curves.base_v), current, stderr)
 
 
 def iv_curves(

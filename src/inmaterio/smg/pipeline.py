@@ -8,6 +8,7 @@ with the long stages as run folders nested in it::
     training/                    training (kind inmaterio.smg.training): checkpoints, history, best model
     test_data/                   acquisition of the independent test plan
     model/                       the tested surrogate (load with load_surrogate; export with export_smg_model)
+    ensemble/member_<k>/         with ensemble_members >= 2: members 1.. (member 0 is training/), seeds + k
     learning_curve.png, test_predicted_vs_measured.png, iv_curves.png
     metrics.json                 the summary: every number below, with the config and package version
 
@@ -17,6 +18,10 @@ After training, the model's :class:`~inmaterio.surrogate.DeviceInfo` gets
 saved in ``model/``. Then the reference signal is re-measured (consistency
 check) and the I-V curves of device and surrogate are compared; both key the
 device's random streams by what they measure, so a re-run measures them alike.
+With ``ensemble_members >= 2`` the other members are trained last, and the
+summary's ``ensemble`` gives the ensemble's errors, mean spread and
+:func:`~inmaterio.smg.evaluate.calibration` on the test set, the held-out part
+and the I-V sweeps of the device.
 
 Re-running with the same config resumes interrupted acquisitions and
 training (to the same numbers as an uninterrupted run) and reuses what is
@@ -48,11 +53,13 @@ from inmaterio.smg.acquire import acquire
 from inmaterio.smg.config import SamplingConfig, SMGConfig
 from inmaterio.smg.consistency import consistency_check
 from inmaterio.smg.dataset import Dataset, dataset_fingerprint, postprocess, split
-from inmaterio.smg.evaluate import evaluate_surrogate
-from inmaterio.smg.iv import iv_curves
+from inmaterio.smg.ensemble import member_directory, train_member
+from inmaterio.smg.evaluate import evaluate_ensemble, evaluate_surrogate
+from inmaterio.smg.iv import IVCurves, iv_curves, iv_dataset
 from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import train_surrogate
-from inmaterio.surrogate import DeviceInfo, export_surrogate, load_surrogate
+from inmaterio.surrogate import DeviceInfo, SurrogateModel, export_surrogate, load_surrogate
+from inmaterio.surrogate.ensemble import SurrogateEnsemble
 from inmaterio.surrogate.io import surrogate_files
 
 __all__ = ["KIND", "run_smg", "smg_identity", "export_smg_model"]
@@ -66,6 +73,8 @@ def smg_identity(config: SMGConfig) -> dict[str, Any]:
     stripped = config.model_dump(mode="json")
     stripped["acquisition"].pop("progress")
     stripped["training"].pop("num_threads")
+    if stripped["ensemble_members"] == 1:  # the default: runs made before the field existed keep their identity
+        stripped.pop("ensemble_members")
     return {"config": stripped}
 
 
@@ -183,6 +192,11 @@ def _run_stages(
     model_iv = iv_curves(model.predict, ranges, config.iv_points)
     _save_figure(run, "iv_curves.png", plot_iv_curves({"device": device_iv, "surrogate": model_iv}, device.activation_names))
     timings["iv_s"] = time.perf_counter() - clock
+    ensemble = None
+    if config.ensemble_members > 1:
+        clock = time.perf_counter()
+        ensemble = _ensemble_summary(config, run, model, train, val, test, held_out, device_iv, info, progress, notify)
+        timings["ensemble_s"] = time.perf_counter() - clock
     # the long stages' wall time summed over every session that worked on them
     stage_walls = {f"{stage}_s": float(read_run(run.subfolder(folder))["wall_s"])
                    for stage, folder in (("acquire_train", "train_data"), ("train", "training"), ("acquire_test", "test_data"))}  # fmt: skip
@@ -199,8 +213,37 @@ def _run_stages(
         "noise_na": test_metrics["rmse_na"],
         "consistency": consistency,
         "iv_rmse_device_vs_surrogate_na": float(np.sqrt(np.mean((device_iv.current_na - model_iv.current_na) ** 2))),
+        "ensemble": ensemble,
         "timings_s": {**stage_walls, **timings},
         "config": config.model_dump(mode="json"),
+    }
+
+
+def _ensemble_summary(
+    config: SMGConfig,
+    run: RunFolder,
+    model: SurrogateModel,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset,
+    held_out: Dataset,
+    device_iv: IVCurves,
+    info: DeviceInfo,
+    progress: bool,
+    notify: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train members 1.. beside the tested model (member 0); their mean, spread and calibration on fresh points."""
+    members = [model]
+    for k in range(1, config.ensemble_members):
+        notify(f"ensemble member {k + 1} of {config.ensemble_members} (seed {config.training.seed + k})")
+        folder = member_directory(run.subfolder("ensemble"), k)
+        members.append(train_member(train, val, config.training, folder, info, k, progress, notify=notify).model)
+    ensemble = SurrogateEnsemble(members)
+    return {
+        "members": config.ensemble_members,
+        "test": evaluate_ensemble(ensemble, test),
+        "held_out_test": evaluate_ensemble(ensemble, held_out) if len(held_out) else None,
+        "iv_sweeps": evaluate_ensemble(ensemble, iv_dataset(device_iv)),
     }
 
 
