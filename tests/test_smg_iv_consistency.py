@@ -7,7 +7,7 @@ from inmaterio.devices import AnalyticDevice
 from inmaterio.plots import plot_iv_curves
 from inmaterio.smg.consistency import consistency_check
 from inmaterio.smg.dataset import Dataset
-from inmaterio.smg.iv import iv_curves
+from inmaterio.smg.iv import iv_curves, iv_dataset
 
 
 class CountingDevice(AnalyticDevice):
@@ -52,6 +52,21 @@ def reference_data(device, n=400):
     v = np.random.default_rng(0).uniform(-1.2, 0.6, size=(n, device.n_activation))
     m = device.measure_with_error(v)
     return Dataset(v, m.current_na, m.stderr_na)
+
+
+def test_iv_sweeps_as_a_dataset_give_back_the_measured_points():
+    device = AnalyticDevice(n_activation=3, noise_na=1.0)
+    base = np.array([-0.2, 0.1, -0.5])
+    curves = iv_curves(device.measure_with_error, device.voltage_ranges, 4, base_voltages=base)
+    data = iv_dataset(curves)
+    assert data.voltages_v.shape == (12, 3)
+    np.testing.assert_array_equal(data.voltages_v[4:8, 1], curves.sweep_v[1])  # rows 4..7 sweep e1
+    np.testing.assert_array_equal(data.voltages_v[4:8][:, [0, 2]], np.tile(base[[0, 2]], (4, 1)))
+    np.testing.assert_array_equal(data.current_na, curves.current_na.reshape(-1))
+    np.testing.assert_array_equal(data.stderr_na, curves.stderr_na.reshape(-1))
+    exact = iv_dataset(iv_curves(device.true_current, device.voltage_ranges, 4, base_voltages=base))
+    np.testing.assert_allclose(exact.current_na, device.true_current(exact.voltages_v))  # each row is its own point
+    assert (exact.stderr_na == 0).all()
 
 
 def test_noise_free_device_has_zero_drift():
