@@ -92,6 +92,8 @@ def test_state_round_trip_resumes_exactly():
 def test_bad_networks_and_states_are_refused():
     with pytest.raises(ValueError, match="alternate Linear layers and activations"):
         MLPTrainer(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1)))
+    with pytest.raises(ValueError, match="needs a bias"):
+        MLPTrainer(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1, bias=False)))
     with pytest.raises(ValueError, match="one output, got 2"):
         MLPTrainer(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))
     with pytest.raises(ValueError, match="unsupported activation module Sigmoid"):

@@ -91,6 +91,8 @@ class MLPTrainer:
         activations = modules[1::2]
         if not linears or not all(isinstance(m, nn.Linear) for m in linears) or len(activations) != len(linears) - 1:
             raise ValueError("the MLP must alternate Linear layers and activations, starting and ending with Linear")
+        if any(layer.bias is None for layer in linears):
+            raise ValueError("every Linear layer of the MLP needs a bias")
         if linears[-1].out_features != 1:
             raise ValueError(f"the MLP must have one output, got {linears[-1].out_features}")
         params = list(mlp.parameters())
@@ -120,7 +122,6 @@ class MLPTrainer:
                 views.append(self.params[offset : offset + k].view_as(param))
                 grad_views.append(self.grads[offset : offset + k].view_as(param))
                 offset += k
-        self._mlp_params = params
         self._widths = [layer.out_features for layer in linears]
         self._weights_t = [w.t() for w in self._weights]
         self._buffers: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
