@@ -279,6 +279,28 @@ def test_points_stopping_at_different_times_give_the_same_results_on_any_thread_
         np.testing.assert_array_equal(getattr(one, field), getattr(three, field), err_msg=field)
 
 
+def test_an_interrupted_batch_stops_every_thread_after_its_current_point(monkeypatch):
+    import time
+
+    from inmaterio.devices.hopping import kmc
+
+    started = []
+
+    def fake_points(indices, *args):
+        started.append(int(indices[0]))
+        if indices[0] == 3:
+            raise KeyboardInterrupt
+        time.sleep(0.01)
+
+    monkeypatch.setattr(kmc, "_simulate_points", fake_points)
+    v = np.zeros((40, 7))
+    for threads in (1, 2):
+        started.clear()
+        with pytest.raises(KeyboardInterrupt):
+            HoppingDevice(n_threads=threads, equilibration_hops=100, block_hops=100, min_blocks=2, max_blocks=2).simulate(v)
+        assert 3 in started and len(started) <= 6, (threads, started)  # not the whole batch of 40
+
+
 # ----------------------------------------------------------------------------- errors
 
 

@@ -35,7 +35,8 @@ do not depend on thread scheduling.
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
 from numba import njit
@@ -363,7 +364,8 @@ def simulate_batch(
     error meets the tolerance), so a static split of the batch leaves threads
     idle; here every thread pulls one point at a time (the kernel releases the
     GIL), and results do not depend on which thread ran a point (each has its
-    own random stream).
+    own random stream). An exception or Ctrl-C in the calling thread stops
+    every thread after its current point.
 
     Parameters
     ----------
@@ -397,15 +399,22 @@ def simulate_batch(
         elec_current, occupation, stats,
     )  # fmt: skip
     workers = max(1, min(int(n_threads), batch))
-    if workers == 1:
-        _simulate_points(np.arange(batch), *arguments)
-        return
     queue = itertools.count()  # next() is atomic under the GIL
+    stop = threading.Event()
 
     def work() -> None:
-        while (b := next(queue)) < batch:
+        while not stop.is_set() and (b := next(queue)) < batch:
             _simulate_points(np.array([b]), *arguments)
 
-    with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(work) for _ in range(workers)]:
-            future.result()
+    if workers == 1:
+        work()  # in this thread, one point per call: Ctrl-C is seen between points
+        return
+    pool = ThreadPoolExecutor(workers)
+    futures = [pool.submit(work) for _ in range(workers)]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+    finally:
+        stop.set()  # after Ctrl-C or an error the other threads finish their current point and stop
+        pool.shutdown(wait=True)
+    for future in futures:
+        future.result()  # raises a thread's error
