@@ -51,7 +51,9 @@ def test_steps_match_autograd_and_torch_adam(name):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     state = trainer.adam_state()
     assert state["step"] == 5
-    torch.testing.assert_close(state["exp_avg"], torch.cat([adam.state[p]["exp_avg"].reshape(-1) for p in reference.parameters()]))
+    torch.testing.assert_close(
+        state["exp_avg"], torch.cat([adam.state[p]["exp_avg"].reshape(-1) for p in reference.parameters()])
+    )
 
 
 def test_training_lowers_the_loss_and_the_epoch_mean_is_the_data_mse():
