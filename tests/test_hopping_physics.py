@@ -286,13 +286,13 @@ def test_an_interrupted_batch_stops_every_thread_after_its_current_point(monkeyp
 
     started = []
 
-    def fake_points(indices, *args):
-        started.append(int(indices[0]))
-        if indices[0] == 3:
+    def fake_point(b, *args):
+        started.append(b)
+        if b == 3:
             raise KeyboardInterrupt
         time.sleep(0.01)
 
-    monkeypatch.setattr(kmc, "_simulate_points", fake_points)
+    monkeypatch.setattr(kmc, "_simulate_one", fake_point)
     v = np.zeros((40, 7))
     for threads in (1, 2):
         started.clear()

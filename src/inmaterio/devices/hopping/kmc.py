@@ -336,20 +336,19 @@ def _simulate_point(
 
 
 @njit(nogil=True, cache=True)
-def _simulate_points(
-    indices, site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
+def _simulate_one(
+    b, site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
     readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol, seeds,
     elec_current, occupation, stats,
 ):  # fmt: skip
-    """Simulate the operating points ``indices`` one after another, without the GIL."""
-    for b in indices:
-        _simulate_point(
-            site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
-            pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
-            readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
-            seeds[b], elec_current[b], occupation[b], stats[b],
-        )  # fmt: skip
+    """Simulate operating point ``b`` of the batch, without the GIL."""
+    _simulate_point(
+        site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
+        pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+        readout, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
+        seeds[b], elec_current[b], occupation[b], stats[b],
+    )  # fmt: skip
 
 
 def simulate_batch(
@@ -404,7 +403,7 @@ def simulate_batch(
 
     def work() -> None:
         while not stop.is_set() and (b := next(queue)) < batch:
-            _simulate_points(np.array([b]), *arguments)
+            _simulate_one(b, *arguments)
 
     if workers == 1:
         work()  # in this thread, one point per call: Ctrl-C is seen between points
