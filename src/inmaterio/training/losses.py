@@ -11,7 +11,7 @@ Lower is better for every loss; a genetic algorithm uses ``fitness = -loss``.
 All losses are made of torch operations, so they are differentiable, and they
 keep the dtype of ``output`` (float32 or float64).
 
-Losses that need binary targets (:func:`fisher`, :func:`corrsig`, :func:`bce`)
+Losses that need binary targets (:func:`fisher`, :func:`corrsig`, :func:`noise_margin`, :func:`bce`)
 check them with :func:`validate_target` and raise
 :class:`~inmaterio.errors.ConfigError` naming the problem. The registry
 :data:`LOSSES` and :func:`get_loss` are the only place where a loss is looked
@@ -20,6 +20,7 @@ up by name (:data:`LossName` is the type of that name in configs).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -37,11 +38,12 @@ __all__ = [
     "fisher",
     "get_loss",
     "mse",
+    "noise_margin",
     "sigmoid_distance",
     "validate_target",
 ]
 
-LossName = Literal["fisher", "corrsig", "sigmoid_distance", "bce", "mse", "cross_entropy"]
+LossName = Literal["fisher", "corrsig", "noise_margin", "sigmoid_distance", "bce", "mse", "cross_entropy"]
 """Name of a loss in :data:`LOSSES`, for pydantic configs."""
 
 
@@ -200,10 +202,7 @@ def corrsig(
         ``(...)`` loss (dimensionless).
     """
     t = validate_target(output, target, "corrsig", binary=True, both_classes=True)
-    yc = output - output.mean(dim=-1, keepdim=True)
-    tc = t - t.mean(dim=-1, keepdim=True)
-    cov = (yc * tc).mean(dim=-1)
-    rho = cov / torch.sqrt((yc**2).mean(dim=-1) * (tc**2).mean(dim=-1) + eps_na2)
+    rho = _pearson(output, t, eps_na2)
     inf = torch.tensor(float("inf"), dtype=output.dtype, device=output.device)
     low_of_ones = torch.where(t == 1, output, inf).amin(dim=-1)
     high_of_zeros = torch.where(t == 0, output, -inf).amax(dim=-1)
@@ -212,6 +211,82 @@ def corrsig(
     # gradient; z is floored at -80 (exp(80) = 5.5e34 fits float32), far below any useful separation
     z = ((delta - separation_offset_na) / separation_scale_na).clamp(min=-_MIN_SEPARATION_Z)
     return (1.1 - rho) * (1.0 + torch.exp(-z))
+
+
+def _pearson(output: torch.Tensor, t: torch.Tensor, eps_na2: float) -> torch.Tensor:
+    """``(...)`` Pearson correlation of ``output`` and ``t`` along the last axis (population moments)."""
+    yc = output - output.mean(dim=-1, keepdim=True)
+    tc = t - t.mean(dim=-1, keepdim=True)
+    cov = (yc * tc).mean(dim=-1)
+    return cov / torch.sqrt((yc**2).mean(dim=-1) * (tc**2).mean(dim=-1) + eps_na2)
+
+
+def noise_margin(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    noise_na: float = 1.0,
+    margin: float = 8.0,
+    softness: float = 0.5,
+    *,
+    eps_na2: float = 1e-12,
+) -> torch.Tensor:
+    r"""Class margin in units of the device noise: a robust objective for binary tasks on noisy hardware.
+
+    A solution found on a surrogate keeps its classes apart on the device only
+    if the gap between the nearest points of the two classes is several times
+    the device's measurement noise (and the surrogate's error). This loss asks
+    for that gap directly. With the Pearson correlation :math:`\rho` of output
+    and target (as in :func:`corrsig`), the orientation
+    :math:`s = \operatorname{sign}\rho` (+1 at :math:`\rho = 0`; held fixed in
+    the gradient, so either class may end up on top, as a threshold read-out
+    allows), the gaps of all pairs of a class-1 point :math:`i` and a class-0
+    point :math:`j` in noise units
+
+    .. math::
+
+        g_{ij} = s\,\frac{y_i - y_j}{\sigma},
+
+    and their soft minimum :math:`m = -\tau \log \sum_{ij} e^{-g_{ij}/\tau}`
+    (:math:`m \le \min g_{ij}`, equal to it as :math:`\tau \to 0`), the loss is
+
+    .. math::
+
+        L = (1 - |\rho|) + \operatorname{softplus}(M - m).
+
+    The correlation term orders the classes from any start; the margin term
+    pushes the two nearest points of opposite classes apart until the gap
+    exceeds :math:`M` noise units. Every pair near the minimum gets a gradient
+    (not only the extreme two, as with a hard minimum).
+
+    Args:
+        output: ``(..., batch)`` currents :math:`y` (nA).
+        target: ``(batch,)`` 0/1 classes, or a 0/1 tensor broadcasting to ``output``.
+        noise_na: :math:`\sigma`, the device noise (nA, > 0): the standard error of one measurement.
+        margin: :math:`M`, the gap wanted between the classes, in units of :math:`\sigma` (> 0).
+        softness: :math:`\tau`, the temperature of the soft minimum, in units of :math:`\sigma` (> 0).
+        eps_na2: :math:`\varepsilon` of the correlation (nA²).
+
+    Returns:
+        ``(...)`` loss (dimensionless), > 0; near 0 when the classes are perfectly
+        correlated with the target and more than :math:`M` noise units apart.
+
+    Raises:
+        ConfigError: targets are not binary or a class is missing, or ``noise_na``,
+            ``margin`` or ``softness`` is not a finite number > 0.
+    """
+    for name, value in (("noise_na", noise_na), ("margin", margin), ("softness", softness)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"noise_margin: {name} must be a finite number > 0, got {value}")
+    t = validate_target(output, target, "noise_margin", binary=True, both_classes=True)
+    rho = _pearson(output, t, eps_na2)
+    orientation = torch.where(rho.detach() >= 0, 1.0, -1.0).to(output.dtype)
+    z = output / noise_na
+    gaps = orientation[..., None, None] * (z.unsqueeze(-1) - z.unsqueeze(-2))  # (..., i, j): y_i - y_j
+    pairs = (t.unsqueeze(-1) == 1) & (t.unsqueeze(-2) == 0)
+    # pairs that are not (class 1, class 0) drop out of the soft minimum: -inf in the log-sum-exp
+    scaled = torch.where(pairs, -gaps / softness, torch.tensor(-math.inf, dtype=output.dtype, device=output.device))
+    soft_min = -softness * torch.logsumexp(scaled.flatten(-2), dim=-1)
+    return (1 - rho.abs()) + F.softplus(margin - soft_min)
 
 
 def sigmoid_distance(output: torch.Tensor, target: torch.Tensor | None = None, scale_na: float = 1.0) -> torch.Tensor:
@@ -330,6 +405,7 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "fisher": fisher,
     "corrsig": corrsig,
+    "noise_margin": noise_margin,
     "sigmoid_distance": sigmoid_distance,
     "bce": bce,
     "mse": mse,
