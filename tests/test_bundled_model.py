@@ -57,7 +57,7 @@ def test_demo_runs(tmp_path):
     assert xor["surrogate_accuracy"] == 1.0  # XOR found on the bundled surrogate
     # the device column is a fresh KMC measurement of the learned voltages: four currents, in range
     assert len(xor["device_output_na"]) == 4 and all(-300 < i < 300 for i in xor["device_output_na"])
-    assert set(xor["controls_v"]) == {"e0", "e1", "e2", "e5", "e6"}
+    assert set(xor["controls_v"]) == {"e0", "e1", "e2", "e3", "e6"}
     assert all(-1.2 <= v <= 0.6 for v in xor["controls_v"].values())
     for name in ("outputs_per_class.png", "solution_iv.png", "learning_curve.png"):
         assert (tmp_path / "xor" / name).is_file()

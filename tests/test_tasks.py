@@ -277,13 +277,29 @@ def test_gates_results_folder(gates_run):
     assert metrics["task"] == "gates" and metrics["n_gates"] == 2
     assert metrics["device"]["device"]["type"] == "analytic"
     per_gate = {"surrogate_accuracy", "loss", "surrogate_output_na", "device_accuracy", "device_accuracy_min",
-                "device_accuracy_surrogate_threshold", "rms_difference_na", "device_output_na"}  # fmt: skip
+                "device_accuracy_surrogate_threshold", "rms_difference_na", "device_output_na", "surrogate_separation_na",
+                "device_separation_na", "device_separation_over_noise"}  # fmt: skip
     assert set(metrics["gates"]) == {"AND", "XOR"}
-    for entry in metrics["gates"].values():
+    # the noise unit: the bundled surrogate's model card records the RMS standard error of its test measurements
+    assert metrics["noise_source"] == "model card" and metrics["noise_na"] == pytest.approx(2.853224, abs=1e-6)
+    assert config.validation.repeats == 1  # so the worst repeat's class gap is the gap of the reported outputs
+    for gate, entry in metrics["gates"].items():
         assert set(entry) == per_gate
         assert all(
             0.0 <= entry[k] <= 1.0 for k in ("surrogate_accuracy", "device_accuracy", "device_accuracy_surrogate_threshold")
         )
+        # class gap by hand: nearest points of the two classes, either class on top
+        for outputs, key in (
+            (entry["surrogate_output_na"], "surrogate_separation_na"),
+            (entry["device_output_na"], "device_separation_na"),
+        ):
+            ones = [y for y, t in zip(outputs, GATES[gate]) if t == 1]
+            zeros = [y for y, t in zip(outputs, GATES[gate]) if t == 0]
+            assert entry[key] == pytest.approx(max(min(ones) - max(zeros), min(zeros) - max(ones)), abs=1e-4)
+        assert entry["device_separation_over_noise"] == pytest.approx(entry["device_separation_na"] / metrics["noise_na"])
+    assert metrics["min_device_separation_over_noise"] == min(
+        e["device_separation_over_noise"] for e in metrics["gates"].values()
+    )
     assert metrics["gates_found_on_surrogate"] == sum(e["surrogate_accuracy"] == 1.0 for e in metrics["gates"].values()) == 2
     assert metrics["gates_found_on_device"] == sum(e["device_accuracy"] == 1.0 for e in metrics["gates"].values())
     assert [row[0] for row in outcome.rows] == ["AND", "XOR"] and len(outcome.columns) == 6

@@ -111,6 +111,36 @@ class _TrainedTask(_GDTask):
     ga: GAConfig = GAConfig()
 
 
+class RefinementConfig(StrictModel):
+    """Task-aware refinement of the surrogate around the trained solutions (:mod:`inmaterio.surrogate.refine`).
+
+    Each round measures the validation device at the solutions' operating points and
+    around them, fine-tunes a copy of the surrogate on every point measured so far,
+    and re-trains the solutions on the copy from where they are, within the measured box.
+
+    rounds : measure / fine-tune / re-train cycles (>= 1).
+    candidates : solutions per gate carried through the refinement (>= 1), each the best of its own
+        ``attempts`` restarts; the one with the widest class gap on the last refined surrogate is kept.
+    points_per_operating_point : device points drawn in a box around each operating point (>= 0),
+        besides the point itself.
+    radius_v : half-width of that box (V, > 0); re-training keeps the controls inside it (a trust
+        region: the refined surrogate is fitted there and nowhere else).
+    fine_tune_epochs : full-batch Adam steps of the fine-tuning (>= 1).
+    learning_rate : Adam's learning rate of the fine-tuning (> 0).
+    anchor_points : uniform random voltages where the copy is held to the original surrogate (>= 0).
+    retrain_epochs : gradient-descent epochs re-training the solutions on the copy (>= 1).
+    """
+
+    rounds: int = Field(default=2, ge=1)
+    candidates: int = Field(default=1, ge=1)
+    points_per_operating_point: int = Field(default=16, ge=0)
+    radius_v: float = Field(default=0.05, gt=0)
+    fine_tune_epochs: int = Field(default=300, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    anchor_points: int = Field(default=4096, ge=0)
+    retrain_epochs: int = Field(default=200, ge=1)
+
+
 class GatesTask(_TrainedTask):
     """All chosen two-input Boolean gates, each on one DNPU.
 
@@ -123,6 +153,13 @@ class GatesTask(_TrainedTask):
     train_on : ``surrogate`` (default) or ``device``: evolution in materio,
         the genetic algorithm measuring every generation on the validation
         device (requires ``algorithm: ga``; a device has no gradient).
+    noise_na : the device noise, nA (> 0): the standard error of one measurement.
+        Class separations are reported in units of it, and loss ``noise_margin``
+        asks for ``margin`` of them. null: the noise floor on the surrogate's model
+        card (the RMS standard error of the device measurements it was tested on).
+    margin : the class gap that loss ``noise_margin`` asks for, in units of ``noise_na`` (> 0).
+    refine : task-aware refinement of the surrogate after training (null: none); needs
+        ``algorithm: gd``, ``train_on: surrogate`` and a validation device.
     """
 
     type: Literal["gates"]
@@ -131,12 +168,24 @@ class GatesTask(_TrainedTask):
     train_on: Literal["surrogate", "device"] = "surrogate"
     loss: LossName = "corrsig"
     attempts: int = Field(default=4, ge=1)
+    noise_na: float | None = Field(default=None, gt=0)
+    margin: float = Field(default=8.0, gt=0)
+    refine: RefinementConfig | None = None
     gd: GDConfig = GDConfig(learning_rate=0.02, epochs=400)
 
     @model_validator(mode="after")
     def _device_needs_ga(self) -> GatesTask:
         if self.train_on == "device" and self.algorithm != "ga":
             raise ValueError(f"train_on: device needs algorithm: ga (a device has no gradient), got algorithm: {self.algorithm}")
+        return self
+
+    @model_validator(mode="after")
+    def _refine_needs_gd(self) -> GatesTask:
+        if self.refine is not None and (self.algorithm != "gd" or self.train_on != "surrogate"):
+            raise ValueError(
+                "refine re-trains on the refined surrogate by gradient descent: it needs algorithm: gd and "
+                f"train_on: surrogate, got algorithm: {self.algorithm}, train_on: {self.train_on}"
+            )
         return self
 
     @model_validator(mode="after")

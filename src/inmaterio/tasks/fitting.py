@@ -65,9 +65,19 @@ class NodeFits:
     layer: DNPU | None = None
 
 
-def evaluate_nodes(layer: DNPU, x: torch.Tensor, targets: torch.Tensor, loss_name: str) -> tuple[torch.Tensor, ...]:
-    """Outputs ``(nodes, batch)`` nA, loss ``(nodes,)`` and threshold accuracy ``(nodes,)`` of every node."""
-    loss_fn = get_loss(loss_name)
+def _loss_function(loss: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A loss by its registry name, or ``loss`` itself when it is already a function ``loss(output, target)``."""
+    return loss if callable(loss) else get_loss(loss)
+
+
+def evaluate_nodes(
+    layer: DNPU, x: torch.Tensor, targets: torch.Tensor, loss: str | Callable[..., torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """Outputs ``(nodes, batch)`` nA, loss ``(nodes,)`` and threshold accuracy ``(nodes,)`` of every node.
+
+    ``loss`` is a name in :data:`~inmaterio.training.losses.LOSSES` or a function ``loss(output, target)``.
+    """
+    loss_fn = _loss_function(loss)
     with torch.no_grad():
         out = layer(x).T
         return out, loss_fn(out, targets), threshold_accuracy(out, targets)
@@ -80,7 +90,7 @@ def fit_binary_nodes(
     *,
     input_electrodes: Sequence[int | str],
     data_range: tuple[float, float],
-    loss: str,
+    loss: str | Callable[..., torch.Tensor],
     algorithm: str = "gd",
     gd: GDConfig | None = None,
     ga: GAConfig | None = None,
@@ -88,25 +98,38 @@ def fit_binary_nodes(
     seed: int = 0,
     progress: bool = False,
     directory: str | Path | None = None,
+    initial_controls: torch.Tensor | None = None,
+    trust_radius_v: float | None = None,
 ) -> NodeFits:
     """Train one DNPU node per problem (``targets (problems, batch)``) and keep the best attempt.
 
+    ``loss`` is a name in :data:`~inmaterio.training.losses.LOSSES` or a function
+    ``loss(output (..., batch), target) -> (...)`` (a registered loss with its settings bound).
     ``algorithm`` is ``"gd"`` (all problems x attempts in one layer) or
     ``"ga"`` (one evolution per problem and attempt, population batched).
     With a ``directory`` the training is resumable: the GD run is the run folder
     ``<directory>/gd``, each evolution ``<directory>/ga_<attempt>_<problem>``.
+    ``initial_controls`` ``(problems, controls)`` V starts gradient descent from given solutions
+    (every attempt from the same one) instead of random ones; with ``trust_radius_v`` (V) the
+    controls then stay within that distance of where they started (a trust region, e.g. the
+    box where a refined surrogate was fitted).
     Accuracy and loss are measured without a surrogate's output noise (a device's own noise is keyed, see above).
     """
     targets = torch.as_tensor(targets, dtype=torch.float32)
     if targets.ndim == 1:
         targets = targets[None, :]
     n_problems = targets.shape[0]
-    loss_fn = get_loss(loss)
+    if initial_controls is not None and algorithm != "gd":
+        raise ConfigError(f"initial_controls start gradient descent only; algorithm is '{algorithm}'")
+    if trust_radius_v is not None and (initial_controls is None or not (math.isfinite(trust_radius_v) and trust_radius_v > 0)):
+        raise ConfigError(f"trust_radius_v needs initial_controls and a finite radius > 0 V, got {trust_radius_v}")
+    loss_fn = _loss_function(loss)
     start = time.perf_counter()
     if algorithm == "gd":
         layer, history = _fit_gd(
-            processor, x, targets, input_electrodes, data_range, loss_fn, gd or GDConfig(), attempts, seed, progress, directory
-        )
+            processor, x, targets, input_electrodes, data_range, loss_fn, gd or GDConfig(), attempts, seed, progress, directory,
+            initial_controls, trust_radius_v,
+        )  # fmt: skip
     elif algorithm == "ga":
         layer, history = _fit_ga(
             processor, x, targets, input_electrodes, data_range, loss_fn, ga or GAConfig(), attempts, seed, progress, directory
@@ -174,9 +197,23 @@ class BestPerNode(Callback):
         self.best_controls = state["best_controls"].clone()
 
 
-def _fit_gd(processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress, directory):
+def _fit_gd(
+    processor, x, targets, input_electrodes, data_range, loss_fn, config, attempts, seed, progress, directory, initial=None,
+    trust_radius_v=None,
+):  # fmt: skip
     n_nodes = targets.shape[0] * attempts
     layer = DNPU(processor, n_nodes, input_electrodes, data_range, seed=seed)
+    if initial is not None:
+        initial = torch.as_tensor(initial, dtype=layer.controls.dtype)
+        if initial.shape != (targets.shape[0], layer.n_controls):
+            raise ConfigError(
+                f"initial_controls must be (problems, controls) = {(targets.shape[0], layer.n_controls)}, got {tuple(initial.shape)}"
+            )
+        with torch.no_grad():
+            layer.controls.copy_(initial.repeat(attempts, 1))
+            if trust_radius_v is not None:  # the layer's own ranges shrink to the trust region
+                layer.control_low.copy_(torch.maximum(layer.control_low, layer.controls - trust_radius_v))
+                layer.control_high.copy_(torch.minimum(layer.control_high, layer.controls + trust_radius_v))
     y = targets.repeat(attempts, 1).T  # (batch, nodes): the trainer splits data along dim 0
     best = BestPerNode(layer, lambda out, yb: loss_fn(out.T, yb.T))
     result = train_gd(

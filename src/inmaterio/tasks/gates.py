@@ -9,15 +9,20 @@ classifies all four points correctly.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from inmaterio.errors import ConfigError
 from inmaterio.tasks.outcome import TaskOutcome
 
-__all__ = ["GATES", "GATE_INPUTS", "GateName", "gate_data", "run_gates"]
+__all__ = ["GATES", "GATE_INPUTS", "GateName", "device_noise_na", "gate_data", "run_gates"]
 
 GateName = Literal["AND", "OR", "NAND", "NOR", "XOR", "XNOR"]
 
@@ -50,6 +55,22 @@ def gate_data(gate: str, repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def device_noise_na(task, surrogate) -> tuple[float | None, str | None]:
+    """The device noise of a gates task, nA, and where it came from (``"config"`` or ``"model card"``).
+
+    ``task.noise_na`` when set; otherwise the noise floor recorded on the surrogate's model
+    card (``metadata["test_metrics"]["noise_floor_na"]``: the RMS standard error of the
+    device measurements it was tested on); ``(None, None)`` when neither is known.
+    """
+    if task.noise_na is not None:
+        return float(task.noise_na), "config"
+    metadata = getattr(getattr(surrogate, "model", None), "metadata", None) or {}
+    floor = (metadata.get("test_metrics") or {}).get("noise_floor_na")
+    if isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0:
+        return float(floor), "model card"
+    return None, None
+
+
 def run_gates(
     task, surrogate, device, out, seed: int = 0, progress: bool = False, repeats: int = 1, trainer=None, resumable: bool = False
 ) -> TaskOutcome:
@@ -69,18 +90,38 @@ def run_gates(
     from inmaterio.plots import plot_class_outputs, plot_loss_curves, plot_output_maps
     from inmaterio.tasks.fitting import evaluate_nodes, fit_binary_nodes
     from inmaterio.tasks.validation import output_map, validate_layer
-    from inmaterio.training.metrics import fit_logistic_threshold
+    from inmaterio.training.losses import noise_margin
+    from inmaterio.training.metrics import fit_logistic_threshold, separation_na
 
     x, _ = gate_data(task.gates[0])
     targets = torch.stack([gate_data(g)[1] for g in task.gates])  # (gates, 4)
-    fits = fit_binary_nodes(
-        trainer or surrogate, x, targets, input_electrodes=task.input_electrodes, data_range=(0.0, 1.0), loss=task.loss,
-        algorithm=task.algorithm, gd=task.gd, ga=task.ga, attempts=task.attempts, seed=seed, progress=progress,
-        directory=Path(out) / "training" if resumable else None,
+    noise_na, noise_source = device_noise_na(task, surrogate)
+    loss = task.loss
+    if loss == "noise_margin":
+        if noise_na is None:
+            raise ConfigError(
+                "task.noise_na: loss noise_margin needs the device noise in nA, and the surrogate's model card "
+                "records no noise floor (metadata test_metrics.noise_floor_na); set task.noise_na (> 0)"
+            )
+        loss = functools.partial(noise_margin, noise_na=noise_na, margin=task.margin)
+    if task.refine is not None and device is None:
+        raise ConfigError("task.refine measures the device around the solutions: set validation.enabled: true")
+    candidates = 1 if task.refine is None else task.refine.candidates
+    fits = fit_binary_nodes(  # candidate c of gate g is problem c * gates + g
+        trainer or surrogate, x, targets.repeat(candidates, 1), input_electrodes=task.input_electrodes,
+        data_range=(0.0, 1.0), loss=loss, algorithm=task.algorithm, gd=task.gd, ga=task.ga, attempts=task.attempts,
+        seed=seed, progress=progress, directory=Path(out) / "training" if resumable else None,
     )  # fmt: skip
+    refinement = []
+    if task.refine is not None:
+        fits, refinement = _refine(
+            task, fits, surrogate, device, x, targets.repeat(candidates, 1), loss, seed, Path(out), progress
+        )
+        fits = _best_candidates(fits, len(task.gates), candidates, task.input_electrodes)
     if trainer is not None and trainer is not surrogate:  # evolved on the device: what does the surrogate say?
         fits.layer.set_processor(surrogate)
-        fits.output_na, fits.loss, fits.accuracy = evaluate_nodes(fits.layer, x, targets, task.loss)
+        fits.output_na, fits.loss, fits.accuracy = evaluate_nodes(fits.layer, x, targets, loss)
+        fits.separation_na = separation_na(fits.output_na, targets)
     rows, metrics, panels = [], {}, {}
     validation = (
         validate_layer(fits.layer, device, x, targets, fit_logistic_threshold(fits.output_na, targets), repeats)
@@ -92,26 +133,34 @@ def run_gates(
             "surrogate_accuracy": float(fits.accuracy[k]),
             "loss": float(fits.loss[k]),
             "surrogate_output_na": fits.output_na[k].tolist(),
+            "surrogate_separation_na": float(fits.separation_na[k]),
         }
         panels[gate] = {"surrogate": (fits.output_na[k].numpy(), targets[k].numpy())}
         if validation is not None:
             entry.update(validation.for_problem(k))
+            # the worst measurement of the set: the gap every repeat kept
+            entry["device_separation_na"] = float(separation_na(validation.output_na[:, k], targets[k]).min())
+            if noise_na is not None:
+                entry["device_separation_over_noise"] = entry["device_separation_na"] / noise_na
             panels[gate]["device"] = (validation.output_na[0, k].numpy(), targets[k].numpy())
         metrics[gate] = entry
         rows.append(
-            [gate, f"{entry['surrogate_accuracy']:.0%}", f"{entry['loss']:.3g}"]
+            [gate, f"{entry['surrogate_accuracy']:.0%}"]
             + (
                 [
                     f"{entry['device_accuracy']:.0%}",
                     f"{entry['device_accuracy_surrogate_threshold']:.0%}",
                     f"{entry['rms_difference_na']:.1f}",
+                    f"{entry['device_separation_over_noise' if noise_na is not None else 'device_separation_na']:.1f}",
                 ]
                 if validation
                 else []
             )
         )
-    columns = ["gate", "surrogate acc.", "loss"] + (
-        ["device acc.", "device acc. (surrogate threshold)", "RMS surrogate-device / nA"] if validation else []
+    columns = ["gate", "surrogate acc."] + (
+        ["device acc.", "device acc. (surrogate threshold)", "RMS Δ / nA", "gap/noise" if noise_na is not None else "gap / nA"]
+        if validation
+        else []
     )
     curves = {f"{task.algorithm} ({task.loss}), mean over gates": fits.history}
     plot_loss_curves(curves, out / "learning_curve.png")
@@ -123,10 +172,105 @@ def run_gates(
         "gates_found_on_surrogate": found,
         "n_gates": len(task.gates),
         "fit_seconds": fits.seconds,
+        "loss": task.loss,
+        "noise_na": noise_na,
+        "noise_source": noise_source,
         "gates": metrics,
     }
+    if refinement:
+        summary["refinement"] = refinement
     if validation is not None:
         summary["gates_found_on_device"] = sum(int(metrics[g]["device_accuracy"] == 1) for g in task.gates)
+        if noise_na is not None:
+            summary["min_device_separation_over_noise"] = min(m["device_separation_over_noise"] for m in metrics.values())
         summary["validation_seconds"] = validation.seconds
     controls = {g: fits.layer.control_table()[k] for k, g in enumerate(task.gates)}
     return TaskOutcome(summary, controls, "Boolean gates", columns, rows, curves)
+
+
+def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Path, progress: bool):
+    """Rounds of task-aware refinement (``task.refine``): measure around the solutions, fine-tune, re-train.
+
+    Returns the re-trained fits (their layer on the last refined surrogate) and one JSON-ready
+    record per round. Each round's device measurements are kept in ``out/refinement/round_<k>.npz``
+    and reused when the run is resumed with the same plan.
+    """
+    from inmaterio.processors import SurrogateProcessor
+    from inmaterio.surrogate.refine import fine_tune, local_plan
+    from inmaterio.tasks.fitting import fit_binary_nodes
+
+    config = task.refine
+    seconds = fits.seconds
+    ranges = surrogate.info.ranges_array()
+    voltages, currents, rounds = [], [], []
+    for r in range(config.rounds):
+        with torch.no_grad():
+            # gate by gate, the four operating points of each: (gates * 4, electrodes)
+            centres = fits.layer.voltages(x).transpose(0, 1).reshape(-1, surrogate.info.n_activation).double().numpy()
+        plan = local_plan(centres, ranges, config.points_per_operating_point, config.radius_v, seed=(seed, r))
+        voltages.append(plan)
+        currents.append(_measured(device, plan, out / "refinement" / f"round_{r + 1}.npz", (seed, r), progress))
+        refined = fine_tune(
+            surrogate.model, np.concatenate(voltages), np.concatenate(currents) / surrogate.amplification,
+            epochs=config.fine_tune_epochs, learning_rate=config.learning_rate, anchor_points=config.anchor_points,
+            seed=seed + r,
+        )  # fmt: skip
+        processor = SurrogateProcessor(refined.model, amplification=surrogate.amplification, clipping_na=surrogate.clipping_na)
+        fits = fit_binary_nodes(
+            processor, x, targets, input_electrodes=task.input_electrodes, data_range=(0.0, 1.0), loss=loss,
+            gd=task.gd.model_copy(update={"epochs": config.retrain_epochs}), attempts=1, seed=seed, progress=progress,
+            initial_controls=fits.controls, trust_radius_v=config.radius_v,
+        )  # fmt: skip
+        seconds += fits.seconds
+        rounds.append(
+            {
+                "round": r + 1,
+                "device_points": len(plan),
+                **refined.summary(),
+                # per gate, the widest gap of its candidates on this round's refined surrogate
+                "surrogate_separation_na": dict(
+                    zip(task.gates, fits.separation_na.reshape(-1, len(task.gates)).amax(dim=0).tolist())
+                ),
+            }
+        )
+    fits.seconds = seconds  # all the gradient descent: the first training and every re-training
+    return fits, rounds
+
+
+def _best_candidates(fits, n_gates: int, candidates: int, input_electrodes):
+    """Of ``candidates`` solutions per gate (problem ``c * n_gates + g``), the most accurate with the widest gap."""
+    from inmaterio.nn import DNPU
+
+    if candidates == 1:
+        return fits
+    accuracy = fits.accuracy.reshape(candidates, n_gates)
+    gap = fits.separation_na.reshape(candidates, n_gates).nan_to_num(nan=-torch.inf)
+    most_accurate = accuracy == accuracy.max(dim=0, keepdim=True).values
+    best = torch.where(most_accurate, gap, -torch.inf).argmax(dim=0)
+    pick = best * n_gates + torch.arange(n_gates)
+    chosen = DNPU(fits.layer.processor, n_gates, input_electrodes, (0.0, 1.0))
+    with torch.no_grad():
+        chosen.controls.copy_(fits.controls[pick])
+    return dataclasses.replace(
+        fits, controls=fits.controls[pick], loss=fits.loss[pick], accuracy=fits.accuracy[pick],
+        separation_na=fits.separation_na[pick], output_na=fits.output_na[pick], layer=chosen,
+    )  # fmt: skip
+
+
+def _measured(device, plan: np.ndarray, path: Path, keys: tuple, progress: bool) -> np.ndarray:
+    """Device currents (nA) at ``plan`` (V), read back from ``path`` when it holds this plan, else measured and saved."""
+    from inmaterio.fileio import atomic_path
+
+    if path.is_file():
+        try:
+            with np.load(path) as saved:
+                if np.array_equal(saved["voltages_v"], plan):
+                    return saved["current_na"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or another plan: measure again
+    shown = device.progress_shown(progress) if hasattr(device, "progress_shown") else contextlib.nullcontext()
+    with torch.no_grad(), device.random_streams("refine", *keys), shown:
+        current = device(torch.as_tensor(plan, dtype=torch.float32)).double().numpy()
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, voltages_v=plan, current_na=current)
+    return current
