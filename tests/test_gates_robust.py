@@ -7,6 +7,7 @@ was measured and stays the original far from it; the analytic device's own curre
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ from inmaterio.config import validate_config
 from inmaterio.devices.analytic import AnalyticDevice
 from inmaterio.errors import ConfigError
 from inmaterio.processors import DeviceProcessor
-from inmaterio.surrogate import load_default_surrogate
+from inmaterio.surrogate import load_default_surrogate, load_surrogate
 from inmaterio.surrogate.refine import fine_tune, local_plan
 from inmaterio.tasks import RunConfig, run_task
 from inmaterio.tasks.gates import GATE_INPUTS, _measured
@@ -215,6 +216,17 @@ def test_gates_with_noise_margin_and_refinement(tmp_path):
             np.testing.assert_allclose(rows[:, [3, 4]], inputs, atol=1e-6)
             controls = rows[:, [0, 1, 2, 5, 6]]
             np.testing.assert_allclose(controls, np.repeat(controls[:1], 4, axis=0), atol=1e-7)
+    # the last refined surrogate is saved beside the measurements and gives the surrogate outputs reported
+    refined = load_surrogate(tmp_path / "run" / "refinement" / "surrogate")
+    assert refined.metadata["refinement"] == json.loads(json.dumps(rounds))
+    x = torch.tensor(GATE_INPUTS, dtype=torch.float32)
+    for gate in ("AND", "XOR"):
+        controls = outcome.controls[gate]
+        volts = np.zeros((4, 7))
+        volts[:, [3, 4]] = ranges[[3, 4], 0] + x.numpy() * (ranges[[3, 4], 1] - ranges[[3, 4], 0])
+        for name, value in controls.items():
+            volts[:, int(name[1:])] = value
+        np.testing.assert_allclose(refined.predict(volts), metrics["gates"][gate]["surrogate_output_na"], atol=2e-3)
     for entry in metrics["gates"].values():
         assert entry["device_separation_over_noise"] == pytest.approx(entry["device_separation_na"] / 1.5)
         assert set(rounds[1]["surrogate_separation_na"]) == {"AND", "XOR"}

@@ -83,6 +83,8 @@ def run_gates(
     processor the gates are trained on (default ``surrogate``; a device
     processor for evolution on the device, with ``task.algorithm == "ga"``);
     the solutions are then re-evaluated on the surrogate for the comparison.
+    With ``task.refine`` the surrogate is refined around the solutions after training
+    (:func:`_refine`), and the surrogate's outputs and class gaps reported are the refined copy's.
     With ``resumable`` (``out`` is a run folder whose identity covers the back
     ends) the training is the nested run folder ``out/training`` and resumes
     after its last epoch or generation.
@@ -193,9 +195,11 @@ def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Pat
 
     Returns the re-trained fits (their layer on the last refined surrogate) and one JSON-ready
     record per round. Each round's device measurements are kept in ``out/refinement/round_<k>.npz``
-    and reused when the run is resumed with the same plan.
+    and reused when the run is resumed with the same plan; the last refined surrogate is saved to
+    ``out/refinement/surrogate`` (load it with :func:`~inmaterio.surrogate.load_surrogate`).
     """
     from inmaterio.processors import SurrogateProcessor
+    from inmaterio.surrogate import save_surrogate
     from inmaterio.surrogate.refine import fine_tune, local_plan
     from inmaterio.tasks.fitting import fit_binary_nodes
 
@@ -234,6 +238,10 @@ def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Pat
             }
         )
     fits.seconds = seconds  # all the gradient descent: the first training and every re-training
+    save_surrogate(
+        refined.model, out / "refinement" / "surrogate", overwrite=True,
+        metadata={"refined_from": surrogate.model.metadata, "refinement": rounds},
+    )  # fmt: skip
     return fits, rounds
 
 
