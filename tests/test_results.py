@@ -20,6 +20,7 @@ FOLDERS = [
     "pulsed_mnist",
     "pulsed_mnist_ttv2_states",
     "drn_mnist",
+    "drn_mnist_h1024",
 ]
 
 
