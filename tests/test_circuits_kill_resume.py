@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the uninterrupted ru
 
 def test_ep_train_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
     def args(out):
-        return ["ep", "train", "xor", "--epochs", "20", "--out", str(out), "--no-progress"]
+        return ["ep", "train", "xor", "--epochs", "100", "--out", str(out), "--no-progress"]
 
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     result = CliRunner().invoke(app, args(clean))  # the uninterrupted reference, in this process (one process start saved)
@@ -29,7 +29,7 @@ def test_ep_train_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
         assert torch.equal(value, states[1]["parameters"][key]), (key, report)
     assert without_timings(history_of(states[0])) == without_timings(history_of(states[1])), report
     history = [json.loads((d / "history.json").read_text()) for d in (clean, killed)]
-    assert len(history[0]) == 20 and without_timings(history[0]) == without_timings(history[1]), report
+    assert len(history[0]) == 100 and without_timings(history[0]) == without_timings(history[1]), report
     summaries = [json.loads((d / "summary.json").read_text()) for d in (clean, killed)]
     assert [(s["train"], s["test"]) for s in summaries][0] == [(s["train"], s["test"]) for s in summaries][1], report
     record = json.loads((killed / "run.json").read_text())
