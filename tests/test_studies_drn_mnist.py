@@ -96,4 +96,4 @@ def test_bad_configs_name_the_field(tmp_path, change, match):
 
 def test_the_1024_hidden_config_is_the_published_recipe():
     t = load_run_config(EXAMPLES / "drn_mnist" / "h1024.yaml").task
-    assert t.hidden == [1024] and t.input_gain == 480.0 and t.algorithms == ["ep"] and t.training.epochs == 50
+    assert t.hidden == [1024] and t.input_gain == 480.0 and t.algorithms == ["ep"] and t.training.epochs == 30

@@ -11,7 +11,7 @@ from killresume import kill_then_resume, python_argv, run_to_end, without_timing
 # capacity on a noisy device: each N's measurements are keyed by N, so the resumed N are measured
 # exactly as in the uninterrupted run although the earlier N are not measured again
 CAPACITY = """\
-task: {type: capacity, n_points: [4, 5, 6, 7], attempts: 1, gd: {epochs: 40}}
+task: {type: capacity, n_points: [4, 5, 6, 7, 8], attempts: 1, gd: {epochs: 40}}
 validation: {device: {type: analytic, noise_na: 3.0}, plateau_samples: 2, ramp_samples: 1}
 seed: 0
 """
@@ -34,7 +34,7 @@ def test_capacity_on_a_noisy_device_resumes_bit_for_bit(tmp_path, seed):
     assert (clean / "controls.json").read_bytes() == (killed / "controls.json").read_bytes(), report
     history = [json.loads((d / "history.json").read_text()) for d in (clean, killed)]
     assert history[0] == history[1], report
-    assert report.killed_while_running, report  # N = 5, 6, 7 take seconds after N = 4's checkpoint
+    assert report.killed_while_running, report  # N = 5..8 take seconds after N = 4's checkpoint
     record = json.loads((killed / "run.json").read_text())
     assert record["state"] == "finished" and record["sessions"] == 2, record
 
