@@ -11,7 +11,7 @@ from killresume import kill_then_resume, python_argv, run_to_end, without_timing
 # capacity on a noisy device: each N's measurements are keyed by N, so the resumed N are measured
 # exactly as in the uninterrupted run although the earlier N are not measured again
 CAPACITY = """\
-task: {type: capacity, n_points: [4, 5, 6, 7, 8], attempts: 1, gd: {epochs: 40}}
+task: {type: capacity, n_points: [4, 5, 6, 7, 8], attempts: 1, gd: {epochs: 100}}
 validation: {device: {type: analytic, noise_na: 3.0}, plateau_samples: 2, ramp_samples: 1}
 seed: 0
 """
@@ -26,7 +26,7 @@ def test_capacity_on_a_noisy_device_resumes_bit_for_bit(tmp_path, seed):
         return python_argv("-m", "inmaterio", "run", str(config), "--out", str(out), "--no-progress")
 
     run_to_end(argv(tmp_path / "clean"))
-    report = kill_then_resume(argv(tmp_path / "killed"), tmp_path / "killed" / "checkpoint.pt", seed=seed, max_delay_s=2.0)
+    report = kill_then_resume(argv(tmp_path / "killed"), tmp_path / "killed" / "checkpoint.pt", seed=seed, max_delay_s=1.0)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     metrics = [without_timings(json.loads((d / "metrics.json").read_text())) for d in (clean, killed)]
     assert metrics[0] == metrics[1], report
