@@ -181,7 +181,7 @@ def test_refinement_needs_a_device(tmp_path):
     config = gates_config(validation={"enabled": False}, refine={"rounds": 1})
     with pytest.raises(ConfigError, match="task.refine measures the device around the solutions: set validation.enabled: true"):
         run_task(config, tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / "refinement").exists()
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
 # ------------------------------------------------------------------------------ gates: noise margin + refinement

@@ -124,6 +124,8 @@ def prepare_dnpu_task(config: RunConfig) -> DnpuBackends:
     """
     task = config.task
     on_device = getattr(task, "train_on", "surrogate") == "device"
+    if getattr(task, "refine", None) is not None and not config.validation.enabled:
+        raise ConfigError("task.refine measures the device around the solutions: set validation.enabled: true")
     surrogate = build_surrogate_processor(config.surrogate)
     validation = config.validation.model_copy(update={"enabled": True}) if on_device else config.validation
     device = build_validation_processor(validation, surrogate)
