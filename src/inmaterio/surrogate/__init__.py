@@ -1,5 +1,7 @@
-"""Surrogate models: an MLP of a device, its DeviceInfo, and their files (safetensors + JSON)."""
+"""Surrogate models: an MLP of a device, its DeviceInfo, and their files (safetensors + JSON); ensembles of them
+(mean and spread) and task-aware refinement (a copy fine-tuned on device points around a solution)."""
 
+from inmaterio.surrogate.ensemble import SurrogateEnsemble, load_ensemble
 from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.io import (
     check_plausible,
@@ -11,6 +13,7 @@ from inmaterio.surrogate.io import (
     save_surrogate,
 )
 from inmaterio.surrogate.model import SurrogateModel
+from inmaterio.surrogate.refine import Refinement, fine_tune, local_plan
 from inmaterio.surrogate.sensitivity import electrode_sensitivity
 
 __all__ = [
@@ -24,4 +27,9 @@ __all__ = [
     "load_default_surrogate",
     "default_model_dir",
     "electrode_sensitivity",
+    "SurrogateEnsemble",
+    "load_ensemble",
+    "Refinement",
+    "fine_tune",
+    "local_plan",
 ]
