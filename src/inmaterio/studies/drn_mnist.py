@@ -239,7 +239,12 @@ def _figure(run: RunFolder, task: DRNMnistTask, results: list[dict[str, Any]], p
     for algorithm, value in published.items():
         if algorithm in task.algorithms:
             ax.axhline(value, color=colors[algorithm], ls="--", lw=1, label=f"published {algorithm} {value}%")
-    ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log", title=f"{task.architecture()}, {task.seeds} seeds")
+    ax.set(
+        xlabel="epoch",
+        ylabel="test error (%)",
+        yscale="log",
+        title=f"{task.architecture()}, {task.seeds} seed{'' if task.seeds == 1 else 's'}",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, run.file("test_error.png"))
