@@ -18,6 +18,7 @@ with the highest threshold accuracy, then the widest class separation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,7 @@ from inmaterio.training.gd import Callback, EpochEnd, GDConfig, train_gd
 from inmaterio.training.losses import get_loss
 from inmaterio.training.metrics import separation_na, threshold_accuracy
 
-__all__ = ["NodeFits", "BestPerNode", "fit_binary_nodes", "evaluate_nodes"]
+__all__ = ["NodeFits", "BestPerNode", "best_of_groups", "fit_binary_nodes", "evaluate_nodes"]
 
 
 @dataclass
@@ -63,6 +64,30 @@ class NodeFits:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     layer: DNPU | None = None
+
+    def select(self, rows: torch.Tensor, input_electrodes: Sequence[int | str], data_range: tuple[float, float]) -> NodeFits:
+        """The fits of ``rows`` only, with a new layer of one node per row on the same processor."""
+        layer = DNPU(self.layer.processor, len(rows), input_electrodes, data_range)
+        with torch.no_grad():
+            layer.controls.copy_(self.controls[rows])
+        return dataclasses.replace(
+            self, controls=self.controls[rows], loss=self.loss[rows], accuracy=self.accuracy[rows],
+            separation_na=self.separation_na[rows], output_na=self.output_na[rows], layer=layer,
+        )  # fmt: skip
+
+
+def best_of_groups(accuracy: torch.Tensor, separation_na: torch.Tensor, n_problems: int) -> torch.Tensor:
+    """``(n_problems,)`` row of the best of each problem's candidates; row ``g * n_problems + p`` is candidate g of problem p.
+
+    The best is the most accurate, then the one with the widest class separation (nA): what has to
+    survive the device's noise and the surrogate's error. ``accuracy`` and ``separation_na`` are flat
+    ``(groups * n_problems,)``.
+    """
+    acc = accuracy.reshape(-1, n_problems)
+    margin = separation_na.reshape(-1, n_problems).nan_to_num(nan=-torch.inf)
+    most_accurate = acc == acc.max(dim=0, keepdim=True).values
+    best = torch.where(most_accurate, margin, -torch.inf).argmax(dim=0)
+    return best * n_problems + torch.arange(n_problems)
 
 
 def _loss_function(loss: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -141,27 +166,13 @@ def fit_binary_nodes(
     streams = _device_streams(processor, "fit", seed, "evaluate")
     with processor.noise_off(), streams() if streams is not None else contextlib.nullcontext():
         out, losses, acc = evaluate_nodes(layer, x, targets.repeat(attempts, 1), loss)
-    # node index = attempt * n_problems + problem; pick per problem: max accuracy, then the widest
-    # class separation (nA): what has to survive the device's noise and the surrogate's error
-    margin = separation_na(out, targets.repeat(attempts, 1)).reshape(attempts, n_problems)
-    acc = acc.reshape(attempts, n_problems)
-    losses = losses.reshape(attempts, n_problems)
-    most_accurate = acc == acc.max(dim=0, keepdim=True).values
-    best = torch.where(most_accurate, margin.nan_to_num(nan=-torch.inf), -torch.inf).argmax(dim=0)
-    pick = best * n_problems + torch.arange(n_problems)
-    best_layer = DNPU(processor, n_problems, input_electrodes, data_range)
-    with torch.no_grad():
-        best_layer.controls.copy_(layer.controls[pick])
-    return NodeFits(
-        controls=layer.controls.detach()[pick].clone(),
-        loss=losses[best, torch.arange(n_problems)],
-        accuracy=acc[best, torch.arange(n_problems)],
-        separation_na=margin[best, torch.arange(n_problems)],
-        output_na=out[pick],
-        history=history,
-        seconds=seconds,
-        layer=best_layer,
-    )
+    # node index = attempt * n_problems + problem: the best attempt of each problem is kept
+    every = NodeFits(
+        controls=layer.controls.detach(), loss=losses, accuracy=acc,
+        separation_na=separation_na(out, targets.repeat(attempts, 1)), output_na=out, history=history, seconds=seconds,
+        layer=layer,
+    )  # fmt: skip
+    return every.select(best_of_groups(acc, every.separation_na, n_problems), input_electrodes, data_range)
 
 
 class BestPerNode(Callback):

@@ -10,7 +10,6 @@ classifies all four points correctly.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -90,7 +89,7 @@ def run_gates(
     after its last epoch or generation.
     """
     from inmaterio.plots import plot_class_outputs, plot_loss_curves, plot_output_maps
-    from inmaterio.tasks.fitting import evaluate_nodes, fit_binary_nodes
+    from inmaterio.tasks.fitting import best_of_groups, evaluate_nodes, fit_binary_nodes
     from inmaterio.tasks.validation import output_map, validate_layer
     from inmaterio.training.losses import noise_margin
     from inmaterio.training.metrics import fit_logistic_threshold, separation_na
@@ -119,7 +118,7 @@ def run_gates(
         fits, refinement = _refine(
             task, fits, surrogate, device, x, targets.repeat(candidates, 1), loss, seed, Path(out), progress
         )
-        fits = _best_candidates(fits, len(task.gates), candidates, task.input_electrodes)
+        fits = fits.select(best_of_groups(fits.accuracy, fits.separation_na, len(task.gates)), task.input_electrodes, (0.0, 1.0))
     if trainer is not None and trainer is not surrogate:  # evolved on the device: what does the surrogate say?
         fits.layer.set_processor(surrogate)
         fits.output_na, fits.loss, fits.accuracy = evaluate_nodes(fits.layer, x, targets, loss)
@@ -243,26 +242,6 @@ def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Pat
         metadata={"refined_from": surrogate.model.metadata, "refinement": rounds},
     )  # fmt: skip
     return fits, rounds
-
-
-def _best_candidates(fits, n_gates: int, candidates: int, input_electrodes):
-    """Of ``candidates`` solutions per gate (problem ``c * n_gates + g``), the most accurate with the widest gap."""
-    from inmaterio.nn import DNPU
-
-    if candidates == 1:
-        return fits
-    accuracy = fits.accuracy.reshape(candidates, n_gates)
-    gap = fits.separation_na.reshape(candidates, n_gates).nan_to_num(nan=-torch.inf)
-    most_accurate = accuracy == accuracy.max(dim=0, keepdim=True).values
-    best = torch.where(most_accurate, gap, -torch.inf).argmax(dim=0)
-    pick = best * n_gates + torch.arange(n_gates)
-    chosen = DNPU(fits.layer.processor, n_gates, input_electrodes, (0.0, 1.0))
-    with torch.no_grad():
-        chosen.controls.copy_(fits.controls[pick])
-    return dataclasses.replace(
-        fits, controls=fits.controls[pick], loss=fits.loss[pick], accuracy=fits.accuracy[pick],
-        separation_na=fits.separation_na[pick], output_na=fits.output_na[pick], layer=chosen,
-    )  # fmt: skip
 
 
 def _measured(device, plan: np.ndarray, path: Path, keys: tuple, progress: bool) -> np.ndarray:
