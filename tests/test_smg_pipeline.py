@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -12,9 +13,10 @@ from inmaterio.config import load_config
 from inmaterio.errors import ConfigError, RunFolderError
 from inmaterio.runs import read_run
 from inmaterio.smg import SMGConfig, run_smg
+from inmaterio.smg.dataset import load_dataset
 from inmaterio.smg.mlp_trainer import MLPTrainer
 from inmaterio.smg.pipeline import smg_identity
-from inmaterio.surrogate import load_surrogate
+from inmaterio.surrogate import SpreadCalibration, load_ensemble, load_surrogate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "smg_analytic.yaml"
 
@@ -187,6 +189,17 @@ def test_ensemble_members_train_beside_the_model_and_are_calibrated(tmp_path):
         assert report["n_points"] == n and report["mean_std_na"] > 0
         cal = report["calibration"]
         assert cal["n_points"] == n and 0 <= cal["within_1_sigma"] <= cal["within_2_sigma"] <= 1
+    # the spread's calibration is fitted on the validation split, saved, and reproduces the calibrated reports
+    fitted = SpreadCalibration.from_dict(json.loads((tmp_path / "ensemble" / "calibration.json").read_text()))
+    assert ensemble["spread_calibration"] == {"fitted_on": "validation", "n_points": summary["split"]["validation"],
+                                              **fitted.as_dict()}  # fmt: skip
+    members = load_ensemble([tmp_path / "model"] + [tmp_path / "ensemble" / f"member_{k}" for k in (1, 2)], fitted)
+    test = load_dataset(tmp_path / "test_data")
+    mean, spread = members.predict_with_std(test.voltages_v)
+    raw_spread = members.predict_with_std(test.voltages_v, raw=True)[1]
+    np.testing.assert_allclose(spread, np.sqrt((fitted.scale * raw_spread) ** 2 + fitted.floor_na**2), rtol=1e-12)
+    assert ensemble["calibrated"]["test"]["mean_std_na"] == pytest.approx(float(np.mean(spread)), rel=1e-5)
+    assert ensemble["calibrated"]["test"]["rmse_na"] == ensemble["test"]["rmse_na"]  # the mean is unchanged
     # the default (one surrogate) keeps the identity of runs made before ensembles existed
     assert "ensemble_members" not in smg_identity(small_config())["config"]
     assert smg_identity(config)["config"]["ensemble_members"] == 3

@@ -1,7 +1,9 @@
-"""Surrogate ensembles: mean and spread by hand, calibration against Gaussian coverage, training and resuming."""
+"""Surrogate ensembles: mean and spread by hand, calibration against Gaussian coverage, training and resuming,
+and the spread calibration fitted by maximum likelihood against synthetic data of known truth."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,10 +15,10 @@ from inmaterio.errors import ConfigError, VoltageError
 from inmaterio.smg.config import SamplingConfig, TrainConfig
 from inmaterio.smg.dataset import Dataset, split
 from inmaterio.smg.ensemble import member_directory, train_ensemble
-from inmaterio.smg.evaluate import calibration, evaluate_ensemble
+from inmaterio.smg.evaluate import calibration, evaluate_ensemble, fit_spread, fit_spread_calibration
 from inmaterio.smg.mlp_trainer import MLPTrainer
 from inmaterio.smg.sampling import sample_plan
-from inmaterio.surrogate import DeviceInfo, SurrogateModel
+from inmaterio.surrogate import DeviceInfo, SpreadCalibration, SurrogateModel, save_surrogate
 from inmaterio.surrogate.ensemble import SurrogateEnsemble, load_ensemble
 
 INFO = DeviceInfo.from_device(AnalyticDevice(n_activation=3))
@@ -152,3 +154,156 @@ def test_bad_ensembles_and_inputs_are_refused(tmp_path):
         calibration(np.zeros(2), np.array([1.0, -1.0]), ds)
     with pytest.raises(ValueError, match="point 0 has predictive sigma 0"):
         calibration(np.zeros(2), np.array([0.0, 1.0]), ds)
+
+
+# --- spread calibration -------------------------------------------------------------------------------------
+
+
+def synthetic_residuals(rng, n, scale, floor_na, spread_range=(0.5, 3.0), max_stderr_na=1.0):
+    """Raw spreads s ~ U(spread_range), standard errors n ~ U(0, max_stderr_na) and residuals
+    r ~ N(0, (scale s)^2 + floor^2 + n^2), nA, each ``(n,)``."""
+    spread = rng.uniform(*spread_range, n)
+    stderr = rng.uniform(0.0, max_stderr_na, n)
+    residual = rng.normal(0.0, np.sqrt((scale * spread) ** 2 + floor_na**2 + stderr**2))
+    return residual, spread, stderr
+
+
+def variance_standard_errors(spread, stderr, scale, floor_na):
+    """Cramér-Rao standard errors of (scale^2, floor^2) at the truth: the inverse of the Fisher information
+    ``I = 1/2 sum g g^T / var^2`` of a zero-mean Gaussian with ``var = scale^2 s^2 + floor^2 + n^2``, ``g = (s^2, 1)``."""
+    var = (scale * spread) ** 2 + floor_na**2 + stderr**2
+    g = np.stack([spread**2, np.ones_like(spread)])
+    fisher = 0.5 * (g / var) @ (g / var).T
+    return np.sqrt(np.diag(np.linalg.inv(fisher)))
+
+
+def test_fit_spread_recovers_a_known_scale_and_floor():
+    rng = np.random.default_rng(11)
+    scale, floor_na = 1.7, 0.8
+    residual, spread, stderr = synthetic_residuals(rng, 20_000, scale, floor_na)
+    fitted = fit_spread(residual, spread, stderr)
+    se_scale2, se_floor2 = variance_standard_errors(spread, stderr, scale, floor_na)
+    assert abs(fitted.scale**2 - scale**2) < 4 * se_scale2, (fitted, se_scale2)
+    assert abs(fitted.floor_na**2 - floor_na**2) < 4 * se_floor2, (fitted, se_floor2)
+    assert se_scale2 < 0.05 * scale**2 and se_floor2 < 0.5 * floor_na**2  # the test has power
+
+
+def test_a_fitted_calibration_covers_fresh_points_and_the_raw_spread_does_not():
+    rng = np.random.default_rng(12)
+    scale, floor_na = 1.6, 0.7  # the members see 1/1.6 of their error and miss a shared 0.7 nA
+    # fitted on 5x the fresh points, so that the fit's own error (~0.3 binomial errors) hardly adds to the sampling error
+    fitted = fit_spread(*synthetic_residuals(rng, 100_000, scale, floor_na))
+    residual, spread, stderr = synthetic_residuals(rng, 20_000, scale, floor_na)  # fresh points
+    fresh = dataset(residual, stderr)
+    calibrated = calibration(np.zeros(len(residual)), fitted.apply(spread), fresh)
+    raw = calibration(np.zeros(len(residual)), spread, fresh)
+    for k in (1, 2):
+        expected, error = calibrated[f"expected_{k}_sigma"], calibrated[f"sampling_error_{k}_sigma"]
+        assert abs(calibrated[f"within_{k}_sigma"] - expected) < 3 * error, calibrated
+        assert raw[f"within_{k}_sigma"] < expected - 10 * error, raw
+    assert calibrated["z_rms"] == pytest.approx(1.0, abs=0.02)
+    assert raw["z_rms"] > 1.3
+
+
+def test_an_uninformative_spread_gives_scale_zero_and_the_floor():
+    rng = np.random.default_rng(13)
+    floor_na = 2.0
+    residual, spread, stderr = synthetic_residuals(rng, 20_000, 0.0, floor_na)
+    fitted = fit_spread(residual, spread, stderr)
+    se_scale2, se_floor2 = variance_standard_errors(spread, stderr, 0.0, floor_na)
+    assert fitted.scale**2 < 4 * se_scale2, (fitted, se_scale2)
+    assert abs(fitted.floor_na**2 - floor_na**2) < 4 * se_floor2, (fitted, se_floor2)
+    # and the other edge: a spread that is right up to a factor, no shared error, exact measurements
+    residual, spread, stderr = synthetic_residuals(rng, 20_000, 2.0, 0.0, max_stderr_na=0.0)
+    fitted = fit_spread(residual, spread, stderr)
+    se_scale2, se_floor2 = variance_standard_errors(spread, stderr, 2.0, 0.05)
+    assert abs(fitted.scale**2 - 4.0) < 4 * se_scale2 and fitted.floor_na**2 < 4 * se_floor2, fitted
+
+
+def test_fit_spread_calibration_uses_the_raw_spread_of_an_ensemble():
+    """Constant members -1 and +1 nA: mean 0, raw spread sqrt(2) nA at every point; measurements ~ N(0, 3^2 + n^2).
+    With one spread everywhere only the total model variance (scale s)^2 + floor^2 is defined: 9 nA^2."""
+    rng = np.random.default_rng(14)
+    n = 4000
+    stderr = rng.uniform(0.0, 1.0, n)
+    measured = rng.normal(0.0, np.sqrt(9.0 + stderr**2))
+    calib = Dataset(np.zeros((n, 3)), measured, stderr)
+    ensemble = SurrogateEnsemble([constant_model(-1.0), constant_model(1.0)])
+    fitted = fit_spread_calibration(ensemble, calib)
+    model_var = (fitted.scale * math.sqrt(2.0)) ** 2 + fitted.floor_na**2
+    assert model_var == pytest.approx(9.0, abs=4 * 9.0 * math.sqrt(2 / n))
+    # the ensemble's own calibration is ignored: the fit starts from the members' raw spread
+    again = fit_spread_calibration(ensemble.with_calibration(SpreadCalibration(scale=5.0, floor_na=5.0)), calib)
+    assert again == fitted
+    # and the calibrated ensemble is honest on fresh points
+    fresh_stderr = rng.uniform(0.0, 1.0, n)
+    fresh = Dataset(np.zeros((n, 3)), rng.normal(0.0, np.sqrt(9.0 + fresh_stderr**2)), fresh_stderr)
+    report = evaluate_ensemble(ensemble.with_calibration(fitted), fresh)["calibration"]
+    for k in (1, 2):
+        assert abs(report[f"within_{k}_sigma"] - report[f"expected_{k}_sigma"]) < 3 * report[f"sampling_error_{k}_sigma"]
+
+
+def test_a_calibration_scales_the_spread_as_the_formula_says(tmp_path):
+    members = [constant_model(1.0), constant_model(2.0), constant_model(6.0)]
+    raw_std = math.sqrt(7.0)  # ((1-3)^2 + (2-3)^2 + (6-3)^2) / 2 = 7
+    v = np.zeros((4, 3))
+    plain = SurrogateEnsemble(members)
+    assert plain.calibration == SpreadCalibration(scale=1.0, floor_na=0.0)
+    np.testing.assert_allclose(plain.predict_with_std(v)[1], raw_std)
+    cal = SpreadCalibration(scale=2.0, floor_na=3.0)
+    calibrated = plain.with_calibration(cal)
+    assert calibrated.calibration is cal and plain.calibration == SpreadCalibration()
+    assert all(a is b for a, b in zip(calibrated.members, plain.members, strict=True))  # shared, not copied
+    mean, std = calibrated.predict_with_std(v)
+    np.testing.assert_allclose(mean, 3.0)
+    np.testing.assert_allclose(std, math.sqrt((2.0 * raw_std) ** 2 + 3.0**2))  # sqrt(28 + 9)
+    np.testing.assert_allclose(calibrated.predict_with_std(v, raw=True)[1], raw_std)
+    np.testing.assert_allclose(calibrated.predict(v), 3.0)
+    assert calibrated.with_calibration(None).calibration == SpreadCalibration()
+    floor_only = plain.with_calibration(SpreadCalibration(scale=0.0, floor_na=0.5))
+    np.testing.assert_allclose(floor_only.predict_with_std(v)[1], 0.5)
+    paths = [save_surrogate(m, tmp_path / f"m{k}") for k, m in enumerate(members)]
+    loaded = load_ensemble(paths, calibration=cal)
+    assert loaded.calibration == cal
+    np.testing.assert_allclose(loaded.predict_with_std(v)[1], math.sqrt(37.0), rtol=1e-6)
+    assert load_ensemble(paths).calibration == SpreadCalibration()
+    # a JSON round trip
+    text = json.dumps(cal.as_dict())
+    assert json.loads(text) == {"scale": 2.0, "floor_na": 3.0}
+    assert SpreadCalibration.from_dict(json.loads(text)) == cal
+    assert SpreadCalibration.from_dict({"floor_na": 1}) == SpreadCalibration(scale=1.0, floor_na=1.0)
+
+
+def one_line_config_error(call, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_bad_spread_calibrations_are_refused():
+    one_line_config_error(lambda: SpreadCalibration(scale=-1.0), r"spread calibration scale must be .* \[0, inf\), got -1.0")
+    one_line_config_error(lambda: SpreadCalibration(floor_na=float("nan")), "spread calibration floor_na .* got nan")
+    one_line_config_error(lambda: SpreadCalibration(scale=math.inf), "scale .* got inf")
+    one_line_config_error(lambda: SpreadCalibration(scale=True), "scale .* got True")
+    one_line_config_error(lambda: SpreadCalibration(floor_na="1"), "floor_na .* got '1'")
+    one_line_config_error(
+        lambda: SpreadCalibration.from_dict({"scale": 1.0, "floor": 2.0}), "unknown spread calibration key 'floor'"
+    )
+    one_line_config_error(lambda: SpreadCalibration.from_dict([1.0, 2.0]), "must be a mapping .* got list")
+    with pytest.raises(TypeError, match="calibration must be a SpreadCalibration or None, got dict"):
+        SurrogateEnsemble([constant_model(1.0), constant_model(2.0)], {"scale": 2.0})
+    ones = np.ones(20)
+    one_line_config_error(lambda: fit_spread(ones[:9], ones[:9], ones[:9]), "at least 10 points, got 9")
+    one_line_config_error(lambda: fit_spread(ones, ones[:19], ones), "must be 1-D of one shape")
+    one_line_config_error(
+        lambda: fit_spread(np.r_[ones[:19], np.nan], ones, ones), "residual_na has a non-finite value nan at point 19"
+    )
+    one_line_config_error(
+        lambda: fit_spread(ones, np.r_[-1.0, ones[1:]], ones), "spread_na must be >= 0 nA, got -1.0 nA at point 0"
+    )
+    one_line_config_error(lambda: fit_spread(ones, ones, -ones), "stderr_na must be >= 0 nA")
+    one_line_config_error(lambda: fit_spread(0 * ones, ones, ones), "residual_na is 0 at every point")
+    one_line_config_error(lambda: fit_spread(ones, 0 * ones, ones), "spread_na is 0 at every point")
+    ensemble = SurrogateEnsemble([constant_model(1.0), constant_model(2.0)])
+    one_line_config_error(lambda: fit_spread_calibration(ensemble, dataset([], [])), "calibration dataset has 0 points")
+    one_line_config_error(lambda: fit_spread_calibration(ensemble, dataset([1.0] * 5, [0.1] * 5)), "has 5 points; .* at least 10")

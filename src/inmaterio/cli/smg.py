@@ -40,12 +40,25 @@ def smg_run(
     table = Table(title=f"surrogate of {summary['device']['type']} ({out})")
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    table.add_row("training points", str(summary["train_data"]["n_points"]))
+    adaptive = summary.get("adaptive")
+    if adaptive:
+        added = adaptive["n_points"] - summary["train_data"]["n_points"]
+        table.add_row("training points", f"{summary['train_data']['n_points']} + {added} adaptive")
+    else:
+        table.add_row("training points", str(summary["train_data"]["n_points"]))
     table.add_row("independent test points", str(summary["test_data"]["n_points"]))
     table.add_row("test RMSE / nA", f"{m['rmse_na']:.3f}")
     table.add_row("test RMSE / % of output range", _number(m["rmse_percent_of_range"], ".2f"))
     table.add_row("device noise floor / nA", f"{m['noise_floor_na']:.3f}")
     table.add_row("RMSE / noise floor", _number(m["rmse_over_noise_floor"], ".2f"))
+    table.add_row("model error (noise removed) / nA", _number(m.get("model_error_na"), ".3f"))
+    per_electrode = summary.get("iv_rmse_per_electrode_na")
+    if per_electrode:
+        table.add_row("I-V sweeps RMSE, worst electrode / nA", f"{max(per_electrode):.3f}")
+    ensemble = summary.get("ensemble")
+    if ensemble and ensemble.get("calibrated"):
+        cal = ensemble["calibrated"]["test"]["calibration"]
+        table.add_row("test within 1 / 2 sigma (calibrated)", f"{cal['within_1_sigma']:.1%} / {cal['within_2_sigma']:.1%}")
     console.print(table)
     console.print(f"model: {out / 'model'}; summary: {out / 'metrics.json'}")
 

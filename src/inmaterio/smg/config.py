@@ -28,6 +28,7 @@ __all__ = [
     "AcquisitionConfig",
     "PostprocessConfig",
     "TrainConfig",
+    "AdaptiveConfig",
     "SMGConfig",
 ]
 
@@ -149,6 +150,39 @@ class TrainConfig(StrictModel):
         return value
 
 
+class AdaptiveConfig(StrictModel):
+    """Adaptive sampling after the initial plan (see :mod:`inmaterio.smg.adaptive`).
+
+    Each round trains an ensemble on the points measured so far, draws a pool of
+    candidates (uniform points and low-dimensional slices through the range ends
+    and 0 V), measures the ``points_per_round`` candidates where the members
+    disagree most (no two closer than ``exclusion_radius``), and adds them to the
+    data. The run measures ``sampling.n_samples + rounds * points_per_round`` points in all.
+    """
+
+    rounds: int = Field(..., ge=1, le=100, description="rounds of selection after the initial plan")
+    points_per_round: int = Field(..., gt=0, le=MAX_PLAN_POINTS, description="points measured per round")
+    pool_factor: int = Field(20, ge=2, le=1000, description="candidates drawn per round, as a multiple of points_per_round")
+    slice_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="fraction of the pool on slices: 1 or 2 electrodes free, the others at their range's low end, "
+        "0 V (clipped into the range) or high end",
+    )
+    exclusion_radius: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="no two selected points closer than this, in units of the voltage box (each range scaled to 1)",
+    )
+    members: int = Field(3, ge=2, le=20, description="surrogates per round's ensemble (seeds training.seed + k)")
+    max_epochs: int | None = Field(
+        None, gt=0, description="epochs of each round's members (their ensemble only picks points); None: training.max_epochs"
+    )
+    seed: int = Field(0, description="seed of the candidate pools (round r draws from seed and r)")
+
+
 class SMGConfig(StrictModel):
     """The whole surrogate-model generator run (see :func:`inmaterio.smg.pipeline.run_smg`)."""
 
@@ -172,6 +206,9 @@ class SMGConfig(StrictModel):
         le=100,
         description="surrogates trained, with seeds training.seed + k; 2 or more add the ensemble's spread and its "
         "calibration on the test set and the I-V sweeps (members 1.. in ensemble/member_<k>)",
+    )
+    adaptive: AdaptiveConfig | None = Field(
+        None, description="rounds of adaptive sampling after the initial plan; None measures the plan only"
     )
 
     @model_validator(mode="after")

@@ -5,10 +5,13 @@ with the long stages as run folders nested in it::
 
     run.json, config.yaml        state, identity (the config without progress bars and threads), wall time
     train_data/                  acquisition of the training plan (kind inmaterio.smg.acquisition)
+    adaptive/round_<r>/          with adaptive set: each round's ensemble, plan and acquisition
+                                 (see inmaterio.smg.adaptive); the rounds' points join the training data
     training/                    training (kind inmaterio.smg.training): checkpoints, history, best model
     test_data/                   acquisition of the independent test plan
     model/                       the tested surrogate (load with load_surrogate; export with export_smg_model)
     ensemble/member_<k>/         with ensemble_members >= 2: members 1.. (member 0 is training/), seeds + k
+    ensemble/calibration.json    the spread's calibration fitted on the validation split (SpreadCalibration)
     learning_curve.png, test_predicted_vs_measured.png, iv_curves.png
     metrics.json                 the summary: every number below, with the config and package version
 
@@ -21,7 +24,10 @@ device's random streams by what they measure, so a re-run measures them alike.
 With ``ensemble_members >= 2`` the other members are trained last, and the
 summary's ``ensemble`` gives the ensemble's errors, mean spread and
 :func:`~inmaterio.smg.evaluate.calibration` on the test set, the held-out part
-and the I-V sweeps of the device.
+and the I-V sweeps of the device, first with the members' raw spread, then
+(``calibrated``) with the spread's calibration fitted on the validation split
+(:func:`~inmaterio.smg.evaluate.fit_spread_calibration`, saved in
+``ensemble/calibration.json``; load it with ``SpreadCalibration.from_dict``).
 
 Re-running with the same config resumes interrupted acquisitions and
 training (to the same numbers as an uninterrupted run) and reuses what is
@@ -34,6 +40,7 @@ exception (an instrument's driver tasks released, its outputs at 0 V).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,11 +57,12 @@ from inmaterio.fileio import read_json
 from inmaterio.plots import plot_iv_curves, plot_learning_curve, plot_predicted_vs_measured
 from inmaterio.runs import METRICS_FILE, RunFolder, open_run, read_run
 from inmaterio.smg.acquire import acquire
+from inmaterio.smg.adaptive import adaptive_rounds
 from inmaterio.smg.config import SamplingConfig, SMGConfig
 from inmaterio.smg.consistency import consistency_check
 from inmaterio.smg.dataset import Dataset, dataset_fingerprint, postprocess, split
 from inmaterio.smg.ensemble import member_directory, train_member
-from inmaterio.smg.evaluate import evaluate_ensemble, evaluate_surrogate
+from inmaterio.smg.evaluate import evaluate_ensemble, evaluate_surrogate, fit_spread_calibration
 from inmaterio.smg.iv import IVCurves, iv_curves, iv_dataset
 from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import train_surrogate
@@ -66,6 +74,8 @@ __all__ = ["KIND", "run_smg", "smg_identity", "export_smg_model"]
 
 KIND = "inmaterio.smg"
 MODEL_DIR = "model"
+#: The ensemble's spread calibration (scale, floor_na), fitted on the validation split.
+CALIBRATION_FILE = "ensemble/calibration.json"
 
 
 def smg_identity(config: SMGConfig) -> dict[str, Any]:
@@ -73,8 +83,12 @@ def smg_identity(config: SMGConfig) -> dict[str, Any]:
     stripped = config.model_dump(mode="json")
     stripped["acquisition"].pop("progress")
     stripped["training"].pop("num_threads")
-    if stripped["ensemble_members"] == 1:  # the default: runs made before the field existed keep their identity
+    if stripped["ensemble_members"] == 1:  # the defaults: runs made before the fields existed keep their identity
         stripped.pop("ensemble_members")
+    if stripped["adaptive"] is None:
+        stripped.pop("adaptive")
+    elif stripped["adaptive"]["max_epochs"] is None:  # the default: runs made before the field existed keep it
+        stripped["adaptive"].pop("max_epochs")
     return {"config": stripped}
 
 
@@ -148,10 +162,16 @@ def _run_stages(
         return acquire(device, voltages, run.subfolder(folder), acquisition, metadata=metadata, notify=notify)
 
     raw = measure("train_data")
-    clean, cleaning = postprocess(raw, config.postprocess)
+    info = DeviceInfo.from_device(device, output_clipping_na=config.postprocess.clip_na)
+    data, adaptive = raw, None
+    if config.adaptive is not None:
+        first_clean, first_cleaning = postprocess(raw, config.postprocess)  # what the first round's ensemble trains on
+        _check_trainable(*split(first_clean, config.postprocess.split, config.postprocess.seed)[:2], first_cleaning, config)
+        data, rounds = adaptive_rounds(config, run, device, raw, info, acquisition, progress, notify)
+        adaptive = {"n_points": len(data), "rounds": rounds}
+    clean, cleaning = postprocess(data, config.postprocess)
     train, val, held_out = split(clean, config.postprocess.split, config.postprocess.seed)
     _check_trainable(train, val, cleaning, config)
-    info = DeviceInfo.from_device(device, output_clipping_na=config.postprocess.clip_na)
     result = train_surrogate(train, val, config.training, run.subfolder("training"), info, progress=progress, notify=notify)
     _save_figure(run, "learning_curve.png", plot_learning_curve(result.history))
 
@@ -170,6 +190,7 @@ def _run_stages(
         "train_data_fingerprint": raw.metadata["fingerprint"],
         "test_data_fingerprint": test_raw.metadata["fingerprint"],
         "training_set_fingerprint": dataset_fingerprint(train, val),
+        **({"adaptive_round_fingerprints": [r["fingerprint"] for r in adaptive["rounds"]]} if adaptive else {}),
         "package_version": inmaterio.__version__,
         "smg_config": config.model_dump(mode="json"),
     }
@@ -205,6 +226,7 @@ def _run_stages(
         "inmaterio_version": inmaterio.__version__,
         "device": device.describe(),
         "train_data": {"n_points": len(raw), "fingerprint": raw.metadata["fingerprint"], "postprocess": cleaning},
+        "adaptive": adaptive,
         "split": {"train": len(train), "validation": len(val), "test": len(held_out)},
         "training": result.as_dict(),
         "held_out_test_metrics": held_out_metrics,
@@ -213,6 +235,7 @@ def _run_stages(
         "noise_na": test_metrics["rmse_na"],
         "consistency": consistency,
         "iv_rmse_device_vs_surrogate_na": float(np.sqrt(np.mean((device_iv.current_na - model_iv.current_na) ** 2))),
+        "iv_rmse_per_electrode_na": np.sqrt(np.mean((device_iv.current_na - model_iv.current_na) ** 2, axis=1)).tolist(),
         "ensemble": ensemble,
         "timings_s": {**stage_walls, **timings},
         "config": config.model_dump(mode="json"),
@@ -238,12 +261,18 @@ def _ensemble_summary(
         notify(f"ensemble member {k + 1} of {config.ensemble_members} (seed {config.training.seed + k})")
         folder = member_directory(run.subfolder("ensemble"), k)
         members.append(train_member(train, val, config.training, folder, info, k, progress, notify=notify).model)
-    ensemble = SurrogateEnsemble(members)
+    raw = SurrogateEnsemble(members)
+    fitted = fit_spread_calibration(raw, val)
+    run.write_file(
+        CALIBRATION_FILE, lambda path: path.write_text(json.dumps(fitted.as_dict()) + "\n"), what="the spread's calibration"
+    )
+    calibrated = raw.with_calibration(fitted)
+    parts = {"test": test, "held_out_test": held_out, "iv_sweeps": iv_dataset(device_iv)}
     return {
         "members": config.ensemble_members,
-        "test": evaluate_ensemble(ensemble, test),
-        "held_out_test": evaluate_ensemble(ensemble, held_out) if len(held_out) else None,
-        "iv_sweeps": evaluate_ensemble(ensemble, iv_dataset(device_iv)),
+        **{name: evaluate_ensemble(raw, data) if len(data) else None for name, data in parts.items()},
+        "spread_calibration": {"fitted_on": "validation", "n_points": len(val), **fitted.as_dict()},
+        "calibrated": {name: evaluate_ensemble(calibrated, data) if len(data) else None for name, data in parts.items()},
     }
 
 

@@ -1,7 +1,7 @@
 """Surrogate models: an MLP of a device, its DeviceInfo, and their files (safetensors + JSON); ensembles of them
-(mean and spread) and task-aware refinement (a copy fine-tuned on device points around a solution)."""
+(mean and calibrated spread) and task-aware refinement (a copy fine-tuned on device points around a solution)."""
 
-from inmaterio.surrogate.ensemble import SurrogateEnsemble, load_ensemble
+from inmaterio.surrogate.ensemble import SpreadCalibration, SurrogateEnsemble, load_ensemble
 from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.io import (
     check_plausible,
@@ -28,6 +28,7 @@ __all__ = [
     "default_model_dir",
     "electrode_sensitivity",
     "SurrogateEnsemble",
+    "SpreadCalibration",
     "load_ensemble",
     "Refinement",
     "fine_tune",

@@ -7,11 +7,24 @@ random plan misses) they disagree, and their standard deviation measures how
 far one surrogate may be from the device there. Add the device's own noise to
 get the spread of a fresh measurement
 (:func:`inmaterio.smg.evaluate.calibration` checks that on measured points).
+
+Members trained alike share part of their error, which their spread ``s``
+(nA) does not see. A :class:`SpreadCalibration` corrects it post hoc: the
+calibrated model spread is
+
+    sqrt((scale * s)^2 + floor_na^2)
+
+with ``scale``, ``floor_na`` fitted on measured points
+(:func:`inmaterio.smg.evaluate.fit_spread_calibration`); ``scale = 1``,
+``floor_na = 0`` is the uncalibrated ensemble.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +37,50 @@ from inmaterio.surrogate.info import DeviceInfo
 from inmaterio.surrogate.io import load_surrogate
 from inmaterio.surrogate.model import SurrogateModel
 
-__all__ = ["SurrogateEnsemble", "load_ensemble"]
+__all__ = ["SpreadCalibration", "SurrogateEnsemble", "load_ensemble"]
+
+
+@dataclass(frozen=True)
+class SpreadCalibration:
+    """A post-hoc correction of an ensemble's spread: ``sqrt((scale * s)^2 + floor_na^2)`` nA for a raw spread ``s`` nA.
+
+    scale : factor on the members' standard deviation, finite and >= 0 (1: as the members say).
+    floor_na : spread added in quadrature, nA, finite and >= 0 (the error the members share).
+
+    Raises
+    ------
+    ConfigError
+        A field that is not a finite number >= 0 (the message names the field and its value).
+    """
+
+    scale: float = 1.0
+    floor_na: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "floor_na"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"spread calibration {name} must be a finite number in [0, inf), got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    def apply(self, spread_na: np.ndarray) -> np.ndarray:
+        """The calibrated spread ``sqrt((scale * s)^2 + floor_na^2)``, float64 nA, of raw spreads ``s`` nA (any shape)."""
+        return np.hypot(self.scale * np.asarray(spread_na, dtype=np.float64), self.floor_na)
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"scale": ..., "floor_na": ...}``, JSON-serialisable; :meth:`from_dict` reads it back."""
+        return {"scale": self.scale, "floor_na": self.floor_na}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpreadCalibration:
+        """The calibration of :meth:`as_dict`'s mapping (a missing key takes its default; an unknown key is an error)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a spread calibration must be a mapping with keys scale, floor_na; got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known, key=str)
+        if unknown:
+            raise ConfigError(f"unknown spread calibration key {unknown[0]!r}; the keys are {sorted(known)}")
+        return cls(**data)
 
 
 class SurrogateEnsemble(nn.Module):
@@ -33,18 +89,23 @@ class SurrogateEnsemble(nn.Module):
     ``forward(voltages (batch, n_activation) V) -> (batch,) nA`` is the
     members' mean and differentiable, so an ensemble can stand in for a single
     :class:`~inmaterio.surrogate.SurrogateModel` in training;
-    :meth:`predict_with_std` gives the mean and the spread.
+    :meth:`predict_with_std` gives the mean and the spread, corrected by
+    ``calibration`` (default: none, ``SpreadCalibration()``).
 
     Raises
     ------
     TypeError
-        A member is not a SurrogateModel.
+        A member is not a SurrogateModel, or ``calibration`` not a SpreadCalibration.
     ConfigError
         Fewer than two members, or members with other electrodes or voltage ranges.
     """
 
-    def __init__(self, members: Sequence[SurrogateModel]) -> None:
+    def __init__(self, members: Sequence[SurrogateModel], calibration: SpreadCalibration | None = None) -> None:
         super().__init__()
+        if calibration is None:
+            calibration = SpreadCalibration()
+        if not isinstance(calibration, SpreadCalibration):
+            raise TypeError(f"calibration must be a SpreadCalibration or None, got {type(calibration).__name__}")
         members = list(members)
         for k, member in enumerate(members):
             if not isinstance(member, SurrogateModel):
@@ -60,6 +121,11 @@ class SurrogateEnsemble(nn.Module):
                     f"ranges {info.voltage_ranges_v} V, member 0 {first.electrode_names} with {first.voltage_ranges_v} V"
                 )
         self.members = nn.ModuleList(members)
+        self.calibration = calibration
+
+    def with_calibration(self, calibration: SpreadCalibration | None) -> SurrogateEnsemble:
+        """A new ensemble of the same member modules (shared, not copied) with ``calibration`` (None: uncalibrated)."""
+        return SurrogateEnsemble(list(self.members), calibration)
 
     @property
     def info(self) -> DeviceInfo:
@@ -75,20 +141,26 @@ class SurrogateEnsemble(nn.Module):
         v = self.info.check_voltages(voltages)
         return np.stack([member.predict(v, batch_size) for member in self.members])
 
-    def predict_with_std(self, voltages: Any, batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-        """The members' mean and sample standard deviation (``ddof=1``), each float64 ``(batch,)`` nA.
+    def predict_with_std(self, voltages: Any, batch_size: int = 65536, *, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The members' mean and the model spread, each float64 ``(batch,)`` nA.
 
-        ``voltages`` are checked like :meth:`SurrogateModel.predict` (a
-        :class:`~inmaterio.errors.VoltageError` names an out-of-range electrode).
+        The spread is the members' sample standard deviation ``s`` (``ddof=1``)
+        corrected by :attr:`calibration`, ``sqrt((scale * s)^2 + floor_na^2)``;
+        ``raw=True`` gives ``s`` itself. Neither includes the measurement's
+        own noise. ``voltages (batch, n_activation)`` V are checked like
+        :meth:`SurrogateModel.predict` (a :class:`~inmaterio.errors.VoltageError`
+        names an out-of-range electrode).
         """
         values = self.member_predictions(voltages, batch_size)
-        return values.mean(0), values.std(0, ddof=1)
+        spread = values.std(0, ddof=1)
+        return values.mean(0), spread if raw else self.calibration.apply(spread)
 
     def predict(self, voltages: Any, batch_size: int = 65536) -> np.ndarray:
         """The members' mean, float64 ``(batch,)`` nA (checked, gradient-free)."""
         return self.predict_with_std(voltages, batch_size)[0]
 
 
-def load_ensemble(paths: Sequence[str | Path]) -> SurrogateEnsemble:
-    """An ensemble of the surrogates in ``paths`` (folders or ``model.json`` files, see :func:`load_surrogate`)."""
-    return SurrogateEnsemble([load_surrogate(path) for path in paths])
+def load_ensemble(paths: Sequence[str | Path], calibration: SpreadCalibration | None = None) -> SurrogateEnsemble:
+    """An ensemble of the surrogates in ``paths`` (folders or ``model.json`` files, see :func:`load_surrogate`),
+    its spread corrected by ``calibration`` (None: uncalibrated)."""
+    return SurrogateEnsemble([load_surrogate(path) for path in paths], calibration)
