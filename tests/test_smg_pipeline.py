@@ -10,12 +10,12 @@ import yaml
 import inmaterio.devices.analytic as analytic
 from bad_inputs import snapshot
 from inmaterio.config import load_config
-from inmaterio.errors import ConfigError, RunFolderError
+from inmaterio.errors import ConfigError, ModelFileError, RunFolderError
 from inmaterio.runs import read_run
 from inmaterio.smg import SMGConfig, run_smg
 from inmaterio.smg.dataset import load_dataset
 from inmaterio.smg.mlp_trainer import MLPTrainer
-from inmaterio.smg.pipeline import smg_identity
+from inmaterio.smg.pipeline import export_smg_model, smg_identity
 from inmaterio.surrogate import SpreadCalibration, load_ensemble, load_surrogate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "smg_analytic.yaml"
@@ -175,14 +175,15 @@ def test_cli_run_on_an_exact_device_reports_no_noise_floor(tmp_path):
 
 
 def test_ensemble_members_train_beside_the_model_and_are_calibrated(tmp_path):
+    run = tmp_path / "run"
     noisy = {"type": "analytic", "n_activation": 3, "noise_na": 2.0}
     config = small_config(device=noisy, ensemble_members=3, training={"hidden_sizes": [16], "max_epochs": 5})
-    summary = run_smg(config, tmp_path, progress=False, notify=quiet)
+    summary = run_smg(config, run, progress=False, notify=quiet)
     ensemble = summary["ensemble"]
     assert ensemble["members"] == 3
-    seeds = [read_run(tmp_path / "ensemble" / f"member_{k}")["identity"]["config"]["seed"] for k in (1, 2)]
+    seeds = [read_run(run / "ensemble" / f"member_{k}")["identity"]["config"]["seed"] for k in (1, 2)]
     assert seeds == [config.training.seed + 1, config.training.seed + 2]
-    assert not (tmp_path / "ensemble" / "member_0").exists()  # member 0 is the tested model in training/
+    assert not (run / "ensemble" / "member_0").exists()  # member 0 is the tested model in training/
     n_iv = config.device.n_activation * config.iv_points
     for part, n in (("test", 200), ("iv_sweeps", n_iv)):
         report = ensemble[part]
@@ -190,17 +191,33 @@ def test_ensemble_members_train_beside_the_model_and_are_calibrated(tmp_path):
         cal = report["calibration"]
         assert cal["n_points"] == n and 0 <= cal["within_1_sigma"] <= cal["within_2_sigma"] <= 1
     # the spread's calibration is fitted on the validation split, saved, and reproduces the calibrated reports
-    fitted = SpreadCalibration.from_dict(json.loads((tmp_path / "ensemble" / "calibration.json").read_text()))
+    fitted = SpreadCalibration.from_dict(json.loads((run / "ensemble" / "calibration.json").read_text()))
     assert ensemble["spread_calibration"] == {"fitted_on": "validation", "n_points": summary["split"]["validation"],
                                               **fitted.as_dict()}  # fmt: skip
-    members = load_ensemble([tmp_path / "model"] + [tmp_path / "ensemble" / f"member_{k}" for k in (1, 2)], fitted)
-    test = load_dataset(tmp_path / "test_data")
+    members = load_ensemble([run / "model"] + [run / "ensemble" / f"member_{k}" for k in (1, 2)], fitted)
+    test = load_dataset(run / "test_data")
     mean, spread = members.predict_with_std(test.voltages_v)
     raw_spread = members.predict_with_std(test.voltages_v, raw=True)[1]
     np.testing.assert_allclose(spread, np.sqrt((fitted.scale * raw_spread) ** 2 + fitted.floor_na**2), rtol=1e-12)
     assert ensemble["calibrated"]["test"]["mean_std_na"] == pytest.approx(float(np.mean(spread)), rel=1e-5)
     assert ensemble["calibrated"]["test"]["rmse_na"] == ensemble["test"]["rmse_na"]  # the mean is unchanged
+    # the run folder itself, and its export, load as the same calibrated ensemble
+    from_run = load_ensemble(run)
+    assert from_run.calibration == fitted
+    np.testing.assert_array_equal(from_run.predict_with_std(test.voltages_v)[1], spread)
+    exported = export_smg_model(run, tmp_path / "exported")
+    assert sorted(p.name for p in (exported / "ensemble").iterdir()) == ["calibration.json", "member_1", "member_2"]
+    again = load_ensemble(exported)
+    np.testing.assert_array_equal(again.predict_with_std(test.voltages_v)[0], mean)
+    np.testing.assert_array_equal(again.predict_with_std(test.voltages_v)[1], spread)
+    assert load_surrogate(exported).info == members.info  # the folder is still one surrogate for everything else
+    # a single model exported over it leaves no stale ensemble behind
+    single = run_smg(small_config(), tmp_path / "single", progress=False, notify=quiet)
+    assert single["ensemble"] is None
+    export_smg_model(tmp_path / "single", exported, overwrite=True)
+    assert not (exported / "ensemble").exists()
+    with pytest.raises(ModelFileError, match=r"holds no ensemble \(no ensemble/member_<k> folders\)"):
+        load_ensemble(exported)
     # the default (one surrogate) keeps the identity of runs made before ensembles existed
     assert "ensemble_members" not in smg_identity(small_config())["config"]
     assert smg_identity(config)["config"]["ensemble_members"] == 3
-    assert run_smg(small_config(), tmp_path / "single", progress=False, notify=quiet)["ensemble"] is None

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from inmaterio.devices import AnalyticDevice
-from inmaterio.errors import ConfigError, VoltageError
+from inmaterio.errors import ConfigError, ModelFileError, VoltageError
 from inmaterio.smg.config import SamplingConfig, TrainConfig
 from inmaterio.smg.dataset import Dataset, split
 from inmaterio.smg.ensemble import member_directory, train_ensemble
@@ -307,3 +307,28 @@ def test_bad_spread_calibrations_are_refused():
     ensemble = SurrogateEnsemble([constant_model(1.0), constant_model(2.0)])
     one_line_config_error(lambda: fit_spread_calibration(ensemble, dataset([], [])), "calibration dataset has 0 points")
     one_line_config_error(lambda: fit_spread_calibration(ensemble, dataset([1.0] * 5, [0.1] * 5)), "has 5 points; .* at least 10")
+
+
+def test_an_ensemble_folder_loads_by_hand_and_refuses_a_bad_calibration_file(tmp_path):
+    """Members 1, 2, 6 nA: mean 3, raw spread sqrt(7); calibration.json scale 2, floor 3 gives sqrt(37)."""
+    folder = tmp_path / "model"
+    save_surrogate(constant_model(1.0), folder)
+    for k, value in ((1, 2.0), (2, 6.0)):
+        save_surrogate(constant_model(value), folder / "ensemble" / f"member_{k}")
+    v = np.zeros((2, 3))
+    plain = load_ensemble(folder)
+    np.testing.assert_allclose(plain.predict_with_std(v)[1], math.sqrt(7.0))
+    (folder / "ensemble" / "calibration.json").write_text('{"scale": 2.0, "floor_na": 3.0}')
+    mean, spread = load_ensemble(folder).predict_with_std(v)
+    np.testing.assert_allclose(mean, 3.0)
+    np.testing.assert_allclose(spread, math.sqrt(4 * 7.0 + 9.0))
+    # a calibration given by the caller wins over the file
+    np.testing.assert_allclose(load_ensemble(folder, SpreadCalibration(1.0, 0.0)).predict_with_std(v)[1], math.sqrt(7.0))
+    (folder / "ensemble" / "calibration.json").write_text('{"scale": -1, "floor_na": 3.0}')
+    with pytest.raises(ConfigError, match=r"spread calibration scale must be a finite number in \[0, inf\), got -1"):
+        load_ensemble(folder)
+    (folder / "ensemble" / "calibration.json").write_text('{"scale": 1')
+    with pytest.raises(ModelFileError, match="calibration.json"):
+        load_ensemble(folder)
+    with pytest.raises(ModelFileError, match=r"holds no ensemble"):
+        load_ensemble(folder / "ensemble" / "member_1")

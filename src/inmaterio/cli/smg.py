@@ -73,8 +73,11 @@ def smg_export(
         bool, typer.Option(help="allow replacing the installed bundled model (used by demo and the tasks)")
     ] = False,
 ) -> None:
-    """Install the surrogate of a finished run (weights, info, summary) as a model folder, whole or not at all."""
+    """Install the surrogate of a finished run (weights, info, summary, and its ensemble if it has one) as a model
+    folder, whole or not at all."""
     from inmaterio.smg import export_smg_model
 
     dest = export_smg_model(run, to, overwrite=overwrite, replace_bundled=replace_bundled)
-    console.print(f"exported {run / 'model'} -> {dest}")
+    members = sorted((dest / "ensemble").glob("member_*"))
+    with_ensemble = f" with {len(members)} more ensemble members in {dest / 'ensemble'}" if members else ""
+    console.print(f"exported {run / 'model'} -> {dest}{with_ensemble}")

@@ -67,15 +67,13 @@ from inmaterio.smg.iv import IVCurves, iv_curves, iv_dataset
 from inmaterio.smg.sampling import sample_plan
 from inmaterio.smg.train import train_surrogate
 from inmaterio.surrogate import DeviceInfo, SurrogateModel, export_surrogate, load_surrogate
-from inmaterio.surrogate.ensemble import SurrogateEnsemble
-from inmaterio.surrogate.io import surrogate_files
+from inmaterio.surrogate.ensemble import CALIBRATION_FILE, SMG_MODEL_DIR, SurrogateEnsemble
+from inmaterio.surrogate.io import ENSEMBLE_DIR, surrogate_files
 
 __all__ = ["KIND", "run_smg", "smg_identity", "export_smg_model"]
 
 KIND = "inmaterio.smg"
-MODEL_DIR = "model"
-#: The ensemble's spread calibration (scale, floor_na), fitted on the validation split.
-CALIBRATION_FILE = "ensemble/calibration.json"
+MODEL_DIR = SMG_MODEL_DIR
 
 
 def smg_identity(config: SMGConfig) -> dict[str, Any]:
@@ -264,7 +262,9 @@ def _ensemble_summary(
     raw = SurrogateEnsemble(members)
     fitted = fit_spread_calibration(raw, val)
     run.write_file(
-        CALIBRATION_FILE, lambda path: path.write_text(json.dumps(fitted.as_dict()) + "\n"), what="the spread's calibration"
+        f"{ENSEMBLE_DIR}/{CALIBRATION_FILE}",
+        lambda path: path.write_text(json.dumps(fitted.as_dict()) + "\n"),
+        what="the spread's calibration",
     )
     calibrated = raw.with_calibration(fitted)
     parts = {"test": test, "held_out_test": held_out, "iv_sweeps": iv_dataset(device_iv)}
@@ -302,9 +302,13 @@ def export_smg_model(
 ) -> Path:
     """Install the tested surrogate of a finished SMG run, with its summary as ``summary.json``.
 
+    A run with ``ensemble_members >= 2`` exports its ensemble too: the other members in
+    ``ensemble/member_<k>`` and the spread's calibration in ``ensemble/calibration.json``
+    (load it with :func:`~inmaterio.surrogate.ensemble.load_ensemble` on the folder).
     ``destination`` defaults to the package's bundled model folder, which is replaced only with
     ``replace_bundled=True``. The folder is written whole and swapped in
-    (:func:`~inmaterio.surrogate.export_surrogate`): it never holds half a model.
+    (:func:`~inmaterio.surrogate.export_surrogate`): it never holds half a model, and an
+    ensemble of a model it replaces is not kept.
 
     Raises
     ------
@@ -327,5 +331,14 @@ def export_smg_model(
         )
     model = load_surrogate(run_dir / MODEL_DIR)
     summary = read_json(run_dir / METRICS_FILE, ModelFileError)
+    extra: dict[str, bytes] = {}
+    if (summary.get("ensemble") or {}).get("members", 1) > 1:
+        for k in range(1, summary["ensemble"]["members"]):
+            member = load_surrogate(member_directory(run_dir / ENSEMBLE_DIR, k))
+            for name, data in surrogate_files(member, member.metadata).items():
+                extra[f"{ENSEMBLE_DIR}/member_{k}/{name}"] = data
+        calibration = run_dir / ENSEMBLE_DIR / CALIBRATION_FILE
+        if calibration.is_file():  # runs made before the calibration existed have none
+            extra[f"{ENSEMBLE_DIR}/{CALIBRATION_FILE}"] = calibration.read_bytes()
     return export_surrogate(model, destination, metadata=model.metadata, extra_json={"summary.json": summary},
-                            overwrite=overwrite, replace_bundled=replace_bundled)  # fmt: skip
+                            extra_files=extra, overwrite=overwrite, replace_bundled=replace_bundled)  # fmt: skip

@@ -32,12 +32,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from inmaterio.errors import ConfigError
+from inmaterio.errors import ConfigError, ModelFileError
+from inmaterio.fileio import read_json
 from inmaterio.surrogate.info import DeviceInfo
-from inmaterio.surrogate.io import load_surrogate
+from inmaterio.surrogate.io import ENSEMBLE_DIR, load_surrogate
 from inmaterio.surrogate.model import SurrogateModel
 
-__all__ = ["SpreadCalibration", "SurrogateEnsemble", "load_ensemble"]
+__all__ = ["SpreadCalibration", "SurrogateEnsemble", "load_ensemble", "CALIBRATION_FILE"]
+
+#: The spread's calibration inside an ensemble folder (``ensemble/calibration.json``).
+CALIBRATION_FILE = "calibration.json"
+#: Where an SMG run folder keeps its tested model (member 0).
+SMG_MODEL_DIR = "model"
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,38 @@ class SurrogateEnsemble(nn.Module):
         return self.predict_with_std(voltages, batch_size)[0]
 
 
-def load_ensemble(paths: Sequence[str | Path], calibration: SpreadCalibration | None = None) -> SurrogateEnsemble:
-    """An ensemble of the surrogates in ``paths`` (folders or ``model.json`` files, see :func:`load_surrogate`),
-    its spread corrected by ``calibration`` (None: uncalibrated)."""
-    return SurrogateEnsemble([load_surrogate(path) for path in paths], calibration)
+def load_ensemble(paths: str | Path | Sequence[str | Path], calibration: SpreadCalibration | None = None) -> SurrogateEnsemble:
+    """An ensemble from the surrogate folders in ``paths``, or from one exported folder.
+
+    ``paths`` a sequence: the surrogates in those folders (or ``model.json`` files, see
+    :func:`load_surrogate`), the spread corrected by ``calibration`` (None: uncalibrated).
+    ``paths`` one folder: an exported surrogate with its ensemble (layout in
+    :mod:`inmaterio.surrogate.io`; ``smg export`` of a run with ``ensemble_members >= 2``)
+    or such a finished SMG run folder itself: the folder's model (a run's ``model/``) and
+    ``ensemble/member_<k>``, with ``ensemble/calibration.json`` unless ``calibration`` is given.
+
+    Raises
+    ------
+    ModelFileError
+        The folder has no ``ensemble/member_<k>`` subfolders, or a file is unreadable.
+    ConfigError
+        The calibration file holds other keys or values that are not finite numbers >= 0.
+    """
+    if not isinstance(paths, (str, Path)):
+        return SurrogateEnsemble([load_surrogate(path) for path in paths], calibration)
+    folder = Path(paths)
+    members_dir = folder / ENSEMBLE_DIR
+    numbered = sorted(
+        (int(p.name.removeprefix("member_")), p)
+        for p in (members_dir.iterdir() if members_dir.is_dir() else [])
+        if p.is_dir() and p.name.removeprefix("member_").isdigit()
+    )
+    if not numbered:
+        raise ModelFileError(
+            f"'{folder}' holds no ensemble (no {ENSEMBLE_DIR}/member_<k> folders); export an SMG run made with "
+            "ensemble_members >= 2, or pass the members' folders as a list"
+        )
+    if calibration is None and (members_dir / CALIBRATION_FILE).is_file():
+        calibration = SpreadCalibration.from_dict(read_json(members_dir / CALIBRATION_FILE, ModelFileError))
+    first = folder / SMG_MODEL_DIR if (folder / SMG_MODEL_DIR).is_dir() else folder  # an SMG run folder, or an export
+    return SurrogateEnsemble([load_surrogate(first)] + [load_surrogate(path) for _, path in numbered], calibration)

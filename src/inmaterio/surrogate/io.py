@@ -23,6 +23,13 @@ A surrogate is a *directory* holding two files:
       weights file and a ``model.json`` from different saves (e.g. an
       overwrite interrupted between the two files) are detected on loading.
 
+An exported surrogate may carry the other members of its ensemble
+(:func:`~inmaterio.surrogate.ensemble.load_ensemble` reads them; the folder's own
+model is member 0)::
+
+    ensemble/member_<k>/     k = 1..K-1, each a surrogate directory as above
+    ensemble/calibration.json  {"scale": ..., "floor_na": ...} of the spread (optional)
+
 Each file is written atomically (temporary sibling + :func:`os.replace`),
 weights first and ``model.json`` last; :func:`export_surrogate` installs a
 whole folder at once (built beside it, then swapped in). The installed
@@ -96,6 +103,8 @@ FORMAT = "inmaterio-surrogate"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 MODEL_FILE = "model.json"
+#: Subfolder of an exported surrogate that holds the other members of its ensemble (member_<k>/, calibration.json).
+ENSEMBLE_DIR = "ensemble"
 _REQUIRED_KEYS = ("format", "format_version", "package_version", "created", "architecture", "info", "metadata")
 _OPTIONAL_KEYS = ("weights_sha256",)
 _ARCHITECTURE_KEYS = ("hidden_sizes", "activation", "n_inputs")
@@ -225,10 +234,13 @@ def export_surrogate(
     metadata: dict[str, Any] | None = None,
     *,
     extra_json: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
     overwrite: bool = False,
     replace_bundled: bool = False,
 ) -> Path:
     """Install ``model`` (and ``extra_json`` files, e.g. ``{"summary.json": {...}}``) as a complete folder, atomically.
+
+    ``extra_files`` maps further relative paths (``"ensemble/member_1/model.json"``) to their bytes.
 
     ``directory`` None means the bundled model's folder (:func:`default_model_dir`).
 
@@ -244,7 +256,7 @@ def export_surrogate(
         ``replace_bundled`` is False (with ``replace_bundled``, the model must record the virtual
         device it imitates, which ``demo`` rebuilds); or cannot be written.
     """
-    files = surrogate_files(model, metadata)
+    files = {**surrogate_files(model, metadata), **(extra_files or {})}
     for name, data in (extra_json or {}).items():
         files[name] = (json.dumps(data, indent=2) + "\n").encode()
     directory = default_model_dir() if directory is None else Path(directory)
@@ -279,11 +291,13 @@ def export_surrogate(
     aside = target.with_name(f".{target.name}.replaced-{tag}")
     try:
         staging.mkdir(parents=True)
-        for entry in existing:
-            if entry.name not in files and entry.name not in (WEIGHTS_FILE, MODEL_FILE):
+        written = {name.split("/")[0] for name in files}
+        for entry in existing:  # a README is kept; an old model's ensemble is not (it belongs to the old model)
+            if entry.name not in written and entry.name not in (WEIGHTS_FILE, MODEL_FILE, ENSEMBLE_DIR):
                 copy = shutil.copytree if entry.is_dir() else shutil.copy2
                 copy(entry, staging / entry.name)
         for name, data in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
         if existing:
             os.replace(target, aside)
