@@ -100,6 +100,17 @@ def test_adaptive_rounds_measure_where_the_members_disagree(tmp_path):
             assert np.mean(plan["on_slice"]) == pytest.approx(report["selected_on_slices"])
     provenance = read_run(tmp_path)["identity"]["config"]["adaptive"]
     assert provenance["rounds"] == 2
+    # inmaterio report puts the run in the surrogates' table, its numbers from metrics.json
+    from inmaterio.tasks.report import build_report
+
+    text = build_report([tmp_path])
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{tmp_path}`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    test = summary["test_metrics"]
+    assert cells[1] == "400 + 180 adaptive" and cells[2] == f"{test['rmse_na']:.2f}"
+    assert float(cells[3]) == pytest.approx((test["rmse_na"] ** 2 - test["noise_floor_na"] ** 2) ** 0.5, abs=0.006)
+    worst = int(np.argmax(summary["iv_rmse_per_electrode_na"]))
+    assert cells[6] == f"{max(summary['iv_rmse_per_electrode_na']):.2f} (e{worst})" and cells[8] == "n/a"
 
 
 def test_an_interrupted_round_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path, monkeypatch):

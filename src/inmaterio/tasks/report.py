@@ -3,7 +3,8 @@
 Each finished run folder of a task (``run.json`` kind ``inmaterio.task.<type>``)
 is read back (config, metrics, history); the runs of one task go to that
 task's report function (:mod:`inmaterio.tasks.registry`), which returns one
-Markdown section. Tasks without a report get their summary tables one after
+Markdown section. Finished SMG runs (kind ``inmaterio.smg``) share one table
+(:mod:`inmaterio.smg.report`). Tasks without a report get their summary tables one after
 the other. A folder that holds run folders (e.g. ``results/mnist``) stands
 for all of them.
 """
@@ -16,7 +17,10 @@ from pathlib import Path
 from inmaterio.config import read_yaml
 from inmaterio.errors import RunFolderError
 from inmaterio.runs import CONFIG_FILE, HISTORY_JSON, METRICS_FILE, RUN_FILE, read_run
+from inmaterio.smg.report import smg_report
 from inmaterio.tasks.registry import TASKS, FinishedRun, resolve
+
+SMG_KIND = "inmaterio.smg"  # the kind of an SMG run folder (inmaterio.smg.pipeline.KIND)
 
 __all__ = ["collect_runs", "build_report", "markdown_table"]
 
@@ -74,12 +78,17 @@ def build_report(folders: Iterable[str | Path]) -> str:
     at the end as skipped, with their state.
     """
     by_task: dict[str, list[FinishedRun]] = {}
+    surrogates: list[FinishedRun] = []
     skipped: list[str] = []
     for path in collect_runs(folders):
         record = read_run(path)
         kind = record["kind"]
         task = kind.removeprefix("inmaterio.task.")
-        if not kind.startswith("inmaterio.task.") or task not in TASKS:
+        if kind == SMG_KIND and record["state"] == "finished":
+            surrogates.append(_finished(path, record))
+        elif kind == SMG_KIND:
+            skipped.append(f"`{path}` ({record['state']})")
+        elif not kind.startswith("inmaterio.task.") or task not in TASKS:
             skipped.append(f"`{path}` (a run of kind '{kind}', not a task)")
         elif record["state"] != "finished":
             skipped.append(f"`{path}` ({record['state']})")
@@ -90,6 +99,8 @@ def build_report(folders: Iterable[str | Path]) -> str:
         entry = TASKS[task]
         report = _default_report if entry.report is None else resolve(entry.report)
         sections.append(f"## {task}: {entry.summary}\n\n{report(runs)}")
+    if surrogates:
+        sections.append(f"## surrogates: SMG runs side by side\n\n{smg_report(surrogates)}")
     if skipped:
         sections.append("Skipped: " + "; ".join(skipped) + ".")
     return "\n\n".join(sections) + "\n"
