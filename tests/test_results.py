@@ -21,6 +21,7 @@ FOLDERS = [
     "pulsed_mnist_ttv2_states",
     "drn_mnist",
     "drn_mnist_h1024",
+    "smg_adaptive",
 ]
 
 
