@@ -98,6 +98,7 @@ def test_adaptive_rounds_measure_where_the_members_disagree(tmp_path):
         with np.load(folder / "plan.npz") as plan:
             np.testing.assert_array_equal(plan["voltages_v"], data.voltages_v)
             assert np.mean(plan["on_slice"]) == pytest.approx(report["selected_on_slices"])
+    assert (tmp_path / "adaptive_rounds.png").stat().st_size > 10_000
     provenance = read_run(tmp_path)["identity"]["config"]["adaptive"]
     assert provenance["rounds"] == 2
     # inmaterio report puts the run in the surrogates' table, its numbers from metrics.json

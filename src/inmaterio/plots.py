@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from inmaterio.smg.iv import IVCurves
 
 __all__ = [
+    "plot_adaptive_rounds",
     "plot_capacity",
     "plot_class_outputs",
     "plot_iv_curves",
@@ -88,6 +89,36 @@ def plot_learning_curve(history: Sequence[Mapping[str, Any]], path: str | Path |
     ax.set_xlabel("epoch")
     ax.set_ylabel("RMSE / nA")
     ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_adaptive_rounds(rounds: Sequence[Mapping[str, Any]], path: str | Path | None = None) -> Figure:
+    """Adaptive sampling per round (:mod:`inmaterio.smg.adaptive`): where the picks fell and what they found.
+
+    Left: the round's ensemble's RMSE (nA) on the points it picked, measured after the pick, beside its
+    validation RMSE. Right: the mean spread (nA) of the candidate pool and of the picks, and the
+    fraction of picks on slices (right axis).
+    """
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    r = [int(row["round"]) for row in rounds]
+    left.plot(r, [row["selected_rmse_na"] for row in rounds], "o-", label="on its picks")
+    left.plot(r, [row["validation_rmse_na"] for row in rounds], "s--", label="on its validation split")
+    left.set(xlabel="round", ylabel="ensemble RMSE / nA", title="error where the ensemble disagreed")
+    left.legend()
+    right.plot(r, [row["selected_mean_spread_na"] for row in rounds], "o-", label="picks")
+    right.plot(r, [row["pool_mean_spread_na"] for row in rounds], "s--", label="candidate pool")
+    right.set(xlabel="round", ylabel="mean ensemble spread / nA", title="what was picked")
+    share = right.twinx()
+    share.bar(r, [row["selected_on_slices"] for row in rounds], alpha=0.2, color="grey", label="picks on slices")
+    share.set(ylabel="fraction of picks on slices", ylim=(0, 1))
+    right.set_zorder(share.get_zorder() + 1)
+    right.patch.set_visible(False)
+    lines, labels = right.get_legend_handles_labels()
+    bars, bar_labels = share.get_legend_handles_labels()
+    right.legend(lines + bars, labels + bar_labels, fontsize=8)
+    for ax in (left, right):
+        ax.set_xticks(r)
     return save_figure(fig, path)
 
 

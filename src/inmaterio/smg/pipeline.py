@@ -13,6 +13,7 @@ with the long stages as run folders nested in it::
     ensemble/member_<k>/         with ensemble_members >= 2: members 1.. (member 0 is training/), seeds + k
     ensemble/calibration.json    the spread's calibration fitted on the validation split (SpreadCalibration)
     learning_curve.png, test_predicted_vs_measured.png, iv_curves.png
+    adaptive_rounds.png          with adaptive set: per round, the error on the picks and what was picked
     metrics.json                 the summary: every number below, with the config and package version
 
 After training, the model's :class:`~inmaterio.surrogate.DeviceInfo` gets
@@ -54,7 +55,7 @@ from inmaterio.devices.base import Device
 from inmaterio.devices.registry import build_device
 from inmaterio.errors import ConfigError, ModelFileError, RunFolderError
 from inmaterio.fileio import read_json
-from inmaterio.plots import plot_iv_curves, plot_learning_curve, plot_predicted_vs_measured
+from inmaterio.plots import plot_adaptive_rounds, plot_iv_curves, plot_learning_curve, plot_predicted_vs_measured
 from inmaterio.runs import METRICS_FILE, RunFolder, open_run, read_run
 from inmaterio.smg.acquire import acquire
 from inmaterio.smg.adaptive import adaptive_rounds
@@ -167,6 +168,7 @@ def _run_stages(
         _check_trainable(*split(first_clean, config.postprocess.split, config.postprocess.seed)[:2], first_cleaning, config)
         data, rounds = adaptive_rounds(config, run, device, raw, info, acquisition, progress, notify)
         adaptive = {"n_points": len(data), "rounds": rounds}
+        _save_figure(run, "adaptive_rounds.png", plot_adaptive_rounds(rounds))
     clean, cleaning = postprocess(data, config.postprocess)
     train, val, held_out = split(clean, config.postprocess.split, config.postprocess.seed)
     _check_trainable(train, val, cleaning, config)
