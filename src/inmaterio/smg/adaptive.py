@@ -51,6 +51,7 @@ from inmaterio.smg.acquire import acquire
 from inmaterio.smg.config import AcquisitionConfig, SMGConfig
 from inmaterio.smg.dataset import Dataset, postprocess, split
 from inmaterio.smg.ensemble import member_directory, train_member
+from inmaterio.smg.evaluate import error_metrics
 from inmaterio.surrogate import DeviceInfo
 from inmaterio.surrogate.ensemble import SurrogateEnsemble
 
@@ -200,7 +201,6 @@ def adaptive_rounds(
             run.write_file(f"{folder}/{PLAN_FILE}", _plan_writer(plan), what=f"round {r}'s plan")
         measured = acquire(device, plan["voltages_v"], run.subfolder(f"{folder}/data"), acquisition,
                            metadata={"adaptive_round": r}, notify=notify)  # fmt: skip
-        predicted = ensemble.predict(measured.voltages_v)
         report = {
             "round": r,
             "fingerprint": measured.metadata["fingerprint"],
@@ -210,8 +210,8 @@ def adaptive_rounds(
             "n_selected": len(measured),
             "selected_mean_spread_na": float(plan["score_na"].mean()),
             "selected_on_slices": float(plan["on_slice"].mean()),
-            "selected_rmse_na": float(np.sqrt(np.mean((predicted - measured.current_na) ** 2))),
-            "validation_rmse_na": float(np.sqrt(np.mean((ensemble.predict(val.voltages_v) - val.current_na) ** 2))),
+            "selected_rmse_na": error_metrics(ensemble.predict(measured.voltages_v), measured)["rmse_na"],
+            "validation_rmse_na": error_metrics(ensemble.predict(val.voltages_v), val)["rmse_na"],
         }
         reports.append(report)
         parts.append(measured)

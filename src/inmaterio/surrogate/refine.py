@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -83,13 +83,7 @@ class Refinement:
 
     def summary(self) -> dict:
         """JSON-ready numbers (everything but the model)."""
-        return {
-            "n_train": self.n_train,
-            "n_held_out": self.n_held_out,
-            "held_out_rmse_before_na": self.held_out_rmse_before_na,
-            "held_out_rmse_after_na": self.held_out_rmse_after_na,
-            "anchor_drift_na": self.anchor_drift_na,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
 def fine_tune(

@@ -17,10 +17,9 @@ from pathlib import Path
 from inmaterio.config import read_yaml
 from inmaterio.errors import RunFolderError
 from inmaterio.runs import CONFIG_FILE, HISTORY_JSON, METRICS_FILE, RUN_FILE, read_run
+from inmaterio.smg.pipeline import KIND as SMG_KIND
 from inmaterio.smg.report import smg_report
 from inmaterio.tasks.registry import TASKS, FinishedRun, resolve
-
-SMG_KIND = "inmaterio.smg"  # the kind of an SMG run folder (inmaterio.smg.pipeline.KIND)
 
 __all__ = ["collect_runs", "build_report", "markdown_table"]
 
