@@ -226,6 +226,37 @@ def test_fit_steps_an_lr_scheduler_and_resumes_it(tmp_path):
         )
 
 
+def test_lr_decay_multiplies_the_rate_after_every_epoch_and_resumes(tmp_path):
+    """``lr_decay = d``: epoch ``e`` trains at ``lr d^(e-1)`` (closed form), the same steps as setting it by hand."""
+    spec = get_example("xor")
+    data = spec.load(0)
+    config = spec.config.model_copy(update={"epochs": 4, "lr_decay": 0.5})
+    straight = spec.build(0)
+    history = fit(straight, data.x_train, data.y_train, config, progress=False)
+    assert [h["lr"] for h in history] == [0.02 * 0.5**e for e in range(4)]
+    by_hand = spec.build(0)
+    _train_by_hand(by_hand, data, config, _torch_optimizer(by_hand, config), [0.02, 0.01, 0.005, 0.0025])
+    for key, value in by_hand.parameter_values().items():
+        lo, hi = by_hand.bounds[key]
+        assert ((value - straight.parameter_values()[key]).abs() <= TOLERANCE * (hi - lo)).all(), key
+    fit(spec.build(0), data.x_train, data.y_train, config.model_copy(update={"epochs": 2}), directory=tmp_path,
+        progress=False)  # fmt: skip
+    again = spec.build(0)  # 2 more epochs from the folder: the decayed rate comes back from the checkpoint
+    assert [h["lr"] for h in fit(again, data.x_train, data.y_train, config, directory=tmp_path, progress=False)] == [
+        h["lr"] for h in history
+    ]
+    for key, u in straight.normalised_parameters().items():
+        assert torch.equal(u, again.normalised_parameters()[key]), key
+    assert "lr_decay" not in spec.config.model_dump()  # the default (1) dumps as before the option existed
+    assert config.model_dump()["lr_decay"] == 0.5
+    with pytest.raises(ConfigError, match=r"lr_decay = 0\.5 and a scheduler"):
+        fit(spec.build(0), data.x_train, data.y_train, config, progress=False,
+            scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))  # fmt: skip
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="lr_decay"):
+            EPTrainConfig(lr_decay=bad)
+
+
 def test_default_layer_names_depend_only_on_the_model():
     """Unnamed layers are named per model, in the order of the model's walk: not by how many were built before."""
 

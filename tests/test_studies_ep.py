@@ -36,7 +36,8 @@ def test_ep_learning_examples_validate(path):
     config = load_run_config(path)
     assert isinstance(config, EPLearningConfig)
     recipe = DATASETS[config.task.dataset][3]
-    for key in ("epochs", "batch_size", "lr"):  # the examples are the measured recipes
+    decayed = config.task.training.lr_decay != 1.0  # trained to convergence: more epochs at a falling rate
+    for key in ("batch_size", "lr") if decayed else ("epochs", "batch_size", "lr"):  # the measured recipes
         assert getattr(config.task.training, key) == recipe[key], key
     assert validate_config(EPLearningConfig, yaml.safe_load(path.read_text())) == config
 
@@ -287,6 +288,18 @@ def test_a_fixed_split_gives_every_seed_the_same_test_set_and_only_then():
         parse_run_config({"task": {"type": "ep_learning", "split_seed": -1}})
     with pytest.raises(ConfigError, match=r"split_seed 0 fixes a train/test split, but dataset 'gates' has none"):
         parse_run_config({"task": {"type": "ep_learning", "dataset": "gates", "split_seed": 0}})
+
+
+def test_a_decayed_learning_rate_reaches_every_seed_and_the_report(tmp_path):
+    """``training.lr_decay``: each seed trains at ``lr d^(e-1)`` in epoch ``e`` (as plain fit), the report says so."""
+    tiny = {"task": {**GATES_TINY["task"], "gates": ["XOR"], "seeds": 1, "training": {"epochs": 3, "lr_decay": 0.5}}}
+    config = parse_run_config(tiny)
+    run_task(config, tmp_path / "run", progress=False)
+    history = json.loads((tmp_path / "run" / "XOR" / "seed_0" / "history.json").read_text())
+    lr = config.task.training.lr
+    assert [row["lr"] for row in history] == [lr, lr * 0.5, lr * 0.25]
+    assert f"lr {lr} (x0.5 per epoch)" in build_report([tmp_path / "run"])
+    assert "lr_decay" not in parse_run_config(GATES_TINY).identity()["task"]["training"]  # earlier runs keep theirs
 
 
 def test_refit_trains_a_fresh_circuit_on_the_whole_training_set_for_the_selected_epochs(tmp_path, monkeypatch):

@@ -75,7 +75,10 @@ class EPTrainConfig(StrictModel):
             on the normalised parameters: ``lr`` is relative to each parameter's bound width; or
             "pulsed": every parameter element a pulsed device updated by pulses
             (:class:`~inmaterio.circuits.pulsed.PulsedDeviceOptimizer`, settings in ``pulsed``, seeded by ``seed``).
-        lr: learning rate (> 0).
+        lr: learning rate (> 0) of the first epoch.
+        lr_decay: factor applied to the learning rate after every epoch, in (0, 1] (1: constant; e.g.
+            ``0.01 ** (1 / epochs)`` ends a hundred times lower, so the last epochs settle instead of wandering).
+            Left out of the dumped config when 1, so the configs of earlier runs dump as before.
         momentum: heavy-ball momentum of "momentum", in [0, 1).
         betas: Adam's decay rates, each in [0, 1).
         loss: "mse" or "cross_entropy" on the class scores of ``readout``.
@@ -93,6 +96,7 @@ class EPTrainConfig(StrictModel):
     variant: Literal["symmetric", "one-sided", "random-sign"] = "symmetric"
     optimizer: Literal["adam", "momentum", "sgd", "pulsed"] = "adam"
     lr: float = Field(0.01, gt=0)
+    lr_decay: float = Field(1.0, gt=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1)
     betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     loss: Literal["mse", "cross_entropy"] = "mse"
@@ -111,10 +115,12 @@ class EPTrainConfig(StrictModel):
         return self
 
     @model_serializer(mode="wrap")
-    def _dump_without_absent_pulsed(self, handler) -> dict[str, Any]:
+    def _dump_without_absent_options(self, handler) -> dict[str, Any]:
         data = handler(self)
         if self.pulsed is None:
             data.pop("pulsed", None)
+        if self.lr_decay == 1.0:
+            data.pop("lr_decay", None)
         return data
 
     def loss_fn(self) -> LossFn:
@@ -327,7 +333,8 @@ def fit(
             gets its trained parameters) or continues if ``epochs`` grew.
         overwrite: replace the run in ``directory`` (see :func:`inmaterio.runs.open_run`).
         scheduler: ``f(optimizer) -> LR scheduler``, stepped after every epoch
-            (``ReduceLROnPlateau`` with the epoch's training loss).
+            (``ReduceLROnPlateau`` with the epoch's training loss); not together with ``config.lr_decay`` < 1,
+            which is itself an exponential scheduler.
         progress: show a progress bar (samples, rate, ETA).
         options: solver tolerances; device: where to solve.
         checkpoint_interval_s: write the checkpoint at most this often (always after the last
@@ -346,7 +353,7 @@ def fit(
         ConfigError: bad labels, a config that is not an :class:`EPTrainConfig`,
             a run folder made with other settings (names the fields), one
             holding more epochs than ``config.epochs``, ``restore_best`` without
-            labelled ``validation``.
+            labelled ``validation``, a ``scheduler`` beside ``config.lr_decay`` < 1.
         RunFolderError: an unusable ``directory`` (checked before any training).
         ModelFileError: a corrupt or foreign checkpoint.
         SimulationError: a solve that fails or a non-finite gradient.
@@ -368,8 +375,14 @@ def fit(
     if restore_best and (validation is None or validation[1].dtype.is_floating_point):
         raise ConfigError("restore_best=True needs validation=(x_val, y_val) with integer class labels, "
                           f"got {'no validation data' if validation is None else 'float targets'}")  # fmt: skip
+    if scheduler is not None and config.lr_decay != 1.0:
+        raise ConfigError(f"lr_decay = {config.lr_decay} and a scheduler would both set the learning rate; "
+                          "give one of them (lr_decay 1 keeps the scheduler's)")  # fmt: skip
     optimizer = config.make_optimizer(model.parameters())
-    sched = scheduler(optimizer) if scheduler is not None else None
+    if config.lr_decay != 1.0:
+        sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay)
+    else:
+        sched = scheduler(optimizer) if scheduler is not None else None
     generator = torch.Generator().manual_seed(config.seed)
     train = _Training(model, data, y, config, optimizer, sched, generator, validation, options, device, restore_best)
     if directory is None:

@@ -449,7 +449,6 @@ def report_ep_learning(runs: list[FinishedRun]) -> str:
     sections = []
     for run in runs:
         m, table = run.metrics, run.metrics["table"]
-        t = m["training"]
         if "selection" in m:
             sections.append(_report_selected(run))
             continue
@@ -461,14 +460,22 @@ def report_ep_learning(runs: list[FinishedRun]) -> str:
         )  # fmt: skip
         sections.append(
             f"### {table['title']} (`{run.path}`)\n\n"
-            f"Diode network with {m['hidden']} hidden nodes; {t['variant']} EP, beta {t['beta']:g} S, {t['loss']} "
-            f"({t['readout']} readout), {t['optimizer']} lr {t['lr']}, batch {t['batch_size']}, {t['epochs']} epochs; "
-            f"accuracies after the last epoch. {_split_sentence(m)}{run.record.get('wall_s', 0.0) / 60:.1f} min wall; "
+            f"{_recipe(m)}; accuracies after the last epoch. {_split_sentence(m)}{run.record.get('wall_s', 0.0) / 60:.1f} min wall; "
             f"`inmaterio run {run.path / 'config.yaml'} --out {run.path}`.\n\n"
             + markdown_table(table["columns"], table["rows"])
             + f"\n\n<details><summary>per seed</summary>\n\n{seeds}\n\n</details>\n\n![learning curves]({run.path / 'learning_curve.png'})"
         )
     return "\n\n".join(sections)
+
+
+def _recipe(metrics: dict[str, Any]) -> str:
+    """The network and EP recipe of a run, for a report (one clause, no full stop)."""
+    t = metrics["training"]
+    decay = f" (x{t['lr_decay']:g} per epoch)" if t.get("lr_decay", 1.0) != 1.0 else ""
+    return (
+        f"Diode network with {metrics['hidden']} hidden nodes; {t['variant']} EP, beta {t['beta']:g} S, {t['loss']} "
+        f"({t['readout']} readout), {t['optimizer']} lr {t['lr']}{decay}, batch {t['batch_size']}, {t['epochs']} epochs"
+    )
 
 
 def _split_sentence(metrics: dict[str, Any]) -> str:
@@ -483,7 +490,7 @@ def _report_selected(run: FinishedRun) -> str:
     from inmaterio.tasks.report import markdown_table
 
     m, table = run.metrics, run.metrics["table"]
-    t, sel = m["training"], m["selection"]
+    sel = m["selection"]
     seeds = markdown_table(
         ["problem", "seed", "train acc.", "validation acc. (selected epoch)", "test acc.", "s/epoch"],
         [[s["problem"], s["seed"], f"{s['train_accuracy']:.2%}", f"{s['validation_accuracy']:.2%} ({s['selected_epoch']})",
@@ -492,9 +499,7 @@ def _report_selected(run: FinishedRun) -> str:
     first = m["seeds"][0]
     return (
         f"### {table['title']} (`{run.path}`)\n\n"
-        f"Diode network with {m['hidden']} hidden nodes; {t['variant']} EP, beta {t['beta']:g} S, {t['loss']} "
-        f"({t['readout']} readout), {t['optimizer']} lr {t['lr']}, batch {t['batch_size']}, {t['epochs']} epochs. "
-        f"{_split_sentence(m)}Model selection on a validation part: {first['n_validation']} of the {first['n_train'] + first['n_validation']} "
+        f"{_recipe(m)}. {_split_sentence(m)}Model selection on a validation part: {first['n_validation']} of the {first['n_train'] + first['n_validation']} "
         f"training samples held out (fraction {sel['fraction']:g}, stratified, drawn per seed), training on the other "
         f"{first['n_train']}; the weights of the epoch with the best validation accuracy (ties: lowest validation loss, "
         + (
