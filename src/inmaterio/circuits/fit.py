@@ -75,9 +75,9 @@ class EPTrainConfig(StrictModel):
             on the normalised parameters: ``lr`` is relative to each parameter's bound width; or
             "pulsed": every parameter element a pulsed device updated by pulses
             (:class:`~inmaterio.circuits.pulsed.PulsedDeviceOptimizer`, settings in ``pulsed``, seeded by ``seed``).
-        lr: learning rate (> 0) of the first epoch.
-        lr_decay: factor applied to the learning rate after every epoch, in (0, 1] (1: constant; e.g.
-            ``0.01 ** (1 / epochs)`` ends a hundred times lower, so the last epochs settle instead of wandering).
+        lr: learning rate (> 0).
+        lr_decay: factor applied to the learning rate after every epoch (``lr`` is the first epoch's), in (0, 1]
+            (1: constant; ``0.01 ** (1 / epochs)`` ends a hundred times lower, so the last epochs settle).
             Left out of the dumped config when 1, so the configs of earlier runs dump as before.
         momentum: heavy-ball momentum of "momentum", in [0, 1).
         betas: Adam's decay rates, each in [0, 1).
