@@ -210,6 +210,18 @@ ROWS = [
         "a surrogate folder that does not exist",
         lambda t: _run(t, f"task: {{type: gates}}\nsurrogate: {{model_dir: {t / 'nope'}}}\n", r"'.*nope'"),
     ),
+    BadInput(
+        "ensemble-without-folder",
+        "surrogate.ensemble without model_dir",
+        lambda t: _run(t, "task: {type: gates}\nsurrogate: {ensemble: true}\n", r"ensemble: true needs model_dir"),
+    ),
+    BadInput(
+        "predictive-noise-single",
+        "surrogate.predictive_noise on one model",
+        lambda t: _run(
+            t, f"task: {{type: gates}}\nsurrogate: {{model_dir: {t}, predictive_noise: true}}\n", r"set ensemble: true"
+        ),
+    ),
     BadInput("other-seed", "the same --out with another seed", _other_seed_is_refused),
     BadInput("out-file", "--out is an existing file", _out_is_a_file),
     BadInput("out-foreign", "--out is a folder of other files", _out_is_foreign),

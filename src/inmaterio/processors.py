@@ -188,7 +188,13 @@ class SurrogateProcessor(Processor):
 
     ``current = clip(amplification * model(v) + noise)``, where ``noise`` is
     Gaussian with standard deviation ``noise_std_na`` (0 = off) and ``clip`` is
-    the interval ``clipping_na`` (None = no clipping).
+    the interval ``clipping_na`` (None = no clipping). With ``predictive_noise``
+    the model is a :class:`~inmaterio.surrogate.SurrogateEnsemble` and the noise
+    of each point has the standard deviation ``sqrt(noise_std_na^2 + sigma(v)^2)``,
+    where ``sigma(v)`` is the ensemble's calibrated spread there (times
+    ``|amplification|``): drawn as ``sigma * N(0, 1)``, so its gradient reaches
+    the voltages through ``sigma`` too and training is pushed away from where the
+    surrogate is unsure, as well as towards margins wider than the noise.
 
     Parameters
     ----------
@@ -200,6 +206,7 @@ class SurrogateProcessor(Processor):
     noise : add Gaussian output noise. Its standard deviation is
         ``noise_std_na`` if given, else the surrogate's test RMSE ``info.noise_na``.
     noise_std_na : standard deviation of the noise in nA (>= 0).
+    predictive_noise : add the ensemble's per-point spread to the noise (above); needs a ``SurrogateEnsemble``.
     clipping_na : ``(low, high)`` nA; default ``"info"`` takes ``info.output_clipping_na``.
     check : validate the voltages on every call (see :meth:`Processor.check_voltages`).
     bfloat16 : run the MLP's matrix products in bfloat16 (``torch.autocast``).
@@ -219,10 +226,16 @@ class SurrogateProcessor(Processor):
         amplification: float = 1.0,
         noise: bool = False,
         noise_std_na: float | None = None,
+        predictive_noise: bool = False,
         clipping_na: tuple[float, float] | None | str = "info",
         check: bool = True,
         bfloat16: bool = False,
     ) -> None:
+        if predictive_noise and not hasattr(model, "mean_and_spread"):
+            raise ConfigError(
+                f"predictive_noise needs an ensemble of surrogates (SurrogateEnsemble, e.g. load_ensemble(folder)) "
+                f"to give a spread per point, got a {type(model).__name__}"
+            )
         super().__init__(model.info)
         for p in model.parameters():
             p.requires_grad_(False)
@@ -247,6 +260,7 @@ class SurrogateProcessor(Processor):
         self.clipping_na = None if clipping_na is None else (float(clipping_na[0]), float(clipping_na[1]))
         self.check = check
         self.bfloat16 = bfloat16
+        self.predictive_noise = bool(predictive_noise)
 
     def set_noise(self, std_na: float | None = None) -> None:
         """Switch output noise on with ``std_na`` nA (None: the test RMSE ``info.noise_na``); 0 switches it off."""
@@ -261,22 +275,24 @@ class SurrogateProcessor(Processor):
     @contextmanager
     def noise_off(self) -> Iterator[SurrogateProcessor]:
         """Context manager: no output noise inside (e.g. to measure accuracy); the setting is restored after."""
-        saved = self.noise_std_na
-        self.noise_std_na = 0.0
+        saved = self.noise_std_na, self.predictive_noise
+        self.noise_std_na, self.predictive_noise = 0.0, False
         try:
             yield self
         finally:
-            self.noise_std_na = saved
+            self.noise_std_na, self.predictive_noise = saved
 
     def forward(self, voltages: torch.Tensor) -> torch.Tensor:
-        return self._output_stage(self._model_current(voltages))
+        return self._output_stage(*self._model_current(voltages))
 
     def forward_repeated(self, voltages: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
         """The model runs once per distinct point; noise and clipping apply per sample (see :class:`Processor`)."""
-        return self._output_stage(self._model_current(voltages).index_select(dim, index))
+        current, spread = self._model_current(voltages)
+        return self._output_stage(current.index_select(dim, index), None if spread is None else spread.index_select(dim, index))
 
-    def _model_current(self, voltages: torch.Tensor) -> torch.Tensor:
-        """``amplification * model(v)`` (nA), shape ``voltages.shape[:-1]``, after the voltage check.
+    def _model_current(self, voltages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``amplification * model(v)`` (nA), shape ``voltages.shape[:-1]``, after the voltage check, and with
+        ``predictive_noise`` the ensemble's spread there (nA, same shape; else None).
 
         Without gradients, large inputs run in chunks of :data:`CHUNK_ROWS`
         rows: each layer's activations then stay in cache (about 3x faster
@@ -287,17 +303,24 @@ class SurrogateProcessor(Processor):
             self.check_voltages(voltages)
         shape = voltages.shape[:-1]
         flat = voltages.reshape(-1, self.n_activation).to(next(self.model.parameters()).dtype)
+        evaluate = self.model.mean_and_spread if self.predictive_noise else lambda chunk: (self.model(chunk), None)
         with torch.autocast(flat.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
             if len(flat) > CHUNK_ROWS and not (torch.is_grad_enabled() and flat.requires_grad):
-                current = torch.cat([self.model(chunk) for chunk in flat.split(CHUNK_ROWS)])
+                parts = [evaluate(chunk) for chunk in flat.split(CHUNK_ROWS)]
+                current = torch.cat([c for c, _ in parts])
+                spread = None if parts[0][1] is None else torch.cat([sp for _, sp in parts])
             else:
-                current = self.model(flat)
+                current, spread = evaluate(flat)
         current = current.reshape(shape).to(voltages.dtype)
-        return current * self.amplification if self.amplification != 1.0 else current
+        if spread is not None:
+            spread = spread.reshape(shape).to(voltages.dtype) * abs(self.amplification)
+        return (current * self.amplification if self.amplification != 1.0 else current), spread
 
-    def _output_stage(self, current: torch.Tensor) -> torch.Tensor:
-        """Add the output noise (per sample) and clip."""
-        if self.noise_std_na > 0:
+    def _output_stage(self, current: torch.Tensor, spread: torch.Tensor | None = None) -> torch.Tensor:
+        """Add the output noise (per sample; with ``spread`` nA its per-point part in quadrature) and clip."""
+        if spread is not None:
+            current = current + torch.sqrt(self.noise_std_na**2 + spread**2) * torch.randn_like(current)
+        elif self.noise_std_na > 0:
             current = current + self.noise_std_na * torch.randn_like(current)
         if self.clipping_na is not None:
             current = current.clamp(*self.clipping_na)
@@ -311,6 +334,7 @@ class SurrogateProcessor(Processor):
             "clipping_na": self.clipping_na,
             "bfloat16": self.bfloat16,
             "surrogate_test_rmse_na": self.info.noise_na,
+            **({"predictive_noise": True} if self.predictive_noise else {}),
         }
 
 

@@ -42,6 +42,8 @@ __all__ = ["SpreadCalibration", "SurrogateEnsemble", "load_ensemble", "CALIBRATI
 
 #: The spread's calibration inside an ensemble folder (``ensemble/calibration.json``).
 CALIBRATION_FILE = "calibration.json"
+#: Added to the members' variance (nA^2) in :meth:`SurrogateEnsemble.mean_and_spread`: a finite gradient where they agree.
+_SPREAD_EPS_NA2 = 1e-12
 #: Where an SMG run folder keeps its tested model (member 0).
 SMG_MODEL_DIR = "model"
 
@@ -141,6 +143,22 @@ class SurrogateEnsemble(nn.Module):
     def forward(self, voltages: torch.Tensor) -> torch.Tensor:
         """The members' mean readout current, nA, ``(batch,)``, for ``voltages (batch, n_activation)`` V."""
         return torch.stack([member(voltages) for member in self.members]).mean(0)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Member 0's model card (its ``test_metrics`` are those of the SMG run's tested model)."""
+        return self.members[0].metadata
+
+    def mean_and_spread(self, voltages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' mean and calibrated spread, each ``(batch,)`` nA, differentiable, for ``voltages (batch, n)`` V.
+
+        The torch twin of :meth:`predict_with_std` (no voltage check, no chunking), for training: the spread
+        ``sqrt((scale * s)^2 + floor_na^2)`` of the members' standard deviation ``s`` (``ddof=1``), where ``s``
+        is taken as ``sqrt(var + 1e-12 nA^2)`` so that its gradient stays finite where members agree exactly.
+        """
+        values = torch.stack([member(voltages) for member in self.members])
+        spread = torch.sqrt(values.var(0) + _SPREAD_EPS_NA2)
+        return values.mean(0), torch.sqrt((self.calibration.scale * spread) ** 2 + self.calibration.floor_na**2)
 
     def member_predictions(self, voltages: Any, batch_size: int = 65536) -> np.ndarray:
         """Every member's checked, gradient-free prediction, float64 ``(K, batch)`` nA."""

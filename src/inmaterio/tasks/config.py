@@ -19,9 +19,9 @@ Every field is documented on its model below; unknown keys are errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from inmaterio.config import StrictModel
 from inmaterio.devices.registry import DeviceSpec
@@ -57,11 +57,39 @@ class SurrogateBackend(StrictModel):
     noise : add Gaussian output noise while training (std ``noise_std_na``,
         default the surrogate's test RMSE).
     noise_std_na : standard deviation of that noise, nA (>= 0).
+    ensemble : train on the ensemble in ``model_dir`` (an ``smg export`` of a run with an ensemble, or the
+        SMG run folder itself; :func:`~inmaterio.surrogate.load_ensemble`): the members' mean.
+    predictive_noise : with ``ensemble``: the output noise of each point also carries the ensemble's calibrated
+        spread there, in quadrature with ``noise_std_na`` (0 when ``noise`` is off), so training keeps
+        its margins where the surrogate is sure (:class:`~inmaterio.processors.SurrogateProcessor`).
+    ``ensemble`` and ``predictive_noise`` are left out of the dumped config when false, so earlier runs keep
+    their identity.
     """
 
     model_dir: Path | None = None
     noise: bool = False
     noise_std_na: float | None = Field(default=None, ge=0)
+    ensemble: bool = False
+    predictive_noise: bool = False
+
+    @model_validator(mode="after")
+    def _ensemble_needs_a_folder(self) -> SurrogateBackend:
+        if self.ensemble and self.model_dir is None:
+            raise ValueError(
+                "ensemble: true needs model_dir, a folder with an ensemble (an smg export or an SMG run folder "
+                "made with ensemble_members >= 2); the bundled model has none"
+            )
+        if self.predictive_noise and not self.ensemble:
+            raise ValueError("predictive_noise: true takes the spread of an ensemble; set ensemble: true (with model_dir)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unused_ensemble(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        for key in ("ensemble", "predictive_noise"):
+            if not getattr(self, key):
+                data.pop(key, None)
+        return data
 
 
 class ValidationConfig(StrictModel):

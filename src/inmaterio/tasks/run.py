@@ -55,11 +55,17 @@ __all__ = [
 
 
 def build_surrogate_processor(config: SurrogateBackend) -> SurrogateProcessor:
-    """The surrogate of ``config`` (the bundled one by default), with its output noise."""
-    from inmaterio.surrogate import load_default_surrogate, load_surrogate
+    """The surrogate of ``config`` (the bundled one by default, or an ensemble), with its output noise."""
+    from inmaterio.surrogate import load_default_surrogate, load_ensemble, load_surrogate
 
-    model = load_default_surrogate() if config.model_dir is None else load_surrogate(config.model_dir)
-    return SurrogateProcessor(model, noise=config.noise, noise_std_na=config.noise_std_na if config.noise else None)
+    if config.ensemble:
+        model = load_ensemble(config.model_dir)
+    else:
+        model = load_default_surrogate() if config.model_dir is None else load_surrogate(config.model_dir)
+    return SurrogateProcessor(
+        model, noise=config.noise, noise_std_na=config.noise_std_na if config.noise else None,
+        predictive_noise=config.predictive_noise,
+    )  # fmt: skip
 
 
 def build_validation_processor(config: ValidationConfig, surrogate: SurrogateProcessor) -> DeviceProcessor | None:
@@ -97,14 +103,17 @@ def check_backends(config: RunConfig, surrogate: SurrogateProcessor, device: Dev
 
 
 def backends_identity(surrogate: SurrogateProcessor, device: DeviceProcessor | None) -> dict[str, Any]:
-    """What of the back ends defines a result: the SHA-256 of the surrogate's weights and the device's description.
+    """What of the back ends defines a result: the SHA-256 of the surrogate's weights (every member's, and the
+    spread calibration, of an ensemble) and the device's description.
 
     The package version in a description is provenance, not physics: it is left out, so a run may
     resume after an upgrade.
     """
     weights = surrogate.model.state_dict()
     described = None if device is None else {k: v for k, v in device.device.describe().items() if k != "package_version"}
-    return {"surrogate_weights": fingerprint_tensors(*(weights[k] for k in sorted(weights))), "device": described}
+    identity = {"surrogate_weights": fingerprint_tensors(*(weights[k] for k in sorted(weights))), "device": described}
+    calibration = getattr(surrogate.model, "calibration", None)  # an ensemble's spread calibration
+    return identity if calibration is None else {**identity, "surrogate_calibration": calibration.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,9 @@ def prepare_dnpu_task(config: RunConfig) -> DnpuBackends:
     on_device = getattr(task, "train_on", "surrogate") == "device"
     if getattr(task, "refine", None) is not None and not config.validation.enabled:
         raise ConfigError("task.refine measures the device around the solutions: set validation.enabled: true")
+    if getattr(task, "refine", None) is not None and config.surrogate.ensemble:
+        raise ConfigError("task.refine fine-tunes one surrogate, and surrogate.ensemble is true; "
+                          "refine a single model (ensemble: false) or leave task.refine out")  # fmt: skip
     surrogate = build_surrogate_processor(config.surrogate)
     validation = config.validation.model_copy(update={"enabled": True}) if on_device else config.validation
     device = build_validation_processor(validation, surrogate)
