@@ -146,3 +146,16 @@ def test_bad_ensemble_configs_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="task.refine fine-tunes one surrogate, and surrogate.ensemble is true"):
         run_task(refine, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_ensemble_gate_examples_validate_and_differ_only_in_the_noise():
+    from pathlib import Path
+
+    from inmaterio.tasks.registry import load_run_config
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "gates_ensemble"
+    mean, predictive = (load_run_config(folder / f"{name}.yaml") for name in ("mean", "predictive"))
+    assert mean.surrogate.ensemble and predictive.surrogate.ensemble and predictive.surrogate.predictive_noise
+    without_noise = predictive.surrogate.model_copy(update={"noise": False, "noise_std_na": None, "predictive_noise": False})
+    assert mean.surrogate == without_noise
+    assert mean.task == predictive.task and mean.validation == predictive.validation and mean.seed == predictive.seed
