@@ -114,6 +114,23 @@ def test_adaptive_rounds_measure_where_the_members_disagree(tmp_path):
     assert cells[6] == f"{max(summary['iv_rmse_per_electrode_na']):.2f} (e{worst})" and cells[8] == "n/a"
 
 
+def test_stop_ratio_ends_the_rounds_after_the_first_whose_picks_held_no_surprise(tmp_path):
+    """Round 1's numbers do not depend on ``stop_ratio``: just above its picks' RMSE / validation RMSE the rounds stop
+    after it (its points kept, no round 2 folder); just below they go on to round 2."""
+    every = run_smg(adaptive_config(), tmp_path / "every", progress=False, notify=quiet)["adaptive"]
+    first = every["rounds"][0]
+    ratio = first["selected_rmse_na"] / first["validation_rmse_na"]
+    assert ratio > 1.02  # the picks are where the model is wrong
+    above = adaptive_config(adaptive={**adaptive_config().adaptive.model_dump(), "stop_ratio": ratio * 1.01})
+    stopped = run_smg(above, tmp_path / "stopped", progress=False, notify=quiet)
+    assert stopped["adaptive"]["rounds"] == every["rounds"][:1] and stopped["adaptive"]["n_points"] == 400 + 90
+    assert sum(stopped["split"].values()) == 490 and not (tmp_path / "stopped" / ROUND_DIR.format(2)).exists()
+    assert read_run(tmp_path / "stopped")["identity"]["config"]["adaptive"]["stop_ratio"] == ratio * 1.01
+    assert "stop_ratio" not in read_run(tmp_path / "every")["identity"]["config"]["adaptive"]  # None: as before
+    below = adaptive_config(adaptive={**adaptive_config().adaptive.model_dump(), "stop_ratio": ratio * 0.99})
+    assert run_smg(below, tmp_path / "below", progress=False, notify=quiet)["adaptive"] == every
+
+
 def test_an_interrupted_round_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path, monkeypatch):
     config = adaptive_config()
     reference = run_smg(config, tmp_path / "ref", progress=False, notify=quiet)

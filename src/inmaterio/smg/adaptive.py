@@ -163,7 +163,11 @@ def adaptive_rounds(
     progress: bool,
     notify: Callable[[str], None],
 ) -> tuple[Dataset, list[dict[str, Any]]]:
-    """Run (or resume) every round of ``config.adaptive`` after ``initial``; return all data and one report per round."""
+    """Run (or resume) the rounds of ``config.adaptive`` after ``initial``; return all data and one report per round.
+
+    With ``stop_ratio`` the rounds end early after the first round whose picks the ensemble predicted within
+    ``stop_ratio`` times its validation RMSE (that round's points are kept); a resumed run stops at the same round.
+    """
     adaptive = config.adaptive
     if adaptive is None:
         raise ConfigError("adaptive_rounds needs a config with 'adaptive' set")
@@ -215,4 +219,8 @@ def adaptive_rounds(
         }
         reports.append(report)
         parts.append(measured)
+        if adaptive.stop_ratio is not None and report["selected_rmse_na"] < adaptive.stop_ratio * report["validation_rmse_na"]:
+            notify(f"adaptive rounds stop after round {r}: its picks' RMSE {report['selected_rmse_na']:.3g} nA is within "
+                   f"{adaptive.stop_ratio:g}x the validation RMSE {report['validation_rmse_na']:.3g} nA")  # fmt: skip
+            break
     return concatenate(parts), reports

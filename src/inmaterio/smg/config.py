@@ -157,7 +157,8 @@ class AdaptiveConfig(StrictModel):
     candidates (uniform points and low-dimensional slices through the range ends
     and 0 V), measures the ``points_per_round`` candidates where the members
     disagree most (no two closer than ``exclusion_radius``), and adds them to the
-    data. The run measures ``sampling.n_samples + rounds * points_per_round`` points in all.
+    data. The run measures ``sampling.n_samples + rounds * points_per_round`` points in all, fewer when
+    ``stop_ratio`` ends the rounds early.
     """
 
     rounds: int = Field(..., ge=1, le=100, description="rounds of selection after the initial plan")
@@ -181,6 +182,13 @@ class AdaptiveConfig(StrictModel):
         None, gt=0, description="epochs of each round's members (their ensemble only picks points); None: training.max_epochs"
     )
     seed: int = Field(0, description="seed of the candidate pools (round r draws from seed and r)")
+    stop_ratio: float | None = Field(
+        None,
+        gt=1,
+        le=100,
+        description="stop before the next round once a round's picks were predicted within this factor of the "
+        "validation RMSE (the picks found nothing the model did not know); None: every round",
+    )
 
 
 class SMGConfig(StrictModel):

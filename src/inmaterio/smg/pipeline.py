@@ -86,8 +86,10 @@ def smg_identity(config: SMGConfig) -> dict[str, Any]:
         stripped.pop("ensemble_members")
     if stripped["adaptive"] is None:
         stripped.pop("adaptive")
-    elif stripped["adaptive"]["max_epochs"] is None:  # the default: runs made before the field existed keep it
-        stripped["adaptive"].pop("max_epochs")
+    else:
+        for key in ("max_epochs", "stop_ratio"):  # None, the default: runs made before the fields existed keep theirs
+            if stripped["adaptive"][key] is None:
+                stripped["adaptive"].pop(key)
     return {"config": stripped}
 
 
