@@ -11,27 +11,14 @@ import pytest
 import torch
 
 from inmaterio.config import validate_config
-from inmaterio.devices import AnalyticDevice
 from inmaterio.errors import ConfigError
 from inmaterio.processors import SurrogateProcessor
-from inmaterio.surrogate import DeviceInfo, SpreadCalibration, SurrogateModel, save_surrogate
+from inmaterio.surrogate import SpreadCalibration, SurrogateModel, save_surrogate
 from inmaterio.surrogate.ensemble import SurrogateEnsemble
 from inmaterio.surrogate.io import ENSEMBLE_DIR
 from inmaterio.tasks.config import RunConfig, SurrogateBackend
 from inmaterio.tasks.run import backends_identity, build_surrogate_processor, run_task
-
-INFO = DeviceInfo.from_device(AnalyticDevice(n_activation=3))
-
-
-def constant_model(value_na: float) -> SurrogateModel:
-    """A surrogate that answers ``value_na`` everywhere: zero weights, output offset = value."""
-    model = SurrogateModel(INFO, hidden_sizes=(4,))
-    with torch.no_grad():
-        for p in model.mlp.parameters():
-            p.zero_()
-    model.set_output_normalization(value_na, 1.0)
-    return model
-
+from test_surrogate_ensemble import INFO, constant_model
 
 #: members 1, 2, 6 nA: mean 3 nA, raw spread sqrt(((1-3)^2 + (2-3)^2 + (6-3)^2) / 2) = sqrt(7) nA
 CONSTANTS = (1.0, 2.0, 6.0)
