@@ -193,8 +193,8 @@ class SurrogateProcessor(Processor):
     of each point has the standard deviation ``sqrt(noise_std_na^2 + sigma(v)^2)``,
     where ``sigma(v)`` is the ensemble's calibrated spread there (times
     ``|amplification|``): drawn as ``sigma * N(0, 1)``, so its gradient reaches
-    the voltages through ``sigma`` too and training is pushed away from where the
-    surrogate is unsure, as well as towards margins wider than the noise.
+    the voltages through ``sigma`` too, and a margin objective is met most
+    cheaply where the members agree.
 
     Parameters
     ----------
