@@ -135,14 +135,16 @@ def test_bad_ensemble_configs_name_the_field(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_ensemble_gate_examples_validate_and_differ_only_in_the_noise():
+@pytest.mark.parametrize("folder", ["gates_ensemble", "rings_ensemble"])
+def test_the_ensemble_examples_validate_and_differ_only_in_the_noise(folder):
     from pathlib import Path
 
     from inmaterio.tasks.registry import load_run_config
 
-    folder = Path(__file__).resolve().parents[1] / "examples" / "gates_ensemble"
-    mean, predictive = (load_run_config(folder / f"{name}.yaml") for name in ("mean", "predictive"))
-    assert mean.surrogate.ensemble and predictive.surrogate.ensemble and predictive.surrogate.predictive_noise
-    without_noise = predictive.surrogate.model_copy(update={"noise": False, "noise_std_na": None, "predictive_noise": False})
-    assert mean.surrogate == without_noise
+    path = Path(__file__).resolve().parents[1] / "examples" / folder
+    mean, predictive = (load_run_config(path / f"{name}.yaml") for name in ("mean", "predictive"))
+    assert mean.surrogate.ensemble and not mean.surrogate.predictive_noise and predictive.surrogate.predictive_noise
+    assert mean.surrogate.model_dir == predictive.surrogate.model_dir and predictive.surrogate.noise_std_na == 2.84
     assert mean.task == predictive.task and mean.validation == predictive.validation and mean.seed == predictive.seed
+    if folder == "rings_ensemble":  # the network of rings_221.yaml
+        assert load_run_config(path.parent / "rings_221.yaml").task == mean.task
