@@ -22,6 +22,7 @@ FOLDERS = [
     "drn_mnist",
     "drn_mnist_h1024",
     "smg_adaptive",
+    "ep_ebm",
 ]
 
 
