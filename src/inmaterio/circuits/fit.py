@@ -33,6 +33,7 @@ true, so folders made without it keep theirs).
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -375,14 +376,13 @@ def fit(
     if restore_best and (validation is None or validation[1].dtype.is_floating_point):
         raise ConfigError("restore_best=True needs validation=(x_val, y_val) with integer class labels, "
                           f"got {'no validation data' if validation is None else 'float targets'}")  # fmt: skip
-    if scheduler is not None and config.lr_decay != 1.0:
-        raise ConfigError(f"lr_decay = {config.lr_decay} and a scheduler would both set the learning rate; "
-                          "give one of them (lr_decay 1 keeps the scheduler's)")  # fmt: skip
     optimizer = config.make_optimizer(model.parameters())
     if config.lr_decay != 1.0:
-        sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, config.lr_decay)
-    else:
-        sched = scheduler(optimizer) if scheduler is not None else None
+        if scheduler is not None:
+            raise ConfigError(f"lr_decay = {config.lr_decay} and a scheduler would both set the learning rate; "
+                              "give one of them (lr_decay 1 keeps the scheduler's)")  # fmt: skip
+        scheduler = functools.partial(torch.optim.lr_scheduler.ExponentialLR, gamma=config.lr_decay)
+    sched = scheduler(optimizer) if scheduler is not None else None
     generator = torch.Generator().manual_seed(config.seed)
     train = _Training(model, data, y, config, optimizer, sched, generator, validation, options, device, restore_best)
     if directory is None:

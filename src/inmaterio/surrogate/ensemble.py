@@ -71,9 +71,11 @@ class SpreadCalibration:
                 raise ConfigError(f"spread calibration {name} must be a finite number in [0, inf), got {value!r}")
             object.__setattr__(self, name, float(value))
 
-    def apply(self, spread_na: np.ndarray) -> np.ndarray:
-        """The calibrated spread ``sqrt((scale * s)^2 + floor_na^2)``, float64 nA, of raw spreads ``s`` nA (any shape)."""
-        return np.hypot(self.scale * np.asarray(spread_na, dtype=np.float64), self.floor_na)
+    def apply(self, spread_na: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """The calibrated spread ``sqrt((scale * s)^2 + floor_na^2)`` nA of raw spreads ``s`` nA (any shape): float64
+        numpy for array-likes, a differentiable tensor of ``s``'s dtype for a tensor."""
+        s = spread_na if isinstance(spread_na, torch.Tensor) else np.asarray(spread_na, dtype=np.float64)
+        return ((self.scale * s) ** 2 + self.floor_na**2) ** 0.5
 
     def as_dict(self) -> dict[str, float]:
         """``{"scale": ..., "floor_na": ...}``, JSON-serialisable; :meth:`from_dict` reads it back."""
@@ -157,8 +159,7 @@ class SurrogateEnsemble(nn.Module):
         is taken as ``sqrt(var + 1e-12 nA^2)`` so that its gradient stays finite where members agree exactly.
         """
         values = torch.stack([member(voltages) for member in self.members])
-        spread = torch.sqrt(values.var(0) + _SPREAD_EPS_NA2)
-        return values.mean(0), torch.sqrt((self.calibration.scale * spread) ** 2 + self.calibration.floor_na**2)
+        return values.mean(0), self.calibration.apply(torch.sqrt(values.var(0) + _SPREAD_EPS_NA2))
 
     def member_predictions(self, voltages: Any, batch_size: int = 65536) -> np.ndarray:
         """Every member's checked, gradient-free prediction, float64 ``(K, batch)`` nA."""

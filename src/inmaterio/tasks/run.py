@@ -133,9 +133,10 @@ def prepare_dnpu_task(config: RunConfig) -> DnpuBackends:
     """
     task = config.task
     on_device = getattr(task, "train_on", "surrogate") == "device"
-    if getattr(task, "refine", None) is not None and not config.validation.enabled:
+    refine = getattr(task, "refine", None) is not None
+    if refine and not config.validation.enabled:
         raise ConfigError("task.refine measures the device around the solutions: set validation.enabled: true")
-    if getattr(task, "refine", None) is not None and config.surrogate.ensemble:
+    if refine and config.surrogate.ensemble:
         raise ConfigError("task.refine fine-tunes one surrogate, and surrogate.ensemble is true; "
                           "refine a single model (ensemble: false) or leave task.refine out")  # fmt: skip
     surrogate = build_surrogate_processor(config.surrogate)
