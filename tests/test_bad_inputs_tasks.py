@@ -211,11 +211,6 @@ ROWS = [
         lambda t: _run(t, f"task: {{type: gates}}\nsurrogate: {{model_dir: {t / 'nope'}}}\n", r"'.*nope'"),
     ),
     BadInput(
-        "ensemble-without-folder",
-        "surrogate.ensemble without model_dir",
-        lambda t: _run(t, "task: {type: gates}\nsurrogate: {ensemble: true}\n", r"ensemble: true needs model_dir"),
-    ),
-    BadInput(
         "predictive-noise-single",
         "surrogate.predictive_noise on one model",
         lambda t: _run(

@@ -9,6 +9,7 @@ check can fail.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,8 +104,9 @@ def test_description_rebuilds_the_same_device_and_numbers(spec):
         assert not np.array_equal(other.measure(v), a.current_na)
 
 
-def test_the_bundled_surrogates_old_description_rebuilds_its_virtual_dnpu():
-    recorded = json.loads((default_model_dir() / "model.json").read_text())["info"]["provenance"]["device"]
+def test_the_previous_bundled_surrogates_old_description_rebuilds_its_virtual_dnpu():
+    previous = Path(__file__).resolve().parents[1] / "results" / "previous_default_surrogate"
+    recorded = json.loads((previous / "model.json").read_text())["info"]["provenance"]["device"]
     assert recorded["type"] == "HoppingDevice"  # written before the registry's names
     device = device_from_description(recorded)
     assert isinstance(device, HoppingDevice)
@@ -113,6 +115,14 @@ def test_the_bundled_surrogates_old_description_rebuilds_its_virtual_dnpu():
     assert device.describe()["type"] == "hopping"
     assert device_from_description(device.describe()).config == device.config
     assert device_config_from_description(recorded) == device.config == device_config_from_description(device.describe())
+
+
+def test_the_bundled_surrogate_and_its_predecessor_model_the_same_virtual_dnpu():
+    current = json.loads((default_model_dir() / "model.json").read_text())["info"]["provenance"]["device"]
+    previous = Path(__file__).resolve().parents[1] / "results" / "previous_default_surrogate" / "model.json"
+    old = json.loads(previous.read_text())["info"]["provenance"]["device"]
+    assert current["type"] == "hopping"
+    assert device_config_from_description(current) == device_config_from_description(old)
 
 
 def test_an_old_analytic_description_rebuilds():

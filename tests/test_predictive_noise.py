@@ -117,9 +117,19 @@ def test_the_task_config_loads_the_ensemble_and_its_identity_covers_the_calibrat
     assert set(SurrogateBackend().model_dump()) == {"model_dir", "noise", "noise_std_na"}  # earlier identities kept
 
 
+def test_ensemble_without_a_folder_is_the_bundled_models_ensemble():
+    from inmaterio.surrogate import default_model_dir, load_default_surrogate
+
+    processor = build_surrogate_processor(SurrogateBackend(ensemble=True))
+    members = processor.model.members
+    assert len(members) == 5
+    bundled = load_default_surrogate()
+    assert all(torch.equal(a, b) for a, b in zip(members[0].state_dict().values(), bundled.state_dict().values()))
+    saved = json.loads((default_model_dir() / "ensemble" / "calibration.json").read_text())
+    assert processor.model.calibration.as_dict() == pytest.approx(saved)
+
+
 def test_bad_ensemble_configs_name_the_field(tmp_path):
-    with pytest.raises(ConfigError, match="ensemble: true needs model_dir"):
-        validate_config(RunConfig, {"task": {"type": "gates"}, "surrogate": {"ensemble": True}})
     with pytest.raises(ConfigError, match="predictive_noise: true takes the spread of an ensemble; set ensemble: true"):
         validate_config(
             RunConfig, {"task": {"type": "gates"}, "surrogate": {"model_dir": str(tmp_path), "predictive_noise": True}}

@@ -36,3 +36,21 @@ def test_stored_runs_are_finished_and_without_checkpoints():
     assert len(records) > 20
     assert not list(RESULTS.rglob("checkpoint.pt"))
     assert {json.loads(r.read_text())["state"] for r in records} == {"finished"}
+
+
+def test_every_stored_dnpu_run_names_a_surrogate_that_is_still_shipped():
+    """The stored DNPU runs were made with the previous bundled model: it is kept, so they can be re-run as made."""
+    from inmaterio.runs import fingerprint_tensors
+    from inmaterio.surrogate import load_default_surrogate, load_surrogate
+
+    def fingerprint(model):
+        weights = model.state_dict()
+        return fingerprint_tensors(*(weights[k] for k in sorted(weights)))
+
+    shipped = {fingerprint(load_default_surrogate()), fingerprint(load_surrogate(RESULTS / "previous_default_surrogate"))}
+    named = {
+        json.loads(r.read_text())["identity"].get("surrogate_weights")
+        for r in RESULTS.rglob("run.json")
+        if "surrogate_weights" in (json.loads(r.read_text()).get("identity") or {})
+    }
+    assert len(named) >= 1 and named <= shipped

@@ -185,10 +185,12 @@ def test_the_adaptive_examples_spend_the_budget_of_their_twins():
 
     from inmaterio.config import load_config
 
-    folder = Path(__file__).resolve().parents[1] / "examples" / "smg_adaptive"
-    for budget in ("10k", "60k"):
-        adaptive = load_config(SMGConfig, folder / f"adaptive_{budget}.yaml")
-        twin = load_config(SMGConfig, folder / f"lhs_{budget}.yaml")
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    folder = examples / "smg_adaptive"
+    pairs = [(folder / "adaptive_10k.yaml", folder / "lhs_10k.yaml"), (examples / "smg_default.yaml", folder / "lhs_60k.yaml")]
+    for adaptive_file, twin_file in pairs:
+        adaptive = load_config(SMGConfig, adaptive_file)
+        twin = load_config(SMGConfig, twin_file)
         assert twin.adaptive is None and adaptive.adaptive is not None
         spent = adaptive.sampling.n_samples + adaptive.adaptive.rounds * adaptive.adaptive.points_per_round
         assert spent == twin.sampling.n_samples

@@ -58,7 +58,8 @@ class SurrogateBackend(StrictModel):
         default the surrogate's test RMSE).
     noise_std_na : standard deviation of that noise, nA (>= 0).
     ensemble : train on the ensemble in ``model_dir`` (an ``smg export`` of a run with an ensemble, or the
-        SMG run folder itself; :func:`~inmaterio.surrogate.load_ensemble`): the members' mean.
+        SMG run folder itself; :func:`~inmaterio.surrogate.load_ensemble`), or on the bundled model's
+        ensemble when ``model_dir`` is null: the members' mean.
     predictive_noise : with ``ensemble``: the output noise of each point also carries the ensemble's calibrated
         spread there, in quadrature with ``noise_std_na`` (0 when ``noise`` is off), so training keeps
         its margins where the surrogate is sure (:class:`~inmaterio.processors.SurrogateProcessor`).
@@ -73,14 +74,9 @@ class SurrogateBackend(StrictModel):
     predictive_noise: bool = False
 
     @model_validator(mode="after")
-    def _ensemble_needs_a_folder(self) -> SurrogateBackend:
-        if self.ensemble and self.model_dir is None:
-            raise ValueError(
-                "ensemble: true needs model_dir, a folder with an ensemble (an smg export or an SMG run folder "
-                "made with ensemble_members >= 2); the bundled model has none"
-            )
+    def _predictive_noise_needs_an_ensemble(self) -> SurrogateBackend:
         if self.predictive_noise and not self.ensemble:
-            raise ValueError("predictive_noise: true takes the spread of an ensemble; set ensemble: true (with model_dir)")
+            raise ValueError("predictive_noise: true takes the spread of an ensemble; set ensemble: true")
         return self
 
     @model_serializer(mode="wrap")

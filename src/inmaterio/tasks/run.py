@@ -56,10 +56,10 @@ __all__ = [
 
 def build_surrogate_processor(config: SurrogateBackend) -> SurrogateProcessor:
     """The surrogate of ``config`` (the bundled one by default, or an ensemble), with its output noise."""
-    from inmaterio.surrogate import load_default_surrogate, load_ensemble, load_surrogate
+    from inmaterio.surrogate import default_model_dir, load_default_surrogate, load_ensemble, load_surrogate
 
     if config.ensemble:
-        model = load_ensemble(config.model_dir)
+        model = load_ensemble(default_model_dir() if config.model_dir is None else config.model_dir)
     else:
         model = load_default_surrogate() if config.model_dir is None else load_surrogate(config.model_dir)
     return SurrogateProcessor(
