@@ -211,6 +211,15 @@ ROWS = [
         lambda t: _run(t, f"task: {{type: gates}}\nsurrogate: {{model_dir: {t / 'nope'}}}\n", r"'.*nope'"),
     ),
     BadInput(
+        "rings-refine-candidates",
+        "task.refine.candidates 2 on the rings' one network",
+        lambda t: _run(
+            t,
+            "task: {type: rings, refine: {candidates: 2}}\n",
+            r"refine\.candidates: the ring task refines its one trained network; give 1, got 2",
+        ),
+    ),
+    BadInput(
         "predictive-noise-single",
         "surrogate.predictive_noise on one model",
         lambda t: _run(

@@ -21,7 +21,8 @@ from inmaterio.processors import DeviceProcessor
 from inmaterio.surrogate import load_default_surrogate, load_surrogate
 from inmaterio.surrogate.refine import fine_tune, local_plan
 from inmaterio.tasks import RunConfig, run_task
-from inmaterio.tasks.gates import GATE_INPUTS, _measured
+from inmaterio.tasks.gates import GATE_INPUTS
+from inmaterio.tasks.validation import measure_plan
 from inmaterio.training.gd import GDConfig
 from inmaterio.training.losses import LOSSES, noise_margin
 
@@ -241,15 +242,15 @@ def test_saved_refinement_measurements_are_reused_only_for_the_same_plan(tmp_pat
     plan = np.random.default_rng(0).uniform(-1.0, 0.5, size=(5, 7))
     device = DeviceProcessor(AnalyticDevice(), plateau_samples=1, ramp_samples=0)
     path = tmp_path / "refinement" / "round_1.npz"
-    first = _measured(device, plan, path, (0, 0), progress=False)
+    first = measure_plan(device, plan, path, (0, 0), progress=False)
     np.testing.assert_allclose(first, AnalyticDevice().measure(plan), rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(_measured(_NoMeasurement(), plan, path, (0, 0), progress=False), first)  # read back
+    np.testing.assert_array_equal(measure_plan(_NoMeasurement(), plan, path, (0, 0), progress=False), first)  # read back
     other = plan + 0.01
     np.testing.assert_allclose(
-        _measured(device, other, path, (0, 0), False), AnalyticDevice().measure(other), rtol=1e-5, atol=1e-4
+        measure_plan(device, other, path, (0, 0), False), AnalyticDevice().measure(other), rtol=1e-5, atol=1e-4
     )
     path.write_bytes(b"not an npz file")
-    np.testing.assert_allclose(_measured(device, plan, path, (0, 0), False), first, rtol=1e-6)  # corrupt: measured anew
+    np.testing.assert_allclose(measure_plan(device, plan, path, (0, 0), False), first, rtol=1e-6)  # corrupt: measured anew
 
 
 # ------------------------------------------------------------------------------ re-training in a trust region

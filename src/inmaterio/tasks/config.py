@@ -153,6 +153,9 @@ class RefinementConfig(StrictModel):
     learning_rate : Adam's learning rate of the fine-tuning (> 0).
     anchor_points : uniform random voltages where the copy is held to the original surrogate (>= 0).
     retrain_epochs : gradient-descent epochs re-training the solutions on the copy (>= 1).
+    max_operating_points : at most this many operating points per round, a random subset drawn
+        anew each round (>= 1; null: all). A network has one per DNPU node and training sample
+        (the rings' 2-2-1: 3 per sample), a gate four. Left out of the dumped config when null.
     """
 
     rounds: int = Field(default=2, ge=1)
@@ -163,6 +166,14 @@ class RefinementConfig(StrictModel):
     learning_rate: float = Field(default=1e-3, gt=0)
     anchor_points: int = Field(default=4096, ge=0)
     retrain_epochs: int = Field(default=200, ge=1)
+    max_operating_points: int | None = Field(default=None, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unused_limit(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if self.max_operating_points is None:
+            data.pop("max_operating_points", None)
+        return data
 
 
 class GatesTask(_TrainedTask):
@@ -233,6 +244,10 @@ class RingsTask(_GDTask):
     attempts : independent trainings; the best (lowest training loss) is kept.
     gd : the optimiser settings of stage one; keys not given keep the task's
         defaults (learning rate 0.0065, 400 epochs).
+    refine : task-aware refinement of the surrogate around the trained network (null: none): the
+        device is measured where every node operates on the training set, a copy of the surrogate
+        is fine-tuned there and the network re-trained on it (``candidates`` must be 1: one network
+        is carried); needs a validation device. Left out of the dumped config when null.
     """
 
     type: Literal["rings"]
@@ -244,6 +259,22 @@ class RingsTask(_GDTask):
     loss: LossName = "fisher"
     attempts: int = Field(default=3, ge=1)
     gd: GDConfig = GDConfig(learning_rate=0.0065, epochs=400)
+    refine: RefinementConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_network_is_refined(self) -> RingsTask:
+        if self.refine is not None and self.refine.candidates != 1:
+            raise ValueError(
+                f"refine.candidates: the ring task refines its one trained network; give 1, got {self.refine.candidates}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unused_refine(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if self.refine is None:
+            data.pop("refine", None)
+        return data
 
 
 class CapacityTask(_TrainedTask):

@@ -9,7 +9,6 @@ classifies all four points correctly.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from pathlib import Path
@@ -201,6 +200,7 @@ def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Pat
     from inmaterio.surrogate import save_surrogate
     from inmaterio.surrogate.refine import fine_tune, local_plan
     from inmaterio.tasks.fitting import fit_binary_nodes
+    from inmaterio.tasks.validation import measure_plan
 
     config = task.refine
     seconds = fits.seconds
@@ -212,7 +212,7 @@ def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Pat
             centres = fits.layer.voltages(x).transpose(0, 1).reshape(-1, surrogate.info.n_activation).double().numpy()
         plan = local_plan(centres, ranges, config.points_per_operating_point, config.radius_v, seed=(seed, r))
         voltages.append(plan)
-        currents.append(_measured(device, plan, out / "refinement" / f"round_{r + 1}.npz", (seed, r), progress))
+        currents.append(measure_plan(device, plan, out / "refinement" / f"round_{r + 1}.npz", (seed, r), progress))
         refined = fine_tune(
             surrogate.model, np.concatenate(voltages), np.concatenate(currents) / surrogate.amplification,
             epochs=config.fine_tune_epochs, learning_rate=config.learning_rate, anchor_points=config.anchor_points,
@@ -242,22 +242,3 @@ def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Pat
         metadata={"refined_from": surrogate.model.metadata, "refinement": rounds},
     )  # fmt: skip
     return fits, rounds
-
-
-def _measured(device, plan: np.ndarray, path: Path, keys: tuple, progress: bool) -> np.ndarray:
-    """Device currents (nA) at ``plan`` (V), read back from ``path`` when it holds this plan, else measured and saved."""
-    from inmaterio.fileio import atomic_path
-
-    if path.is_file():
-        try:
-            with np.load(path) as saved:
-                if np.array_equal(saved["voltages_v"], plan):
-                    return saved["current_na"]
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable or another plan: measure again
-    shown = device.progress_shown(progress) if hasattr(device, "progress_shown") else contextlib.nullcontext()
-    with torch.no_grad(), device.random_streams("refine", *keys), shown:
-        current = device(torch.as_tensor(plan, dtype=torch.float32)).double().numpy()
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, voltages_v=plan, current_na=current)
-    return current

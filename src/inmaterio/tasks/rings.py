@@ -32,7 +32,7 @@ from inmaterio.training.gd import train_gd
 from inmaterio.training.losses import get_loss
 from inmaterio.training.metrics import fit_logistic_threshold
 
-__all__ = ["build_ring_model", "run_rings"]
+__all__ = ["build_ring_model", "operating_points", "run_rings"]
 
 
 def build_ring_model(architecture: str, processor: Processor, input_electrodes, seed: int) -> nn.Module:
@@ -40,6 +40,91 @@ def build_ring_model(architecture: str, processor: Processor, input_electrodes, 
     if architecture == "single":
         return single_dnpu(processor, input_electrodes=input_electrodes, data_range=(-1.0, 1.0), seed=seed)
     return two_two_one(processor, input_electrodes=input_electrodes, data_range=(-1.0, 1.0), seed=seed)
+
+
+def operating_points(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The activation voltages of every DNPU node of ``model`` on the inputs ``x``: ``(n, electrodes)`` V.
+
+    One row per node and sample, layer by layer (``batch * nodes`` rows per layer), in the model's
+    current mode; the model's output is not needed and its back ends are called as usual.
+    """
+    seen: list[torch.Tensor] = []
+    hooks = [
+        layer.register_forward_hook(
+            lambda layer, args, output: seen.append(layer.voltages(args[0]).reshape(-1, layer.n_inputs + layer.n_controls))
+        )
+        for layer in dnpu_layers(model)
+    ]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.cat(seen)
+
+
+def _refine(task, model, surrogate, device, x_train, y_train, loss_fn, seed: int, out: Path, progress: bool):
+    """Rounds of task-aware refinement of the network's surrogate (``task.refine``).
+
+    Each round measures the device where the nodes operate on the training set (at most
+    ``max_operating_points`` of those points, and ``points_per_operating_point`` neighbours in a box
+    of ``radius_v`` around each), fine-tunes a copy of the surrogate on every point measured so
+    far, and re-trains the network on the copy from where it is, its controls kept within
+    ``radius_v`` of the trained ones (the box the copy was fitted in). Returns the last refined
+    surrogate's processor (the model is left on it) and one JSON-ready record per round; the
+    measurements are kept in ``out/refinement/round_<k>.npz``, the refined surrogate in
+    ``out/refinement/surrogate``, and each re-training is a resumable run folder.
+    """
+    import numpy as np
+
+    from inmaterio.nn import set_processor
+    from inmaterio.processors import SurrogateProcessor
+    from inmaterio.surrogate import save_surrogate
+    from inmaterio.surrogate.refine import fine_tune, local_plan
+    from inmaterio.tasks.validation import measure_plan
+
+    config = task.refine
+    ranges = surrogate.info.ranges_array()
+    with torch.no_grad():  # the trust region: the controls stay in the box the refined surrogate is fitted in
+        for layer in dnpu_layers(model):
+            layer.control_low.copy_(torch.maximum(layer.control_low, layer.controls - config.radius_v))
+            layer.control_high.copy_(torch.minimum(layer.control_high, layer.controls + config.radius_v))
+    voltages, currents, rounds = [], [], []
+    processor = surrogate
+    for r in range(config.rounds):
+        model.eval()
+        with processor.noise_off():
+            centres = operating_points(model, x_train).double().numpy()
+        if config.max_operating_points is not None and len(centres) > config.max_operating_points:
+            pick = np.random.default_rng((seed, r)).choice(len(centres), config.max_operating_points, replace=False)
+            centres = centres[np.sort(pick)]
+        plan = local_plan(centres, ranges, config.points_per_operating_point, config.radius_v, seed=(seed, r))
+        voltages.append(plan)
+        currents.append(measure_plan(device, plan, out / "refinement" / f"round_{r + 1}.npz", (seed, r), progress))
+        refined = fine_tune(
+            surrogate.model, np.concatenate(voltages), np.concatenate(currents) / surrogate.amplification,
+            epochs=config.fine_tune_epochs, learning_rate=config.learning_rate, anchor_points=config.anchor_points,
+            seed=seed + r,
+        )  # fmt: skip
+        processor = SurrogateProcessor(
+            refined.model, noise=surrogate.noise_std_na > 0, noise_std_na=surrogate.noise_std_na or None,
+            amplification=surrogate.amplification, clipping_na=surrogate.clipping_na,
+        )  # fmt: skip
+        set_processor(model, processor)
+        retrained = train_gd(
+            model, loss_fn, x_train, y_train,
+            task.gd.model_copy(update={"epochs": config.retrain_epochs, "seed": seed + 1000 + r}), progress=progress,
+            directory=out / "refinement" / f"retrain_{r + 1}",
+        )  # fmt: skip
+        rounds.append(
+            {"round": r + 1, "device_points": len(plan), **refined.summary(), "retrain_loss": float(retrained.best_loss)}
+        )
+    save_surrogate(
+        refined.model, out / "refinement" / "surrogate", overwrite=True,
+        metadata={"refined_from": surrogate.model.metadata, "refinement": rounds},
+    )  # fmt: skip
+    return processor, rounds
 
 
 def run_rings(
@@ -63,6 +148,13 @@ def run_rings(
         if best is None or result.best_loss < best[1].best_loss:
             best = (model, result)
     model, result = best
+    refinement = []
+    if task.refine is not None:
+        if device is None:
+            from inmaterio.errors import ConfigError
+
+            raise ConfigError("task.refine measures the device where the network operates: set validation.enabled: true")
+        surrogate, refinement = _refine(task, model, surrogate, device, x_train, y_train, loss_fn, seed, out, progress)
     fit_seconds = time.perf_counter() - start
 
     with surrogate.noise_off():  # accuracy of the trained solution, not of one noise draw
@@ -84,6 +176,8 @@ def run_rings(
             "fit_seconds": fit_seconds,
             "n_dnpu_nodes": sum(layer.n_nodes for layer in dnpu_layers(model)),
         }
+        if refinement:
+            metrics["refinement"] = refinement
         panels = {"test set": {"surrogate": (out_test.numpy(), y_test.numpy())}}
         rows = [["surrogate", f"{acc_train:.2%}", f"{acc_test:.2%}", f"{metrics['fisher_train']:.3g}"]]
         if device is not None:
