@@ -22,7 +22,7 @@ from inmaterio.surrogate import load_default_surrogate, load_surrogate
 from inmaterio.surrogate.refine import fine_tune, local_plan
 from inmaterio.tasks import RunConfig, run_task
 from inmaterio.tasks.gates import GATE_INPUTS
-from inmaterio.tasks.validation import measure_plan
+from inmaterio.tasks.refinement import measure_plan
 from inmaterio.training.gd import GDConfig
 from inmaterio.training.losses import LOSSES, noise_margin
 

@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
 from inmaterio.errors import ConfigError
@@ -198,26 +197,17 @@ def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Pat
     """
     from inmaterio.processors import SurrogateProcessor
     from inmaterio.surrogate import save_surrogate
-    from inmaterio.surrogate.refine import fine_tune, local_plan
     from inmaterio.tasks.fitting import fit_binary_nodes
-    from inmaterio.tasks.validation import measure_plan
+    from inmaterio.tasks.refinement import refinement_round
 
     config = task.refine
     seconds = fits.seconds
-    ranges = surrogate.info.ranges_array()
-    voltages, currents, rounds = [], [], []
+    measured, rounds = [], []
     for r in range(config.rounds):
         with torch.no_grad():
             # gate by gate, the four operating points of each: (gates * 4, electrodes)
             centres = fits.layer.voltages(x).transpose(0, 1).reshape(-1, surrogate.info.n_activation).double().numpy()
-        plan = local_plan(centres, ranges, config.points_per_operating_point, config.radius_v, seed=(seed, r))
-        voltages.append(plan)
-        currents.append(measure_plan(device, plan, out / "refinement" / f"round_{r + 1}.npz", (seed, r), progress))
-        refined = fine_tune(
-            surrogate.model, np.concatenate(voltages), np.concatenate(currents) / surrogate.amplification,
-            epochs=config.fine_tune_epochs, learning_rate=config.learning_rate, anchor_points=config.anchor_points,
-            seed=seed + r,
-        )  # fmt: skip
+        refined, n_points = refinement_round(config, surrogate, device, centres, measured, r, seed, out, progress)
         processor = SurrogateProcessor(refined.model, amplification=surrogate.amplification, clipping_na=surrogate.clipping_na)
         fits = fit_binary_nodes(
             processor, x, targets, input_electrodes=task.input_electrodes, data_range=(0.0, 1.0), loss=loss,
@@ -228,7 +218,7 @@ def _refine(task, fits, surrogate, device, x, targets, loss, seed: int, out: Pat
         rounds.append(
             {
                 "round": r + 1,
-                "device_points": len(plan),
+                "device_points": n_points,
                 **refined.summary(),
                 # per gate, the widest gap of its candidates on this round's refined surrogate
                 "surrogate_separation_na": dict(

@@ -81,16 +81,14 @@ def _refine(task, model, surrogate, device, x_train, y_train, loss_fn, seed: int
     from inmaterio.nn import set_processor
     from inmaterio.processors import SurrogateProcessor
     from inmaterio.surrogate import save_surrogate
-    from inmaterio.surrogate.refine import fine_tune, local_plan
-    from inmaterio.tasks.validation import measure_plan
+    from inmaterio.tasks.refinement import refinement_round
 
     config = task.refine
-    ranges = surrogate.info.ranges_array()
     with torch.no_grad():  # the trust region: the controls stay in the box the refined surrogate is fitted in
         for layer in dnpu_layers(model):
             layer.control_low.copy_(torch.maximum(layer.control_low, layer.controls - config.radius_v))
             layer.control_high.copy_(torch.minimum(layer.control_high, layer.controls + config.radius_v))
-    voltages, currents, rounds = [], [], []
+    measured, rounds = [], []
     processor = surrogate
     for r in range(config.rounds):
         model.eval()
@@ -99,14 +97,7 @@ def _refine(task, model, surrogate, device, x_train, y_train, loss_fn, seed: int
         if config.max_operating_points is not None and len(centres) > config.max_operating_points:
             pick = np.random.default_rng((seed, r)).choice(len(centres), config.max_operating_points, replace=False)
             centres = centres[np.sort(pick)]
-        plan = local_plan(centres, ranges, config.points_per_operating_point, config.radius_v, seed=(seed, r))
-        voltages.append(plan)
-        currents.append(measure_plan(device, plan, out / "refinement" / f"round_{r + 1}.npz", (seed, r), progress))
-        refined = fine_tune(
-            surrogate.model, np.concatenate(voltages), np.concatenate(currents) / surrogate.amplification,
-            epochs=config.fine_tune_epochs, learning_rate=config.learning_rate, anchor_points=config.anchor_points,
-            seed=seed + r,
-        )  # fmt: skip
+        refined, n_points = refinement_round(config, surrogate, device, centres, measured, r, seed, out, progress)
         processor = SurrogateProcessor(
             refined.model, noise=surrogate.noise_std_na > 0, noise_std_na=surrogate.noise_std_na or None,
             amplification=surrogate.amplification, clipping_na=surrogate.clipping_na,
@@ -118,7 +109,7 @@ def _refine(task, model, surrogate, device, x_train, y_train, loss_fn, seed: int
             directory=out / "refinement" / f"retrain_{r + 1}",
         )  # fmt: skip
         rounds.append(
-            {"round": r + 1, "device_points": len(plan), **refined.summary(), "retrain_loss": float(retrained.best_loss)}
+            {"round": r + 1, "device_points": n_points, **refined.summary(), "retrain_loss": float(retrained.best_loss)}
         )
     save_surrogate(
         refined.model, out / "refinement" / "surrogate", overwrite=True,

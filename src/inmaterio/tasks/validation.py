@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from inmaterio.nn import dnpu_layers, processor_swapped
 from inmaterio.processors import DeviceProcessor, Processor
 from inmaterio.training.metrics import LogisticThreshold, threshold_accuracy
 
-__all__ = ["Validation", "measure_plan", "output_map", "validate_layer", "validate_model", "validation_progress"]
+__all__ = ["Validation", "output_map", "validate_layer", "validate_model", "validation_progress"]
 
 _PROGRESS: ContextVar[bool] = ContextVar("inmaterio_validation_progress", default=False)
 
@@ -182,26 +181,3 @@ def output_map(
     if node is not None:
         out = out[:, node]
     return g.numpy(), g.numpy(), out.reshape(n, n).numpy()
-
-
-def measure_plan(device: Processor, plan: np.ndarray, path: Path, keys: tuple, progress: bool) -> np.ndarray:
-    """Device currents ``(n,)`` nA at ``plan (n, electrodes)`` V, on the random streams ``("refine", *keys)``.
-
-    Read back from ``path`` (an ``.npz``) when it holds this very plan, else measured and saved
-    there atomically, so a resumed refinement does not measure again.
-    """
-    from inmaterio.fileio import atomic_path
-
-    if path.is_file():
-        try:
-            with np.load(path) as saved:
-                if np.array_equal(saved["voltages_v"], plan):
-                    return saved["current_na"]
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable or another plan: measure again
-    shown = device.progress_shown(progress) if hasattr(device, "progress_shown") else nullcontext()
-    with torch.no_grad(), device.random_streams("refine", *keys), shown:
-        current = device(torch.as_tensor(plan, dtype=torch.float32)).double().numpy()
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, voltages_v=plan, current_na=current)
-    return current
