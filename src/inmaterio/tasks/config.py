@@ -155,7 +155,7 @@ class RefinementConfig(StrictModel):
     retrain_epochs : gradient-descent epochs re-training the solutions on the copy (>= 1).
     max_operating_points : at most this many operating points per round, a random subset drawn
         anew each round (>= 1; null: all). A network has one per DNPU node and training sample
-        (the rings' 2-2-1: 3 per sample), a gate four. Left out of the dumped config when null.
+        (the rings' 2-2-1: 5 per sample), a gate four. Left out of the dumped config when null.
     """
 
     rounds: int = Field(default=2, ge=1)

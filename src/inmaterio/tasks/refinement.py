@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from inmaterio.processors import Processor, SurrogateProcessor
-from inmaterio.surrogate.refine import Refinement
+from inmaterio.surrogate.refine import Refinement, fine_tune, local_plan
 
 __all__ = ["measure_plan", "refinement_round"]
 
@@ -32,8 +32,6 @@ def refinement_round(
     the copy is fine-tuned on all of them. Returns the refinement and the number of device points
     measured in this round.
     """
-    from inmaterio.surrogate.refine import fine_tune, local_plan
-
     plan = local_plan(
         centres_v, surrogate.info.ranges_array(), config.points_per_operating_point, config.radius_v, seed=(seed, r)
     )
