@@ -97,7 +97,7 @@ def test_refined_rings_network(tmp_path):
 
 
 def test_an_interrupted_refinement_resumes_to_the_same_numbers_without_measuring_again(tmp_path, monkeypatch):
-    import inmaterio.surrogate.refine as refine
+    import inmaterio.tasks.refinement as refine
 
     config = rings_config(REFINE, architecture="single")
     reference = run_task(config, tmp_path / "reference", progress=False).metrics
