@@ -52,6 +52,8 @@ def test_operating_points_are_what_each_node_is_given():
     assert points.shape == (6 * (2 + 2 + 1), 7)
     with torch.no_grad():  # the last node's operating points give the network's output (no layer after it)
         torch.testing.assert_close(processor(points[-6:]), network(x))
+    with pytest.raises(ConfigError, match="Linear has no DNPU layer, so no operating points"):
+        operating_points(torch.nn.Linear(2, 1), x)
 
 
 def test_refined_rings_network(tmp_path):

@@ -47,7 +47,16 @@ def operating_points(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     One row per node and sample, layer by layer (``batch * nodes`` rows per layer), in the model's
     current mode; the model's output is not needed and its back ends are called as usual.
+
+    Raises
+    ------
+    ConfigError
+        ``model`` has no DNPU layer.
     """
+    if not dnpu_layers(model):
+        from inmaterio.errors import ConfigError
+
+        raise ConfigError(f"{type(model).__name__} has no DNPU layer, so no operating points")
     seen: list[torch.Tensor] = []
     hooks = [
         layer.register_forward_hook(
