@@ -198,6 +198,12 @@ class DNPU(nn.Module):
         """Clamp the controls into their ranges (in place)."""
         self.controls.copy_(torch.maximum(torch.minimum(self.controls, self.control_high), self.control_low))
 
+    @torch.no_grad()
+    def keep_controls_within(self, radius_v: float) -> None:
+        """Shrink the control ranges to ``radius_v`` (V) around the present controls (a trust region, in place)."""
+        self.control_low.copy_(torch.maximum(self.control_low, self.controls - radius_v))
+        self.control_high.copy_(torch.minimum(self.control_high, self.controls + radius_v))
+
     def control_bounds(self) -> torch.Tensor:
         """``(n_nodes * n_controls, 2)`` [low, high] V: the genes of the genetic algorithm, node-major."""
         return torch.stack([self.control_low.reshape(-1), self.control_high.reshape(-1)], dim=1)

@@ -223,8 +223,7 @@ def _fit_gd(
         with torch.no_grad():
             layer.controls.copy_(initial.repeat(attempts, 1))
             if trust_radius_v is not None:  # the layer's own ranges shrink to the trust region
-                layer.control_low.copy_(torch.maximum(layer.control_low, layer.controls - trust_radius_v))
-                layer.control_high.copy_(torch.minimum(layer.control_high, layer.controls + trust_radius_v))
+                layer.keep_controls_within(trust_radius_v)
     y = targets.repeat(attempts, 1).T  # (batch, nodes): the trainer splits data along dim 0
     best = BestPerNode(layer, lambda out, yb: loss_fn(out.T, yb.T))
     result = train_gd(

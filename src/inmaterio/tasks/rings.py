@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -53,7 +54,8 @@ def operating_points(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ConfigError
         ``model`` has no DNPU layer.
     """
-    if not dnpu_layers(model):
+    layers = dnpu_layers(model)
+    if not layers:
         from inmaterio.errors import ConfigError
 
         raise ConfigError(f"{type(model).__name__} has no DNPU layer, so no operating points")
@@ -62,7 +64,7 @@ def operating_points(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         layer.register_forward_hook(
             lambda layer, args, output: seen.append(layer.voltages(args[0]).reshape(-1, layer.n_inputs + layer.n_controls))
         )
-        for layer in dnpu_layers(model)
+        for layer in layers
     ]
     try:
         with torch.no_grad():
@@ -85,18 +87,14 @@ def _refine(task, model, surrogate, device, x_train, y_train, loss_fn, seed: int
     measurements are kept in ``out/refinement/round_<k>.npz``, the refined surrogate in
     ``out/refinement/surrogate``, and each re-training is a resumable run folder.
     """
-    import numpy as np
-
     from inmaterio.nn import set_processor
     from inmaterio.processors import SurrogateProcessor
     from inmaterio.surrogate import save_surrogate
     from inmaterio.tasks.refinement import refinement_round
 
     config = task.refine
-    with torch.no_grad():  # the trust region: the controls stay in the box the refined surrogate is fitted in
-        for layer in dnpu_layers(model):
-            layer.control_low.copy_(torch.maximum(layer.control_low, layer.controls - config.radius_v))
-            layer.control_high.copy_(torch.minimum(layer.control_high, layer.controls + config.radius_v))
+    for layer in dnpu_layers(model):  # the trust region: the controls stay in the box the refined surrogate is fitted in
+        layer.keep_controls_within(config.radius_v)
     measured, rounds = [], []
     processor = surrogate
     for r in range(config.rounds):
