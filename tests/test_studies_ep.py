@@ -156,7 +156,7 @@ def test_bad_selection_configs_name_the_field():
     for fraction in (0, 1, 1.5, -0.2):
         with pytest.raises(ConfigError, match=rf"task\.selection\.fraction' = {fraction}"):
             parse_run_config({"task": {**base, "selection": {"kind": "validation", "fraction": fraction}}})
-    with pytest.raises(ConfigError, match=r"task\.selection\.kind' = 'best'.*'last' or 'validation'"):
+    with pytest.raises(ConfigError, match=r"task\.selection\.kind' = 'best'.*'last', 'validation' or 'cross_validation'"):
         parse_run_config({"task": {**base, "selection": {"kind": "best"}}})
     with pytest.raises(ConfigError, match=r"unknown key 'task\.selection\.epochs'"):
         parse_run_config({"task": {**base, "selection": {"kind": "validation", "epochs": 3}}})
@@ -338,3 +338,127 @@ def test_refit_trains_a_fresh_circuit_on_the_whole_training_set_for_the_selected
     assert without.identity()["task"]["selection"] == {"kind": "validation", "fraction": 0.2}
     with pytest.raises(ConfigError, match="refit .* needs kind 'validation', got 'last'"):
         parse_run_config({"task": {"type": "ep_learning", "dataset": "iris", "selection": {"refit": True}}})
+
+
+# ---------------------------------------------------------------- the number of epochs chosen by cross-validation
+
+IRIS_CV_TINY = {
+    "task": {"type": "ep_learning", "dataset": "iris", "seeds": 1, "training": {"epochs": 4, "batch_size": 35, "lr": 0.02},
+             "selection": {"kind": "cross_validation", "folds": 3}}
+}  # fmt: skip
+
+
+def test_cross_validation_folds_are_stratified_balanced_and_drawn_per_seed():
+    from inmaterio.circuits.examples import get_example
+
+    y = get_example("iris").load(0).y_train  # 35 of each class
+    fold = ep_learning.cross_validation_folds(y, 5, seed=2)
+    assert sorted(set(fold.tolist())) == [0, 1, 2, 3, 4]
+    assert all(torch.bincount(y[fold == k]).tolist() == [7, 7, 7] for k in range(5))
+    four = ep_learning.cross_validation_folds(y, 4, seed=2)  # 35 = 4 x 8 + 3: per class 8 or 9, fold sizes 26 or 27
+    assert all(set(torch.bincount(y[four == k]).tolist()) <= {8, 9} for k in range(4))
+    assert sorted(torch.bincount(four).tolist()) == [26, 26, 26, 27]
+    assert torch.equal(ep_learning.cross_validation_folds(y, 5, seed=2), fold)
+    assert not torch.equal(ep_learning.cross_validation_folds(y, 5, seed=3), fold)
+    with pytest.raises(ConfigError, match=r"task\.selection\.folds = 4 exceeds the 3 training samples of class 1"):
+        ep_learning.cross_validation_folds(torch.tensor([0, 0, 0, 0, 1, 1, 1]), 4, seed=0)
+
+
+def test_pooled_history_weights_the_folds_by_the_samples_they_hold_out():
+    a = [{"epoch": 1, "val_accuracy": 1.0, "val_loss": 0.2, "loss": 1.0, "accuracy": 0.5, "seconds": 1.0}]
+    b = [{"epoch": 1, "val_accuracy": 0.0, "val_loss": 0.6, "loss": 3.0, "accuracy": 1.0, "seconds": 2.0}]
+    (row,) = ep_learning.pooled_history([a, b], [1, 3])  # 1 of 4 held-out predictions right
+    assert row == {"epoch": 1, "val_accuracy": 0.25, "val_loss": pytest.approx(0.5), "loss": 2.0, "accuracy": 0.75,
+                   "seconds": 3.0}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"one size per history and histories of one length, got 1 sizes and lengths \[1, 1\]"):
+        ep_learning.pooled_history([a, b], [1])
+
+
+def test_cross_validation_chooses_the_epochs_on_held_out_folds_and_tests_a_circuit_trained_on_all(tmp_path, monkeypatch):
+    """Each fold's circuit trains on the other folds and is evaluated on its own; the pooled held-out accuracy (the
+    documented rule) picks the number of epochs; the tested circuit is the seed's initial one trained on all 105
+    samples for that many epochs (bit for bit); the test set is evaluated once, after every training."""
+    import inmaterio.circuits as circuits_package
+    from inmaterio.circuits.examples import get_example
+
+    config = parse_run_config(IRIS_CV_TINY)
+    data = get_example("iris").load(0)
+    fold = ep_learning.cross_validation_folds(data.y_train, 3, seed=0)
+    events: list[str] = []
+    real_fit, real_evaluate = circuits_package.fit, circuits_package.evaluate
+
+    def fit_spy(model, x, y, *args, **kwargs):
+        held = [k for k in range(3) if torch.equal(x, data.x_train[fold != k])]
+        validation = kwargs.get("validation")
+        assert validation is None or torch.equal(validation[0], data.x_train[fold == held[0]])
+        events.append(f"fit fold {held[0]}" if held else ("fit all" if torch.equal(x, data.x_train) else "fit other"))
+        return real_fit(model, x, y, *args, **kwargs)
+
+    def evaluate_spy(model, x, y, *args, **kwargs):
+        events.append("test" if torch.equal(x, data.x_test) else "train" if torch.equal(x, data.x_train) else "other")
+        return real_evaluate(model, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(circuits_package, "fit", fit_spy)
+    monkeypatch.setattr(circuits_package, "evaluate", evaluate_spy)
+    metrics = run_task(config, tmp_path / "run", progress=False).metrics
+    monkeypatch.undo()
+    assert events == ["fit fold 0", "fit fold 1", "fit fold 2", "fit all", "train", "test"]
+
+    rows = [json.loads((tmp_path / "run" / "iris" / f"seed_0_fold_{k}" / "history.json").read_text()) for k in range(3)]
+    sizes = [int((fold == k).sum()) for k in range(3)]
+    by_hand = [(sum(n * r[e]["val_accuracy"] for n, r in zip(sizes, rows)) / 105,
+                sum(n * r[e]["val_loss"] for n, r in zip(sizes, rows)) / 105, e + 1) for e in range(4)]  # fmt: skip
+    chosen = sorted(by_hand, key=lambda t: (-round(t[0], 12), t[1], t[2]))[0]
+    row = metrics["seeds"][0]
+    assert row["selected_epoch"] == row["refit_epochs"] == chosen[2] and row["n_refit"] == 105 and row["folds"] == 3
+    assert row["validation_accuracy"] == pytest.approx(chosen[0]) and row["validation_loss"] == pytest.approx(chosen[1])
+    assert metrics["selection"] == {"kind": "cross_validation", "folds": 3}
+
+    training = config.task.training.model_copy(update={"seed": 0, "epochs": chosen[2]})
+    twin = diode_network(4, config.task.n_hidden(), 3, seed=0, diode_bias_v=config.task.diode_bias_v, gain=config.task.gain)
+    fit(twin, data.x_train, data.y_train, training, progress=False)
+    assert row["test_accuracy"] == evaluate(twin, data.x_test, data.y_test, training)["accuracy"]
+    assert row["train_accuracy"] == evaluate(twin, data.x_train, data.y_train, training)["accuracy"]
+    report = build_report([tmp_path / "run"])
+    assert "Number of epochs chosen by 3-fold cross-validation" in report and "| iris | 105 (3-fold CV) / 45 |" in report
+    assert (tmp_path / "run" / "learning_curve.png").is_file()
+
+
+def test_an_interrupted_cross_validation_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    """Stopped inside the second fold's training: the finished fold is not trained again, the result is the same."""
+    config = parse_run_config(IRIS_CV_TINY)
+    reference = run_task(config, tmp_path / "reference", progress=False).metrics
+    real, calls = _FIT_MODULE.ep_gradients, []
+
+    def interrupt_in_fold_1(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4 * 2 + 3:  # 70 samples in batches of 35: 2 steps per epoch, 4 epochs per fold
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_FIT_MODULE, "ep_gradients", interrupt_in_fold_1)
+    with pytest.raises(RunInterrupted):
+        run_task(config, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run" / "iris" / "seed_0_fold_0" / "run.json").read_text())["state"] == "finished"
+    resumed = run_task(config, tmp_path / "run", progress=False).metrics
+    strip = lambda m: [{k: v for k, v in s.items() if not k.startswith(("seconds", "samples"))} for s in m["seeds"]]  # noqa: E731
+    assert strip(resumed) == strip(reference)
+
+
+def test_bad_cross_validation_configs_name_the_field():
+    base = {"type": "ep_learning", "dataset": "iris"}
+    for folds in (1, 21):
+        with pytest.raises(ConfigError, match=rf"task\.selection\.folds' = {folds}"):
+            parse_run_config({"task": {**base, "selection": {"kind": "cross_validation", "folds": folds}}})
+    with pytest.raises(
+        ConfigError, match="folds 3 is the number of cross-validation folds; it needs kind 'cross_validation', got 'validation'"
+    ):
+        parse_run_config({"task": {**base, "selection": {"kind": "validation", "folds": 3}}})
+    with pytest.raises(ConfigError, match="refit .* needs kind 'validation', got 'cross_validation'"):
+        parse_run_config({"task": {**base, "selection": {"kind": "cross_validation", "refit": True}}})
+    with pytest.raises(ConfigError, match=r"selection\.kind 'cross_validation' needs a dataset .* got dataset 'gates'"):
+        parse_run_config({"task": {**base, "dataset": "gates", "selection": {"kind": "cross_validation"}}})
+    assert parse_run_config({"task": {**base, "selection": {"kind": "cross_validation"}}}).identity()["task"]["selection"] == {
+        "kind": "cross_validation", "folds": 5}  # fmt: skip
+    assert "folds" not in parse_run_config(IRIS_SELECTED_TINY).identity()["task"]["selection"]

@@ -41,6 +41,17 @@ are kept in the study's checkpoint as they finish.
   ``refit: true`` only the number of epochs is taken from that choice: a fresh
   circuit with the seed's initialisation trains on the whole training set for
   that many epochs (``<problem>/seed_<s>_refit/``) and is the one tested.
+- ``kind: cross_validation`` (tabular sets only): the training set is cut
+  into ``folds`` stratified folds (:func:`cross_validation_folds`); fold
+  ``k``'s circuit (the seed's initialisation) trains on the other folds
+  (``<problem>/seed_<s>_fold_<k>/``) and is evaluated on fold ``k`` after
+  every epoch. Pooled over the folds, every training sample is predicted
+  once per epoch by a circuit that never saw it; the epoch with the best
+  pooled accuracy (ties: lowest pooled loss, then the earliest) gives the
+  number of epochs, and a fresh circuit trains on the whole training set
+  for that many epochs (``<problem>/seed_<s>_refit/``) and is the one
+  tested. Costs ``folds + 1`` trainings per seed; uses every training
+  sample for the choice, where ``validation`` uses ``fraction`` of them.
 
 ``inmaterio run examples/ep_learning.yaml`` (Iris); variants in ``examples/ep_learning/``.
 """
@@ -70,6 +81,7 @@ __all__ = [
     "run_ep_learning",
     "report_ep_learning",
     "validation_split",
+    "cross_validation_folds",
 ]
 
 _RECIPE = {"beta": 1e-7, "variant": "symmetric", "optimizer": "adam", "loss": "mse", "readout": "differential", "target_v": 0.1}
@@ -86,20 +98,27 @@ DATASETS: dict[str, tuple[int, int, int, dict[str, Any]]] = {
 
 #: Key of the random stream that draws the validation part of a seed's training set.
 _VALIDATION_STREAM = 0x5E1EC7
+#: Key of the random stream that deals a seed's training set to the cross-validation folds.
+_FOLDS_STREAM = 0xF01D5
 
 
 class SelectionConfig(StrictModel):
     """Which weights are tested (see the module docstring).
 
-    kind : "last" (after the last epoch) or "validation" (the best epoch on a held-out part of the training set).
-    fraction : the part of every class of the training set held out with ``validation``, in (0, 1); unused by ``last``.
+    kind : "last" (after the last epoch), "validation" (the best epoch on a held-out part of the training set) or
+        "cross_validation" (the number of epochs chosen by k-fold cross-validation on the training set, then a
+        circuit trained on all of it).
+    fraction : the part of every class of the training set held out with ``validation``, in (0, 1); unused otherwise.
     refit : with ``validation`` only: train a fresh circuit (the seed's initialisation) on the whole training set for
         the selected number of epochs and test that one instead (the selection run is then never tested).
+        ``cross_validation`` always does so.
+    folds : with ``cross_validation`` only: the number of folds, 2 to 20 (left out of the dumped config otherwise).
     """
 
-    kind: Literal["last", "validation"] = "last"
+    kind: Literal["last", "validation", "cross_validation"] = "last"
     fraction: float = Field(0.2, gt=0, lt=1)
     refit: bool = False
+    folds: int = Field(5, ge=2, le=20)
 
     @model_validator(mode="after")
     def _refit_needs_validation(self) -> SelectionConfig:
@@ -109,11 +128,23 @@ class SelectionConfig(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _folds_need_cross_validation(self) -> SelectionConfig:
+        if self.folds != 5 and self.kind != "cross_validation":
+            raise ValueError(
+                f"folds {self.folds} is the number of cross-validation folds; it needs kind 'cross_validation', got {self.kind!r}"
+            )
+        return self
+
     @model_serializer(mode="wrap")
     def _dump_without_default_refit(self, handler) -> dict[str, Any]:
         data = handler(self)
         if not self.refit:
             data.pop("refit", None)  # runs made before the option existed keep their identity
+        if self.kind != "cross_validation":
+            data.pop("folds", None)
+        else:
+            data.pop("fraction", None)  # unused by cross-validation
         return data
 
 
@@ -141,6 +172,33 @@ def validation_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch
     val = np.sort(np.concatenate(held))
     train = np.setdiff1d(np.arange(len(labels)), val)
     return torch.from_numpy(train), torch.from_numpy(val)
+
+
+def cross_validation_folds(y: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
+    """``(n,)`` fold index (0 .. folds-1) of every label in ``y (n,)``: stratified and seeded.
+
+    Every class's members are put in an order drawn by a numpy generator seeded by ``(seed, stream key)`` and dealt
+    to the folds in turn, class by class in increasing order (the next class starts at the fold after the one the
+    previous class ended on), so every fold holds ``floor`` or ``ceil`` of ``n_c / folds`` of every class ``c`` and
+    the folds' sizes differ by at most one.
+
+    Raises:
+        ConfigError: a class with fewer members than folds (names ``task.selection.folds``).
+    """
+    labels = np.asarray(y)
+    rng = np.random.default_rng([seed, _FOLDS_STREAM])
+    fold = np.empty(len(labels), dtype=np.int64)
+    start = 0
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) < folds:
+            raise ConfigError(
+                f"task.selection.folds = {folds} exceeds the {len(members)} training samples of class {c}; "
+                f"choose at most {len(members)} folds so that every fold validates every class"
+            )
+        fold[rng.permutation(members)] = (start + np.arange(len(members))) % folds
+        start = (start + len(members)) % folds
+    return torch.from_numpy(fold)
 
 
 class EPLearningTask(StrictModel):
@@ -200,9 +258,9 @@ class EPLearningTask(StrictModel):
 
     @model_validator(mode="after")
     def _validation_needs_a_training_set(self) -> EPLearningTask:
-        if self.selection.kind == "validation" and self.dataset in ("xor", "gates"):
+        if self.selection.kind != "last" and self.dataset in ("xor", "gates"):
             raise ValueError(
-                f"selection.kind 'validation' needs a dataset with a training set to split (iris, wine, digits), "
+                f"selection.kind {self.selection.kind!r} needs a dataset with a training set to split (iris, wine, digits), "
                 f"got dataset {self.dataset!r} (its four points are both the training and the test set)"
             )
         return self
@@ -258,6 +316,8 @@ def _train_one(task: EPLearningTask, problem: str, seed: int, run: RunFolder, pr
     config = task.training.model_copy(update={"seed": seed})
     if task.selection.kind == "validation":
         return _train_one_selected(task, problem, seed, run, progress, data, fresh, config)
+    if task.selection.kind == "cross_validation":
+        return _train_one_cross_validated(task, problem, seed, run, progress, data, fresh, config)
     model = fresh()
     history = fit(
         model, data.x_train, data.y_train, config, validation=(data.x_test, data.y_test),
@@ -332,6 +392,75 @@ def _train_one_selected(task: EPLearningTask, problem: str, seed: int, run: RunF
     }
 
 
+def pooled_history(histories: list[list[dict[str, Any]]], sizes: list[int]) -> list[dict[str, Any]]:
+    """One history from the folds' :func:`~inmaterio.circuits.fit` histories (``sizes``: samples each fold validates).
+
+    Per epoch: ``val_accuracy`` and ``val_loss`` over all held-out predictions (fold means weighted by fold size),
+    ``loss`` and ``accuracy`` (training, during the epoch) the plain mean over the folds.
+
+    Raises:
+        ConfigError: histories of different lengths, or a count of sizes that does not match them.
+    """
+    if len(histories) != len(sizes) or len({len(h) for h in histories}) != 1:
+        raise ConfigError(f"pooled_history needs one size per history and histories of one length, got "
+                          f"{len(sizes)} sizes and lengths {[len(h) for h in histories]}")  # fmt: skip
+    w = np.asarray(sizes, dtype=float) / sum(sizes)
+    return [
+        {"epoch": rows[0]["epoch"],
+         "val_accuracy": float(sum(wi * r["val_accuracy"] for wi, r in zip(w, rows))),
+         "val_loss": float(sum(wi * r["val_loss"] for wi, r in zip(w, rows))),
+         "loss": float(np.mean([r["loss"] for r in rows])), "accuracy": float(np.mean([r["accuracy"] for r in rows])),
+         "seconds": float(sum(r["seconds"] for r in rows))}
+        for rows in zip(*histories)
+    ]  # fmt: skip
+
+
+def _train_one_cross_validated(
+    task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool, data, fresh, config
+):
+    """``selection: cross_validation``: choose the number of epochs on ``folds`` held-out folds, train on all, test once."""
+    from inmaterio.circuits import evaluate, fit
+    from inmaterio.circuits.fit import best_epoch
+
+    fold = cross_validation_folds(data.y_train, task.selection.folds, seed)
+    histories, sizes = [], []
+    for k in range(task.selection.folds):
+        held = fold == k
+        histories.append(fit(
+            fresh(), data.x_train[~held], data.y_train[~held], config, validation=(data.x_train[held], data.y_train[held]),
+            directory=run.subfolder(f"{problem}/seed_{seed}_fold_{k}"), progress=progress,
+        ))  # fmt: skip
+        sizes.append(int(held.sum()))
+    pooled = pooled_history(histories, sizes)
+    chosen = best_epoch(pooled)  # only the held-out folds' numbers chose it
+    row = pooled[chosen - 1]
+    model = fresh()
+    fit(model, data.x_train, data.y_train, config.model_copy(update={"epochs": chosen}),
+        directory=run.subfolder(f"{problem}/seed_{seed}_refit"), progress=progress)  # fmt: skip
+    train = evaluate(model, data.x_train, data.y_train, config)["accuracy"]
+    test = evaluate(model, data.x_test, data.y_test, config)["accuracy"]  # the test set's only use
+    seconds = statistics.median(r["seconds"] / task.selection.folds for r in pooled)
+    return {
+        "problem": problem,
+        "seed": seed,
+        "train_accuracy": train,
+        "test_accuracy": test,
+        "validation_accuracy": row["val_accuracy"],
+        "validation_loss": row["val_loss"],
+        "selected_epoch": chosen,
+        "first_epoch_at_100": None,
+        "seconds_per_epoch": seconds,
+        "samples_per_second": (len(fold) - len(fold) / task.selection.folds) / seconds,
+        "n_train": len(fold),
+        "n_validation": len(fold),
+        "folds": task.selection.folds,
+        "n_test": len(data.x_test),
+        "refit_epochs": chosen,
+        "n_refit": len(fold),
+        "curves": {k: [r[k] for r in pooled] for k in ("loss", "accuracy", "val_accuracy")},
+    }
+
+
 def run_ep_learning(config: EPLearningConfig, run: RunFolder, *, progress: bool, prepared: None = None) -> TaskOutcome:
     """Train every (problem, seed); finished ones are kept in the checkpoint and not trained again."""
     task = config.task
@@ -355,7 +484,7 @@ def run_ep_learning(config: EPLearningConfig, run: RunFolder, *, progress: bool,
         "dataset": task.dataset,
         "hidden": task.n_hidden(),
         "training": task.training.model_dump(mode="json"),
-        **({"selection": task.selection.model_dump(mode="json")} if task.selection.kind == "validation" else {}),
+        **({"selection": task.selection.model_dump(mode="json")} if task.selection.kind != "last" else {}),
         **({"split_seed": task.split_seed} if task.split_seed is not None else {}),
         "summary": summary,
         "seeds": [{k: v for k, v in r.items() if k != "curves"} for r in results],
@@ -373,7 +502,8 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     selected = {}
     if "selected_epoch" in results[0]:
         selected = {"n_validation": results[0]["n_validation"],
-                    "median_selected_epoch": statistics.median(r["selected_epoch"] for r in results)}  # fmt: skip
+                    "median_selected_epoch": statistics.median(r["selected_epoch"] for r in results),
+                    **({"folds": results[0]["folds"]} if "folds" in results[0] else {})}  # fmt: skip
     return {
         "seeds": len(results),
         "test_accuracy_mean": float(np.mean(test)),
@@ -400,7 +530,7 @@ def _table(dataset: str, summary: dict[str, dict[str, Any]]) -> tuple[list[str],
     if all("n_validation" in s for s in summary.values()):
         columns = ["dataset", "train + validation / test", "test acc. mean", "min", "max", "seeds at 100% test",
                    "train acc. mean", "median selected epoch", "s/epoch"]  # fmt: skip
-        rows = [[p, f"{s['n_train']} + {s['n_validation']} / {s['n_test']}", f"{s['test_accuracy_mean']:.2%}",
+        rows = [[p, _train_validation(s), f"{s['test_accuracy_mean']:.2%}",
                  f"{s['test_accuracy_min']:.2%}", f"{s['test_accuracy_max']:.2%}", f"{s['seeds_at_100_test']}/{s['seeds']}",
                  f"{s['train_accuracy_mean']:.2%}", f"{s['median_selected_epoch']:g}", f"{s['median_seconds_per_epoch']:.3f}"]
                 for p, s in summary.items()]  # fmt: skip
@@ -412,6 +542,13 @@ def _table(dataset: str, summary: dict[str, dict[str, Any]]) -> tuple[list[str],
     return columns, rows
 
 
+def _train_validation(summary: dict[str, Any]) -> str:
+    """The table's "train + validation / test" cell of a problem's summary."""
+    if "folds" in summary:
+        return f"{summary['n_train']} ({summary['folds']}-fold CV) / {summary['n_test']}"
+    return f"{summary['n_train']} + {summary['n_validation']} / {summary['n_test']}"
+
+
 def _learning_curves(run: RunFolder, task: EPLearningTask, results: list[dict[str, Any]]) -> None:
     """``learning_curve.png``: per problem, train and test accuracy per epoch (mean over seeds, min-max band)."""
     from matplotlib.figure import Figure
@@ -419,12 +556,13 @@ def _learning_curves(run: RunFolder, task: EPLearningTask, results: list[dict[st
     from inmaterio.plots import save_figure
 
     problems = task.problems()
-    held_out = task.selection.kind == "validation"
+    held_out = task.selection.kind != "last"
     fig = Figure(figsize=(4.5 * min(len(problems), 3), 3.6 * ((len(problems) + 2) // 3)), layout="constrained")
     axes = np.atleast_1d(fig.subplots((len(problems) + 2) // 3, min(len(problems), 3), squeeze=False)).ravel()
     for ax, problem in zip(axes, problems):
         mine = [r for r in results if r["problem"] == problem]
-        second = "validation (after the epoch)" if held_out else "test (after the epoch)"
+        second = {"last": "test", "validation": "validation", "cross_validation": "held-out folds, pooled"}[task.selection.kind]
+        second += " (after the epoch)"
         for key, label in (("accuracy", "train (during the epoch)"), ("val_accuracy", second)):
             a = np.array([r["curves"][key] for r in mine])
             epochs = np.arange(1, a.shape[1] + 1)
@@ -489,7 +627,7 @@ def _report_selected(run: FinishedRun) -> str:
     """The section of a run with ``selection: validation``: the chosen epoch and validation accuracy per seed."""
     from inmaterio.tasks.report import markdown_table
 
-    m, table = run.metrics, run.metrics["table"]
+    m = run.metrics
     sel = m["selection"]
     seeds = markdown_table(
         ["problem", "seed", "train acc.", "validation acc. (selected epoch)", "test acc.", "s/epoch"],
@@ -497,9 +635,18 @@ def _report_selected(run: FinishedRun) -> str:
           f"{s['test_accuracy']:.2%}", f"{s['seconds_per_epoch']:.3f}"] for s in m["seeds"]],
     )  # fmt: skip
     first = m["seeds"][0]
-    return (
-        f"### {table['title']} (`{run.path}`)\n\n"
-        f"{_recipe(m)}. {_split_sentence(m)}Model selection on a validation part: {first['n_validation']} of the {first['n_train'] + first['n_validation']} "
+    if sel["kind"] == "cross_validation":
+        how = (
+            f"Number of epochs chosen by {sel['folds']}-fold cross-validation: the {first['n_train']} training samples "
+            f"dealt to {sel['folds']} stratified folds (drawn per seed); one circuit per fold (the seed's initialisation) "
+            "trains on the other folds; the epoch with the best accuracy over all held-out predictions (ties: lowest "
+            f"held-out loss, then the earliest) gives the number of epochs; a fresh circuit trains on all {first['n_refit']} "
+            f"training samples for that many epochs and is tested once on the {first['n_test']} test samples, which play "
+            "no part in the choice. "
+        )
+        return _selected_section(run, seeds, how)
+    how = (
+        f"Model selection on a validation part: {first['n_validation']} of the {first['n_train'] + first['n_validation']} "
         f"training samples held out (fraction {sel['fraction']:g}, stratified, drawn per seed), training on the other "
         f"{first['n_train']}; the weights of the epoch with the best validation accuracy (ties: lowest validation loss, "
         + (
@@ -509,6 +656,18 @@ def _report_selected(run: FinishedRun) -> str:
             if sel.get("refit")
             else f"then the earliest) are tested once on the {first['n_test']} test samples, which play no part in the choice. "
         )
+    )
+    return _selected_section(run, seeds, how)
+
+
+def _selected_section(run: FinishedRun, seeds: str, how: str) -> str:
+    """A report section of a run with a selected epoch: ``how`` it was selected, the table, per-seed numbers, figure."""
+    from inmaterio.tasks.report import markdown_table
+
+    m, table = run.metrics, run.metrics["table"]
+    return (
+        f"### {table['title']} (`{run.path}`)\n\n"
+        f"{_recipe(m)}. {_split_sentence(m)}{how}"
         + f"{run.record.get('wall_s', 0.0) / 60:.1f} min wall; `inmaterio run {run.path / 'config.yaml'} --out {run.path}`.\n\n"
         + markdown_table(table["columns"], table["rows"])
         + f"\n\n<details><summary>per seed</summary>\n\n{seeds}\n\n</details>\n\n![learning curves]({run.path / 'learning_curve.png'})"
