@@ -350,7 +350,7 @@ def _train_one_selected(task: EPLearningTask, problem: str, seed: int, run: RunF
     ``fresh()`` builds the seed's initial circuit; with ``refit`` a second one trains on the whole training set for
     the selected number of epochs and is tested instead.
     """
-    from inmaterio.circuits import evaluate, fit
+    from inmaterio.circuits import fit
     from inmaterio.circuits.fit import best_epoch
 
     model = fresh()
@@ -362,32 +362,39 @@ def _train_one_selected(task: EPLearningTask, problem: str, seed: int, run: RunF
         progress=progress, restore_best=True,
     )  # fmt: skip
     chosen = best_epoch(history)  # the model holds this epoch's weights; only validation numbers chose it
-    row = history[chosen - 1]
     refit = {}
     if task.selection.refit:
         model, x_fit, y_fit = fresh(), data.x_train, data.y_train
         fit(model, x_fit, y_fit, config.model_copy(update={"epochs": chosen}),
             directory=run.subfolder(f"{problem}/seed_{seed}_refit"), progress=progress)  # fmt: skip
         refit = {"refit_epochs": chosen, "n_refit": len(x_fit)}
-    train = evaluate(model, x_fit, y_fit, config)["accuracy"]
-    test = evaluate(model, data.x_test, data.y_test, config)["accuracy"]  # the test set's only use
     hit = [r["epoch"] for r in history if r["accuracy"] == 1.0]
     seconds = statistics.median(r["seconds"] for r in history)
+    return _tested(problem, seed, model, (x_fit, y_fit), data, config, history, chosen,
+                   first_epoch_at_100=hit[0] if hit else None, seconds_per_epoch=seconds,
+                   samples_per_second=len(fit_idx) / seconds, n_train=len(fit_idx), n_validation=len(x_val), **refit)  # fmt: skip
+
+
+def _tested(
+    problem: str, seed: int, model, train: tuple, data, config, history: list[dict], chosen: int, **extra
+) -> dict[str, Any]:
+    """A selected seed's result: ``model`` evaluated on ``train`` ``(x, y)``, then once on the test set, beside the
+    validation numbers of epoch ``chosen`` in ``history``, ``extra`` and the curves."""
+    from inmaterio.circuits import evaluate
+
+    train_accuracy = evaluate(model, *train, config)["accuracy"]
+    test = evaluate(model, data.x_test, data.y_test, config)["accuracy"]  # the test set's only use
+    row = history[chosen - 1]
     return {
         "problem": problem,
         "seed": seed,
-        "train_accuracy": train,
+        "train_accuracy": train_accuracy,
         "test_accuracy": test,
         "validation_accuracy": row["val_accuracy"],
         "validation_loss": row["val_loss"],
         "selected_epoch": chosen,
-        "first_epoch_at_100": hit[0] if hit else None,
-        "seconds_per_epoch": seconds,
-        "samples_per_second": len(x_fit) / seconds,
-        "n_train": len(fit_idx),
-        "n_validation": len(x_val),
         "n_test": len(data.x_test),
-        **refit,
+        **extra,
         "curves": {k: [r[k] for r in history] for k in ("loss", "accuracy", "val_accuracy")},
     }
 
@@ -419,7 +426,7 @@ def _train_one_cross_validated(
     task: EPLearningTask, problem: str, seed: int, run: RunFolder, progress: bool, data, fresh, config
 ):
     """``selection: cross_validation``: choose the number of epochs on ``folds`` held-out folds, train on all, test once."""
-    from inmaterio.circuits import evaluate, fit
+    from inmaterio.circuits import fit
     from inmaterio.circuits.fit import best_epoch
 
     fold = cross_validation_folds(data.y_train, task.selection.folds, seed)
@@ -433,32 +440,14 @@ def _train_one_cross_validated(
         sizes.append(int(held.sum()))
     pooled = pooled_history(histories, sizes)
     chosen = best_epoch(pooled)  # only the held-out folds' numbers chose it
-    row = pooled[chosen - 1]
     model = fresh()
     fit(model, data.x_train, data.y_train, config.model_copy(update={"epochs": chosen}),
         directory=run.subfolder(f"{problem}/seed_{seed}_refit"), progress=progress)  # fmt: skip
-    train = evaluate(model, data.x_train, data.y_train, config)["accuracy"]
-    test = evaluate(model, data.x_test, data.y_test, config)["accuracy"]  # the test set's only use
-    seconds = statistics.median(r["seconds"] / task.selection.folds for r in pooled)
-    return {
-        "problem": problem,
-        "seed": seed,
-        "train_accuracy": train,
-        "test_accuracy": test,
-        "validation_accuracy": row["val_accuracy"],
-        "validation_loss": row["val_loss"],
-        "selected_epoch": chosen,
-        "first_epoch_at_100": None,
-        "seconds_per_epoch": seconds,
-        "samples_per_second": (len(fold) - len(fold) / task.selection.folds) / seconds,
-        "n_train": len(fold),
-        "n_validation": len(fold),
-        "folds": task.selection.folds,
-        "n_test": len(data.x_test),
-        "refit_epochs": chosen,
-        "n_refit": len(fold),
-        "curves": {k: [r[k] for r in pooled] for k in ("loss", "accuracy", "val_accuracy")},
-    }
+    n, folds = len(fold), task.selection.folds
+    seconds = statistics.median(r["seconds"] / folds for r in pooled)
+    return _tested(problem, seed, model, (data.x_train, data.y_train), data, config, pooled, chosen,
+                   first_epoch_at_100=None, seconds_per_epoch=seconds, samples_per_second=(n - n / folds) / seconds,
+                   n_train=n, n_validation=n, folds=folds, refit_epochs=chosen, n_refit=n)  # fmt: skip
 
 
 def run_ep_learning(config: EPLearningConfig, run: RunFolder, *, progress: bool, prepared: None = None) -> TaskOutcome:
