@@ -39,7 +39,7 @@ def test_stored_runs_are_finished_and_without_checkpoints():
 
 
 def test_every_stored_dnpu_run_names_a_surrogate_that_is_still_shipped():
-    """The stored DNPU runs were made with the previous bundled model: it is kept, so they can be re-run as made."""
+    """Stored DNPU runs made with the previous bundled model can be re-run as made (it is kept); the rest name today's."""
     from inmaterio.runs import fingerprint_tensors
     from inmaterio.surrogate import load_default_surrogate, load_surrogate
 
