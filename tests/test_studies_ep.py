@@ -455,8 +455,10 @@ def test_bad_cross_validation_configs_name_the_field():
         ConfigError, match="folds 3 is the number of cross-validation folds; it needs kind 'cross_validation', got 'validation'"
     ):
         parse_run_config({"task": {**base, "selection": {"kind": "validation", "folds": 3}}})
-    with pytest.raises(ConfigError, match="refit .* needs kind 'validation', got 'cross_validation'"):
+    with pytest.raises(ConfigError, match="refit: cross_validation always trains a fresh circuit on the whole training set"):
         parse_run_config({"task": {**base, "selection": {"kind": "cross_validation", "refit": True}}})
+    with pytest.raises(ConfigError, match="fraction 0.3 is the held-out part of kind 'validation'; .* set folds instead"):
+        parse_run_config({"task": {**base, "selection": {"kind": "cross_validation", "fraction": 0.3}}})
     with pytest.raises(ConfigError, match=r"selection\.kind 'cross_validation' needs a dataset .* got dataset 'gates'"):
         parse_run_config({"task": {**base, "dataset": "gates", "selection": {"kind": "cross_validation"}}})
     assert parse_run_config({"task": {**base, "selection": {"kind": "cross_validation"}}}).identity()["task"]["selection"] == {

@@ -108,10 +108,11 @@ class SelectionConfig(StrictModel):
     kind : "last" (after the last epoch), "validation" (the best epoch on a held-out part of the training set) or
         "cross_validation" (the number of epochs chosen by k-fold cross-validation on the training set, then a
         circuit trained on all of it).
-    fraction : the part of every class of the training set held out with ``validation``, in (0, 1); unused otherwise.
+    fraction : the part of every class of the training set held out with ``validation``, in (0, 1); unused by ``last``,
+        refused with ``cross_validation`` (which holds out each fold in turn).
     refit : with ``validation`` only: train a fresh circuit (the seed's initialisation) on the whole training set for
         the selected number of epochs and test that one instead (the selection run is then never tested).
-        ``cross_validation`` always does so.
+        ``cross_validation`` always does so (``refit`` is refused there).
     folds : with ``cross_validation`` only: the number of folds, 2 to 20 (left out of the dumped config otherwise).
     """
 
@@ -122,6 +123,8 @@ class SelectionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _refit_needs_validation(self) -> SelectionConfig:
+        if self.refit and self.kind == "cross_validation":
+            raise ValueError("refit: cross_validation always trains a fresh circuit on the whole training set; leave refit out")
         if self.refit and self.kind != "validation":
             raise ValueError(
                 f"refit retrains for the epochs a validation part selects; it needs kind 'validation', got {self.kind!r}"
@@ -134,6 +137,9 @@ class SelectionConfig(StrictModel):
             raise ValueError(
                 f"folds {self.folds} is the number of cross-validation folds; it needs kind 'cross_validation', got {self.kind!r}"
             )
+        if self.fraction != 0.2 and self.kind == "cross_validation":
+            raise ValueError(f"fraction {self.fraction} is the held-out part of kind 'validation'; cross_validation holds out "
+                             "each of its folds in turn: set folds instead")  # fmt: skip
         return self
 
     @model_serializer(mode="wrap")
