@@ -29,6 +29,30 @@ GATES_TINY = {
 }
 
 
+_FIT_MODULE = __import__("importlib").import_module("inmaterio.circuits.fit")
+
+
+def _untimed_seeds(metrics: dict) -> list[dict]:
+    """The per-seed rows of a study's metrics without their timings (which differ between runs)."""
+    return [{k: v for k, v in row.items() if not k.startswith(("seconds", "samples"))} for row in metrics["seeds"]]
+
+
+def _interrupt_at_ep_step(monkeypatch, config, folder: Path, step: int) -> None:
+    """Run ``config`` in ``folder``, stopped by Ctrl-C in EP gradient step ``step`` (1-based); the run must say so."""
+    real, calls = _FIT_MODULE.ep_gradients, []
+
+    def interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_FIT_MODULE, "ep_gradients", interrupt)
+    with pytest.raises(RunInterrupted):
+        run_task(config, folder, progress=False)
+    monkeypatch.undo()
+
+
 @pytest.mark.parametrize(
     "path", [EXAMPLES / "ep_learning.yaml", *sorted((EXAMPLES / "ep_learning").glob("*.yaml"))], ids=lambda p: p.name
 )
@@ -95,8 +119,7 @@ def test_an_interrupted_study_resumes_to_the_same_numbers(tmp_path, monkeypatch)
         run_task(config, tmp_path / "run", progress=False)
     resumed = run_task(config, tmp_path / "run", progress=False).metrics
     assert calls == [("AND", 0), ("AND", 1), ("XOR", 0), ("XOR", 0), ("XOR", 1)]  # the finished seeds are not trained again
-    strip = lambda m: [{k: v for k, v in s.items() if not k.startswith(("seconds", "samples"))} for s in m["seeds"]]  # noqa: E731
-    assert strip(resumed) == strip(reference)
+    assert _untimed_seeds(resumed) == _untimed_seeds(reference)
 
 
 def test_ep_learning_bad_inputs_name_the_field():
@@ -133,7 +156,6 @@ IRIS_SELECTED_TINY = {
     "task": {"type": "ep_learning", "dataset": "iris", "seeds": 1, "training": {"epochs": 5, "batch_size": 21},
              "selection": {"kind": "validation", "fraction": 0.2}}
 }  # fmt: skip
-_FIT_MODULE = __import__("importlib").import_module("inmaterio.circuits.fit")
 
 
 def test_validation_split_is_stratified_disjoint_and_drawn_per_seed():
@@ -247,23 +269,11 @@ def test_an_interrupted_selected_study_resumes_to_the_same_numbers(tmp_path, mon
     """Stopped inside a seed's training (after epoch 3 of 5): the best weights so far come back from the checkpoint."""
     config = parse_run_config(IRIS_SELECTED_TINY)
     reference = run_task(config, tmp_path / "reference", progress=False).metrics
-    real, calls = _FIT_MODULE.ep_gradients, []
-
-    def interrupt_in_epoch_4(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3 * 4 + 2:  # 84 samples in batches of 21: 4 steps per epoch
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_FIT_MODULE, "ep_gradients", interrupt_in_epoch_4)
-    with pytest.raises(RunInterrupted):
-        run_task(config, tmp_path / "run", progress=False)
-    monkeypatch.undo()
+    _interrupt_at_ep_step(monkeypatch, config, tmp_path / "run", 3 * 4 + 2)  # 84 samples in batches of 21: 4 steps per epoch
     state = torch.load(tmp_path / "run" / "iris" / "seed_0" / "checkpoint.pt", weights_only=True)["state"]
     assert "best" in state and 1 <= state["best"]["epoch"] <= 3
     resumed = run_task(config, tmp_path / "run", progress=False).metrics
-    strip = lambda m: [{k: v for k, v in s.items() if not k.startswith(("seconds", "samples"))} for s in m["seeds"]]  # noqa: E731
-    assert strip(resumed) == strip(reference)
+    assert _untimed_seeds(resumed) == _untimed_seeds(reference)
     assert resumed["selection"] == {"kind": "validation", "fraction": 0.2}
     report = build_report([tmp_path / "run"])
     seed = resumed["seeds"][0]
@@ -428,22 +438,12 @@ def test_an_interrupted_cross_validation_resumes_to_the_same_numbers(tmp_path, m
     """Stopped inside the second fold's training: the finished fold is not trained again, the result is the same."""
     config = parse_run_config(IRIS_CV_TINY)
     reference = run_task(config, tmp_path / "reference", progress=False).metrics
-    real, calls = _FIT_MODULE.ep_gradients, []
-
-    def interrupt_in_fold_1(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4 * 2 + 3:  # 70 samples in batches of 35: 2 steps per epoch, 4 epochs per fold
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_FIT_MODULE, "ep_gradients", interrupt_in_fold_1)
-    with pytest.raises(RunInterrupted):
-        run_task(config, tmp_path / "run", progress=False)
-    monkeypatch.undo()
+    _interrupt_at_ep_step(
+        monkeypatch, config, tmp_path / "run", 4 * 2 + 3
+    )  # 70 samples in batches of 35: 2 steps per epoch, 4 epochs per fold
     assert json.loads((tmp_path / "run" / "iris" / "seed_0_fold_0" / "run.json").read_text())["state"] == "finished"
     resumed = run_task(config, tmp_path / "run", progress=False).metrics
-    strip = lambda m: [{k: v for k, v in s.items() if not k.startswith(("seconds", "samples"))} for s in m["seeds"]]  # noqa: E731
-    assert strip(resumed) == strip(reference)
+    assert _untimed_seeds(resumed) == _untimed_seeds(reference)
 
 
 def test_bad_cross_validation_configs_name_the_field():
