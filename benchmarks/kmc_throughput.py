@@ -17,6 +17,10 @@ Measures, on the default HoppingDevice (200 acceptors, 3 donors, 8 electrodes):
    points, and the rate with the fixed 25,000 hops per point used for the
    bundled surrogate's data.
 
+Every measurement is made with both estimators of the readout current
+(``current_estimator``: holes counted, or the expected Ramo-Shockley flux)
+on the same operating points in the same run, side by side.
+
 No peer runs here: kmc_dn (the Twente group's KMC, Go back end) is not on
 PyPI, so no ratio to it is printed; the targets (hops/s per core, points/s at
 2 % relative error) are absolute.
@@ -37,18 +41,24 @@ def random_points(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1.2, 0.6, (n, 7))
 
 
-def hops_per_second(threads: int, voltages: np.ndarray) -> float:
-    dev = HoppingDevice(n_threads=threads, equilibration_hops=20000, block_hops=20000, min_blocks=4, max_blocks=4)
+ESTIMATORS = ("counting", "ramo_shockley")
+
+
+def hops_per_second(threads: int, voltages: np.ndarray, estimator: str) -> float:
+    dev = HoppingDevice(
+        n_threads=threads, equilibration_hops=20000, block_hops=20000, min_blocks=4, max_blocks=4,
+        current_estimator=estimator,
+    )  # fmt: skip
     dev.simulate(random_points(2, 99))  # compile / warm up
     start = time.perf_counter()
     res = dev.simulate(voltages)
     return res.hops.sum() / (time.perf_counter() - start)
 
 
-def points_per_second(rel_tolerance: float, n_points: int, threads: int) -> tuple[float, float, float]:
+def points_per_second(rel_tolerance: float, n_points: int, threads: int, estimator: str) -> tuple[float, float, float]:
     dev = HoppingDevice(
         n_threads=threads, equilibration_hops=5000, block_hops=5000, min_blocks=4, max_blocks=200,
-        rel_tolerance=rel_tolerance, abs_tolerance_na=1e-6,
+        rel_tolerance=rel_tolerance, abs_tolerance_na=1e-6, current_estimator=estimator,
     )  # fmt: skip
     v = random_points(n_points, 1)
     start = time.perf_counter()
@@ -58,8 +68,11 @@ def points_per_second(rel_tolerance: float, n_points: int, threads: int) -> tupl
     return n_points / elapsed, float(np.median(rel)), float(np.mean(res.hops))
 
 
-def dataset_setting(n_points: int, threads: int) -> tuple[float, float]:
-    dev = HoppingDevice(n_threads=threads, equilibration_hops=5000, block_hops=5000, min_blocks=4, max_blocks=4)
+def dataset_setting(n_points: int, threads: int, estimator: str) -> tuple[float, float]:
+    dev = HoppingDevice(
+        n_threads=threads, equilibration_hops=5000, block_hops=5000, min_blocks=4, max_blocks=4,
+        current_estimator=estimator,
+    )  # fmt: skip
     start = time.perf_counter()
     res = dev.simulate(random_points(n_points, 2))
     return n_points / (time.perf_counter() - start), float(np.sqrt(np.mean(res.stderr_na**2)))
@@ -67,28 +80,38 @@ def dataset_setting(n_points: int, threads: int) -> tuple[float, float]:
 
 def main() -> None:
     cores = os.cpu_count() or 1
-    print(f"numba {numba.__version__}, {cores} cores\n")
-    one = hops_per_second(1, random_points(8))
-    zero = hops_per_second(1, np.zeros((8, 7)))
-    allc = hops_per_second(cores, random_points(8 * cores))
-    print("| measurement | value |")
-    print("| --- | --- |")
-    print(f"| hops/s, 1 core, random operating points | {one:.3g} |")
-    print(f"| hops/s, 1 core, zero bias | {zero:.3g} |")
-    print(f"| hops/s, {cores} cores, random operating points | {allc:.3g} (parallel efficiency {allc / one / cores:.0%}) |")
-    for tol in (0.05, 0.02):
-        pps, rel, hops = points_per_second(tol, 8 * cores, cores)
-        print(
-            f"| operating points/s at {tol:.0%} relative error, {cores} cores | {pps:.2f} (median achieved {rel:.1%}, {hops:.3g} hops/point) |"
+    print(f"numba {numba.__version__}, {cores} cores; both current estimators on the same operating points\n")
+    rows: dict[str, list[str]] = {}
+
+    def row(name: str, *cells: str) -> None:
+        rows.setdefault(name, []).extend(cells)
+
+    for est in ESTIMATORS:
+        one = hops_per_second(1, random_points(8), est)
+        row("hops/s, 1 core, random operating points", f"{one:.3g}")
+        row("hops/s, 1 core, zero bias", f"{hops_per_second(1, np.zeros((8, 7)), est):.3g}")
+        allc = hops_per_second(cores, random_points(8 * cores), est)
+        row(f"hops/s, {cores} cores, random operating points", f"{allc:.3g} (parallel efficiency {allc / one / cores:.0%})")
+        for tol in (0.05, 0.02):
+            pps, rel, hops = points_per_second(tol, 8 * cores, cores, est)
+            row(
+                f"operating points/s at {tol:.0%} relative error, {cores} cores",
+                f"{pps:.2f} (median achieved {rel:.1%}, {hops:.3g} hops/point)",
+            )
+        single, _, _ = points_per_second(0.02, 8 * cores, 1, est)
+        row(
+            "operating points/s at 2% relative error, 1 core, the same points",
+            f"{single:.2f} (parallel efficiency {pps / single / cores:.0%})",
         )
-    single, _, _ = points_per_second(0.02, 8 * cores, 1)
-    print(
-        f"| operating points/s at 2% relative error, 1 core, the same points | {single:.2f} (parallel efficiency {pps / single / cores:.0%}) |"
-    )
-    pps, noise = dataset_setting(40 * cores, cores)
-    print(
-        f"| operating points/s with 25,000 hops/point (bundled dataset), {cores} cores | {pps:.1f} (RMS standard error {noise:.2f} nA) |"
-    )
+        pps, noise = dataset_setting(40 * cores, cores, est)
+        row(
+            f"operating points/s with 25,000 hops/point (bundled dataset), {cores} cores",
+            f"{pps:.1f} (RMS standard error {noise:.2f} nA)",
+        )
+    print("| measurement | " + " | ".join(ESTIMATORS) + " |")
+    print("| --- |" + " --- |" * len(ESTIMATORS))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -39,10 +39,18 @@ Rates (Miller-Abrahams, 1/s)
 Simulation
     Rejection-free kinetic Monte Carlo (:mod:`.kmc`): ``equilibration_hops``
     discarded, then the net holes entering each electrode are counted over
-    blocks of ``block_hops`` until the standard error of the
-    block means falls below ``max(abs_tolerance_na, rel_tolerance * |I|)``
-    (at least ``min_blocks``, at most ``max_blocks`` blocks). Batches of
-    operating points run in parallel threads (numba ``prange``), each with
+    blocks of ``block_hops`` until the standard error of the block means of
+    the readout current falls below ``max(abs_tolerance_na, rel_tolerance *
+    |I|)`` (at least ``min_blocks``, at most ``max_blocks`` blocks). The
+    readout current is either that count (``current_estimator =
+    "counting"``) or the time average of the expected Ramo-Shockley flux
+    (``"ramo_shockley"``): every possible hop weighted by its rate and by
+    the change it makes to the readout's weighting potential (the Laplace
+    solution with 1 V on the readout and 0 V on the other electrodes). Both
+    have the stationary current as their mean (proof in :mod:`.kmc`); the
+    second varies less from block to block, so a point meets a tolerance in
+    fewer hops. Batches of
+    operating points run in parallel threads, each taking the next point when free and each with
     its own random stream seeded from ``(seed, the call's stream key, the
     batch's voltages, the point's index in the batch)``; the stream key names
     what the call serves (:meth:`~inmaterio.devices.base.Device.random_streams`).

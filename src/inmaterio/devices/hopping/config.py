@@ -5,6 +5,8 @@ See :mod:`inmaterio.devices.hopping` for the physics these parameters enter.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from inmaterio.config import StrictModel
@@ -59,6 +61,11 @@ class HoppingConfig(StrictModel):
     max_blocks: int = Field(64, ge=2, description="blocks at most per operating point")
     rel_tolerance: float = Field(0.02, gt=0, description="stop when stderr < rel_tolerance * |I| ...")
     abs_tolerance_na: float = Field(0.5, gt=0, description="... or when stderr < abs_tolerance_na")
+    current_estimator: Literal["counting", "ramo_shockley"] = Field(
+        "counting",
+        description="readout current from the holes counted into the readout, or from the time average of the "
+        "expected Ramo-Shockley flux (the same mean, less variance: fewer hops per point at a given tolerance)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> HoppingConfig:

@@ -39,7 +39,8 @@ class HoppingResult:
 
     Attributes
     ----------
-    current_na : (B,) mean readout current, nA (positive into the readout).
+    current_na : (B,) mean readout current, nA (positive into the readout), from the configured
+        ``current_estimator`` (with ``counting`` the readout column of ``electrode_current_na``).
     stderr_na : (B,) its standard error from block means, nA.
     electrode_current_na : (B, M) current into every electrode (readout included), nA: net holes
         counted entering it per second of simulated time.
@@ -120,6 +121,8 @@ class HoppingDevice(Device):
         self._iecoul = np.exp(-self.beta * coul)
         # potential basis at the sites: (M, N) volts per volt on electrode k
         self.site_potential_basis = self.potentials.at(acc)
+        # the readout's weighting potential at the sites, contiguous so that the weighted rate pass vectorises
+        self._readout_weight = np.ascontiguousarray(self.site_potential_basis[self.readout_index])
 
         # neighbour lists (CSR), rate prefactors nu0 exp(-2 r / a), 1/s
         nu0, a_loc = c.attempt_frequency_hz, c.localization_length_nm
@@ -197,7 +200,8 @@ class HoppingDevice(Device):
         simulate_batch(
             site_energy, mu, e_ref, self.beta, self.coulomb_ev, self._ecoul, self._iecoul, c.coulomb_interactions,
             self._pair_w, self._pair_wx, self._win_lo, self._win_hi, self._elec_ptr, self._elec_idx, self._elec_w,
-            self.readout_index, c.equilibration_hops, c.block_hops, c.min_blocks, c.max_blocks,
+            self.readout_index, self._readout_weight, c.current_estimator == "ramo_shockley",
+            c.equilibration_hops, c.block_hops, c.min_blocks, c.max_blocks,
             c.rel_tolerance, abs_tol_holes, seeds, elec, occupation, stats,
             self.n_threads if self.n_threads is not None else numba.config.NUMBA_NUM_THREADS,
         )  # fmt: skip
