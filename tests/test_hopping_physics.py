@@ -119,7 +119,7 @@ def test_ramo_shockley_current_matches_exact_master_equation(voltages):
     res = dev.simulate(v[None, :])
     assert res.current_na[0] == pytest.approx(exact, abs=4 * res.stderr_na[0] + 1e-3 * abs(exact))
     assert abs(exact) > 10 * res.stderr_na[0]
-    # the other electrodes are still counted: their currents sum to minus the counted readout current
+    # every electrode, the readout included, is still counted: the counted currents sum to zero
     assert res.electrode_current_na[0].sum() == pytest.approx(0.0, abs=1e-3 * abs(exact))
 
 

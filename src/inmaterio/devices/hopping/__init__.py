@@ -49,9 +49,9 @@ Simulation
     solution with 1 V on the readout and 0 V on the other electrodes). Both
     have the stationary current as their mean (proof in :mod:`.kmc`); the
     second varies less from block to block, so a point meets a tolerance in
-    fewer hops. Batches of
-    operating points run in parallel threads, each taking the next point when free and each with
-    its own random stream seeded from ``(seed, the call's stream key, the
+    fewer hops. Batches of operating points run in parallel threads, each
+    taking the next point when free and each with its own random stream
+    seeded from ``(seed, the call's stream key, the
     batch's voltages, the point's index in the batch)``; the stream key names
     what the call serves (:meth:`~inmaterio.devices.base.Device.random_streams`).
     Two devices made with the same seed (or rebuilt from one description)
