@@ -384,13 +384,17 @@ def test_a_restarted_device_does_not_replay_random_streams():
 
 
 @pytest.mark.slow
-def test_kmc_matches_exact_master_equation_four_sites_with_disorder():
+@pytest.mark.parametrize("estimator", ["counting", "ramo_shockley"])
+def test_kmc_matches_exact_master_equation_four_sites_with_disorder(estimator):
     params = {**TINY, "n_acceptors": 4, "n_donors": 2, "radius_nm": 50.0, "block_hops": 200000, "seed": 11}
-    dev = HoppingDevice(**params)
+    dev = HoppingDevice(**params, current_estimator=estimator)
     v = np.array([0.04, -0.03])
     exact = exact_currents(dev, v)
     res = dev.simulate(v[None, :])
-    np.testing.assert_allclose(res.electrode_current_na[0], exact, atol=4 * res.stderr_na[0] + 1e-3 * np.abs(exact).max())
+    tol = 4 * res.stderr_na[0] + 1e-3 * np.abs(exact).max()
+    np.testing.assert_allclose(res.electrode_current_na[0], exact, atol=tol)
+    assert res.current_na[0] == pytest.approx(exact[dev.readout_index], abs=tol)
+    assert abs(exact[dev.readout_index]) > 10 * res.stderr_na[0]
 
 
 @pytest.mark.slow

@@ -47,9 +47,10 @@ Simulation
     (``"ramo_shockley"``): every possible hop weighted by its rate and by
     the change it makes to the readout's weighting potential (the Laplace
     solution with 1 V on the readout and 0 V on the other electrodes). Both
-    have the stationary current as their mean (proof in :mod:`.kmc`); the
-    second varies less from block to block, so a point meets a tolerance in
-    fewer hops. Batches of operating points run in parallel threads, each
+    have the stationary current as their mean (proof in :mod:`.kmc`); on
+    devices of many sites such as the default one the second varies less
+    from block to block, so a point meets a tolerance in fewer hops (on a
+    device of a few sites it need not). Batches of operating points run in parallel threads, each
     taking the next point when free and each with its own random stream
     seeded from ``(seed, the call's stream key, the
     batch's voltages, the point's index in the batch)``; the stream key names

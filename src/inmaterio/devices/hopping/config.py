@@ -64,7 +64,8 @@ class HoppingConfig(StrictModel):
     current_estimator: Literal["counting", "ramo_shockley"] = Field(
         "counting",
         description="readout current from the holes counted into the readout, or from the time average of the "
-        "expected Ramo-Shockley flux (the same mean, less variance: fewer hops per point at a given tolerance)",
+        "expected Ramo-Shockley flux (the same mean; on the default device less variance, so fewer hops per point at "
+        "a given tolerance)",
     )
 
     @model_validator(mode="after")

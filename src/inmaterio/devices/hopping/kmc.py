@@ -39,7 +39,8 @@ stationary mean:
   stationary mean of ``L Phi_sites`` is zero and both estimators have the
   readout current as their mean. Every hop in the device contributes its
   share of the induced current instead of the few that cross the readout,
-  and no randomness of which hop happened enters, so block means vary less.
+  and no randomness of which hop happened enters, so on a device of many
+  sites block means vary less (on one of a few sites they need not).
 Random numbers come from a per-operating-point splitmix64 stream, so results
 do not depend on thread scheduling.
 """
