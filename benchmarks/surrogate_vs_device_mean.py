@@ -39,6 +39,13 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x))))
 
 
+def timed(device: HoppingDevice, voltages: np.ndarray):
+    """The device's result for ``voltages`` and the wall seconds it took."""
+    start = time.perf_counter()
+    result = device.simulate(voltages)
+    return result, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=2000, help="fresh uniform points")
@@ -60,12 +67,7 @@ def main() -> None:
     )
     measured = {}
     for name, v in (("fresh uniform", uniform), ("I-V sweeps", sweeps)):
-        start = time.perf_counter()
-        a = single.simulate(v)
-        t_single = time.perf_counter() - start
-        start = time.perf_counter()
-        b = precise.simulate(v)
-        measured[name] = (v, a, b, t_single, time.perf_counter() - start)
+        measured[name] = (model.predict(v), *timed(single, v), *timed(precise, v))
     noise = rms(measured["fresh uniform"][1].stderr_na)  # the device noise: single measurements of uniform points
     print(f"Device noise: {noise:.2f} nA (RMS standard error of single measurements of the fresh uniform points).\n")
     print(
@@ -73,17 +75,16 @@ def main() -> None:
         "single - precise, measured / predicted | device time single / precise |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, (v, a, b, t_single, t_precise) in measured.items():
-        predicted = model.predict(v)
+    for name, (predicted, a, t_single, b, t_precise) in measured.items():
         vs_single, vs_precise = rms(predicted - a.current_na), rms(predicted - b.current_na)
         se_a, se_b = rms(a.stderr_na), rms(b.stderr_na)
         print(
-            f"| {name} ({len(v)}) | {vs_single:.2f} nA = {vs_single / noise:.2f}x | "
+            f"| {name} ({len(predicted)}) | {vs_single:.2f} nA = {vs_single / noise:.2f}x | "
             f"**{vs_precise:.2f} nA = {vs_precise / noise:.2f}x** | {se_a:.2f} / {se_b:.2f} nA | "
             f"{rms(a.current_na - b.current_na):.2f} / {np.hypot(se_a, se_b):.2f} nA | {t_single:.0f} s / {t_precise:.0f} s |"
         )
-    v, a, b, _, _ = measured["I-V sweeps"]
-    error = (model.predict(v) - b.current_na).reshape(len(ranges), args.iv_points)
+    predicted, _, _, b, _ = measured["I-V sweeps"]
+    error = (predicted - b.current_na).reshape(len(ranges), args.iv_points)
     print("\nI-V sweeps against the precise measurement, RMSE per electrode (nA, and in units of the device noise):\n")
     print("| " + " | ".join(single.activation_names) + " |")
     print("|" + " ---: |" * len(ranges))
