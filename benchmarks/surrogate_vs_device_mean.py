@@ -39,6 +39,21 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x))))
 
 
+def at_least(low: int):
+    """argparse type: an integer >= ``low`` (else a one-line usage error naming the value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the least allowed value {low}")
+        return value
+
+    return parse
+
+
 def timed(device: HoppingDevice, voltages: np.ndarray):
     """The device's result for ``voltages`` and the wall seconds it took."""
     start = time.perf_counter()
@@ -48,9 +63,9 @@ def timed(device: HoppingDevice, voltages: np.ndarray):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=2000, help="fresh uniform points")
-    parser.add_argument("--iv-points", type=int, default=41, help="points per single-electrode I-V sweep")
-    parser.add_argument("--blocks", type=int, default=32, help="blocks per point of the precise measurement")
+    parser.add_argument("--points", type=at_least(2), default=2000, help="fresh uniform points")
+    parser.add_argument("--iv-points", type=at_least(2), default=41, help="points per single-electrode I-V sweep")
+    parser.add_argument("--blocks", type=at_least(2), default=32, help="blocks per point of the precise measurement")
     parser.add_argument("--seed", type=int, default=20261205, help="seed of the fresh points")
     args = parser.parse_args()
 
