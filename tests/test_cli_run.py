@@ -31,7 +31,8 @@ def test_run_gates_prints_table_and_writes_results(tmp_path):
         "seed: 1\n"
     )
     out = tmp_path / "results"
-    result = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--no-progress"])
+    # six columns: on an 80-column terminal Rich wraps the headers over two lines
+    result = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--no-progress"], env={"COLUMNS": "100"})
     assert result.exit_code == 0, result.output
     text = _flat(result.output)
     assert "Boolean gates" in text and "AND" in text and "surrogate acc." in text and "results:" in text

@@ -278,7 +278,8 @@ def test_gates_results_folder(gates_run):
     assert metrics["device"]["device"]["type"] == "analytic"
     per_gate = {"surrogate_accuracy", "loss", "surrogate_output_na", "device_accuracy", "device_accuracy_min",
                 "device_accuracy_surrogate_threshold", "rms_difference_na", "device_output_na", "surrogate_separation_na",
-                "device_separation_na", "device_separation_over_noise"}  # fmt: skip
+                "device_separation_na", "device_separation_over_noise", "device_mean_separation_na",
+                "device_mean_separation_stderr_na", "device_mean_separation_over_noise"}  # fmt: skip
     assert set(metrics["gates"]) == {"AND", "XOR"}
     # the noise unit: the bundled surrogate's model card records the RMS standard error of its test measurements
     card = json.loads((default_model_dir() / "summary.json").read_text())["test_metrics"]
@@ -298,12 +299,41 @@ def test_gates_results_folder(gates_run):
             zeros = [y for y, t in zip(outputs, GATES[gate]) if t == 0]
             assert entry[key] == pytest.approx(max(min(ones) - max(zeros), min(zeros) - max(ones)), abs=1e-4)
         assert entry["device_separation_over_noise"] == pytest.approx(entry["device_separation_na"] / metrics["noise_na"])
+        # one repeat: the gap of the mean is the measured gap, without a standard error
+        assert entry["device_mean_separation_na"] == pytest.approx(entry["device_separation_na"])
+        assert entry["device_mean_separation_stderr_na"] is None
+        assert entry["device_mean_separation_over_noise"] == pytest.approx(entry["device_separation_over_noise"])
     assert metrics["min_device_separation_over_noise"] == min(
         e["device_separation_over_noise"] for e in metrics["gates"].values()
     )
     assert metrics["gates_found_on_surrogate"] == sum(e["surrogate_accuracy"] == 1.0 for e in metrics["gates"].values()) == 2
     assert metrics["gates_found_on_device"] == sum(e["device_accuracy"] == 1.0 for e in metrics["gates"].values())
+    assert metrics["min_device_mean_separation_over_noise"] == min(
+        e["device_mean_separation_over_noise"] for e in metrics["gates"].values()
+    )
     assert [row[0] for row in outcome.rows] == ["AND", "XOR"] and len(outcome.columns) == 6
+    assert outcome.columns[-1] == "gap/noise (worst, mean)"
+    for row, entry in zip(outcome.rows, metrics["gates"].values()):
+        assert row[-1] == f"{entry['device_separation_over_noise']:.1f}, {entry['device_mean_separation_over_noise']:.1f}"
+
+
+def test_gates_gap_of_the_mean_over_noisy_repeats(tmp_path):
+    spec = {"type": "gates", "gates": ["AND", "XOR"], "attempts": 2, "gd": {"epochs": 30}}
+    device = {**ANALYTIC, "noise_na": 2.0}
+    config = validate_config(RunConfig, {"task": spec, "validation": {"device": device, "repeats": 5}})
+    metrics = run_task(config, tmp_path / "run", progress=False).metrics
+    for gate, entry in metrics["gates"].items():
+        outputs = entry["device_output_na"]  # the mean over the five repeats
+        ones = [y for y, t in zip(outputs, GATES[gate]) if t == 1]
+        zeros = [y for y, t in zip(outputs, GATES[gate]) if t == 0]
+        assert entry["device_mean_separation_na"] == pytest.approx(max(min(ones) - max(zeros), min(zeros) - max(ones)), abs=1e-4)
+        # min over classes of the means >= mean of the per-repeat minima >= the worst repeat's gap
+        assert entry["device_mean_separation_na"] >= entry["device_separation_na"]
+        # two points of noise 2 nA, each averaged over 5 repeats: sqrt(2) * 2 / sqrt(5) = 1.26 nA (sample spread)
+        assert 0.3 < entry["device_mean_separation_stderr_na"] < 3.0
+        assert entry["device_mean_separation_over_noise"] == pytest.approx(
+            entry["device_mean_separation_na"] / metrics["noise_na"]
+        )
 
 
 def test_gates_controls_and_device_outputs_by_hand(gates_run):

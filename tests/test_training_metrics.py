@@ -13,6 +13,7 @@ from inmaterio.training.metrics import (
     fit_logistic_threshold,
     oriented_separation_na,
     paired_accuracy_difference,
+    repeat_mean_separation_na,
     separation_na,
     threshold_accuracy,
 )
@@ -162,6 +163,34 @@ def test_separation_na_by_hand_in_both_orientations():
     margin, high = oriented_separation_na(out, target)
     assert margin.tolist() == [4.0, 4.0, -2.0]
     assert high.tolist() == [1, 0, 1]  # row 2: class 1 above by -2 beats class 0 above by -8
+
+
+def test_repeat_mean_separation_by_hand():
+    target = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    # three repeats; per-point means 1, 2, 7, 9 (class 1 on top): gap 7 - 2 = 5, while the worst single repeat
+    # (row 1: 5 - 3) keeps only 2
+    outputs = torch.tensor([[1.0, 1.0, 8.0, 9.0], [1.0, 3.0, 5.0, 9.0], [1.0, 2.0, 8.0, 9.0]])
+    gap, stderr = repeat_mean_separation_na(outputs, target)
+    assert gap == pytest.approx(5.0)
+    assert float(separation_na(outputs, target).min()) == pytest.approx(2.0)
+    # the gap is set by points 2 (values 8, 5, 8: sample std sqrt(3)) and 1 (1, 3, 2: std 1); each over sqrt(3)
+    assert stderr == pytest.approx(np.hypot(np.sqrt(3.0), 1.0) / np.sqrt(3.0))
+    # class 0 on top: the same by symmetry
+    gap_flipped, stderr_flipped = repeat_mean_separation_na(-outputs, target)
+    assert (gap_flipped, stderr_flipped) == pytest.approx((5.0, stderr))
+    # one repeat: the plain gap, no standard error
+    assert repeat_mean_separation_na(outputs[:1], target) == (pytest.approx(7.0), None)
+    # the mean of noisy repeats converges to the noise-free gap; the worst repeat stays below it
+    rng = torch.Generator().manual_seed(0)
+    clean = torch.tensor([0.0, 1.0, 6.0, 7.0])
+    noisy = clean + 0.5 * torch.randn(400, 4, generator=rng)
+    gap, stderr = repeat_mean_separation_na(noisy, target)
+    assert abs(gap - 5.0) < 4 * stderr and stderr == pytest.approx(np.hypot(0.5, 0.5) / 20, rel=0.2)
+    assert float(separation_na(noisy, target).min()) < 5.0 - 1.0
+    with pytest.raises(ConfigError, match=r"\(repeats, batch\)"):
+        repeat_mean_separation_na(torch.zeros(4), target)
+    with pytest.raises(ConfigError, match="both classes"):
+        repeat_mean_separation_na(outputs, torch.zeros(4))
 
 
 def test_paired_difference_of_identical_and_opposite_classifiers():

@@ -31,6 +31,7 @@ __all__ = [
     "fit_logistic_threshold",
     "oriented_separation_na",
     "paired_accuracy_difference",
+    "repeat_mean_separation_na",
     "separation_na",
     "threshold_accuracy",
 ]
@@ -217,6 +218,33 @@ def separation_na(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     close); negative: the classes overlap by ``-m`` nA. Both classes must be present.
     """
     return oriented_separation_na(output, target)[0]
+
+
+@torch.no_grad()
+def repeat_mean_separation_na(outputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float | None]:
+    """Class gap of the mean over repeated measurements, nA, and its standard error (None for one repeat).
+
+    ``outputs (repeats, batch)`` are repeated measurements of the same points. The
+    gap :func:`separation_na` of each repeat is biased low by the noise (the
+    nearest points of each class are the extremes of noisy values); the gap of
+    the per-point means estimates the device's own class gap with ``repeats``
+    times less variance per point. Its standard error combines the standard
+    errors of the means (spread over repeats, ``ddof = 1``, over ``sqrt(repeats)``)
+    of the two points that set the gap.
+    """
+    if outputs.ndim != 2 or outputs.shape[0] < 1:
+        raise ConfigError(f"outputs must have shape (repeats, batch) with repeats >= 1, got {tuple(outputs.shape)}")
+    mean = outputs.mean(dim=0)
+    gap, high_class = oriented_separation_na(mean, target)
+    if outputs.shape[0] == 1:
+        return float(gap), None
+    t = validate_target(mean, target, "repeat_mean_separation_na", binary=True, both_classes=True)
+    inf = torch.tensor(float("inf"), dtype=mean.dtype, device=mean.device)
+    high, low = (t == int(high_class)), (t != int(high_class))
+    nearest_high = int(torch.argmin(torch.where(high, mean, inf)))  # lowest point of the upper class
+    nearest_low = int(torch.argmax(torch.where(low, mean, -inf)))  # highest point of the lower class
+    stderr = outputs.std(dim=0, correction=1) / outputs.shape[0] ** 0.5
+    return float(gap), float(torch.hypot(stderr[nearest_high], stderr[nearest_low]))
 
 
 def oriented_separation_na(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
