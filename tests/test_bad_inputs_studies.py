@@ -154,6 +154,16 @@ def _mnist_validation_too_large(tmp_path: Path) -> None:
     _run(tmp_path, _mnist(f"dir: {data}, n_validation: 20"), r"n_validation must be in \[0, 20\) for 20 training images, got 20")
 
 
+def _mnist_more_device_images_than_tests(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "mnist", n_train=20, n_test=10)
+    _run(
+        tmp_path,
+        f"task: {{type: mnist_10dnpu, epochs: 1}}\ndata: {{dir: {data}, n_validation: 5}}\n"
+        "validation: {enabled: true, test_images: 11}\n",
+        r"validation\.test_images = 11 is more than the 10 test images; give at most 10",
+    )
+
+
 def _reuse_what_is_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
     _run(tmp_path, _rings(f", reuse_training: {tmp_path / 'notes'}"), r"'.*notes' is not a run folder: it has no run\.json")
@@ -217,6 +227,13 @@ ROWS = [
              lambda t: _run(t, _mnist("dir: null", ", settings: {lr: 0.1}"), r"unknown key 'task\.settings\.lr' \(value 0\.1\)")),
     BadInput("mnist-unknown-recipe", "recipe adam", lambda t: _run(t, _mnist("dir: null", ", recipe: adam"), r"field 'task\.recipe' = 'adam': Input should be 'paper' or 'ours'")),
     BadInput("mnist-threads-zero", "threads 0", lambda t: _run(t, _mnist("dir: null") + "threads: 0\n", r"field 'threads' = 0: Input should be greater than or equal to 1")),
+    BadInput("mnist-validation-relu", "the ReLU baseline measured on a device",
+             lambda t: _run(t, _mnist("dir: null") + "validation: {enabled: true}\n", r"validation\.enabled: true measures DNPUs on a device; task\.model 'relu' has none")),
+    BadInput("mnist-refine-without-device", "refinement without validation on a device",
+             lambda t: _run(t, _mnist("dir: null", ", model: dnpu, refine: {rounds: 1}"), r"task\.refine measures the device where the nodes operate: set validation\.enabled: true")),
+    BadInput("mnist-device-images-zero", "validation.test_images 0",
+             lambda t: _run(t, _mnist("dir: null") + "validation: {test_images: 0}\n", r"field 'validation\.test_images' = 0: Input should be greater than or equal to 1")),
+    BadInput("mnist-device-images-above-tests", "more device images than test images", _mnist_more_device_images_than_tests),
     BadInput("mnist-data-range-zero", "data_range 0",
              lambda t: _run(t, _mnist("dir: null", ", settings: {data_range: 0}"), r"field 'task\.settings\.data_range' = 0: Input should be greater than 0")),
 ]  # fmt: skip

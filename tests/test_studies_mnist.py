@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from inmaterio.config import validate_config
@@ -134,6 +135,67 @@ def test_a_tiny_dnpu_run_resumes_reads_back_and_reports(tmp_path):
     assert "### MNIST with 10 DNPUs" in report and "| 10 DNPUs | 3 | ours, batch_size 16 |" in report
     assert f"**{100 * outcome.metrics['test_accuracy']:.2f}%** | 94.7% |" in report
     assert "Confusion matrix, 3 inputs per node" in report
+
+
+def test_a_dnpu_run_measured_and_refined_on_a_device(tmp_path):
+    """The network on a noise-free analytic device, then one round of refinement, checked by hand."""
+    from inmaterio.devices.analytic import AnalyticDevice
+    from inmaterio.processors import DeviceProcessor
+    from inmaterio.surrogate import load_surrogate
+
+    data = write_synthetic_mnist(tmp_path / "mnist")
+    spec = tiny(data, inputs_per_node=3)
+    spec["task"]["refine"] = {
+        "rounds": 1, "max_operating_points": 150, "points_per_operating_point": 1, "fine_tune_epochs": 20,
+        "anchor_points": 256, "retrain_epochs": 2,
+    }  # fmt: skip
+    spec["validation"] = {"enabled": True, "device": {"spec": {"type": "analytic"}}, "test_images": 60}
+    config = validate_config(MnistConfig, spec)
+    outcome = run_task(config, tmp_path / "run", progress=False)
+    metrics, run = outcome.metrics, tmp_path / "run"
+    before, after = metrics["device"], metrics["device_refined"]
+    # every test image measured: on the surrogate (no noise) the subset's accuracy is the test accuracy
+    assert before["images"] == after["images"] == 60
+    assert before["surrogate_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert after["surrogate_accuracy"] == pytest.approx(metrics["refined_test_accuracy"])
+    for check in (before, after):
+        assert check["device_minus_surrogate"]["difference"] == pytest.approx(
+            check["device_accuracy"] - check["surrogate_accuracy"]
+        )
+        assert check["device_minus_surrogate"]["low"] <= check["device_minus_surrogate"]["difference"]
+        assert check["device_minus_surrogate"]["difference"] <= check["device_minus_surrogate"]["high"]
+    assert metrics["device_refined_minus_trained"]["difference"] == pytest.approx(
+        after["device_accuracy"] - before["device_accuracy"]
+    )
+    # the measured node currents are the device's own (noise-free analytic device) at 10 operating points per image
+    device = DeviceProcessor(AnalyticDevice(), plateau_samples=1, ramp_samples=0)
+    for name in ("trained", "refined"):
+        with np.load(run / "device" / f"{name}.npz") as saved:
+            volts, current = saved["voltages_v"], saved["current_na"]
+        assert volts.shape == (600, 7)
+        with torch.no_grad():
+            expected = device(torch.as_tensor(volts, dtype=torch.float32)).double().numpy()
+        np.testing.assert_allclose(current, expected, rtol=1e-5, atol=1e-4)
+    # the inputs are on e0, e3, e4 (linear outputs through the batch norm), the four controls one per node
+    with np.load(run / "device" / "trained.npz") as saved:
+        controls = saved["voltages_v"].reshape(60, 10, 7)[:, :, [1, 2, 5, 6]]
+    np.testing.assert_allclose(controls, np.broadcast_to(controls[:1], controls.shape))
+    # one round: 150 operating points and one neighbour each, the copy fine-tuned and saved with its record
+    (round_1,) = metrics["refinement"]
+    assert round_1["device_points"] == 300 and round_1["n_train"] + round_1["n_held_out"] == 300
+    assert round_1["held_out_rmse_after_na"] < round_1["held_out_rmse_before_na"]
+    refined = load_surrogate(run / "refinement" / "surrogate")
+    assert refined.metadata["refinement"] == json.loads(json.dumps(metrics["refinement"]))
+    assert (run / "refinement" / "retrain_1" / "run.json").is_file()
+    assert outcome.columns[-2:] == ["first 60 test images: surrogate / device", "refined: surrogate / device"]
+    report = build_report([run])
+    assert "Measured on a device" in report
+    assert f"device **{100 * before['device_accuracy']:.1f}%**" in report
+    assert f"device **{100 * after['device_accuracy']:.1f}%**" in report
+    # finished: read back, nothing measured again
+    stamp = (run / "device" / "trained.npz").stat().st_mtime_ns
+    assert run_task(config, run, progress=False).metrics == metrics
+    assert (run / "device" / "trained.npz").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow  # three processes (~30 s); its training is a train_gd run, whose kill-and-resume test runs by default

@@ -32,6 +32,18 @@ validation images (seeded permutation), 10,000 test images, pixels in
 [-0.5, 0.5]. The test set is evaluated once, with the selected weights, on
 the surrogate without output noise.
 
+With ``validation: {enabled: true}`` the trained network is then measured on a
+device (null spec: the virtual DNPU the surrogate was made from) on the first
+``validation.test_images`` test images: the nodes' operating points (10 per
+image) are measured once (``device/trained.npz``, read back on resume) and
+their currents go through the network's read-out; ``metrics.json`` gains
+``device`` (surrogate and device accuracy on those images, their paired
+difference, the RMS node-current difference). With ``task.refine`` the
+surrogate is then refined where the nodes operate on the training images, the
+network re-trained on the refined copy and measured again (``refinement``,
+``refined_test_accuracy``, ``device_refined``, ``device_refined_minus_trained``;
+files in ``refinement/`` and ``device/refined.npz``).
+
 The run folder holds ``metrics.json`` (accuracies, confusion matrix, the
 resolved settings), ``history.json`` (one row per epoch), ``training/``
 (the trainer's run), ``confusion.png`` and ``learning_curve.png``.
@@ -47,17 +59,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 from torch import nn
 
 from inmaterio.config import StrictModel
 from inmaterio.runs import RunFolder
-from inmaterio.studies.common import StudyBackends, SurrogateChoice
+from inmaterio.studies.common import DeviceChoice, StudyBackends, SurrogateChoice
+from inmaterio.tasks.config import RefinementConfig
 from inmaterio.tasks.outcome import TaskOutcome
 from inmaterio.tasks.registry import FinishedRun, RunnableConfig
 
 __all__ = [
-    "INPUTS", "N_NODES", "PAPER", "RECIPES", "Logits", "MnistData", "MnistRecipe", "MnistTask", "MnistConfig", "build_model",
+    "INPUTS", "N_NODES", "PAPER", "RECIPES", "Logits", "MnistData", "MnistRecipe", "MnistTask", "MnistConfig", "MnistValidation",
+    "build_model",
     "first_linear", "lr_factor", "prepare_mnist", "run_mnist", "report_mnist", "with_recipe_settings",
 ]  # fmt: skip
 
@@ -131,6 +145,13 @@ class MnistTask(StrictModel):
     recipe : ``paper`` or ``ours``; ``settings`` given here override the recipe's, the rest are filled in
         from it (the run's config.yaml holds every value used).
     epochs : passes over the training set (>= 1).
+    refine : task-aware refinement of the surrogate where the nodes operate, after training
+        (:class:`~inmaterio.tasks.config.RefinementConfig`; ``candidates`` is not used): each round
+        measures the validation device at ``max_operating_points`` node operating points of the
+        training images (and neighbours), fine-tunes a copy of the surrogate on every point measured
+        so far and re-trains the network on it for ``retrain_epochs`` epochs (the recipe's optimiser
+        and schedule over those epochs), its controls kept within ``radius_v`` of the trained ones.
+        Needs ``validation.enabled``. Null (the default): no refinement; left out of the dumped config.
     """
 
     type: Literal["mnist_10dnpu"]
@@ -139,6 +160,14 @@ class MnistTask(StrictModel):
     recipe: Literal["paper", "ours"] = "ours"
     epochs: int = Field(30, ge=1)
     settings: MnistRecipe
+    refine: RefinementConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unused_refinement(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if self.refine is None:
+            data.pop("refine", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -165,20 +194,56 @@ class MnistData(StrictModel):
     split_seed: int = 0
 
 
-class MnistConfig(RunnableConfig):
-    """One MNIST run: task, data, surrogate, torch threads (speed only), seed.
+class MnistValidation(StrictModel):
+    """The trained DNPU network measured on a device, on the first ``test_images`` test images.
 
-    ``threads`` and ``data.dir`` may change between sessions of a run (a resumed run on other
-    threads may round differently in the last bits).
+    enabled : measure (``model: dnpu`` only). A virtual DNPU takes tens of ms per node and image
+        (10 nodes per image), so the default 1,000 images are minutes of device time.
+    device : the device (:class:`~inmaterio.studies.common.DeviceChoice`; ``spec: null`` = the
+        virtual DNPU of the surrogate's provenance).
+    test_images : how many test images, from the first (>= 1, at most the test set).
+
+    Left out of the dumped config while not enabled.
     """
 
-    SPEED_ONLY = {"threads": True, "data": {"dir"}}
+    enabled: bool = False
+    device: DeviceChoice = DeviceChoice()
+    test_images: int = Field(1000, ge=1)
+
+
+class MnistConfig(RunnableConfig):
+    """One MNIST run: task, data, surrogate, validation on a device, torch threads (speed only), seed.
+
+    ``threads``, ``data.dir`` and ``validation.device.threads`` may change between sessions of a
+    run (a resumed run on other threads may round differently in the last bits).
+    """
+
+    SPEED_ONLY = {"threads": True, "data": {"dir"}, "validation": {"device": {"threads"}}}
 
     task: MnistTask
     data: MnistData = MnistData()
     surrogate: SurrogateChoice = SurrogateChoice()
+    validation: MnistValidation = MnistValidation()
     threads: int = Field(1, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _device_where_measured(self) -> MnistConfig:
+        if self.validation.enabled and self.task.model != "dnpu":
+            raise ValueError(
+                f"validation.enabled: true measures DNPUs on a device; task.model '{self.task.model}' has none "
+                "(set task.model: dnpu or validation.enabled: false)"
+            )
+        if self.task.refine is not None and not self.validation.enabled:
+            raise ValueError("task.refine measures the device where the nodes operate: set validation.enabled: true")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unused_validation(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if self.validation == MnistValidation():
+            data.pop("validation", None)
+        return data
 
 
 class Logits(nn.Module):
@@ -275,20 +340,28 @@ def prepare_mnist(config: MnistConfig) -> StudyBackends:
         electrodes.
     """
     from inmaterio.data.mnist import load_mnist, mnist_splits
+    from inmaterio.errors import ConfigError
     from inmaterio.runs import fingerprint_tensors
-    from inmaterio.studies.common import backends_identity, surrogate_processor
+    from inmaterio.studies.common import backends_identity, device_processor, surrogate_processor
 
     raw = load_mnist(config.data.dir)
     splits = mnist_splits(raw, n_validation=config.data.n_validation, seed=config.data.split_seed)
     identity = {"mnist_sha256": fingerprint_tensors(raw.train_images, raw.train_labels, raw.test_images, raw.test_labels)}
-    surrogate = None
+    surrogate = device = None
     if config.task.model == "dnpu":
         surrogate = surrogate_processor(config.surrogate)
         build_model(
             config.task, surrogate, splits.x_train.shape[1], config.seed
         )  # the electrodes exist (ConfigError naming them)
-        identity |= backends_identity(surrogate, None)
-    return StudyBackends(surrogate, None, identity, {"splits": splits})
+        if config.validation.enabled:
+            if config.validation.test_images > len(splits.x_test):
+                raise ConfigError(
+                    f"validation.test_images = {config.validation.test_images} is more than the "
+                    f"{len(splits.x_test)} test images; give at most {len(splits.x_test)}"
+                )
+            device = device_processor(config.validation.device, surrogate)
+        identity |= backends_identity(surrogate, device)
+    return StudyBackends(surrogate, device, identity, {"splits": splits})
 
 
 def run_mnist(config: MnistConfig, run: RunFolder, *, progress: bool, prepared: StudyBackends) -> TaskOutcome:
@@ -324,6 +397,14 @@ def run_mnist(config: MnistConfig, run: RunFolder, *, progress: bool, prepared: 
     test_accuracy = float(accuracy(test_logits, data.y_test))
     confusion = confusion_matrix(test_logits.argmax(-1), data.y_test, N_NODES).tolist()
     _figures(run, result.history, confusion, task, test_accuracy)
+    on_device: dict[str, Any] = {}
+    if prepared.device is not None:
+        saved_threads = torch.get_num_threads()
+        torch.set_num_threads(config.threads)
+        try:
+            on_device = _on_device(config, model, processor, prepared.device, data, run, train_gd, progress)
+        finally:
+            torch.set_num_threads(saved_threads)
     metrics: dict[str, Any] = {
         "study": "mnist_10dnpu",
         "model": task.model,
@@ -340,11 +421,169 @@ def run_mnist(config: MnistConfig, run: RunFolder, *, progress: bool, prepared: 
         "median_epoch_s": float(torch.tensor([h["time_s"] for h in result.history]).median()),
         "threads": config.threads,
         "paper_test_accuracy_percent": PAPER[(task.model, task.inputs_per_node)],
+        **on_device,
     }
     curves = {"training": [{"step": h["epoch"], **{k: v for k, v in h.items() if k != "epoch"}} for h in result.history]}
     row = [_network(task), str(task.inputs_per_node), task.recipe, f"{metrics['epochs']} ({result.best_epoch})",
            f"{100 * metrics['val_accuracy']:.2f}%", f"{100 * test_accuracy:.2f}%", f"{PAPER[(task.model, task.inputs_per_node)]}%"]  # fmt: skip
-    return TaskOutcome(metrics, {}, "MNIST with 10 DNPUs", COLUMNS[:7], [row], curves)
+    columns = COLUMNS[:7]
+    if "device" in on_device:
+        columns = [*columns, f"first {on_device['device']['images']} test images: surrogate / device"]
+        row.append(_device_cell(on_device["device"]))
+    if "device_refined" in on_device:
+        columns.append("refined: surrogate / device")
+        row.append(_device_cell(on_device["device_refined"]))
+    return TaskOutcome(metrics, {}, "MNIST with 10 DNPUs", columns, [row], curves)
+
+
+def _device_sentence(metrics: dict[str, Any]) -> str:
+    """One Markdown sentence of a run's device results (``device`` and, if refined, ``device_refined``)."""
+
+    def interval(d: dict[str, float]) -> str:
+        return f"{100 * d['difference']:+.1f} points ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})"
+
+    check = metrics["device"]
+    text = (
+        f"{check['images']} images: surrogate {100 * check['surrogate_accuracy']:.1f}%, device "
+        f"**{100 * check['device_accuracy']:.1f}%** ({interval(check['device_minus_surrogate'])}), RMS node current "
+        f"difference {check['rms_node_difference_na']:.1f} nA"
+    )
+    if "device_refined" in metrics:
+        after = metrics["device_refined"]
+        points = sum(r["device_points"] for r in metrics["refinement"])
+        text += (
+            f"; after refinement ({len(metrics['refinement'])} round(s), {points} device points): surrogate "
+            f"{100 * after['surrogate_accuracy']:.1f}%, device **{100 * after['device_accuracy']:.1f}%** "
+            f"({interval(metrics['device_refined_minus_trained'])} on the device), RMS node current difference "
+            f"{after['rms_node_difference_na']:.1f} nA; whole test set on the refined surrogate "
+            f"{100 * metrics['refined_test_accuracy']:.2f}%"
+        )
+    return text
+
+
+def _device_cell(check: dict[str, Any]) -> str:
+    return f"{100 * check['surrogate_accuracy']:.1f}% / {100 * check['device_accuracy']:.1f}%"
+
+
+def _on_device(config: MnistConfig, model, surrogate, device, data, run: RunFolder, train_gd, progress: bool) -> dict[str, Any]:
+    """The trained network measured on ``device`` (``validation``), then refined (``task.refine``) and measured again.
+
+    Returns the metrics ``device`` (:func:`_device_check` of the trained network), and with
+    ``task.refine`` also ``refinement`` (one record per round), ``refined_test_accuracy`` (the whole
+    test set on the last refined surrogate), ``device_refined`` and ``device_refined_minus_trained``
+    (the paired difference of the device accuracies on the same images, with its 95% interval).
+    """
+    from inmaterio.training.metrics import accuracy, paired_accuracy_difference
+
+    x, y = data.x_test[: config.validation.test_images], data.y_test[: config.validation.test_images]
+    before, correct_before = _device_check(model, surrogate, device, x, y, run.path / "device" / "trained.npz", progress)
+    results: dict[str, Any] = {"device": before}
+    if config.task.refine is None:
+        return results
+    refined, rounds = _refine(config, model, surrogate, device, data, run, train_gd, progress)
+    after, correct_after = _device_check(model, refined, device, x, y, run.path / "device" / "refined.npz", progress)
+    difference = paired_accuracy_difference(correct_after, correct_before)
+    quiet = refined.noise_off
+    return results | {
+        "refinement": rounds,
+        "refined_test_accuracy": float(accuracy(_evaluate(model, quiet, data.x_test), data.y_test)),
+        "device_refined": after,
+        "device_refined_minus_trained": {"difference": difference.difference, "low": difference.low, "high": difference.high},
+    }
+
+
+def _device_check(model, surrogate, device, x: torch.Tensor, y: torch.Tensor, path: Path, progress: bool):
+    """The network on ``surrogate`` (without output noise) and on ``device`` for the images ``x``.
+
+    The nodes' operating points ``(images * 10, electrodes)`` are measured once and kept in ``path``
+    (read back on resume, :func:`~inmaterio.tasks.refinement.measure_plan`); the device's node
+    currents go through the network's read-out (the :class:`Logits` layer). Returns the JSON-ready
+    results and the per-image correctness on the device ``(images,)``.
+    """
+    from inmaterio.tasks.refinement import measure_plan
+    from inmaterio.tasks.rings import operating_points
+    from inmaterio.training.metrics import paired_accuracy_difference
+
+    model.eval()
+    with surrogate.noise_off():
+        volts = operating_points(model, x)  # row i * 10 + k: node k on image i
+        with torch.no_grad():
+            surrogate_na = surrogate(volts).reshape(len(x), N_NODES)
+    measured = measure_plan(device, volts.double().numpy(), path, ("mnist",), progress, stream="validation")
+    device_na = torch.as_tensor(measured, dtype=surrogate_na.dtype).reshape(len(x), N_NODES)
+    readout = model[-1]
+    with torch.no_grad():
+        correct_device = readout(device_na).argmax(-1) == y
+        correct_surrogate = readout(surrogate_na).argmax(-1) == y
+    difference = paired_accuracy_difference(correct_device, correct_surrogate)
+    return {
+        "images": len(x),
+        "surrogate_accuracy": float(correct_surrogate.double().mean()),
+        "device_accuracy": float(correct_device.double().mean()),
+        "device_minus_surrogate": {"difference": difference.difference, "low": difference.low, "high": difference.high},
+        "rms_node_difference_na": float((device_na - surrogate_na).pow(2).mean().sqrt()),
+    }, correct_device
+
+
+def _refine(config: MnistConfig, model, surrogate, device, data, run: RunFolder, train_gd, progress: bool):
+    """Rounds of ``task.refine`` (see :class:`MnistTask`); returns the last refined surrogate's processor and the rounds.
+
+    The model is left on the refined surrogate with the re-trained weights of the best validation
+    epoch; the measurements are kept in ``<run>/refinement/round_<k>.npz``, each re-training is the
+    resumable run folder ``<run>/refinement/retrain_<k>``, the last refined surrogate is saved to
+    ``<run>/refinement/surrogate``.
+    """
+    import numpy as np
+
+    from inmaterio.nn import dnpu_layers, set_processor
+    from inmaterio.processors import SurrogateProcessor
+    from inmaterio.surrogate import save_surrogate
+    from inmaterio.tasks.refinement import refinement_round
+    from inmaterio.tasks.rings import operating_points
+    from inmaterio.training.gd import GDConfig
+    from inmaterio.training.losses import cross_entropy
+    from inmaterio.training.metrics import accuracy
+
+    s, refine = config.task.settings, config.task.refine
+    for layer in dnpu_layers(model):  # the trust region: the controls stay in the box the refined surrogate is fitted in
+        layer.keep_controls_within(refine.radius_v)
+    measured, rounds, processor = [], [], surrogate
+    for r in range(refine.rounds):
+        model.eval()
+        with processor.noise_off():
+            centres = operating_points(model, data.x_train).double().numpy()
+        if refine.max_operating_points is not None and len(centres) > refine.max_operating_points:
+            pick = np.random.default_rng((config.seed, r)).choice(len(centres), refine.max_operating_points, replace=False)
+            centres = centres[np.sort(pick)]
+        refined, n_points = refinement_round(refine, surrogate, device, centres, measured, r, config.seed, run.path, progress)
+        processor = SurrogateProcessor(refined.model, amplification=surrogate.amplification, clipping_na=surrogate.clipping_na)
+        if s.noise:
+            processor.set_noise()
+        set_processor(model, processor)
+        steps = math.ceil(len(data.x_train) / s.batch_size) * refine.retrain_epochs
+        gd = GDConfig(
+            optimizer=s.optimizer, learning_rate=s.learning_rate, epochs=refine.retrain_epochs, batch_size=s.batch_size,
+            regularization_weight=0.0, select_by="val_accuracy", select_mode="max", evaluate_train=False,
+            seed=config.seed + 1000 + r,
+        )  # fmt: skip
+        retrained = train_gd(
+            model, cross_entropy, data.x_train, data.y_train, gd, optimizer=partial(_optimizer, model, s),
+            scheduler=None if s.schedule == "constant" else partial(_scheduler, s.schedule, steps),
+            scheduler_interval="step", validation=(data.x_val, data.y_val),
+            metrics={"val_accuracy": lambda out, y: float(accuracy(out, y))}, eval_context=processor.noise_off,
+            directory=run.path / "refinement" / f"retrain_{r + 1}", progress=progress,
+        )  # fmt: skip
+        rounds.append({
+            "round": r + 1, "device_points": n_points, **refined.summary(), "retrain_best_epoch": retrained.best_epoch,
+            "retrain_val_accuracy": (
+                float(retrained.history[retrained.best_epoch - 1]["val_accuracy"]) if retrained.best_epoch >= 1 else None
+            ),
+        })  # fmt: skip
+    save_surrogate(
+        refined.model, run.path / "refinement" / "surrogate", overwrite=True,
+        metadata={"refined_from": surrogate.model.metadata, "refinement": rounds},
+    )  # fmt: skip
+    return processor, rounds
 
 
 def _scheduler(schedule: str, total: int, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
@@ -451,6 +690,11 @@ def report_mnist(runs: list[FinishedRun]) -> str:
         "",
         *commands,
     ]
+    measured = [run for run in runs if "device" in run.metrics]
+    if measured:
+        lines += ["", "Measured on a device (the first test images; paired differences with 95% bootstrap intervals):", ""]
+    for run in measured:
+        lines.append(f"- `{run.path}`: {_device_sentence(run.metrics)}")
     best: dict[int, FinishedRun] = {}
     for run in runs:
         m = run.metrics

@@ -43,8 +43,10 @@ def refinement_round(
     return refined, len(plan)
 
 
-def measure_plan(device: Processor, plan: np.ndarray, path: Path, keys: tuple, progress: bool) -> np.ndarray:
-    """Device currents ``(n,)`` nA at ``plan (n, electrodes)`` V, on the random streams ``("refine", *keys)``.
+def measure_plan(
+    device: Processor, plan: np.ndarray, path: Path, keys: tuple, progress: bool, *, stream: str = "refine"
+) -> np.ndarray:
+    """Device currents ``(n,)`` nA at ``plan (n, electrodes)`` V, on the random streams ``(stream, *keys)``.
 
     Read back from ``path`` (an ``.npz``) when it holds this very plan, else measured and saved
     there atomically, so a resumed refinement does not measure again.
@@ -59,7 +61,7 @@ def measure_plan(device: Processor, plan: np.ndarray, path: Path, keys: tuple, p
         except (OSError, ValueError, KeyError):
             pass  # unreadable or another plan: measure again
     shown = device.progress_shown(progress) if hasattr(device, "progress_shown") else nullcontext()
-    with torch.no_grad(), device.random_streams("refine", *keys), shown:
+    with torch.no_grad(), device.random_streams(stream, *keys), shown:
         current = device(torch.as_tensor(plan, dtype=torch.float32)).double().numpy()
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, voltages_v=plan, current_na=current)
