@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arguments import at_least
 from inmaterio.config import load_config
 from inmaterio.devices.hopping import HoppingDevice
 from inmaterio.devices.registry import device_config_from_description
@@ -32,21 +33,6 @@ from inmaterio.errors import InmaterioError
 from inmaterio.runs import read_run
 from inmaterio.tasks.config import RunConfig
 from inmaterio.tasks.gates import GATE_INPUTS, GATES
-
-
-def at_least(low: int):
-    """argparse type: an integer >= ``low`` (else a one-line usage error naming the value)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below the least allowed value {low}")
-        return value
-
-    return parse
 
 
 def gate_points(controls: dict[str, float], input_electrodes: list[int], names: list[str], ranges: np.ndarray) -> np.ndarray:

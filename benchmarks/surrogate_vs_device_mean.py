@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from arguments import at_least
 from inmaterio.devices.hopping import HoppingDevice
 from inmaterio.devices.registry import device_config_from_description
 from inmaterio.smg.iv import iv_plan
@@ -37,21 +38,6 @@ from inmaterio.surrogate import load_default_surrogate
 
 def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x))))
-
-
-def at_least(low: int):
-    """argparse type: an integer >= ``low`` (else a one-line usage error naming the value)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below the least allowed value {low}")
-        return value
-
-    return parse
 
 
 def timed(device: HoppingDevice, voltages: np.ndarray):
