@@ -187,7 +187,8 @@ def test_a_dnpu_run_measured_and_refined_on_a_device(tmp_path):
     refined = load_surrogate(run / "refinement" / "surrogate")
     assert refined.metadata["refinement"] == json.loads(json.dumps(metrics["refinement"]))
     assert (run / "refinement" / "retrain_1" / "run.json").is_file()
-    assert outcome.columns[-2:] == ["first 60 test images: surrogate / device", "refined: surrogate / device"]
+    assert outcome.columns[-2:] == ["device acc", "refined device acc"]
+    assert outcome.rows[0][-2:] == [f"{100 * before['device_accuracy']:.1f}%", f"{100 * after['device_accuracy']:.1f}%"]
     report = build_report([run])
     assert "Measured on a device" in report
     assert f"device **{100 * before['device_accuracy']:.1f}%**" in report
