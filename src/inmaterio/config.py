@@ -72,6 +72,10 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             lines.append(f"  - field '{field}' = {ctx['value']!r}: expected {ctx['kind']}, not {ctx['got']}")
         elif item["type"] == "extra_forbidden":
             lines.append(f"  - unknown key '{field}' (value {value!r}); remove it or check its spelling")
+        elif item["type"] == "value_error" and isinstance(value, dict):
+            # a rule across several fields of a section: its message names them; the section's dump would bury it
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {message}" if field == "<root>" else f"  - in '{field}': {message}")
         else:
             lines.append(f"  - field '{field}' = {value!r}: {item['msg']}")
     return "\n".join(lines)
