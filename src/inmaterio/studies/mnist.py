@@ -203,7 +203,7 @@ class MnistValidation(StrictModel):
         virtual DNPU of the surrogate's provenance).
     test_images : how many test images, from the first (>= 1, at most the test set).
 
-    Left out of the dumped config while not enabled.
+    Left out of the dumped config while every field has its default.
     """
 
     enabled: bool = False
