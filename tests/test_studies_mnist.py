@@ -216,3 +216,32 @@ def test_mnist_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
         assert pair[0] == pair[1], (name, report)
     assert report.killed_while_running, report
     assert json.loads((killed / "run.json").read_text())["sessions"] == 2
+
+
+@pytest.mark.slow  # three processes (~20 s)
+def test_mnist_measured_and_refined_killed_during_the_refinement_resumes_bit_for_bit(tmp_path):
+    """Killed after the first device measurement (in the refinement's measuring, fine-tuning or re-training): the
+    resumed run reads the saved measurements back and ends as an uninterrupted one, noise draws included."""
+    data = write_synthetic_mnist(tmp_path / "mnist")
+    spec = tiny(data, inputs_per_node=3)
+    spec["task"]["refine"] = {
+        "rounds": 1, "max_operating_points": 150, "points_per_operating_point": 1, "fine_tune_epochs": 200,
+        "anchor_points": 256, "retrain_epochs": 4,
+    }  # fmt: skip
+    spec["validation"] = {"enabled": True, "device": {"spec": {"type": "analytic", "noise_na": 2.0}}, "test_images": 60}
+    config = tmp_path / "mnist.yaml"
+    config.write_text(yaml.safe_dump(spec))
+
+    def argv(out):
+        return python_argv("-m", "inmaterio", "run", str(config), "--out", str(out), "--no-progress")
+
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    run_to_end(argv(clean))
+    report = kill_then_resume(argv(killed), killed / "device" / "trained.npz", seed=3, max_delay_s=1.5)
+    for name in ("metrics.json", "refinement/retrain_1/history.json"):
+        pair = [without_timings(json.loads((d / name).read_text())) for d in (clean, killed)]
+        assert pair[0] == pair[1], (name, report)
+    for name in ("device/trained.npz", "refinement/round_1.npz", "device/refined.npz"):
+        with np.load(clean / name) as a, np.load(killed / name) as b:
+            assert np.array_equal(a["current_na"], b["current_na"]), name
+    assert report.killed_while_running, report
