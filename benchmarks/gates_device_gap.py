@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from arguments import at_least
 from inmaterio.config import load_config
@@ -33,6 +34,7 @@ from inmaterio.errors import InmaterioError
 from inmaterio.runs import read_run
 from inmaterio.tasks.config import RunConfig
 from inmaterio.tasks.gates import GATE_INPUTS, GATES
+from inmaterio.training.metrics import separation_with_stderr_na
 
 
 def gate_points(controls: dict[str, float], input_electrodes: list[int], names: list[str], ranges: np.ndarray) -> np.ndarray:
@@ -44,17 +46,6 @@ def gate_points(controls: dict[str, float], input_electrodes: list[int], names: 
         low, high = ranges[electrode]
         points[:, electrode] = [high if bits[position] else low for bits in GATE_INPUTS]
     return points
-
-
-def oriented_gap(current: np.ndarray, stderr: np.ndarray, target: tuple[int, ...]) -> tuple[float, float]:
-    """Gap between the nearest points of the two classes (either class on top), nA, and its standard error."""
-    t = np.asarray(target, dtype=bool)
-    gaps = []
-    for high in (t, ~t):
-        i = np.flatnonzero(high)[np.argmin(current[high])]
-        j = np.flatnonzero(~high)[np.argmax(current[~high])]
-        gaps.append((current[i] - current[j], float(np.hypot(stderr[i], stderr[j]))))
-    return max(gaps)
 
 
 def read_gates_run(folder: Path) -> tuple[RunConfig, dict, dict]:
@@ -97,7 +88,9 @@ def main() -> None:
         noise = metrics["noise_na"]
         for gate in config.task.gates:
             result = device.simulate(gate_points(controls[gate], inputs, names, device.voltage_ranges))
-            gap, stderr = oriented_gap(result.current_na, result.stderr_na, GATES[gate])
+            gap, stderr = separation_with_stderr_na(
+                *(torch.as_tensor(a) for a in (result.current_na, result.stderr_na, GATES[gate]))
+            )
             entry = metrics["gates"][gate]
             worst = entry["device_separation_over_noise"]
             mean = entry.get("device_mean_separation_over_noise")

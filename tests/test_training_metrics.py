@@ -15,6 +15,7 @@ from inmaterio.training.metrics import (
     paired_accuracy_difference,
     repeat_mean_separation_na,
     separation_na,
+    separation_with_stderr_na,
     threshold_accuracy,
 )
 
@@ -191,6 +192,15 @@ def test_repeat_mean_separation_by_hand():
         repeat_mean_separation_na(torch.zeros(4), target)
     with pytest.raises(ConfigError, match="both classes"):
         repeat_mean_separation_na(outputs, torch.zeros(4))
+
+
+def test_separation_with_stderr_by_hand():
+    # class 1 on top: gap 7 - 2 = 5, set by point 2 (stderr 0.3) and point 1 (0.2); class 0 on top: the same
+    output, stderr, target = torch.tensor([1.0, 2.0, 7.0, 9.0]), torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0, 0, 1, 1])
+    assert separation_with_stderr_na(output, stderr, target) == pytest.approx((5.0, np.hypot(0.3, 0.2)))
+    assert separation_with_stderr_na(-output, stderr, target) == pytest.approx((5.0, np.hypot(0.3, 0.2)))
+    with pytest.raises(ConfigError, match=r"got \(4,\) and \(3,\)"):
+        separation_with_stderr_na(output, stderr[:3], target)
 
 
 def test_paired_difference_of_identical_and_opposite_classifiers():

@@ -33,6 +33,7 @@ __all__ = [
     "paired_accuracy_difference",
     "repeat_mean_separation_na",
     "separation_na",
+    "separation_with_stderr_na",
     "threshold_accuracy",
 ]
 
@@ -228,22 +229,33 @@ def repeat_mean_separation_na(outputs: torch.Tensor, target: torch.Tensor) -> tu
     gap :func:`separation_na` of each repeat is biased low by the noise (the
     nearest points of each class are the extremes of noisy values); the gap of
     the per-point means estimates the device's own class gap with ``repeats``
-    times less variance per point. Its standard error combines the standard
-    errors of the means (spread over repeats, ``ddof = 1``, over ``sqrt(repeats)``)
-    of the two points that set the gap.
+    times less variance per point. Its standard error is that of
+    :func:`separation_with_stderr_na`, with the standard errors of the means
+    (spread over repeats, ``ddof = 1``, over ``sqrt(repeats)``).
     """
     if outputs.ndim != 2 or outputs.shape[0] < 1:
         raise ConfigError(f"outputs must have shape (repeats, batch) with repeats >= 1, got {tuple(outputs.shape)}")
     mean = outputs.mean(dim=0)
-    gap, high_class = oriented_separation_na(mean, target)
     if outputs.shape[0] == 1:
-        return float(gap), None
-    t = validate_target(mean, target, "repeat_mean_separation_na", binary=True, both_classes=True)
-    inf = torch.tensor(float("inf"), dtype=mean.dtype, device=mean.device)
-    high, low = (t == int(high_class)), (t != int(high_class))
-    nearest_high = int(torch.argmin(torch.where(high, mean, inf)))  # lowest point of the upper class
-    nearest_low = int(torch.argmax(torch.where(low, mean, -inf)))  # highest point of the lower class
-    stderr = outputs.std(dim=0, correction=1) / outputs.shape[0] ** 0.5
+        return float(separation_na(mean, target)), None
+    return separation_with_stderr_na(mean, outputs.std(dim=0, correction=1) / outputs.shape[0] ** 0.5, target)
+
+
+@torch.no_grad()
+def separation_with_stderr_na(output: torch.Tensor, stderr: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """:func:`separation_na` of ``output (batch,)`` nA and its standard error from the points' ``stderr (batch,)`` nA.
+
+    The gap is set by two points, the nearest of each class; its standard
+    error combines theirs in quadrature (independent measurements).
+    """
+    if output.ndim != 1 or stderr.shape != output.shape:
+        raise ConfigError(f"output and stderr must both have shape (batch,), got {tuple(output.shape)} and {tuple(stderr.shape)}")
+    gap, high_class = oriented_separation_na(output, target)
+    t = validate_target(output, target, "separation_with_stderr_na", binary=True, both_classes=True)
+    inf = torch.tensor(float("inf"), dtype=output.dtype, device=output.device)
+    upper = t == int(high_class)
+    nearest_high = int(torch.argmin(torch.where(upper, output, inf)))  # lowest point of the upper class
+    nearest_low = int(torch.argmax(torch.where(~upper, output, -inf)))  # highest point of the lower class
     return float(gap), float(torch.hypot(stderr[nearest_high], stderr[nearest_low]))
 
 
