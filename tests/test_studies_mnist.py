@@ -61,6 +61,17 @@ def tiny(data_dir: Path, **task) -> dict:
     }
 
 
+def measured_and_refined(data_dir: Path, device: dict, fine_tune_epochs: int, retrain_epochs: int) -> dict:
+    """:func:`tiny` with 3 inputs per node, measured on ``device`` (all 60 test images) and refined in one round."""
+    spec = tiny(data_dir, inputs_per_node=3)
+    spec["task"]["refine"] = {
+        "rounds": 1, "max_operating_points": 150, "points_per_operating_point": 1, "fine_tune_epochs": fine_tune_epochs,
+        "anchor_points": 256, "retrain_epochs": retrain_epochs,
+    }  # fmt: skip
+    spec["validation"] = {"enabled": True, "device": {"spec": device}, "test_images": 60}
+    return spec
+
+
 @pytest.mark.parametrize("path", [EXAMPLES / "mnist_10dnpu.yaml", *sorted((EXAMPLES / "mnist_10dnpu").glob("*.yaml"))],
                          ids=lambda p: p.name)  # fmt: skip
 def test_examples_validate_as_mnist_runs(path):
@@ -143,13 +154,7 @@ def test_a_dnpu_run_measured_and_refined_on_a_device(tmp_path):
     from inmaterio.processors import DeviceProcessor
     from inmaterio.surrogate import load_surrogate
 
-    data = write_synthetic_mnist(tmp_path / "mnist")
-    spec = tiny(data, inputs_per_node=3)
-    spec["task"]["refine"] = {
-        "rounds": 1, "max_operating_points": 150, "points_per_operating_point": 1, "fine_tune_epochs": 20,
-        "anchor_points": 256, "retrain_epochs": 2,
-    }  # fmt: skip
-    spec["validation"] = {"enabled": True, "device": {"spec": {"type": "analytic"}}, "test_images": 60}
+    spec = measured_and_refined(write_synthetic_mnist(tmp_path / "mnist"), {"type": "analytic"}, 20, 2)
     config = validate_config(MnistConfig, spec)
     outcome = run_task(config, tmp_path / "run", progress=False)
     metrics, run = outcome.metrics, tmp_path / "run"
@@ -222,13 +227,7 @@ def test_mnist_killed_at_a_random_point_resumes_bit_for_bit(tmp_path):
 def test_mnist_measured_and_refined_killed_during_the_refinement_resumes_bit_for_bit(tmp_path):
     """Killed after the first device measurement (in the refinement's measuring, fine-tuning or re-training): the
     resumed run reads the saved measurements back and ends as an uninterrupted one, noise draws included."""
-    data = write_synthetic_mnist(tmp_path / "mnist")
-    spec = tiny(data, inputs_per_node=3)
-    spec["task"]["refine"] = {
-        "rounds": 1, "max_operating_points": 150, "points_per_operating_point": 1, "fine_tune_epochs": 200,
-        "anchor_points": 256, "retrain_epochs": 4,
-    }  # fmt: skip
-    spec["validation"] = {"enabled": True, "device": {"spec": {"type": "analytic", "noise_na": 2.0}}, "test_images": 60}
+    spec = measured_and_refined(write_synthetic_mnist(tmp_path / "mnist"), {"type": "analytic", "noise_na": 2.0}, 200, 4)
     config = tmp_path / "mnist.yaml"
     config.write_text(yaml.safe_dump(spec))
 
