@@ -529,13 +529,9 @@ def _refine(config: MnistConfig, model, surrogate, device, data, run: RunFolder,
     resumable run folder ``<run>/refinement/retrain_<k>``, the last refined surrogate is saved to
     ``<run>/refinement/surrogate``.
     """
-    import numpy as np
-
     from inmaterio.nn import dnpu_layers, set_processor
-    from inmaterio.processors import SurrogateProcessor
     from inmaterio.surrogate import save_surrogate
-    from inmaterio.tasks.refinement import refinement_round
-    from inmaterio.tasks.rings import operating_points
+    from inmaterio.tasks.refinement import refined_processor, refinement_round, round_centres
     from inmaterio.training.gd import GDConfig
     from inmaterio.training.losses import cross_entropy
     from inmaterio.training.metrics import accuracy
@@ -545,16 +541,9 @@ def _refine(config: MnistConfig, model, surrogate, device, data, run: RunFolder,
         layer.keep_controls_within(refine.radius_v)
     measured, rounds, processor = [], [], surrogate
     for r in range(refine.rounds):
-        model.eval()
-        with processor.noise_off():
-            centres = operating_points(model, data.x_train).double().numpy()
-        if refine.max_operating_points is not None and len(centres) > refine.max_operating_points:
-            pick = np.random.default_rng((config.seed, r)).choice(len(centres), refine.max_operating_points, replace=False)
-            centres = centres[np.sort(pick)]
+        centres = round_centres(model, processor, data.x_train, refine.max_operating_points, config.seed, r)
         refined, n_points = refinement_round(refine, surrogate, device, centres, measured, r, config.seed, run.path, progress)
-        processor = SurrogateProcessor(refined.model, amplification=surrogate.amplification, clipping_na=surrogate.clipping_na)
-        if s.noise:
-            processor.set_noise()
+        processor = refined_processor(refined, surrogate)  # the training noise carried over
         set_processor(model, processor)
         steps = math.ceil(len(data.x_train) / s.batch_size) * refine.retrain_epochs
         gd = GDConfig(

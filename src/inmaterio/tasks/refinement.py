@@ -19,7 +19,7 @@ import torch
 from inmaterio.processors import Processor, SurrogateProcessor
 from inmaterio.surrogate.refine import Refinement, fine_tune, local_plan
 
-__all__ = ["measure_plan", "refinement_round"]
+__all__ = ["measure_plan", "refined_processor", "refinement_round", "round_centres"]
 
 
 def refinement_round(
@@ -41,6 +41,29 @@ def refinement_round(
         epochs=config.fine_tune_epochs, learning_rate=config.learning_rate, anchor_points=config.anchor_points, seed=seed + r,
     )  # fmt: skip
     return refined, len(plan)
+
+
+def round_centres(model, processor: SurrogateProcessor, x: torch.Tensor, max_points: int | None, seed: int, r: int) -> np.ndarray:
+    """The operating points ``(n, electrodes)`` V of every DNPU node of ``model`` on ``x`` (eval mode, no output noise),
+    at most ``max_points`` of them: a random subset drawn anew in round ``r`` (from 0) on the stream ``(seed, r)``."""
+    from inmaterio.tasks.rings import operating_points
+
+    model.eval()
+    with processor.noise_off():
+        centres = operating_points(model, x).double().numpy()
+    if max_points is not None and len(centres) > max_points:
+        pick = np.random.default_rng((seed, r)).choice(len(centres), max_points, replace=False)
+        centres = centres[np.sort(pick)]
+    return centres
+
+
+def refined_processor(refined, surrogate: SurrogateProcessor) -> SurrogateProcessor:
+    """A processor of the refined copy ``refined`` (a :class:`~inmaterio.surrogate.refine.Refinement`) with the
+    output stage of ``surrogate``: its amplification, clipping and output noise."""
+    return SurrogateProcessor(
+        refined.model, noise=surrogate.noise_std_na > 0, noise_std_na=surrogate.noise_std_na or None,
+        amplification=surrogate.amplification, clipping_na=surrogate.clipping_na,
+    )  # fmt: skip
 
 
 def measure_plan(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -88,9 +87,8 @@ def _refine(task, model, surrogate, device, x_train, y_train, loss_fn, seed: int
     ``out/refinement/surrogate``, and each re-training is a resumable run folder.
     """
     from inmaterio.nn import set_processor
-    from inmaterio.processors import SurrogateProcessor
     from inmaterio.surrogate import save_surrogate
-    from inmaterio.tasks.refinement import refinement_round
+    from inmaterio.tasks.refinement import refined_processor, refinement_round, round_centres
 
     config = task.refine
     for layer in dnpu_layers(model):  # the trust region: the controls stay in the box the refined surrogate is fitted in
@@ -98,17 +96,9 @@ def _refine(task, model, surrogate, device, x_train, y_train, loss_fn, seed: int
     measured, rounds = [], []
     processor = surrogate
     for r in range(config.rounds):
-        model.eval()
-        with processor.noise_off():
-            centres = operating_points(model, x_train).double().numpy()
-        if config.max_operating_points is not None and len(centres) > config.max_operating_points:
-            pick = np.random.default_rng((seed, r)).choice(len(centres), config.max_operating_points, replace=False)
-            centres = centres[np.sort(pick)]
+        centres = round_centres(model, processor, x_train, config.max_operating_points, seed, r)
         refined, n_points = refinement_round(config, surrogate, device, centres, measured, r, seed, out, progress)
-        processor = SurrogateProcessor(
-            refined.model, noise=surrogate.noise_std_na > 0, noise_std_na=surrogate.noise_std_na or None,
-            amplification=surrogate.amplification, clipping_na=surrogate.clipping_na,
-        )  # fmt: skip
+        processor = refined_processor(refined, surrogate)
         set_processor(model, processor)
         retrained = train_gd(
             model, loss_fn, x_train, y_train,
