@@ -95,8 +95,8 @@ class HoppingDevice(Device):
 
         self.beta = 1.0 / (BOLTZMANN_EV_PER_K * c.temperature_k)
         placed = place_dopants(c)
-        # store the acceptors sorted by x: the neighbours of a site within the cut-off are then one
-        # contiguous window of its row of the dense rate matrices (see kmc._site_rates)
+        # store the acceptors sorted by x: the neighbours of a site then have nearby indices, so the rate
+        # pass's reads of their Boltzmann factors stay within a few cache lines (see kmc._site_rates)
         self.dopants: Dopants = Dopants(placed.acceptors[np.argsort(placed.acceptors[:, 0], kind="stable")], placed.donors)
         self.potentials: ElectrodePotentials = solve_electrode_potentials(c)
         acc = self.dopants.acceptors
@@ -124,14 +124,19 @@ class HoppingDevice(Device):
         # the readout's weighting potential at the sites, contiguous so that the weighted rate pass vectorises
         self._readout_weight = np.ascontiguousarray(self.site_potential_basis[self.readout_index])
 
-        # neighbour lists (CSR), rate prefactors nu0 exp(-2 r / a), 1/s
+        # compact neighbour rows (sites within the cut-off, in index order) and their rate prefactors
+        # nu0 exp(-2 r / a), 1/s, and the same times exp(beta * C)
         nu0, a_loc = c.attempt_frequency_hz, c.localization_length_nm
         mask = (dist > 0) & (dist < c.site_cutoff_nm)
-        self._pair_w = np.where(mask, nu0 * np.exp(-2 * dist / a_loc), 0.0)
-        self._pair_wx = self._pair_w * self._ecoul
-        x = acc[:, 0]
-        self._win_lo = np.searchsorted(x, x - c.site_cutoff_nm, side="left").astype(np.uint64)
-        self._win_hi = np.searchsorted(x, x + c.site_cutoff_nm, side="right").astype(np.uint64)
+        self._n_nbr = mask.sum(1).astype(np.int64)
+        width = max(int(self._n_nbr.max()), 1)
+        self._nbr = np.zeros((n, width), dtype=np.int32)
+        self._pair_w = np.zeros((n, width))
+        for s, row in enumerate(mask):
+            (ks,) = np.nonzero(row)
+            self._nbr[s, : len(ks)] = ks
+            self._pair_w[s, : len(ks)] = nu0 * np.exp(-2 * dist[s, ks] / a_loc)
+        self._pair_wx = self._pair_w * np.exp(self.beta * np.take_along_axis(coul, self._nbr, 1))
         de = distance_to_arcs(acc, c)
         emask = de < c.electrode_cutoff_nm
         self._elec_ptr = np.concatenate([[0], np.cumsum(emask.sum(1))]).astype(np.int64)
@@ -199,7 +204,7 @@ class HoppingDevice(Device):
         stats = np.zeros((batch, 5))
         simulate_batch(
             site_energy, mu, e_ref, self.beta, self.coulomb_ev, self._ecoul, self._iecoul, c.coulomb_interactions,
-            self._pair_w, self._pair_wx, self._win_lo, self._win_hi, self._elec_ptr, self._elec_idx, self._elec_w,
+            self._pair_w, self._pair_wx, self._nbr, self._n_nbr, self._elec_ptr, self._elec_idx, self._elec_w,
             self.readout_index, self._readout_weight, c.current_estimator == "ramo_shockley",
             c.equilibration_hops, c.block_hops, c.min_blocks, c.max_blocks,
             c.rel_tolerance, abs_tol_holes, seeds, elec, occupation, stats,

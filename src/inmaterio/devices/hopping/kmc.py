@@ -8,11 +8,14 @@ This module holds only the hot loop; the physics and units are documented in
 - the Coulomb matrix ``coul`` (eV), and ``ecoul = exp(beta * coul)`` with its
   inverse, so that a hop updates the Boltzmann factors of every site with
   two multiplications per site and no exponential;
-- dense (N, N) site-site rate prefactors ``pair_w = nu0 exp(-2r/a)`` (zero
-  beyond the cut-off) and ``pair_wx = pair_w * exp(beta * coul)``: rows are
-  contiguous, so the per-hop rate pass vectorises (for N of a few hundred a
-  dense row beats a sparse neighbour list with its gathers), and CSR lists
-  of site-electrode pairs (``elec_w = nu0 exp(-2r/a)``).
+- compact neighbour rows: row s lists in ``nbr[s, :n_nbr[s]]`` the sites
+  within the cut-off of site s, with their rate prefactors
+  ``pair_w = nu0 exp(-2r/a)`` and ``pair_wx = pair_w * exp(beta * coul)``
+  in the same positions of (N, K) arrays. The per-hop rate pass, which
+  dominates the cost of a hop, then visits only the pairs that can hop (a
+  contiguous window of a dense row sorted by x visited three times as many,
+  most of them beyond the cut-off); and CSR lists of site-electrode pairs
+  (``elec_w = nu0 exp(-2r/a)``).
 
 Rates in product form. With ``a_i = exp(beta (E_i - E_ref))`` (E_i the
 site energy including the Coulomb field of all other charges):
@@ -76,7 +79,7 @@ def _uniform(state):
 
 
 @njit(cache=True, fastmath=True)
-def _site_rates(sites, n_listed, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate, weight, weighted):
+def _site_rates(sites, n_listed, pair_w, pair_wx, nbr, n_nbr, am, aim, sink_mode, site_rate, weight, nbr_weight, weighted):
     """Total site-site hop rate of each site of ``sites[:n_listed]``; returns the sum and the weighted flux.
 
     In sink mode ``sites`` lists the empty sites and ``site_rate[idx]`` is the
@@ -84,16 +87,13 @@ def _site_rates(sites, n_listed, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_
     ``min(w_ij x_ij a_i / a_j, w_ij)``); in source mode it lists the occupied
     sites and the rate is that of all hops *out of* them. ``am`` holds a_i on
     occupied sites and 0 elsewhere, ``aim`` holds 1/a_j on empty sites and 0
-    elsewhere, so the inner loop is branch-free and runs over a contiguous
-    row (SIMD); pairs beyond the cut-off have w = 0. Sites are sorted by x, so
-    all neighbours of site s within the cut-off lie in the window
-    ``win_lo[s] <= k < win_hi[s]`` of its row. The window bounds are
-    unsigned: numba then omits the negative-index wrap-around check that
-    otherwise keeps this loop from vectorising (measured 8x slower).
+    elsewhere, so the inner loop is branch-free over the compact neighbour
+    row ``nbr[s, :n_nbr[s]]`` of site s.
 
     If ``weighted``, the second value is the expected rate of change of
     ``sum over holes of weight[site]`` by site-site hops,
-    ``sum over pairs i -> j of r_ij (weight_j - weight_i)``, else 0.
+    ``sum over pairs i -> j of r_ij (weight_j - weight_i)``, else 0;
+    ``nbr_weight[s, p]`` holds ``weight[nbr[s, p]]`` (a contiguous read).
     """
     total = 0.0
     flux = 0.0
@@ -104,8 +104,8 @@ def _site_rates(sites, n_listed, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_
             s = sites[idx]
             own = own_arr[s]
             acc = 0.0
-            for k in range(win_lo[s], win_hi[s]):
-                acc += min(other[k] * own * pair_wx[s, k], pair_w[s, k])
+            for p in range(n_nbr[s]):
+                acc += min(other[nbr[s, p]] * own * pair_wx[s, p], pair_w[s, p])
             site_rate[idx] = acc
             total += acc
         return total, flux
@@ -114,15 +114,43 @@ def _site_rates(sites, n_listed, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_
         own = own_arr[s]
         acc = 0.0
         acc_w = 0.0
-        for k in range(win_lo[s], win_hi[s]):
-            r = min(other[k] * own * pair_wx[s, k], pair_w[s, k])
+        for p in range(n_nbr[s]):
+            r = min(other[nbr[s, p]] * own * pair_wx[s, p], pair_w[s, p])
             acc += r
-            acc_w += r * weight[k]
+            acc_w += r * nbr_weight[s, p]
         site_rate[idx] = acc
         total += acc
         flux += acc_w - acc * weight[s]
     # that is the flux of hops s -> k (source mode); in sink mode the hops run k -> s, the opposite sign
     return total, -flux if sink_mode else flux
+
+
+@njit(cache=True, fastmath=True)
+def _electrode_rates(elec_site, elec_w, wb_out, wb_in, am, aim, elec_rate, gain, weighted):
+    """Rate of each site-electrode pair (a hole leaving the site plus one entering it) into ``elec_rate``.
+
+    Returns their sum and, if ``weighted``, the expected rate of change of the
+    readout's weighted charge by these hops (``gain`` per pair: the change of
+    the weighting potential when a hole leaves the site for the electrode),
+    else 0.
+    """
+    total = 0.0
+    flux = 0.0
+    if not weighted:
+        for q in range(elec_site.shape[0]):
+            i = elec_site[q]
+            r = min(am[i] * wb_out[q], elec_w[q]) + min(aim[i] * wb_in[q], elec_w[q])
+            elec_rate[q] = r
+            total += r
+        return total, flux
+    for q in range(elec_site.shape[0]):
+        i = elec_site[q]
+        r_out = min(am[i] * wb_out[q], elec_w[q])
+        r_in = min(aim[i] * wb_in[q], elec_w[q])
+        elec_rate[q] = r_out + r_in
+        total += r_out + r_in
+        flux += (r_out - r_in) * gain[q]
+    return total, flux
 
 
 @njit(cache=True, inline="always")
@@ -162,7 +190,7 @@ def _hop_update(k_row_plus, k_row_minus, am, aim, ecoul, iecoul, n):
 @njit(cache=True, fastmath=True)
 def _simulate_point(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
-    pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+    pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
     readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
     seed, out_elec_current, out_occupation, out_stats,
 ):  # fmt: skip
@@ -171,13 +199,17 @@ def _simulate_point(
     n_elec_pairs = elec_ptr[n]
     state = np.empty(1, dtype=np.uint64)
     state[0] = seed
-    # site of every site-electrode pair; unsigned copies for the per-hop pass (no wrap-around checks)
+    # site of every site-electrode pair; an unsigned copy for the per-hop pass (no wrap-around checks)
     elec_site = np.empty(n_elec_pairs, dtype=np.int64)
     for i in range(n):
         for q in range(elec_ptr[i], elec_ptr[i + 1]):
             elec_site[q] = i
     elec_site_u = elec_site.astype(np.uint64)
-    elec_idx_u = elec_idx.astype(np.uint64)
+    # the weighting potential at each site's neighbours, in its compact row
+    nbr_weight = np.zeros(pair_w.shape)
+    for i in range(n):
+        for p in range(n_nbr[i]):
+            nbr_weight[i, p] = readout_weight[nbr[i, p]]
     # change of the readout's weighting potential when a hole leaves site -> electrode (1 on the readout, 0 elsewhere)
     elec_gain = np.empty(n_elec_pairs)
     for q in range(n_elec_pairs):
@@ -207,11 +239,13 @@ def _simulate_point(
             n_empty += 1
     am = np.zeros(n)
     aim = np.zeros(n)
-    b_out = np.empty(m)
-    b_in = np.empty(m)
-    for e in range(m):
-        b_out[e] = np.exp(-beta * (mu[e] - e_ref))
-        b_in[e] = 1.0 / b_out[e]
+    # site-electrode prefactors with the electrode's Boltzmann factor folded in: r_out = min(a_i wb_out, w)
+    wb_out = np.empty(n_elec_pairs)
+    wb_in = np.empty(n_elec_pairs)
+    for q in range(n_elec_pairs):
+        b_out = np.exp(-beta * (mu[elec_idx[q]] - e_ref))
+        wb_out[q] = elec_w[q] * b_out
+        wb_in[q] = elec_w[q] / b_out
     site_rate = np.zeros(n)
     elec_rate = np.zeros(n_elec_pairs)
     count = np.zeros(m)
@@ -246,18 +280,13 @@ def _simulate_point(
             sites = empty_list if sink_mode else occ_list
             n_listed = n - n_occ if sink_mode else n_occ
             site_total, flux = _site_rates(
-                sites, n_listed, pair_w, pair_wx, win_lo, win_hi, am, aim, sink_mode, site_rate,
-                readout_weight, ramo_shockley,
+                sites, n_listed, pair_w, pair_wx, nbr, n_nbr, am, aim, sink_mode, site_rate,
+                readout_weight, nbr_weight, ramo_shockley,
             )  # fmt: skip
-            elec_total = 0.0
-            for q in range(n_elec_pairs):
-                i = elec_site_u[q]
-                e = elec_idx_u[q]
-                r_out = elec_w[q] * min(am[i] * b_out[e], 1.0)
-                r_in = elec_w[q] * min(aim[i] * b_in[e], 1.0)
-                elec_rate[q] = r_out + r_in
-                elec_total += r_out + r_in
-                flux += (r_out - r_in) * elec_gain[q]
+            elec_total, elec_flux = _electrode_rates(
+                elec_site_u, elec_w, wb_out, wb_in, am, aim, elec_rate, elec_gain, ramo_shockley
+            )
+            flux += elec_flux
             total = site_total + elec_total
             if total <= 0.0:
                 out_stats[4] = 1.0  # frozen: no possible hop
@@ -281,17 +310,18 @@ def _simulate_point(
                 s = sites[idx]
                 own = aim[s] if sink_mode else am[s]
                 other = am if sink_mode else aim
-                k = np.int64(win_lo[s])
-                k_end = np.int64(win_hi[s]) - 1
-                while k < k_end:
-                    r = min(other[k] * own * pair_wx[s, k], pair_w[s, k])
+                p = 0
+                p_end = n_nbr[s] - 1
+                while p < p_end:
+                    r = min(other[nbr[s, p]] * own * pair_wx[s, p], pair_w[s, p])
                     if u < r:
                         break
                     u -= r
-                    k += 1
+                    p += 1
                 # make sure the chosen partner can take part (guards rounding at the end of a row)
-                while other[k] == 0.0 or pair_w[s, k] == 0.0:
-                    k -= 1
+                while other[nbr[s, p]] == 0.0:
+                    p -= 1
+                k = nbr[s, p]
                 if sink_mode:
                     plus, minus = s, k
                 else:
@@ -381,14 +411,14 @@ def _simulate_point(
 @njit(nogil=True, cache=True)
 def _simulate_one(
     b, site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
-    pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+    pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
     readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
     seeds, elec_current, occupation, stats,
 ):  # fmt: skip
     """Simulate operating point ``b`` of the batch, without the GIL."""
     _simulate_point(
         site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
-        pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+        pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
         readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
         seeds[b], elec_current[b], occupation[b], stats[b],
     )  # fmt: skip
@@ -396,7 +426,7 @@ def _simulate_one(
 
 def simulate_batch(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
-    pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+    pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
     readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
     seeds, elec_current, occupation, stats, n_threads=1,
 ):  # fmt: skip
@@ -417,9 +447,10 @@ def simulate_batch(
     beta : 1 / kT, 1/eV.
     coul, ecoul, iecoul : (N, N) Coulomb matrix (eV, zero diagonal), exp(beta*coul), exp(-beta*coul).
     use_coulomb : whether occupation changes update site energies.
-    pair_w, pair_wx : (N, N) site-site rate prefactor w_ij = nu0 exp(-2 r_ij / a) (0 beyond the
-        cut-off and on the diagonal), 1/s, and w_ij * exp(beta * C_ij).
-    win_lo, win_hi : (N,) uint64 window of each row holding all its non-zero w (sites sorted by x).
+    nbr, n_nbr : (N, K) int32 compact neighbour rows: ``nbr[s, :n_nbr[s]]`` are the sites within the cut-off
+        of site s (K the largest count; the rest of a row is padding), and (N,) int64 their counts.
+    pair_w, pair_wx : (N, K) site-site rate prefactor w_sk = nu0 exp(-2 r_sk / a), 1/s, of the pair
+        (s, nbr[s, p]) at position p, and w_sk * exp(beta * C_sk).
     elec_ptr, elec_idx, elec_w : CSR site-electrode neighbours and rate prefactor 1/s.
     readout : index of the readout electrode.
     readout_weight : (N,) the readout's weighting potential at each site (1 V on the readout, 0 V on the others).
@@ -439,7 +470,7 @@ def simulate_batch(
     batch = site_energy.shape[0]
     arguments = (
         site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
-        pair_w, pair_wx, win_lo, win_hi, elec_ptr, elec_idx, elec_w,
+        pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
         readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
         seeds, elec_current, occupation, stats,
     )  # fmt: skip
