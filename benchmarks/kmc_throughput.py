@@ -9,7 +9,6 @@ Measures, on the default HoppingDevice (200 acceptors, 3 donors, 8 electrodes):
 1. hops per second per core (1 numba thread) and with all cores (parallel
    operating points), over random operating points in the voltage ranges
    (biased: tens of empty acceptors) and at zero bias (a few empty ones);
-   the cost of a hop grows with the number of empty sites;
 2. operating points per second at a given relative error (the simulation runs
    blocks until the standard error falls below rel_tolerance * |I|; points
    stop at different times and each thread takes the next point when free),

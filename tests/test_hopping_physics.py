@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from inmaterio.config import validate_config
-from inmaterio.devices.hopping import HoppingConfig, HoppingDevice
+from inmaterio.devices.hopping import HoppingConfig, HoppingDevice, kmc
 from inmaterio.devices.hopping.device import BOLTZMANN_EV_PER_K, COULOMB_EV_NM, ELEMENTARY_CHARGE_C
 from inmaterio.devices.hopping.electrostatics import solve_electrode_potentials
 from inmaterio.devices.hopping.geometry import distance_to_arcs, place_dopants
@@ -121,6 +121,44 @@ def test_ramo_shockley_current_matches_exact_master_equation(voltages):
     assert abs(exact) > 10 * res.stderr_na[0]
     # every electrode, the readout included, is still counted: the counted currents sum to zero
     assert res.electrode_current_na[0].sum() == pytest.approx(0.0, abs=1e-3 * abs(exact))
+
+
+@pytest.mark.parametrize("estimator", ["counting", "ramo_shockley"])
+@pytest.mark.parametrize("seed", [3, 4])  # seed 4 has a site with no neighbour within the cut-off
+def test_kmc_matches_exact_master_equation_with_pairs_beyond_the_cut_offs(seed, estimator):
+    # five sites, some site-site and site-electrode pairs beyond the cut-offs: the proposals must only draw
+    # the pairs that exist, in proportion to their prefactors
+    params = {**TINY, "n_acceptors": 5, "radius_nm": 50.0, "site_cutoff_nm": 45.0, "electrode_cutoff_nm": 60.0}
+    dev = HoppingDevice(**{**params, "seed": seed}, current_estimator=estimator)
+    n = len(dev.dopants.acceptors)
+    assert dev._n_nbr.min() < n - 1 and dev._elec_ptr[-1] < n * dev.config.n_electrodes
+    v = np.array([0.04, -0.03])
+    exact = exact_currents(dev, v)
+    res = dev.simulate(v[None, :])
+    tol = 4 * res.stderr_na[0] + 1e-3 * np.abs(exact).max()
+    np.testing.assert_allclose(res.electrode_current_na[0], exact, atol=tol)
+    assert res.current_na[0] == pytest.approx(exact[dev.readout_index], abs=tol)
+    assert abs(exact[dev.readout_index]) > 10 * res.stderr_na[0]
+
+
+def test_the_proposal_sums_follow_every_change_of_occupation():
+    # the kernel keeps, per site, the prefactor sums to its occupied and to its empty neighbours, and the sum of
+    # prefactors of every possible site-site hop, by updates over one row per change; compare with brute force
+    dev = HoppingDevice()
+    n = len(dev.dopants.acceptors)
+    w = np.zeros((n, n))
+    for s in range(n):
+        w[s, dev._nbr[s, : dev._n_nbr[s]]] = dev._pair_w[s, : dev._n_nbr[s]]
+    rng = np.random.default_rng(0)
+    occ = (rng.random(n) < 0.7).astype(np.uint8)
+    w_occ, w_emp = np.zeros(n), np.zeros(n)
+    bound = kmc._neighbour_sums(occ, dev._pair_w, dev._nbr, dev._n_nbr, w_occ, w_emp)
+    for site in rng.integers(0, n, 500):
+        occ[site] ^= 1
+        bound += kmc._flip_sums(site, bool(occ[site]), dev._pair_w, dev._nbr, dev._n_nbr, w_occ, w_emp)
+    np.testing.assert_allclose(w_occ, w @ occ, rtol=1e-9)
+    np.testing.assert_allclose(w_emp, w @ (1 - occ), rtol=1e-9)
+    assert bound == pytest.approx(occ @ w @ (1 - occ), rel=1e-9)  # every pair from an occupied to an empty site
 
 
 def test_ramo_shockley_and_counting_agree_on_the_default_device_and_the_first_varies_less():

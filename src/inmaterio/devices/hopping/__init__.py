@@ -37,7 +37,11 @@ Rates (Miller-Abrahams, 1/s)
     (to electrodes) are omitted. ``k = 8.617333e-5 eV/K``.
 
 Simulation
-    Rejection-free kinetic Monte Carlo (:mod:`.kmc`): ``equilibration_hops``
+    Kinetic Monte Carlo by thinning (:mod:`.kmc`: a possible hop is proposed
+    in proportion to its prefactor ``nu0 exp(-2 r / a)`` and made with
+    probability ``min(1, exp(-dE / kT))``, which simulates the same process
+    as picking hops by their rates at a cost per hop that does not grow with
+    the number of pairs): ``equilibration_hops``
     discarded, then the net holes entering each electrode are counted over
     blocks of ``block_hops`` until the standard error of the block means of
     the readout current falls below ``max(abs_tolerance_na, rel_tolerance *
@@ -50,7 +54,8 @@ Simulation
     have the stationary current as their mean (proof in :mod:`.kmc`); on
     devices of many sites such as the default one the second varies less
     from block to block, so a point meets a tolerance in fewer hops (on a
-    device of a few sites it need not). Batches of operating points run in parallel threads, each
+    device of a few sites it need not), while each hop costs more (it scores
+    every ``kmc.RAMO_SHOCKLEY_STRIDE``-th state with a pass over all its pairs). Batches of operating points run in parallel threads, each
     taking the next point when free and each with its own random stream
     seeded from ``(seed, the call's stream key, the
     batch's voltages, the point's index in the batch)``; the stream key names

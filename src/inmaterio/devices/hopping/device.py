@@ -17,7 +17,7 @@ from inmaterio.devices.base import Device, Electrode, Measurement
 from inmaterio.devices.hopping.config import HoppingConfig
 from inmaterio.devices.hopping.electrostatics import ElectrodePotentials, solve_electrode_potentials
 from inmaterio.devices.hopping.geometry import Dopants, distance_to_arcs, place_dopants
-from inmaterio.devices.hopping.kmc import simulate_batch
+from inmaterio.devices.hopping.kmc import MAX_REJECTIONS, simulate_batch
 from inmaterio.errors import SimulationError
 from inmaterio.random_streams import stream_seeds
 
@@ -95,8 +95,8 @@ class HoppingDevice(Device):
 
         self.beta = 1.0 / (BOLTZMANN_EV_PER_K * c.temperature_k)
         placed = place_dopants(c)
-        # store the acceptors sorted by x: the neighbours of a site then have nearby indices, so the rate
-        # pass's reads of their Boltzmann factors stay within a few cache lines (see kmc._site_rates)
+        # store the acceptors sorted by x: the neighbours of a site then have nearby indices, so a pass over
+        # its row reads their Boltzmann factors from a few cache lines (see kmc._rate_and_flux)
         self.dopants: Dopants = Dopants(placed.acceptors[np.argsort(placed.acceptors[:, 0], kind="stable")], placed.donors)
         self.potentials: ElectrodePotentials = solve_electrode_potentials(c)
         acc = self.dopants.acceptors
@@ -121,7 +121,7 @@ class HoppingDevice(Device):
         self._iecoul = np.exp(-self.beta * coul)
         # potential basis at the sites: (M, N) volts per volt on electrode k
         self.site_potential_basis = self.potentials.at(acc)
-        # the readout's weighting potential at the sites, contiguous so that the weighted rate pass vectorises
+        # the readout's weighting potential at the sites (the Ramo-Shockley estimator's weights)
         self._readout_weight = np.ascontiguousarray(self.site_potential_basis[self.readout_index])
 
         # compact neighbour rows (sites within the cut-off, in index order) and their rate prefactors
@@ -212,7 +212,10 @@ class HoppingDevice(Device):
         )  # fmt: skip
         if np.any(stats[:, 4] != 0):
             worst = int(np.argmax(stats[:, 4]))
-            raise SimulationError(f"sample {worst}: no hop possible (every rate is zero); check the cut-offs")
+            raise SimulationError(
+                f"sample {worst}: no hop made in {MAX_REJECTIONS:,} proposals (every rate is zero or below float64's "
+                "range); check the cut-offs and the temperature"
+            )
         return HoppingResult(
             current_na=stats[:, 0] * _HOLES_PER_S_TO_NA,
             stderr_na=stats[:, 1] * _HOLES_PER_S_TO_NA,

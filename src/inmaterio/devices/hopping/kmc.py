@@ -1,4 +1,4 @@
-"""The kinetic Monte Carlo kernel (numba): rejection-free hopping with Coulomb updates.
+"""The kinetic Monte Carlo kernel (numba): hopping by thinning, with Coulomb updates.
 
 This module holds only the hot loop; the physics and units are documented in
 :mod:`inmaterio.devices.hopping`. Everything is precomputed by the caller:
@@ -11,11 +11,8 @@ This module holds only the hot loop; the physics and units are documented in
 - compact neighbour rows: row s lists in ``nbr[s, :n_nbr[s]]`` the sites
   within the cut-off of site s, with their rate prefactors
   ``pair_w = nu0 exp(-2r/a)`` and ``pair_wx = pair_w * exp(beta * coul)``
-  in the same positions of (N, K) arrays. The per-hop rate pass, which
-  dominates the cost of a hop, then visits only the pairs that can hop (a
-  contiguous window of a dense row sorted by x visited three times as many,
-  most of them beyond the cut-off); and CSR lists of site-electrode pairs
-  (``elec_w = nu0 exp(-2r/a)``).
+  in the same positions of (N, K) arrays; and CSR lists of site-electrode
+  pairs (``elec_w = nu0 exp(-2r/a)``).
 
 Rates in product form. With ``a_i = exp(beta (E_i - E_ref))`` (E_i the
 site energy including the Coulomb field of all other charges):
@@ -25,11 +22,30 @@ site energy including the Coulomb field of all other charges):
 - hop site i -> electrode e:   ``w_ie min(1, a_i * exp(-beta (mu_e - E_ref)))``;
 - hop electrode e -> site i:   ``w_ie min(1, exp(beta (mu_e - E_ref)) / a_i)``.
 
-Time steps are the mean waiting time ``1 / R_total``; the current into each
-electrode is the net number of holes that entered it divided by the
-simulated time. The readout current, whose block means set the standard
-error and the stopping rule, comes from one of two estimators of the same
-stationary mean:
+Thinning (uniformisation). Every rate is its prefactor ``w`` times an
+acceptance ``min(1, ...)`` at most 1, so the chain is simulated exactly by
+proposing a possible hop with probability ``w / Lambda``, where ``Lambda``
+is the sum of the prefactors of all hops possible in the present
+occupation (site-site pairs from an occupied to an empty site, and every
+site-electrode pair), and making it with probability equal to its
+acceptance. In a state of total rate ``R`` a hop is then made with
+probability ``R / Lambda`` per proposal and lands on pair k with probability
+``r_k / R``: the jump chain of the hopping process. Each proposal advances
+the clock by ``1 / Lambda``; a visit of the state lasts a geometric number
+of proposals, of mean ``Lambda / R``, so its expected duration is ``1 / R``,
+the process's mean holding time. The cost of a proposal does not grow with
+the number of pairs: ``Lambda`` changes only through the prefactors of the
+pairs of the two sites whose occupation a hop changed, so it and the
+per-site sums of prefactors to occupied and to empty neighbours are kept
+by updates over those two rows, and a proposal picks a site from the
+smaller of the empty and occupied populations, then a partner in its row.
+The Boltzmann factors of every site still change with each hop (the
+Coulomb update, N multiplications).
+
+The current into each electrode is the net number of holes that entered it
+divided by the simulated time. The readout current, whose block means set
+the standard error and the stopping rule, comes from one of two estimators
+of the same stationary mean:
 
 - ``counting``: the holes counted into the readout;
 - ``ramo_shockley``: the time average of the expected Ramo-Shockley flux
@@ -44,6 +60,18 @@ stationary mean:
   share of the induced current instead of the few that cross the readout,
   and no randomness of which hop happened enters, so on a device of many
   sites block means vary less (on one of a few sites they need not).
+  Scoring a state takes a pass over all its pairs, which costs many
+  proposals, so the estimator scores every ``RAMO_SHOCKLEY_STRIDE``-th
+  state the chain visits, each with its exact rate ``R(x)`` and flux: the
+  block mean is ``sum J(x) / R(x)`` over the scored states divided by
+  ``sum 1 / R(x)``, each visit weighted by its mean holding time. The
+  visited states form the jump chain, whose average of ``f(x) / R(x)``
+  divided by that of ``1 / R(x)`` is the time average of ``f``; every
+  stride-th state of a chain has the same stationary law, so the ratio
+  converges to the stationary mean of ``J``. Neighbouring states differ by
+  one hop and their fluxes are strongly correlated, so skipping between
+  them loses little.
+
 Random numbers come from a per-operating-point splitmix64 stream, so results
 do not depend on thread scheduling.
 """
@@ -66,6 +94,12 @@ _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0
 
+RAMO_SHOCKLEY_STRIDE = 16
+"""The Ramo-Shockley estimator scores every this-many-th state the chain visits (see the module docstring)."""
+
+MAX_REJECTIONS = 10_000_000
+"""Proposals in a row without a hop after which a point is reported frozen (its rates vanish in float64)."""
+
 
 @njit(inline="always")
 def _uniform(state):
@@ -78,37 +112,71 @@ def _uniform(state):
     return float(z >> _S11) * _INV53
 
 
-@njit(cache=True, fastmath=True)
-def _site_rates(sites, n_listed, pair_w, pair_wx, nbr, n_nbr, am, aim, sink_mode, site_rate, weight, nbr_weight, weighted):
-    """Total site-site hop rate of each site of ``sites[:n_listed]``; returns the sum and the weighted flux.
+@njit(cache=True)
+def _neighbour_sums(occ, pair_w, nbr, n_nbr, w_occ, w_emp):
+    """Fill ``w_occ[s]`` / ``w_emp[s]`` with the prefactor sums of s to its occupied / empty neighbours.
 
-    In sink mode ``sites`` lists the empty sites and ``site_rate[idx]`` is the
-    rate of all hops *into* ``sites[idx]`` (sum over occupied neighbours i of
-    ``min(w_ij x_ij a_i / a_j, w_ij)``); in source mode it lists the occupied
-    sites and the rate is that of all hops *out of* them. ``am`` holds a_i on
-    occupied sites and 0 elsewhere, ``aim`` holds 1/a_j on empty sites and 0
-    elsewhere, so the inner loop is branch-free over the compact neighbour
-    row ``nbr[s, :n_nbr[s]]`` of site s.
-
-    If ``weighted``, the second value is the expected rate of change of
-    ``sum over holes of weight[site]`` by site-site hops,
-    ``sum over pairs i -> j of r_ij (weight_j - weight_i)``, else 0;
-    ``nbr_weight[s, p]`` holds ``weight[nbr[s, p]]`` (a contiguous read).
+    Returns the site-site part of ``Lambda``: the sum over occupied sites of ``w_emp``.
     """
-    total = 0.0
+    bound = 0.0
+    for s in range(occ.shape[0]):
+        to_occ = 0.0
+        to_emp = 0.0
+        for p in range(n_nbr[s]):
+            if occ[nbr[s, p]]:
+                to_occ += pair_w[s, p]
+            else:
+                to_emp += pair_w[s, p]
+        w_occ[s] = to_occ
+        w_emp[s] = to_emp
+        if occ[s]:
+            bound += to_emp
+    return bound
+
+
+@njit(cache=True, inline="always")
+def _flip_sums(s, now_occupied, pair_w, nbr, n_nbr, w_occ, w_emp):
+    """Update the neighbour sums after site s changed occupation; returns the change of the site-site ``Lambda``.
+
+    When s fills, its pairs to empty neighbours become possible hops and those
+    from occupied neighbours into it stop being possible (its own sums do not
+    change: they depend on its neighbours only); when it empties, the reverse.
+    """
+    if now_occupied:
+        change = w_emp[s] - w_occ[s]
+        for p in range(n_nbr[s]):
+            k = nbr[s, p]
+            w_occ[k] += pair_w[s, p]
+            w_emp[k] -= pair_w[s, p]
+    else:
+        change = w_occ[s] - w_emp[s]
+        for p in range(n_nbr[s]):
+            k = nbr[s, p]
+            w_occ[k] -= pair_w[s, p]
+            w_emp[k] += pair_w[s, p]
+    return change
+
+
+@njit(cache=True, fastmath=True)
+def _rate_and_flux(
+    sites, n_listed, sink_mode, pair_w, pair_wx, nbr, n_nbr, am, aim, weight, nbr_weight,
+    elec_site, elec_w, wb_out, wb_in, elec_gain,
+):  # fmt: skip
+    """Total hop rate ``R(x)`` (1/s) of the present occupation and its Ramo-Shockley flux ``J(x)`` (holes/s).
+
+    Site-site pairs are visited from the listed sites ``sites[:n_listed]``:
+    the empty ones in sink mode (hops into them from occupied neighbours),
+    the occupied ones otherwise (hops out of them). ``am`` holds a_i on
+    occupied sites and 0 elsewhere, ``aim`` holds 1/a_j on empty sites and 0
+    elsewhere, so the inner loop over a compact row is branch-free.
+    ``J = sum over possible hops i -> j of r_ij (weight_j - weight_i)``, the
+    site-electrode hops with ``elec_gain`` (the change when a hole leaves
+    the site for the electrode); ``nbr_weight[s, p]`` is ``weight[nbr[s, p]]``.
+    """
+    rate = 0.0
     flux = 0.0
     own_arr = aim if sink_mode else am
     other = am if sink_mode else aim
-    if not weighted:
-        for idx in range(n_listed):
-            s = sites[idx]
-            own = own_arr[s]
-            acc = 0.0
-            for p in range(n_nbr[s]):
-                acc += min(other[nbr[s, p]] * own * pair_wx[s, p], pair_w[s, p])
-            site_rate[idx] = acc
-            total += acc
-        return total, flux
     for idx in range(n_listed):
         s = sites[idx]
         own = own_arr[s]
@@ -118,39 +186,17 @@ def _site_rates(sites, n_listed, pair_w, pair_wx, nbr, n_nbr, am, aim, sink_mode
             r = min(other[nbr[s, p]] * own * pair_wx[s, p], pair_w[s, p])
             acc += r
             acc_w += r * nbr_weight[s, p]
-        site_rate[idx] = acc
-        total += acc
-        flux += acc_w - acc * weight[s]
-    # that is the flux of hops s -> k (source mode); in sink mode the hops run k -> s, the opposite sign
-    return total, -flux if sink_mode else flux
-
-
-@njit(cache=True, fastmath=True)
-def _electrode_rates(elec_site, elec_w, wb_out, wb_in, am, aim, elec_rate, gain, weighted):
-    """Rate of each site-electrode pair (a hole leaving the site plus one entering it) into ``elec_rate``.
-
-    Returns their sum and, if ``weighted``, the expected rate of change of the
-    readout's weighted charge by these hops (``gain`` per pair: the change of
-    the weighting potential when a hole leaves the site for the electrode),
-    else 0.
-    """
-    total = 0.0
-    flux = 0.0
-    if not weighted:
-        for q in range(elec_site.shape[0]):
-            i = elec_site[q]
-            r = min(am[i] * wb_out[q], elec_w[q]) + min(aim[i] * wb_in[q], elec_w[q])
-            elec_rate[q] = r
-            total += r
-        return total, flux
+        rate += acc
+        flux += acc_w - acc * weight[s]  # hops s -> k; in sink mode they run k -> s, the opposite sign
+    if sink_mode:
+        flux = -flux
     for q in range(elec_site.shape[0]):
         i = elec_site[q]
         r_out = min(am[i] * wb_out[q], elec_w[q])
         r_in = min(aim[i] * wb_in[q], elec_w[q])
-        elec_rate[q] = r_out + r_in
-        total += r_out + r_in
-        flux += (r_out - r_in) * gain[q]
-    return total, flux
+        rate += r_out + r_in
+        flux += (r_out - r_in) * elec_gain[q]
+    return rate, flux
 
 
 @njit(cache=True, inline="always")
@@ -199,21 +245,31 @@ def _simulate_point(
     n_elec_pairs = elec_ptr[n]
     state = np.empty(1, dtype=np.uint64)
     state[0] = seed
-    # site of every site-electrode pair; an unsigned copy for the per-hop pass (no wrap-around checks)
+    # site of every site-electrode pair, and the cumulative prefactors that a proposal searches
     elec_site = np.empty(n_elec_pairs, dtype=np.int64)
     for i in range(n):
         for q in range(elec_ptr[i], elec_ptr[i + 1]):
             elec_site[q] = i
-    elec_site_u = elec_site.astype(np.uint64)
-    # the weighting potential at each site's neighbours, in its compact row
-    nbr_weight = np.zeros(pair_w.shape)
-    for i in range(n):
-        for p in range(n_nbr[i]):
-            nbr_weight[i, p] = readout_weight[nbr[i, p]]
+    elec_cum = np.cumsum(elec_w)
+    elec_bound = elec_cum[n_elec_pairs - 1] if n_elec_pairs > 0 else 0.0
     # change of the readout's weighting potential when a hole leaves site -> electrode (1 on the readout, 0 elsewhere)
     elec_gain = np.empty(n_elec_pairs)
     for q in range(n_elec_pairs):
         elec_gain[q] = (1.0 if elec_idx[q] == readout else 0.0) - readout_weight[elec_site[q]]
+    # electrodes' Boltzmann factors: a hole leaves site i for e with acceptance min(1, a_i b_out[e])
+    b_out = np.empty(m)
+    for e in range(m):
+        b_out[e] = np.exp(-beta * (mu[e] - e_ref))
+    # for the Ramo-Shockley pass: electrode prefactors with b_out folded in, and each row's weighting potentials
+    wb_out = np.empty(n_elec_pairs)
+    wb_in = np.empty(n_elec_pairs)
+    for q in range(n_elec_pairs):
+        wb_out[q] = elec_w[q] * b_out[elec_idx[q]]
+        wb_in[q] = elec_w[q] / b_out[elec_idx[q]]
+    nbr_weight = np.zeros(pair_w.shape)
+    for i in range(n):
+        for p in range(n_nbr[i]):
+            nbr_weight[i, p] = readout_weight[nbr[i, p]]
     # initial occupation: a hole on every site below the mean electrode level
     level = mu.mean()
     occ = np.zeros(n, dtype=np.uint8)
@@ -239,20 +295,15 @@ def _simulate_point(
             n_empty += 1
     am = np.zeros(n)
     aim = np.zeros(n)
-    # site-electrode prefactors with the electrode's Boltzmann factor folded in: r_out = min(a_i wb_out, w)
-    wb_out = np.empty(n_elec_pairs)
-    wb_in = np.empty(n_elec_pairs)
-    for q in range(n_elec_pairs):
-        b_out = np.exp(-beta * (mu[elec_idx[q]] - e_ref))
-        wb_out[q] = elec_w[q] * b_out
-        wb_in[q] = elec_w[q] / b_out
-    site_rate = np.zeros(n)
-    elec_rate = np.zeros(n_elec_pairs)
+    w_occ = np.zeros(n)
+    w_emp = np.zeros(n)
     count = np.zeros(m)
     occ_time = np.zeros(n)
     last_change = np.zeros(n)
     block_means = np.zeros(max_blocks)
     t = 0.0
+    fresh = True  # the chain has entered a state that the Ramo-Shockley estimator has not yet counted
+    visits = 0
     total_hops = 0
     n_blocks = 0
     averaging = False
@@ -262,7 +313,7 @@ def _simulate_point(
     all_time = 0.0
     hops_left = equilibration_hops
     while True:
-        # (re)synchronise the Boltzmann factors from the occupation (removes rounding drift)
+        # (re)synchronise the Boltzmann factors and the prefactor sums from the occupation (removes rounding drift)
         for i in range(n):
             s = site_energy[i]
             if use_coulomb:
@@ -275,77 +326,106 @@ def _simulate_point(
             else:
                 am[i] = 0.0
                 aim[i] = 1.0 / a
-        for _ in range(hops_left):
-            sink_mode = 2 * n_occ >= n  # iterate over the smaller population
-            sites = empty_list if sink_mode else occ_list
-            n_listed = n - n_occ if sink_mode else n_occ
-            site_total, flux = _site_rates(
-                sites, n_listed, pair_w, pair_wx, nbr, n_nbr, am, aim, sink_mode, site_rate,
-                readout_weight, nbr_weight, ramo_shockley,
-            )  # fmt: skip
-            elec_total, elec_flux = _electrode_rates(
-                elec_site_u, elec_w, wb_out, wb_in, am, aim, elec_rate, elec_gain, ramo_shockley
-            )
-            flux += elec_flux
-            total = site_total + elec_total
-            if total <= 0.0:
+        site_bound = _neighbour_sums(occ, pair_w, nbr, n_nbr, w_occ, w_emp)
+        hops_done = 0
+        rejections = 0
+        while hops_done < hops_left:
+            if fresh and averaging and ramo_shockley:
+                if visits % RAMO_SHOCKLEY_STRIDE == 0:
+                    sink_mode = 2 * n_occ >= n
+                    rate, flux = _rate_and_flux(
+                        empty_list if sink_mode else occ_list, n - n_occ if sink_mode else n_occ, sink_mode,
+                        pair_w, pair_wx, nbr, n_nbr, am, aim, readout_weight, nbr_weight,
+                        elec_site, elec_w, wb_out, wb_in, elec_gain,
+                    )  # fmt: skip
+                    block_charge += flux / rate
+                    block_time += 1.0 / rate
+                visits += 1
+            fresh = False
+            bound = site_bound + elec_bound
+            if bound <= 0.0:
                 out_stats[4] = 1.0  # frozen: no possible hop
                 break
-            dt = 1.0 / total
-            if averaging:
+            dt = 1.0 / bound
+            if averaging and not ramo_shockley:
                 block_time += dt
-                if ramo_shockley:
-                    block_charge += flux * dt
             t += dt
-            u = _uniform(state) * total
+            u = _uniform(state) * bound
             plus = -1  # site whose charge rises (gains a hole)
             minus = -1  # site whose charge falls (loses a hole)
-            if u < site_total:
+            if u < site_bound:
+                # a site from the smaller population, with probability proportional to its sum of prefactors
+                sink_mode = 2 * n_occ >= n
+                sites = empty_list if sink_mode else occ_list
+                sums = w_occ if sink_mode else w_emp
+                n_listed = n - n_occ if sink_mode else n_occ
                 idx = 0
-                while idx < n_listed - 1 and u >= site_rate[idx]:
-                    u -= site_rate[idx]
+                while idx < n_listed - 1 and u >= sums[sites[idx]]:
+                    u -= sums[sites[idx]]
                     idx += 1
-                while site_rate[idx] == 0.0:  # rounding at the end of the list
+                while idx > 0 and sums[sites[idx]] <= 0.0:  # rounding at the end of the list
                     idx -= 1
                 s = sites[idx]
-                own = aim[s] if sink_mode else am[s]
-                other = am if sink_mode else aim
+                # then a partner in its row of the other population, proportional to the prefactor
+                want = 1 if sink_mode else 0
                 p = 0
                 p_end = n_nbr[s] - 1
                 while p < p_end:
-                    r = min(other[nbr[s, p]] * own * pair_wx[s, p], pair_w[s, p])
-                    if u < r:
-                        break
-                    u -= r
+                    if occ[nbr[s, p]] == want:
+                        if u < pair_w[s, p]:
+                            break
+                        u -= pair_w[s, p]
                     p += 1
-                # make sure the chosen partner can take part (guards rounding at the end of a row)
-                while other[nbr[s, p]] == 0.0:
+                while p > 0 and occ[nbr[s, p]] != want:  # rounding at the end of the row
                     p -= 1
                 k = nbr[s, p]
                 if sink_mode:
-                    plus, minus = s, k
+                    src, dst = k, s
                 else:
-                    plus, minus = k, s
+                    src, dst = s, k
+                if n_listed == 0 or occ[k] != want:
+                    acceptance = 0.0  # only rounding of Lambda can get here: no such pair exists
+                else:
+                    acceptance = min(am[src] * aim[dst] * pair_wx[s, p], pair_w[s, p]) / pair_w[s, p]
+                if _uniform(state) < acceptance:
+                    plus, minus = dst, src
             else:
-                u -= site_total
-                q = 0
-                while q < n_elec_pairs - 1 and u >= elec_rate[q]:
-                    u -= elec_rate[q]
-                    q += 1
-                while elec_rate[q] == 0.0:
-                    q -= 1
+                u -= site_bound
+                lo = 0
+                hi = n_elec_pairs - 1
+                while lo < hi:  # first pair whose cumulative prefactor exceeds u
+                    mid = (lo + hi) // 2
+                    if elec_cum[mid] > u:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                q = lo
                 i = elec_site[q]
                 e = elec_idx[q]
-                # a hole entering electrode e counts +1, one leaving it -1
-                step = 1.0 if occ[i] else -1.0
-                if occ[i]:
-                    minus = i
-                else:
-                    plus = i
-                if averaging:
-                    count[e] += step
-                    if e == readout and not ramo_shockley:
-                        block_charge += step
+                if occ[i]:  # the hole leaves for the electrode
+                    acceptance = min(am[i] * b_out[e], 1.0)
+                else:  # a hole enters from the electrode
+                    acceptance = min(aim[i] / b_out[e], 1.0)
+                if _uniform(state) < acceptance:
+                    # a hole entering electrode e counts +1, one leaving it -1
+                    step = 1.0 if occ[i] else -1.0
+                    if occ[i]:
+                        minus = i
+                    else:
+                        plus = i
+                    if averaging:
+                        count[e] += step
+                        if e == readout and not ramo_shockley:
+                            block_charge += step
+            if plus < 0 and minus < 0:
+                rejections += 1
+                if rejections >= MAX_REJECTIONS:
+                    out_stats[4] = 1.0  # frozen: every rate vanishes in float64
+                    break
+                continue
+            rejections = 0
+            hops_done += 1
+            fresh = True
             # apply: `minus` loses its hole, `plus` gains one
             if minus >= 0:
                 if averaging:
@@ -355,6 +435,7 @@ def _simulate_point(
                 n_occ -= 1
                 aim[minus] = 1.0 / am[minus]
                 am[minus] = 0.0
+                site_bound += _flip_sums(minus, False, pair_w, nbr, n_nbr, w_occ, w_emp)
             if plus >= 0:
                 if averaging:
                     last_change[plus] = t
@@ -363,10 +444,11 @@ def _simulate_point(
                 n_occ += 1
                 am[plus] = 1.0 / aim[plus]
                 aim[plus] = 0.0
+                site_bound += _flip_sums(plus, True, pair_w, nbr, n_nbr, w_occ, w_emp)
             if use_coulomb:
                 # q_plus: -1 -> 0 (+1), q_minus: 0 -> -1 (-1)
                 _hop_update(plus, minus, am, aim, ecoul, iecoul, n)
-        total_hops += hops_left
+        total_hops += hops_done
         if out_stats[4] != 0.0:
             break
         if not averaging:
