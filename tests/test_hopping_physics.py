@@ -88,6 +88,16 @@ def exact_currents(dev: HoppingDevice, voltages: np.ndarray) -> np.ndarray:
     return pi @ flux * ELEMENTARY_CHARGE_C * 1e9
 
 
+def assert_matches_master_equation(dev: HoppingDevice, voltages: np.ndarray) -> None:
+    """Every electrode's current and the readout estimate within 4 standard errors of the exact master equation."""
+    exact = exact_currents(dev, voltages)
+    res = dev.simulate(voltages[None, :])
+    tol = 4 * res.stderr_na[0] + 1e-3 * np.abs(exact).max()
+    np.testing.assert_allclose(res.electrode_current_na[0], exact, atol=tol)
+    assert res.current_na[0] == pytest.approx(exact[dev.readout_index], abs=tol)
+    assert abs(exact[dev.readout_index]) > 10 * res.stderr_na[0]
+
+
 TINY = dict(
     n_acceptors=3, n_donors=1, radius_nm=40.0, n_electrodes=3, readout_electrode=2, electrode_width_nm=20.0,
     site_cutoff_nm=200.0, electrode_cutoff_nm=200.0, min_site_distance_nm=8.0, grid_spacing_nm=1.0,
@@ -132,13 +142,7 @@ def test_kmc_matches_exact_master_equation_with_pairs_beyond_the_cut_offs(seed, 
     dev = HoppingDevice(**{**params, "seed": seed}, current_estimator=estimator)
     n = len(dev.dopants.acceptors)
     assert dev._n_nbr.min() < n - 1 and dev._elec_ptr[-1] < n * dev.config.n_electrodes
-    v = np.array([0.04, -0.03])
-    exact = exact_currents(dev, v)
-    res = dev.simulate(v[None, :])
-    tol = 4 * res.stderr_na[0] + 1e-3 * np.abs(exact).max()
-    np.testing.assert_allclose(res.electrode_current_na[0], exact, atol=tol)
-    assert res.current_na[0] == pytest.approx(exact[dev.readout_index], abs=tol)
-    assert abs(exact[dev.readout_index]) > 10 * res.stderr_na[0]
+    assert_matches_master_equation(dev, np.array([0.04, -0.03]))
 
 
 def test_the_proposal_sums_follow_every_change_of_occupation():
@@ -426,13 +430,7 @@ def test_a_restarted_device_does_not_replay_random_streams():
 def test_kmc_matches_exact_master_equation_four_sites_with_disorder(estimator):
     params = {**TINY, "n_acceptors": 4, "n_donors": 2, "radius_nm": 50.0, "block_hops": 200000, "seed": 11}
     dev = HoppingDevice(**params, current_estimator=estimator)
-    v = np.array([0.04, -0.03])
-    exact = exact_currents(dev, v)
-    res = dev.simulate(v[None, :])
-    tol = 4 * res.stderr_na[0] + 1e-3 * np.abs(exact).max()
-    np.testing.assert_allclose(res.electrode_current_na[0], exact, atol=tol)
-    assert res.current_na[0] == pytest.approx(exact[dev.readout_index], abs=tol)
-    assert abs(exact[dev.readout_index]) > 10 * res.stderr_na[0]
+    assert_matches_master_equation(dev, np.array([0.04, -0.03]))
 
 
 @pytest.mark.slow
