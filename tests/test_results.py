@@ -8,6 +8,7 @@ from inmaterio.tasks.report import build_report
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 FOLDERS = [
     "capacity_study",
+    "capacity_device",
     "mnist_10dnpu",
     "ep_learning",
     "ep_mnist",
