@@ -130,13 +130,13 @@ class HoppingDevice(Device):
         mask = (dist > 0) & (dist < c.site_cutoff_nm)
         self._n_nbr = mask.sum(1).astype(np.int64)
         width = max(int(self._n_nbr.max()), 1)
-        self._nbr = np.zeros((n, width), dtype=np.int32)
-        self._pair_w = np.zeros((n, width))
-        for s, row in enumerate(mask):
-            (ks,) = np.nonzero(row)
-            self._nbr[s, : len(ks)] = ks
-            self._pair_w[s, : len(ks)] = nu0 * np.exp(-2 * dist[s, ks] / a_loc)
+        listed = np.arange(width) < self._n_nbr[:, None]  # (N, K): the row's real entries, then padding
+        # a stable sort of "not a neighbour" puts each row's neighbours first, in index order; padding points at site 0
+        self._nbr = np.where(listed, np.argsort(~mask, axis=1, kind="stable")[:, :width], 0).astype(np.int32)
+        self._pair_w = np.where(listed, nu0 * np.exp(-2 * np.take_along_axis(dist, self._nbr, 1) / a_loc), 0.0)
         self._pair_wx = self._pair_w * np.exp(self.beta * np.take_along_axis(coul, self._nbr, 1))
+        # the readout's weighting potential at each row's neighbours (a contiguous read in the Ramo-Shockley pass)
+        self._nbr_weight = self._readout_weight[self._nbr]
         de = distance_to_arcs(acc, c)
         emask = de < c.electrode_cutoff_nm
         self._elec_ptr = np.concatenate([[0], np.cumsum(emask.sum(1))]).astype(np.int64)
@@ -205,7 +205,7 @@ class HoppingDevice(Device):
         simulate_batch(
             site_energy, mu, e_ref, self.beta, self.coulomb_ev, self._ecoul, self._iecoul, c.coulomb_interactions,
             self._pair_w, self._pair_wx, self._nbr, self._n_nbr, self._elec_ptr, self._elec_idx, self._elec_w,
-            self.readout_index, self._readout_weight, c.current_estimator == "ramo_shockley",
+            self.readout_index, self._readout_weight, self._nbr_weight, c.current_estimator == "ramo_shockley",
             c.equilibration_hops, c.block_hops, c.min_blocks, c.max_blocks,
             c.rel_tolerance, abs_tol_holes, seeds, elec, occupation, stats,
             self.n_threads if self.n_threads is not None else numba.config.NUMBA_NUM_THREADS,

@@ -237,7 +237,7 @@ def _hop_update(k_row_plus, k_row_minus, am, aim, ecoul, iecoul, n):
 def _simulate_point(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
-    readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
+    readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
     seed, out_elec_current, out_occupation, out_stats,
 ):  # fmt: skip
     n = site_energy.shape[0]
@@ -260,16 +260,12 @@ def _simulate_point(
     b_out = np.empty(m)
     for e in range(m):
         b_out[e] = np.exp(-beta * (mu[e] - e_ref))
-    # for the Ramo-Shockley pass: electrode prefactors with b_out folded in, and each row's weighting potentials
+    # for the Ramo-Shockley pass: electrode prefactors with b_out folded in
     wb_out = np.empty(n_elec_pairs)
     wb_in = np.empty(n_elec_pairs)
     for q in range(n_elec_pairs):
         wb_out[q] = elec_w[q] * b_out[elec_idx[q]]
         wb_in[q] = elec_w[q] / b_out[elec_idx[q]]
-    nbr_weight = np.zeros(pair_w.shape)
-    for i in range(n):
-        for p in range(n_nbr[i]):
-            nbr_weight[i, p] = readout_weight[nbr[i, p]]
     # initial occupation: a hole on every site below the mean electrode level
     level = mu.mean()
     occ = np.zeros(n, dtype=np.uint8)
@@ -494,14 +490,14 @@ def _simulate_point(
 def _simulate_one(
     b, site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
-    readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
+    readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
     seeds, elec_current, occupation, stats,
 ):  # fmt: skip
     """Simulate operating point ``b`` of the batch, without the GIL."""
     _simulate_point(
         site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
         pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
-        readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
+        readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
         seeds[b], elec_current[b], occupation[b], stats[b],
     )  # fmt: skip
 
@@ -509,7 +505,7 @@ def _simulate_one(
 def simulate_batch(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
-    readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
+    readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
     seeds, elec_current, occupation, stats, n_threads=1,
 ):  # fmt: skip
     """Simulate a batch of operating points on ``n_threads`` threads, each taking the next point when free.
@@ -536,6 +532,7 @@ def simulate_batch(
     elec_ptr, elec_idx, elec_w : CSR site-electrode neighbours and rate prefactor 1/s.
     readout : index of the readout electrode.
     readout_weight : (N,) the readout's weighting potential at each site (1 V on the readout, 0 V on the others).
+    nbr_weight : (N, K) ``readout_weight[nbr]``, the same in the compact neighbour rows.
     ramo_shockley : the readout current from the Ramo-Shockley flux (True) or from counting (False).
     equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol :
         accuracy control (abs_tol in holes/s).
@@ -553,7 +550,7 @@ def simulate_batch(
     arguments = (
         site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
         pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
-        readout, readout_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
+        readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
         seeds, elec_current, occupation, stats,
     )  # fmt: skip
     workers = max(1, min(int(n_threads), batch))
