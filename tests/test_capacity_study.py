@@ -6,16 +6,19 @@ import torch
 from inmaterio.config import validate_config
 from inmaterio.devices.registry import AnalyticDeviceConfig
 from inmaterio.errors import ConfigError
+from inmaterio.nn import DNPU, processor_swapped
 from inmaterio.studies.capacity_trial import (
     CapacitySettings,
     CapacityTrial,
     DecisionNode,
     LogisticFeatures,
+    _found_on_device,
+    _selected,
     anneal_schedule,
     capacity_trial,
     train_classifiers,
 )
-from inmaterio.studies.common import DeviceChoice
+from inmaterio.studies.common import DeviceChoice, device_processor, surrogate_processor
 from inmaterio.tasks.capacity import labellings
 from inmaterio.tasks.config import CAPACITY_POINTS
 
@@ -72,6 +75,31 @@ def test_annealed_dnpu_validates_on_a_device():
     assert r["attempts"][0]["trained"] == 16
     assert sum(a["found_on_device"] for a in r["attempts"]) == r["found"] <= 16
     assert r["fraction"] == r["found"] / 16
+
+
+def test_device_measurement_stops_at_each_classifiers_first_error():
+    """Found on the device means every point right, so each classifier is measured point by point up to its
+    first error: the verdicts are those of measuring every point at once, and the operating points spent
+    are, per classifier, the index of its first error + 1 (N when it has none)."""
+    trial = CapacityTrial(model="dnpu_annealed", n_points=6, seed=0, device=ANALYTIC)
+    settings = trial.settings
+    processor = surrogate_processor(trial.surrogate)
+    device = device_processor(trial.device, processor)
+    x = torch.tensor(CAPACITY_POINTS[:6], dtype=torch.float32)
+    labels = labellings(6)
+    layer = DNPU(processor, len(labels), settings.input_electrodes, settings.data_range, seed=3)
+    decision, _ = train_classifiers(layer, x, labels, epochs=60)
+    measure = torch.arange(len(labels)) % 5 != 0  # some classifiers are not measured at all
+    found, points = _found_on_device(trial, 0, layer, decision, measure, x, labels, device)
+
+    sub, node = _selected(layer, decision, measure, settings.input_electrodes, settings.data_range)
+    with torch.no_grad(), processor_swapped(sub, device):
+        right = ((node(sub(x)) > 0) == labels[measure].T.bool()).T  # (measured, N), every point measured
+    assert found[~measure].sum() == 0
+    assert found[measure].tolist() == (right.float().mean(dim=1) > 1 - 0.5 / 6).tolist()
+    first_error = torch.where(right.all(dim=1), 5, (~right).int().argmax(dim=1))
+    assert points == int((first_error + 1).sum()) < 6 * int(measure.sum())
+    assert 0 < int(found.sum()) < int(measure.sum())  # the case is not trivial
 
 
 def test_unknown_model_and_untyped_specs_are_refused():

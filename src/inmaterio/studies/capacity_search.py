@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
+from inmaterio.denormals import flushed_denormals
 from inmaterio.errors import ConfigError
 from inmaterio.nn import DNPU
 from inmaterio.training.metrics import oriented_separation_na
@@ -172,7 +173,7 @@ def refine_margin(
 
     optimiser = torch.optim.Adam([layer.controls], lr=lr)
     steps = steps if bool(varying.any()) else 0
-    with layer.processor.noise_off():
+    with layer.processor.noise_off(), flushed_denormals():  # the log-sum-exp tails go subnormal
         with torch.no_grad():
             best_margin = hard(layer(x).T)
         best_controls = layer.controls.detach().clone()

@@ -13,7 +13,9 @@ batch, Adam (lr 0.03, betas (0.995, 0.999)), 1500 epochs. The feature models:
   starts at 1 and is multiplied by ``1 - (n + 1) / attempts`` after attempt
   ``n`` (so it reaches 0 at the last attempt); after every attempt the
   classifier is measured on the device and counts as found there when its
-  accuracy exceeds ``1 - 0.5 / N``; the next attempt trains only the
+  accuracy exceeds ``1 - 0.5 / N``, i.e. it classifies every point correctly
+  (the points are measured in order and a classifier's measurement stops
+  at its first error); the next attempt trains only the
   labellings not yet found (with ``device_prefilter`` only the classifiers
   the surrogate separates without error are measured, which makes the count
   a lower bound);
@@ -63,6 +65,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from inmaterio.config import StrictModel
+from inmaterio.denormals import flushed_denormals
 from inmaterio.errors import ConfigError
 from inmaterio.nn import DNPU
 from inmaterio.processors import Processor
@@ -229,7 +232,8 @@ def train_classifiers(
     """Train ``features`` + a decision node on ``x (N, 2)`` for ``labels (L, N)``; return the decision and accuracy ``(L,)``.
 
     Full batch, Adam (lr, betas (0.995, 0.999)), summed BCE; the DNPU
-    controls are kept in range (``constrain`` after every step). Accuracy is
+    controls are kept in range (``constrain`` after every step); subnormal
+    floats are flushed to zero (:func:`~inmaterio.denormals.flushed_denormals`). Accuracy is
     measured in eval mode (running statistics), without output noise.
     """
     decision = DecisionNode(labels.shape[0])
@@ -240,16 +244,17 @@ def train_classifiers(
     constrain = getattr(features, "constrain", None)
     features.train()
     decision.train()
-    for _ in range(epochs):
-        optimiser.zero_grad(set_to_none=True)
-        loss = bce(decision(features(x)), targets).mean(dim=0).sum()
-        if not torch.isfinite(loss):
-            raise ConfigError(f"the capacity training diverged (loss {float(loss)}); lower the learning rate")
-        loss.backward()
-        optimiser.step()
-        if constrain is not None:
-            with torch.no_grad():
-                constrain()
+    with flushed_denormals():  # the BCE of separated labellings saturates: its gradients go subnormal
+        for _ in range(epochs):
+            optimiser.zero_grad(set_to_none=True)
+            loss = bce(decision(features(x)), targets).mean(dim=0).sum()
+            if not torch.isfinite(loss):
+                raise ConfigError(f"the capacity training diverged (loss {float(loss)}); lower the learning rate")
+            loss.backward()
+            optimiser.step()
+            if constrain is not None:
+                with torch.no_grad():
+                    constrain()
     features.eval()
     decision.eval()
     with torch.no_grad():
@@ -350,24 +355,34 @@ def _selected(layer: DNPU, decision: DecisionNode, keep: torch.Tensor, electrode
 def _found_on_device(
     trial: CapacityTrial, attempt: int, layer: DNPU, decision: DecisionNode, measure: torch.Tensor, x: torch.Tensor,
     labels: torch.Tensor, device: Processor,
-) -> torch.Tensor:  # fmt: skip
-    """``(L,)`` bool: the classifiers ``measure (L,) bool`` of ``layer`` + ``decision`` (for ``labels (L, N)``)
-    that classify the N points on ``device`` with accuracy > ``1 - 0.5 / N`` (the decision rule unchanged).
+) -> tuple[torch.Tensor, int]:  # fmt: skip
+    """The classifiers ``measure (L,) bool`` of ``layer`` + ``decision`` (for ``labels (L, N)``) that classify
+    the N points on ``device`` with accuracy > ``1 - 0.5 / N`` (the decision rule unchanged), and how many
+    operating points that took.
 
-    The measurements of one attempt are keyed by ``("capacity_study", model, N, seed, attempt)``.
+    Accuracy > ``1 - 0.5 / N`` means no error, so the points are measured one at a time, in their order,
+    each only for the classifiers that classified every point before it correctly: a classifier's
+    measurement stops at its first error, as it would in the lab, and the verdicts are those of measuring
+    every point. Returns ``(found (L,) bool, operating points measured)``. The measurements of one
+    attempt are keyed by ``("capacity_study", model, N, seed, attempt)``, the k-th point by call k.
     """
     from inmaterio.nn import processor_swapped
 
-    ok = torch.zeros_like(measure)
-    if measure.any():
-        settings = trial.settings
-        sub, node = _selected(layer, decision, measure, settings.input_electrodes, settings.data_range)
-        keys = ("capacity_study", trial.model, trial.n_points, trial.seed, attempt)
-        with torch.no_grad(), processor_swapped(sub, device), device.device.random_streams(*keys):
-            measured = node(sub(x)) > 0  # (N, measured)
-        device_acc = (measured == labels[measure].T.bool()).float().mean(dim=0)
-        ok[measure] = device_acc > 1.0 - 0.5 / x.shape[0]
-    return ok
+    settings = trial.settings
+    alive = measure.clone()
+    measured_points = 0
+    keys = ("capacity_study", trial.model, trial.n_points, trial.seed, attempt)
+    with torch.no_grad(), device.device.random_streams(*keys):
+        for k in range(x.shape[0]):
+            if not alive.any():
+                break
+            index = alive.nonzero().flatten()
+            sub, node = _selected(layer, decision, alive, settings.input_electrodes, settings.data_range)
+            with processor_swapped(sub, device):
+                high = node(sub(x[k : k + 1]))[0] > 0  # (alive,)
+            alive[index[high != labels[index, k].bool()]] = False
+            measured_points += len(index)
+    return alive, measured_points
 
 
 def _annealed(trial: CapacityTrial, processor, device, x: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -388,11 +403,11 @@ def _annealed(trial: CapacityTrial, processor, device, x: torch.Tensor, labels: 
         decision, acc = train_classifiers(layer, x, labels[pending], epochs=settings.epochs, lr=settings.learning_rate)
         surrogate_found[pending[acc == 1.0]] = True
         measure = acc == 1.0 if settings.device_prefilter else torch.ones_like(acc, dtype=torch.bool)
-        ok = _found_on_device(trial, attempt, layer, decision, measure, x, labels[pending], device)
+        ok, points = _found_on_device(trial, attempt, layer, decision, measure, x, labels[pending], device)
         device_found[pending[ok]] = True
         history.append({
             "attempt": attempt, "noise_variance_factor": factor, "trained": len(pending),
-            "measured_on_device": int(measure.sum()), "found_on_device": int(ok.sum()),
+            "measured_on_device": int(measure.sum()), "found_on_device": int(ok.sum()), "operating_points": points,
         })  # fmt: skip
         pending = pending[~ok]
     processor.set_noise(0.0)
@@ -434,13 +449,16 @@ def _searched(trial: CapacityTrial, processor, device, x: torch.Tensor, labels: 
         margin_na[pending] = torch.maximum(margin_na[pending], margin)
         with torch.no_grad(), processor.noise_off():
             decision = DecisionNode.from_threshold(*gap_threshold(layer(x), labels[pending], high_class))
+        entry = {"attempt": attempt, "tried": len(pending)}
         if device is None:
             ok = margin > 0
         else:
             everything = torch.ones(len(pending), dtype=torch.bool)
-            ok = _found_on_device(trial, attempt, layer, decision, everything, x, labels[pending], device)
+            ok, entry["operating_points"] = _found_on_device(
+                trial, attempt, layer, decision, everything, x, labels[pending], device
+            )
         found[pending[ok]] = True
-        history.append({"attempt": attempt, "tried": len(pending), "found": int(ok.sum())})
+        history.append(entry | {"found": int(ok.sum())})
         pending = pending[~ok]
     rmse = processor.info.noise_na
     result = {
