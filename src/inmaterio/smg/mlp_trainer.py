@@ -15,7 +15,10 @@ module does the same maths with none of that:
   place, the backward pass computes ``dL/dW = g^T h``, ``dL/db = sum(g)``,
   ``dL/dh = g W`` with ``out=`` and multiplies by the activation's
   derivative written from the layer's OUTPUT (ReLU, tanh, ELU and leaky
-  ReLU all have one), so no pre-activation is kept.
+  ReLU all have one), so no pre-activation is kept;
+- subnormal floats are flushed to zero (the weights of units that die
+  decay towards zero, and their subnormal products slow every matrix
+  product on x86 CPUs; :mod:`inmaterio.denormals`).
 
 The loss is the mean squared error of a batch, ``L = mean((mlp(x) - y)^2)``
 with gradient ``2 (mlp(x) - y) / B``; Adam is PyTorch's (the same fused
@@ -30,6 +33,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from inmaterio.denormals import flushed_denormals
 
 __all__ = ["MLPTrainer"]
 
@@ -172,7 +177,7 @@ class MLPTrainer:
         batch = len(x)
         outs, g, g_t = self._views_for(batch)
         last = len(self._weights) - 1
-        with torch.no_grad():
+        with torch.no_grad(), flushed_denormals():
             inputs = x
             for i in range(last + 1):
                 torch.addmm(self._biases[i], inputs, self._weights_t[i], out=outs[i])

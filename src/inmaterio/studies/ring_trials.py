@@ -36,6 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from inmaterio.config import StrictModel
+from inmaterio.denormals import flushed_denormals
 from inmaterio.errors import ConfigError
 from inmaterio.nn import DNPU, dnpu_layers, processor_swapped
 from inmaterio.nn.layers import single_dnpu, two_two_one
@@ -223,13 +224,14 @@ def ring_trials(group: RingGroup) -> dict[str, Any]:
         optimiser = torch.optim.Adam(nets.parameters(), lr=training.learning_rate)
         layers = list(nets.layers)
         processor.bfloat16 = training.bfloat16  # training only; evaluation below in float32
-        for _ in range(training.epochs):
-            optimiser.zero_grad(set_to_none=True)
-            loss = fisher(nets(x_train).T, y_train).sum() + sum(layer.regularizer() for layer in layers)
-            loss.backward()
-            optimiser.step()
-            for layer in layers:
-                layer.constrain()
+        with flushed_denormals():
+            for _ in range(training.epochs):
+                optimiser.zero_grad(set_to_none=True)
+                loss = fisher(nets(x_train).T, y_train).sum() + sum(layer.regularizer() for layer in layers)
+                loss.backward()
+                optimiser.step()
+                for layer in layers:
+                    layer.constrain()
         processor.bfloat16 = False
         nets.eval()
         with torch.no_grad(), processor.noise_off():

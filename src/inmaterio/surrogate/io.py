@@ -534,22 +534,10 @@ def load_surrogate(path: str | Path) -> SurrogateModel:
             "come from different saves (an interrupted overwrite or a hand-edited file)"
         )
     model = SurrogateModel(info, hidden, activation)
-    model.load_state_dict({key: _normal_float32(tensors[key]) for key in model.state_dict()})
+    model.load_state_dict({key: tensors[key].to(torch.float32) for key in model.state_dict()})
     check_plausible(model, weights_path)
     model.metadata = document["metadata"]
     return model
-
-
-def _normal_float32(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` as float32 with its subnormal entries (nonzero, below 1.2e-38 in magnitude) set to 0.
-
-    Trained networks keep such weights on units that died and decayed; they
-    change no output (a product with one is lost when added to any normal
-    number) but make every matrix product that reads them many times slower
-    on x86 CPUs.
-    """
-    tensor = tensor.to(torch.float32)
-    return torch.where(tensor.abs() < torch.finfo(torch.float32).tiny, 0.0, tensor)
 
 
 # --- brains-py import ---------------------------------------------------------------------------
@@ -746,7 +734,7 @@ def load_brainspy_checkpoint(path: str | Path) -> SurrogateModel:
     architecture = {"hidden_sizes": list(hidden), "activation": activation, "n_inputs": n}
     _check_tensors(tensors, n, hidden, architecture, path)
     model = SurrogateModel(device_info, hidden, activation)
-    model.load_state_dict({key: _normal_float32(tensors[key]) for key in model.state_dict()})
+    model.load_state_dict({key: tensors[key].to(torch.float32) for key in model.state_dict()})
     check_plausible(model, path)
     return model
 

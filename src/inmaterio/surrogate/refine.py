@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from inmaterio.denormals import flushed_denormals
 from inmaterio.errors import ConfigError
 from inmaterio.surrogate.model import SurrogateModel
 
@@ -134,7 +135,7 @@ def fine_tune(
         anchor_target = original(anchors)
         before = _rmse(original(v[held]), i[held]) if n_held else float("nan")
     optimiser = torch.optim.Adam(refined.parameters(), lr=learning_rate)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), flushed_denormals():
         torch.manual_seed(seed)
         for _ in range(epochs):
             optimiser.zero_grad()

@@ -94,6 +94,7 @@ from torch import Tensor, nn
 
 from inmaterio.checkpoints import CheckpointWriter, history_of, pack_tensors, unpack_tensors
 from inmaterio.config import StrictModel
+from inmaterio.denormals import flushed_denormals
 from inmaterio.errors import ConfigError, ModelFileError, TrainingDivergedError
 from inmaterio.progress import progress_bar
 from inmaterio.runs import CHECKPOINT_FILE, RunFolder, fingerprint_tensors, open_run, read_run
@@ -677,7 +678,7 @@ def _train(
                     xs, ys = x[perm], y[perm.to(y.device)]
                 else:
                     xs, ys = x, y
-                with torch.random.fork_rng(devices=cuda_devices):
+                with torch.random.fork_rng(devices=cuda_devices), flushed_denormals():
                     _seed_global_rng(epoch_seed, cuda_devices)
                     model.train()
                     objectives, batch_losses = [], []
