@@ -11,10 +11,17 @@ Measures, on the default HoppingDevice (200 acceptors, 3 donors, 8 electrodes):
    (biased: tens of empty acceptors) and at zero bias (a few empty ones);
 2. operating points per second at a given relative error (the simulation runs
    blocks until the standard error falls below rel_tolerance * |I|; points
-   stop at different times and each thread takes the next point when free),
-   the parallel efficiency of that on all cores against one core on the same
-   points, and the rate with the fixed 25,000 hops per point used for the
-   bundled surrogate's data.
+   stop at different times, and after every point's first blocks the threads
+   advance the points with the most blocks left), the parallel efficiency of
+   that on all cores against one core on the same points, for a batch of 8
+   and of 32 points per core and for one of 16 per core ending on its
+   longest point (the order in which a batch that ran points in turn would
+   leave a core idle longest), and the rate with the fixed 25,000 hops per
+   point used for the bundled surrogate's data;
+3. the machine's own ceiling on parallel efficiency: one single-threaded
+   process alone against as many at once as there are cores, each running the
+   same fixed work. A batch on all cores cannot beat this, and the ratio of
+   the measured efficiency to it is what the scheduling reaches.
 
 Every measurement is made with both estimators of the readout current
 (``current_estimator``: holes counted, or the expected Ramo-Shockley flux)
@@ -28,6 +35,8 @@ PyPI, so no ratio to it is printed; the targets (hops/s per core, points/s at
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import numba
@@ -60,13 +69,18 @@ def rates(elapsed: float, res) -> tuple[float, float, float]:
     return len(res.hops) / elapsed, float(np.median(rel)), float(np.mean(res.hops))
 
 
-def tolerance_run(rel_tolerance: float, n_points: int, threads: int, estimator: str):
-    """Wall seconds and the result of measuring ``n_points`` random points to ``rel_tolerance`` (at most 1e6 hops each)."""
+def tolerance_run(rel_tolerance: float, n_points: int, threads: int, estimator: str, order: np.ndarray | None = None):
+    """Wall seconds and the result of measuring ``n_points`` random points to ``rel_tolerance`` (at most 1e6 hops each).
+
+    ``order``: which of the points to measure, in which order (default all, as drawn).
+    """
     dev = HoppingDevice(
         n_threads=threads, equilibration_hops=5000, block_hops=5000, min_blocks=4, max_blocks=200,
         rel_tolerance=rel_tolerance, abs_tolerance_na=1e-6, current_estimator=estimator,
     )  # fmt: skip
     v = random_points(n_points, 1)
+    if order is not None:
+        v = v[order]
     start = time.perf_counter()
     res = dev.simulate(v)
     return time.perf_counter() - start, res
@@ -80,6 +94,37 @@ def dataset_setting(n_points: int, threads: int, estimator: str) -> tuple[float,
     start = time.perf_counter()
     res = dev.simulate(random_points(n_points, 2))
     return n_points / (time.perf_counter() - start), float(np.sqrt(np.mean(res.stderr_na**2)))
+
+
+_FIXED_WORK = """
+import sys, time
+import numpy as np
+from inmaterio.devices.hopping import HoppingDevice
+dev = HoppingDevice(n_threads=1, equilibration_hops=20000, block_hops=20000, min_blocks=40, max_blocks=40,
+                    current_estimator=sys.argv[1])
+v = np.random.default_rng(5).uniform(-1.2, 0.6, (1, 7))
+dev.simulate(v * 0.0)  # compile / load the cache
+while time.time() < float(sys.argv[2]):  # every process starts the measured work at the same moment
+    time.sleep(0.001)
+start = time.perf_counter()
+dev.simulate(v)
+print(time.perf_counter() - start)
+"""
+
+
+def machine_ceiling(processes: int, estimator: str) -> float:
+    """Seconds of one process alone over the mean seconds of ``processes`` at once, each with the same fixed work."""
+
+    def run(count: int) -> list[float]:
+        go = time.time() + 8.0  # after every process has imported and warmed up
+        procs = [
+            subprocess.Popen([sys.executable, "-c", _FIXED_WORK, estimator, str(go)], stdout=subprocess.PIPE, text=True)
+            for _ in range(count)
+        ]
+        return [float(p.communicate()[0]) for p in procs]
+
+    alone = run(1)[0]
+    return alone / float(np.mean(run(processes)))
 
 
 def main() -> None:
@@ -109,6 +154,26 @@ def main() -> None:
         row(
             "operating points/s at 2% relative error, 1 core, the same points",
             f"{single:.2f} (parallel efficiency {pps / single / cores:.0%})",
+        )
+        elapsed, res = tolerance_run(0.02, 32 * cores, cores, est)
+        many, _, _ = rates(elapsed, res)
+        many_single, _, _ = rates(*tolerance_run(0.02, 32 * cores, 1, est))
+        row(
+            f"operating points/s at 2% relative error, {32 * cores} points, {cores} cores / 1 core",
+            f"{many:.2f} / {many_single:.2f} (parallel efficiency {many / many_single / cores:.0%})",
+        )
+        # a batch that ends on its longest point: the cheapest 16 per core, then the costliest
+        cheap_first = np.argsort(res.hops, kind="stable")
+        order = np.concatenate([cheap_first[: 16 * cores - 1], cheap_first[-1:]])
+        ends, _, _ = rates(*tolerance_run(0.02, 32 * cores, cores, est, order))
+        ends_single, _, _ = rates(*tolerance_run(0.02, 32 * cores, 1, est, order))
+        row(
+            f"the same, {16 * cores} points ending on the longest, {cores} cores / 1 core",
+            f"{ends:.2f} / {ends_single:.2f} (parallel efficiency {ends / ends_single / cores:.0%})",
+        )
+        row(
+            f"the machine's ceiling: {cores} single-thread processes at once vs one alone, same fixed work",
+            f"{machine_ceiling(cores, est):.0%}",
         )
         pps, noise = dataset_setting(40 * cores, cores, est)
         row(

@@ -438,3 +438,55 @@ def test_fermi_dirac_occupation_precise():
     deviation, _ = fermi_dirac_deviation(block_hops=1000000)
     assert deviation.mean() < 0.01
     assert deviation.max() < 0.08
+
+
+# ----------------------------------------------------------------------------- resumable chains and scheduling
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_chains_paused_after_every_block_give_the_same_results(monkeypatch, threads):
+    """A point's stopping rule is checked after every block, so cutting its chain into slices changes nothing."""
+    kw = dict(equilibration_hops=1000, block_hops=1000, min_blocks=2, max_blocks=12, rel_tolerance=0.05, abs_tolerance_na=1e-6)
+    v = np.random.default_rng(3).uniform(-1.2, 0.6, (7, 7))
+    v[5] = 0.0  # near zero current: runs to max_blocks
+    whole = HoppingDevice(n_threads=1, **kw).simulate(v)
+    monkeypatch.setattr(kmc, "SLICE_HOPS", 1)  # one block per slice
+    monkeypatch.setattr(kmc, "WINDOW_PER_THREAD", 1)  # few chains held: points wait for a free place
+    sliced = HoppingDevice(n_threads=threads, **kw).simulate(v)
+    assert whole.hops[5] == 1000 * 13, "the zero-bias point should run to max_blocks"
+    for field in ("current_na", "stderr_na", "electrode_current_na", "occupation", "hops", "simulated_time_s"):
+        np.testing.assert_array_equal(getattr(whole, field), getattr(sliced, field), err_msg=field)
+
+
+def test_after_the_first_blocks_the_point_with_the_most_work_left_runs_first(monkeypatch):
+    calls = []
+    advance = kmc._simulate_one
+
+    def logged(b, slot, blocks, *args):
+        calls.append((b, blocks))
+        advance(b, slot, blocks, *args)
+
+    monkeypatch.setattr(kmc, "_simulate_one", logged)
+    monkeypatch.setattr(kmc, "SLICE_HOPS", 1000)  # slices of one block
+    kw = dict(equilibration_hops=1000, block_hops=1000, min_blocks=3, max_blocks=12, rel_tolerance=0.2, abs_tolerance_na=1e-6)
+    v = np.random.default_rng(3).uniform(-1.2, 0.6, (4, 7))
+    v[3] = 0.0  # last in the batch, and the one with the most blocks to go
+    result = HoppingDevice(n_threads=1, **kw).simulate(v)
+    assert calls[:4] == [(b, 3) for b in range(4)]  # every point's first blocks, in order
+    assert calls[4] == (3, 1)  # then the zero-bias point, the others having met the tolerance or nearly
+    assert result.hops[3] == 1000 * 13 and result.hops[:3].max() < 1000 * 13
+
+
+def test_blocks_left_follows_the_inverse_square_root_law():
+    """With standard error s after n blocks and target t, about n (s / t)^2 blocks are needed in all."""
+    slots = kmc._ChainSlots(1, n_sites=3, n_electrodes=2, max_blocks=100)
+    slot = slots.take()
+    slots.chain_i[slot, kmc._BLOCKS] = 4
+    slots.block_means[slot, :4] = [9.0, 11.0, 9.0, 11.0]  # mean 10, standard error sqrt(4/3/4) = 0.577
+    slots.chain_f[slot, kmc._ALL_CHARGE] = 40.0
+    slots.chain_f[slot, kmc._ALL_TIME] = 4.0
+    stderr = np.sqrt(4.0 / 3.0 / 4.0)
+    left = slots.blocks_left(slot, min_blocks=2, max_blocks=100, rel_tol=0.02, abs_tol=0.0)
+    assert left == pytest.approx(4 * (stderr / 0.2) ** 2 - 4)
+    assert slots.blocks_left(slot, min_blocks=2, max_blocks=20, rel_tol=0.02, abs_tol=0.0) == 16  # capped
+    assert slots.blocks_left(slot, min_blocks=2, max_blocks=100, rel_tol=0.1, abs_tol=0.0) == 0  # already met

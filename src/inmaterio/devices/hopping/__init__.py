@@ -55,9 +55,12 @@ Simulation
     devices of many sites such as the default one the second varies less
     from block to block, so a point meets a tolerance in fewer hops (on a
     device of a few sites it need not), while each hop costs more (it scores
-    every ``kmc.RAMO_SHOCKLEY_STRIDE``-th state with a pass over all its pairs). Batches of operating points run in parallel threads, each
-    taking the next point when free and each with its own random stream
-    seeded from ``(seed, the call's stream key, the
+    every ``kmc.RAMO_SHOCKLEY_STRIDE``-th state with a pass over all its pairs).
+    Batches of operating points run in parallel threads; a point's chain can
+    be paused between blocks, so after every point's first blocks the
+    threads advance the points expected to need the most blocks still, and
+    long points do not leave a core idle at the end of a batch. Each point
+    has its own random stream, seeded from ``(seed, the call's stream key, the
     batch's voltages, the point's index in the batch)``; the stream key names
     what the call serves (:meth:`~inmaterio.devices.base.Device.random_streams`).
     Two devices made with the same seed (or rebuilt from one description)

@@ -78,7 +78,7 @@ do not depend on thread scheduling.
 
 from __future__ import annotations
 
-import itertools
+import heapq
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
@@ -233,18 +233,40 @@ def _hop_update(k_row_plus, k_row_minus, am, aim, ecoul, iecoul, n):
             aim[k] *= ecoul[k_row_minus, k]
 
 
+_STARTED, _VISITS, _HOPS, _BLOCKS, _AVERAGING, _FRESH, _N_OCC, _DONE = range(8)
+_CHAIN_INTS = 8
+_TIME, _ALL_CHARGE, _ALL_TIME = range(3)
+_CHAIN_FLOATS = 3
+
+
 @njit(cache=True, fastmath=True)
-def _simulate_point(
+def _advance_point(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
     readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
-    seed, out_elec_current, out_occupation, out_stats,
+    seed, block_limit, saved_occ, saved_lists, saved_count, saved_times, block_means, chain_f, chain_i, saved_rng,
+    out_elec_current, out_occupation, out_stats,
 ):  # fmt: skip
+    """Advance the chain of one operating point by at most ``block_limit`` averaging blocks.
+
+    The chain's state is kept between calls in the arrays passed in (its
+    slot of a :class:`_ChainSlots`): ``saved_occ`` (N,) occupation,
+    ``saved_lists`` (3, N) the occupied and empty lists and each site's
+    position, ``saved_count`` (M,) holes counted into each electrode,
+    ``saved_times`` (2, N) occupied time and time of the last change,
+    ``block_means`` (max_blocks,), ``chain_f`` / ``chain_i`` the scalars
+    (indices ``_TIME``... / ``_STARTED``...) and ``saved_rng`` (1,) the
+    random state. The hops work on private copies, written back at the end:
+    threads advancing neighbouring slots then share no cache line. A chain not yet started
+    (``chain_i[_STARTED] == 0``) starts from ``seed`` and first runs its
+    equilibration. The stopping rule is checked after every block, as in
+    one uninterrupted run, so how the blocks are split into calls changes
+    nothing; when the point stops (``chain_i[_DONE] = 1``) its results are
+    written to the outputs. Returns nothing.
+    """
     n = site_energy.shape[0]
     m = mu.shape[0]
     n_elec_pairs = elec_ptr[n]
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = seed
     # site of every site-electrode pair, and the cumulative prefactors that a proposal searches
     elec_site = np.empty(n_elec_pairs, dtype=np.int64)
     for i in range(n):
@@ -266,48 +288,65 @@ def _simulate_point(
     for q in range(n_elec_pairs):
         wb_out[q] = elec_w[q] * b_out[elec_idx[q]]
         wb_in[q] = elec_w[q] / b_out[elec_idx[q]]
-    # initial occupation: a hole on every site below the mean electrode level
-    level = mu.mean()
-    occ = np.zeros(n, dtype=np.uint8)
-    n_occ = 0
-    for i in range(n):
-        if site_energy[i] < level:
-            occ[i] = 1
-            n_occ += 1
-    # compact lists of occupied and empty sites, and each site's position in its list
-    occ_list = np.empty(n, dtype=np.int64)
-    empty_list = np.empty(n, dtype=np.int64)
-    position = np.empty(n, dtype=np.int64)
-    n_empty = 0
-    k_occ = 0
-    for i in range(n):
-        if occ[i]:
-            occ_list[k_occ] = i
-            position[i] = k_occ
-            k_occ += 1
-        else:
-            empty_list[n_empty] = i
-            position[i] = n_empty
-            n_empty += 1
+    occ = saved_occ.copy()
+    site_lists = saved_lists.copy()
+    occ_list = site_lists[0]  # compact lists of occupied and empty sites, and each site's position in its list
+    empty_list = site_lists[1]
+    position = site_lists[2]
+    site_times = saved_times.copy()
+    occ_time = site_times[0]
+    last_change = site_times[1]
+    count = saved_count.copy()
+    state = saved_rng.copy()
+    if chain_i[_STARTED] == 0:
+        state[0] = seed
+        # initial occupation: a hole on every site below the mean electrode level
+        level = mu.mean()
+        n_occ = 0
+        n_empty = 0
+        for i in range(n):
+            occ_time[i] = 0.0
+            last_change[i] = 0.0
+            if site_energy[i] < level:
+                occ[i] = 1
+                occ_list[n_occ] = i
+                position[i] = n_occ
+                n_occ += 1
+            else:
+                occ[i] = 0
+                empty_list[n_empty] = i
+                position[i] = n_empty
+                n_empty += 1
+        for e in range(m):
+            count[e] = 0.0
+        t = 0.0
+        fresh = True  # the chain has entered a state that the Ramo-Shockley estimator has not yet counted
+        visits = 0
+        total_hops = 0
+        n_blocks = 0
+        averaging = False
+        all_charge = 0.0
+        all_time = 0.0
+        chain_i[_STARTED] = 1
+    else:
+        n_occ = chain_i[_N_OCC]
+        t = chain_f[_TIME]
+        fresh = chain_i[_FRESH] != 0
+        visits = chain_i[_VISITS]
+        total_hops = chain_i[_HOPS]
+        n_blocks = chain_i[_BLOCKS]
+        averaging = chain_i[_AVERAGING] != 0
+        all_charge = chain_f[_ALL_CHARGE]
+        all_time = chain_f[_ALL_TIME]
     am = np.zeros(n)
     aim = np.zeros(n)
     w_occ = np.zeros(n)
     w_emp = np.zeros(n)
-    count = np.zeros(m)
-    occ_time = np.zeros(n)
-    last_change = np.zeros(n)
-    block_means = np.zeros(max_blocks)
-    t = 0.0
-    fresh = True  # the chain has entered a state that the Ramo-Shockley estimator has not yet counted
-    visits = 0
-    total_hops = 0
-    n_blocks = 0
-    averaging = False
     block_charge = 0.0
     block_time = 0.0
-    all_charge = 0.0
-    all_time = 0.0
-    hops_left = equilibration_hops
+    blocks_run = 0
+    done = False
+    hops_left = block_hops if averaging else equilibration_hops
     while True:
         # (re)synchronise the Boltzmann factors and the prefactor sums from the occupation (removes rounding drift)
         for i in range(n):
@@ -446,6 +485,7 @@ def _simulate_point(
                 _hop_update(plus, minus, am, aim, ecoul, iecoul, n)
         total_hops += hops_done
         if out_stats[4] != 0.0:
+            done = True
             break
         if not averaging:
             averaging = True
@@ -460,6 +500,7 @@ def _simulate_point(
         block_charge = 0.0
         block_time = 0.0
         n_blocks += 1
+        blocks_run += 1
         if n_blocks >= min_blocks:
             mean = all_charge / all_time
             var = 0.0
@@ -467,7 +508,27 @@ def _simulate_point(
                 var += (block_means[b] - mean) ** 2
             stderr = np.sqrt(var / (n_blocks - 1) / n_blocks)
             if stderr <= abs_tol or stderr <= rel_tol * abs(mean) or n_blocks >= max_blocks:
+                done = True
                 break
+        if blocks_run >= block_limit:
+            break
+    chain_i[_N_OCC] = n_occ
+    chain_f[_TIME] = t
+    chain_i[_FRESH] = 1 if fresh else 0
+    chain_i[_VISITS] = visits
+    chain_i[_HOPS] = total_hops
+    chain_i[_BLOCKS] = n_blocks
+    chain_i[_AVERAGING] = 1 if averaging else 0
+    chain_f[_ALL_CHARGE] = all_charge
+    chain_f[_ALL_TIME] = all_time
+    chain_i[_DONE] = 1 if done else 0
+    if not done:
+        saved_occ[:] = occ
+        saved_lists[:] = site_lists
+        saved_times[:] = site_times
+        saved_count[:] = count
+        saved_rng[:] = state
+        return
     # outputs
     if all_time > 0.0:
         mean = all_charge / all_time
@@ -488,18 +549,61 @@ def _simulate_point(
 
 @njit(nogil=True, cache=True)
 def _simulate_one(
-    b, site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
+    b, slot, block_limit, site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
     readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
-    seeds, elec_current, occupation, stats,
+    seeds, occ, site_lists, count, site_times, block_means, chain_f, chain_i, rng, elec_current, occupation, stats,
 ):  # fmt: skip
-    """Simulate operating point ``b`` of the batch, without the GIL."""
-    _simulate_point(
+    """Advance operating point ``b`` of the batch, whose chain is held in ``slot``, without the GIL."""
+    _advance_point(
         site_energy[b], mu[b], e_ref[b], beta, coul, ecoul, iecoul, use_coulomb,
         pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
         readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
-        seeds[b], elec_current[b], occupation[b], stats[b],
+        seeds[b], block_limit, occ[slot], site_lists[slot], count[slot], site_times[slot], block_means[slot],
+        chain_f[slot], chain_i[slot], rng[slot], elec_current[b], occupation[b], stats[b],
     )  # fmt: skip
+
+
+SLICE_HOPS = 100_000
+"""Hops (about) that a thread runs on one operating point before it picks the point with the most work left."""
+
+WINDOW_PER_THREAD = 32
+"""Operating points whose chains are held at once, per thread (each holds a few arrays of the site count)."""
+
+
+class _ChainSlots:
+    """The states of the chains in progress: ``slots`` rows of every state array of :func:`_advance_point`."""
+
+    def __init__(self, slots: int, n_sites: int, n_electrodes: int, max_blocks: int) -> None:
+        self.occ = np.zeros((slots, n_sites), dtype=np.uint8)
+        self.site_lists = np.zeros((slots, 3, n_sites), dtype=np.int64)
+        self.count = np.zeros((slots, n_electrodes))
+        self.site_times = np.zeros((slots, 2, n_sites))
+        self.block_means = np.zeros((slots, max_blocks))
+        self.chain_f = np.zeros((slots, _CHAIN_FLOATS))
+        self.chain_i = np.zeros((slots, _CHAIN_INTS), dtype=np.int64)
+        self.rng = np.zeros((slots, 1), dtype=np.uint64)
+        self.free = list(range(slots - 1, -1, -1))
+
+    def arrays(self) -> tuple:
+        return (self.occ, self.site_lists, self.count, self.site_times, self.block_means, self.chain_f, self.chain_i, self.rng)
+
+    def take(self) -> int:
+        slot = self.free.pop()
+        self.chain_i[slot] = 0  # not started: the kernel initialises the rest
+        return slot
+
+    def blocks_left(self, slot: int, min_blocks: int, max_blocks: int, rel_tol: float, abs_tol: float) -> float:
+        """Blocks the chain in ``slot`` is expected to still need: the standard error falls as 1/sqrt(blocks)."""
+        n = int(self.chain_i[slot, _BLOCKS])
+        if n < 2 or self.chain_f[slot, _ALL_TIME] <= 0.0:
+            return float(max_blocks - n)
+        means = self.block_means[slot, :n]
+        mean = self.chain_f[slot, _ALL_CHARGE] / self.chain_f[slot, _ALL_TIME]
+        stderr = np.sqrt(((means - mean) ** 2).sum() / (n - 1) / n)
+        target = max(abs_tol, rel_tol * abs(mean))
+        needed = n * (stderr / target) ** 2 if target > 0.0 else float("inf")
+        return float(min(max(needed, min_blocks, n), max_blocks) - n)
 
 
 def simulate_batch(
@@ -508,14 +612,22 @@ def simulate_batch(
     readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
     seeds, elec_current, occupation, stats, n_threads=1,
 ):  # fmt: skip
-    """Simulate a batch of operating points on ``n_threads`` threads, each taking the next point when free.
+    """Simulate a batch of operating points on ``n_threads`` threads, the point with the most work left first.
 
     Points stop at different times (each runs blocks until its own standard
-    error meets the tolerance), so a static split of the batch leaves threads
-    idle; here every thread pulls one point at a time (the kernel releases the
-    GIL), and results do not depend on which thread ran a point (each has its
-    own random stream). An exception or Ctrl-C in the calling thread stops
-    every thread after its current point.
+    error meets the tolerance), and a point's chain runs on one thread at a
+    time, so a batch that ends on a long point leaves the other threads
+    idle. Chains are therefore resumable: each point first runs its
+    equilibration and ``min_blocks`` blocks; from then on a free thread takes
+    the point expected to need the most blocks still (from its standard
+    error so far, which falls as 1/sqrt(blocks)) and advances it by about
+    :data:`SLICE_HOPS` hops, then puts it back. Long points start early and
+    the threads finish together. At most ``WINDOW_PER_THREAD * n_threads``
+    chains are held at once; a new point is started whenever a place is
+    free. Results do not depend on the threads or on the order: each point
+    has its own random stream, and its stopping rule is checked after every
+    block whatever the slices. An exception or Ctrl-C in the calling thread
+    stops every thread after its current slice (the kernel releases the GIL).
 
     Parameters
     ----------
@@ -546,30 +658,70 @@ def simulate_batch(
     stats : (B, 5) readout mean (holes/s) from the chosen estimator, its standard error, hops, simulated time (s),
         frozen flag.
     """
-    batch = site_energy.shape[0]
+    batch, n_sites = site_energy.shape
+    workers = max(1, min(int(n_threads), batch))
+    chains = _ChainSlots(min(batch, WINDOW_PER_THREAD * workers), n_sites, mu.shape[1], max_blocks)
     arguments = (
         site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
         pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
         readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
-        seeds, elec_current, occupation, stats,
+        seeds, *chains.arrays(), elec_current, occupation, stats,
     )  # fmt: skip
-    workers = max(1, min(int(n_threads), batch))
-    queue = itertools.count()  # next() is atomic under the GIL
+    slice_blocks = max(1, -(-SLICE_HOPS // max(int(block_hops), 1)))
+    waiting: list[tuple[float, int, int]] = []  # heap of (-blocks left, point, slot) of the chains between slices
+    started = 0
+    running = 0
+    lock = threading.Condition()
     stop = threading.Event()
 
+    def next_slice() -> tuple[int, int, int] | None:
+        """(point, slot, blocks) to run next, or None when the batch is done; called holding the lock."""
+        nonlocal started, running
+        while not stop.is_set():
+            if started < batch and chains.free:
+                started += 1
+                running += 1
+                return started - 1, chains.take(), min_blocks
+            if waiting:
+                _, b, slot = heapq.heappop(waiting)
+                running += 1
+                return b, slot, slice_blocks
+            if running == 0:
+                return None
+            lock.wait(0.05)  # the points in progress come back to the heap
+        return None
+
     def work() -> None:
-        while not stop.is_set() and (b := next(queue)) < batch:
-            _simulate_one(b, *arguments)
+        nonlocal running
+        while True:
+            with lock:
+                task = next_slice()
+            if task is None:
+                return
+            b, slot, blocks = task
+            try:
+                _simulate_one(b, slot, blocks, *arguments)
+            finally:
+                with lock:
+                    running -= 1
+                    if chains.chain_i[slot, _DONE]:
+                        chains.free.append(slot)
+                    else:
+                        left = chains.blocks_left(slot, min_blocks, max_blocks, rel_tol, abs_tol)
+                        heapq.heappush(waiting, (-left, b, slot))
+                    lock.notify_all()
 
     if workers == 1:
-        work()  # in this thread, one point per call: Ctrl-C is seen between points
+        work()  # in this thread, one slice per call: Ctrl-C is seen between slices
         return
     pool = ThreadPoolExecutor(workers)
     futures = [pool.submit(work) for _ in range(workers)]
     try:
         wait(futures, return_when=FIRST_EXCEPTION)
     finally:
-        stop.set()  # after Ctrl-C or an error the other threads finish their current point and stop
+        stop.set()  # after Ctrl-C or an error the other threads finish their current slice and stop
+        with lock:
+            lock.notify_all()
         pool.shutdown(wait=True)
     for future in futures:
         future.result()  # raises a thread's error
