@@ -490,3 +490,42 @@ def test_blocks_left_follows_the_inverse_square_root_law():
     assert left == pytest.approx(4 * (stderr / 0.2) ** 2 - 4)
     assert slots.blocks_left(slot, min_blocks=2, max_blocks=20, rel_tol=0.02, abs_tol=0.0) == 16  # capped
     assert slots.blocks_left(slot, min_blocks=2, max_blocks=100, rel_tol=0.1, abs_tol=0.0) == 0  # already met
+
+
+def _chain_after_blocks(slots, slot, block_means):
+    """Give the chain in ``slot`` these block means (unit block time), as if it had run them."""
+    n = len(block_means)
+    slots.chain_i[slot, kmc._BLOCKS] = n
+    slots.block_means[slot, :n] = block_means
+    slots.chain_f[slot, kmc._ALL_CHARGE] = float(np.sum(block_means))
+    slots.chain_f[slot, kmc._ALL_TIME] = float(n)
+
+
+def test_a_point_that_would_end_the_batch_runs_before_new_points():
+    # 6 points on 2 threads, 2 blocks at first (no equilibration), at most 100 blocks, 10 % relative error
+    slots = kmc._ChainSlots(6, n_sites=3, n_electrodes=2, max_blocks=100)
+    schedule = kmc._Schedule(6, 2, slots, 0, 1000, 2, 100, rel_tol=0.1, abs_tol=0.0)
+    b, slot, blocks = schedule.next()
+    assert (b, blocks) == (0, 2)
+    _chain_after_blocks(slots, slot, [5.0, 15.0])  # standard error 5: needs 2 * 5^2 = 50 blocks, 48 left
+    schedule.put_back(b, slot)
+    # 48 blocks left, times 2 threads = 96 > 48 + 5 new points * 2 blocks: it would end the batch, so it runs now
+    assert schedule.next() == (0, slot, schedule.slice_blocks)
+    schedule.put_back(0, slot)
+    # a point with little work left waits while new points remain
+    _chain_after_blocks(slots, slot, [9.0, 11.0, 9.0, 11.0])  # standard error 0.58: needs 4 * 0.58^2 = 1.3, i.e. 4
+    schedule.waiting = [(-slots.blocks_left(slot, 2, 100, 0.1, 0.0), 0, slot)]
+    assert schedule.next()[:1] == (1,)
+
+
+def test_the_schedule_runs_every_point_until_it_stops():
+    slots = kmc._ChainSlots(2, n_sites=3, n_electrodes=2, max_blocks=10)  # fewer places than points
+    schedule = kmc._Schedule(5, 1, slots, 0, 1000, 2, 10, rel_tol=0.1, abs_tol=0.0)
+    ran = []
+    while (task := schedule.next()) is not None:
+        b, slot, blocks = task
+        ran.append(b)
+        slots.chain_i[slot, kmc._DONE] = int(ran.count(b) == 2)  # every point stops at its second slice
+        _chain_after_blocks(slots, slot, [5.0, 15.0])
+        schedule.put_back(b, slot)
+    assert schedule.finished and sorted(ran) == sorted(2 * list(range(5)))

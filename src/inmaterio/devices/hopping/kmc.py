@@ -606,6 +606,62 @@ class _ChainSlots:
         return float(min(max(needed, min_blocks, n), max_blocks) - n)
 
 
+class _Schedule:
+    """Which operating point a free thread advances next, and by how many blocks (the caller holds a lock).
+
+    Every point first runs its equilibration and ``min_blocks`` blocks, which
+    tell how much more it needs; after that, the point with the most blocks
+    left runs next, by about :data:`SLICE_HOPS` hops. New points come first
+    while a place for their chain is free, unless the point with the most
+    blocks left is critical: its blocks left, times the threads, reach all
+    the work known to remain (the waiting chains and the first blocks of the
+    points not yet started), so it would end the batch unless started now.
+    """
+
+    def __init__(
+        self, batch: int, workers: int, chains: _ChainSlots, equilibration_hops: int, block_hops: int,
+        min_blocks: int, max_blocks: int, rel_tol: float, abs_tol: float,
+    ) -> None:  # fmt: skip
+        self.batch, self.workers, self.chains = batch, workers, chains
+        self.min_blocks, self.max_blocks, self.rel_tol, self.abs_tol = min_blocks, max_blocks, rel_tol, abs_tol
+        block_hops = max(int(block_hops), 1)
+        self.slice_blocks = max(1, -(-SLICE_HOPS // block_hops))
+        self.first_blocks = min_blocks + equilibration_hops / block_hops  # a new point's known work, in blocks
+        self.waiting: list[tuple[float, int, int]] = []  # heap of (-blocks left, point, slot) between slices
+        self.started = 0
+        self.running = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.started == self.batch and not self.waiting and self.running == 0
+
+    def critical(self) -> bool:
+        known = sum(-left for left, _, _ in self.waiting) + (self.batch - self.started) * self.first_blocks
+        return -self.waiting[0][0] * self.workers >= known
+
+    def next(self) -> tuple[int, int, int] | None:
+        """(point, slot, blocks) to advance next; None when nothing can run now (or the batch is finished)."""
+        new_point = self.started < self.batch and bool(self.chains.free)
+        if self.waiting and (not new_point or self.critical()):
+            _, b, slot = heapq.heappop(self.waiting)
+            self.running += 1
+            return b, slot, self.slice_blocks
+        if new_point:
+            self.started += 1
+            self.running += 1
+            return self.started - 1, self.chains.take(), self.min_blocks
+        return None
+
+    def put_back(self, b: int, slot: int) -> None:
+        """Point ``b`` (in ``slot``) ran its slice: free its place if it stopped, else queue it by blocks left."""
+        self.running -= 1
+        if self.chains.chain_i[slot, _DONE]:
+            self.chains.free.append(slot)
+        else:
+            left = self.chains.blocks_left(slot, self.min_blocks, self.max_blocks, self.rel_tol, self.abs_tol)
+            heapq.heappush(self.waiting, (-left, b, slot))
+
+
 def simulate_batch(
     site_energy, mu, e_ref, beta, coul, ecoul, iecoul, use_coulomb,
     pair_w, pair_wx, nbr, n_nbr, elec_ptr, elec_idx, elec_w,
@@ -621,8 +677,8 @@ def simulate_batch(
     equilibration and ``min_blocks`` blocks; from then on a free thread takes
     the point expected to need the most blocks still (from its standard
     error so far, which falls as 1/sqrt(blocks)) and advances it by about
-    :data:`SLICE_HOPS` hops, then puts it back. Long points start early and
-    the threads finish together. At most ``WINDOW_PER_THREAD * n_threads``
+    :data:`SLICE_HOPS` hops, then puts it back (the policy: :class:`_Schedule`).
+    Long points start early and the threads finish together. At most ``WINDOW_PER_THREAD * n_threads``
     chains are held at once; a new point is started whenever a place is
     free. Results do not depend on the threads or on the order: each point
     has its own random stream, and its stopping rule is checked after every
@@ -667,48 +723,23 @@ def simulate_batch(
         readout, readout_weight, nbr_weight, ramo_shockley, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol,
         seeds, *chains.arrays(), elec_current, occupation, stats,
     )  # fmt: skip
-    slice_blocks = max(1, -(-SLICE_HOPS // max(int(block_hops), 1)))
-    waiting: list[tuple[float, int, int]] = []  # heap of (-blocks left, point, slot) of the chains between slices
-    started = 0
-    running = 0
+    schedule = _Schedule(batch, workers, chains, equilibration_hops, block_hops, min_blocks, max_blocks, rel_tol, abs_tol)
     lock = threading.Condition()
     stop = threading.Event()
 
-    def next_slice() -> tuple[int, int, int] | None:
-        """(point, slot, blocks) to run next, or None when the batch is done; called holding the lock."""
-        nonlocal started, running
-        while not stop.is_set():
-            if started < batch and chains.free:
-                started += 1
-                running += 1
-                return started - 1, chains.take(), min_blocks
-            if waiting:
-                _, b, slot = heapq.heappop(waiting)
-                running += 1
-                return b, slot, slice_blocks
-            if running == 0:
-                return None
-            lock.wait(0.05)  # the points in progress come back to the heap
-        return None
-
     def work() -> None:
-        nonlocal running
         while True:
             with lock:
-                task = next_slice()
-            if task is None:
+                while (task := schedule.next()) is None and not schedule.finished and not stop.is_set():
+                    lock.wait(0.05)  # the points in progress come back to the heap
+            if task is None or stop.is_set():
                 return
             b, slot, blocks = task
             try:
                 _simulate_one(b, slot, blocks, *arguments)
             finally:
                 with lock:
-                    running -= 1
-                    if chains.chain_i[slot, _DONE]:
-                        chains.free.append(slot)
-                    else:
-                        left = chains.blocks_left(slot, min_blocks, max_blocks, rel_tol, abs_tol)
-                        heapq.heappush(waiting, (-left, b, slot))
+                    schedule.put_back(b, slot)
                     lock.notify_all()
 
     if workers == 1:
