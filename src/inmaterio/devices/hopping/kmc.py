@@ -81,6 +81,7 @@ from __future__ import annotations
 import heapq
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from statistics import NormalDist
 
 import numpy as np
 from numba import njit
@@ -571,6 +572,19 @@ WINDOW_PER_THREAD = 32
 """Operating points whose chains are held at once, per thread (each holds a few arrays of the site count)."""
 
 
+def _chi2_quantile(probability: float, dof: int) -> float:
+    """The ``probability`` quantile of chi-square with ``dof`` degrees of freedom (Wilson-Hilferty).
+
+    ``dof (1 - 2/(9 dof) + z sqrt(2/(9 dof)))^3`` with ``z`` the normal
+    quantile: within 2 % of the exact value from 3 degrees of freedom on at
+    the 10 % quantile (closer as they grow), enough to rank chains; no scipy
+    import on the way.
+    """
+    z = NormalDist().inv_cdf(probability)
+    a = 2.0 / (9.0 * dof)
+    return dof * max(1.0 - a + z * np.sqrt(a), 0.01) ** 3
+
+
 class _ChainSlots:
     """The states of the chains in progress: ``slots`` rows of every state array of :func:`_advance_point`."""
 
@@ -593,8 +607,19 @@ class _ChainSlots:
         self.chain_i[slot] = 0  # not started: the kernel initialises the rest
         return slot
 
-    def blocks_left(self, slot: int, min_blocks: int, max_blocks: int, rel_tol: float, abs_tol: float) -> float:
-        """Blocks the chain in ``slot`` is expected to still need: the standard error falls as 1/sqrt(blocks)."""
+    def blocks_left(
+        self, slot: int, min_blocks: int, max_blocks: int, rel_tol: float, abs_tol: float, confidence: float | None = 0.9
+    ) -> float:
+        """Blocks the chain in ``slot`` may still need, at the ``confidence`` upper bound of its variance.
+
+        The standard error falls as 1/sqrt(blocks), so ``n`` blocks with
+        standard error ``s`` against a target ``t`` need ``n (s / t)^2`` in
+        all. With few blocks ``s`` is itself uncertain (a few blocks can say a
+        point is nearly done when it is not, and that chain then runs alone at
+        the end of the batch), so the variance is taken at its upper bound
+        ``s^2 (n - 1) / chi2_{1 - confidence}(n - 1)`` (:func:`_chi2_quantile`);
+        ``confidence=None`` takes the estimate ``s^2`` itself (the expected need).
+        """
         n = int(self.chain_i[slot, _BLOCKS])
         if n < 2 or self.chain_f[slot, _ALL_TIME] <= 0.0:
             return float(max_blocks - n)
@@ -602,7 +627,8 @@ class _ChainSlots:
         mean = self.chain_f[slot, _ALL_CHARGE] / self.chain_f[slot, _ALL_TIME]
         stderr = np.sqrt(((means - mean) ** 2).sum() / (n - 1) / n)
         target = max(abs_tol, rel_tol * abs(mean))
-        needed = n * (stderr / target) ** 2 if target > 0.0 else float("inf")
+        inflation = 1.0 if confidence is None else (n - 1) / _chi2_quantile(1.0 - confidence, n - 1)
+        needed = n * (stderr / target) ** 2 * inflation if target > 0.0 else float("inf")
         return float(min(max(needed, min_blocks, n), max_blocks) - n)
 
 
@@ -610,12 +636,14 @@ class _Schedule:
     """Which operating point a free thread advances next, and by how many blocks (the caller holds a lock).
 
     Every point first runs its equilibration and ``min_blocks`` blocks, which
-    tell how much more it needs; after that, the point with the most blocks
-    left runs next, by about :data:`SLICE_HOPS` hops. New points come first
-    while a place for their chain is free, unless the point with the most
-    blocks left is critical: its blocks left, times the threads, reach all
-    the work known to remain (the waiting chains and the first blocks of the
-    points not yet started), so it would end the batch unless started now.
+    tell how much more it needs; after that, the point that may need the most
+    blocks still (its need at the 90 % upper bound of its variance, so that a
+    chain whose few blocks happened to agree is not left for last) runs next,
+    by about :data:`SLICE_HOPS` hops. New points come first while a place for
+    their chain is free, unless that point is critical: its blocks left,
+    times the threads, reach all the work known to remain (its own and the
+    others' expected blocks left, and the first blocks of the points not yet
+    started), so it would end the batch unless started now.
     """
 
     def __init__(
@@ -628,6 +656,7 @@ class _Schedule:
         self.slice_blocks = max(1, -(-SLICE_HOPS // block_hops))
         self.first_blocks = min_blocks + equilibration_hops / block_hops  # a new point's known work, in blocks
         self.waiting: list[tuple[float, int, int]] = []  # heap of (-blocks left, point, slot) between slices
+        self.expected: dict[int, float] = {}  # slot -> expected blocks left of its waiting chain
         self.started = 0
         self.running = 0
 
@@ -636,8 +665,9 @@ class _Schedule:
         return self.started == self.batch and not self.waiting and self.running == 0
 
     def critical(self) -> bool:
-        known = sum(-left for left, _, _ in self.waiting) + (self.batch - self.started) * self.first_blocks
-        return -self.waiting[0][0] * self.workers >= known
+        top = self.waiting[0][2]
+        known = sum(self.expected[slot] for _, _, slot in self.waiting) + (self.batch - self.started) * self.first_blocks
+        return -self.waiting[0][0] * self.workers >= known - self.expected[top] + -self.waiting[0][0]
 
     def next(self) -> tuple[int, int, int] | None:
         """(point, slot, blocks) to advance next; None when nothing can run now (or the batch is finished)."""
@@ -658,8 +688,9 @@ class _Schedule:
         if self.chains.chain_i[slot, _DONE]:
             self.chains.free.append(slot)
         else:
-            left = self.chains.blocks_left(slot, self.min_blocks, self.max_blocks, self.rel_tol, self.abs_tol)
-            heapq.heappush(self.waiting, (-left, b, slot))
+            tolerance = (self.min_blocks, self.max_blocks, self.rel_tol, self.abs_tol)
+            self.expected[slot] = self.chains.blocks_left(slot, *tolerance, confidence=None)
+            heapq.heappush(self.waiting, (-self.chains.blocks_left(slot, *tolerance), b, slot))
 
 
 def simulate_batch(
