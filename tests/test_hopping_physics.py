@@ -524,8 +524,8 @@ def test_a_point_that_would_end_the_batch_runs_before_new_points():
     _chain_after_blocks(slots, slot, [5.0, 15.0])  # standard error 5 on mean 10: needs 2 * (5 / 1)^2 = 50 blocks
     schedule.put_back(b, slot)
     assert schedule.expected[slot] == 48
-    # at its variance's upper bound it needs more than the cap (100), 98 left; times 2 threads that exceeds all
-    # the work known to remain (98 + 5 new points * 2 blocks): it would end the batch, so it runs now
+    # at its variance's upper bound it needs more than the cap (100), 98 left: more than the other thread's share
+    # of the other work known to remain (5 new points * 2 blocks), so it would end the batch and runs now
     assert schedule.next() == (0, slot, schedule.slice_blocks)
     # a point with little work left waits while new points remain
     _chain_after_blocks(slots, slot, [9.0, 11.0, 9.0, 11.0])  # standard error 0.58: 4 blocks are enough

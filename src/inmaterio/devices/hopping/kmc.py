@@ -640,10 +640,10 @@ class _Schedule:
     blocks still (its need at the 90 % upper bound of its variance, so that a
     chain whose few blocks happened to agree is not left for last) runs next,
     by about :data:`SLICE_HOPS` hops. New points come first while a place for
-    their chain is free, unless that point is critical: its blocks left,
-    times the threads, reach all the work known to remain (its own and the
-    others' expected blocks left, and the first blocks of the points not yet
-    started), so it would end the batch unless started now.
+    their chain is free, unless that point is critical: its blocks left
+    reach the other threads' share of all the other work known to remain
+    (the other chains' expected blocks left and the first blocks of the
+    points not yet started), so it would end the batch unless started now.
     """
 
     def __init__(
@@ -665,9 +665,10 @@ class _Schedule:
         return self.started == self.batch and not self.waiting and self.running == 0
 
     def critical(self) -> bool:
-        top = self.waiting[0][2]
-        known = sum(self.expected[slot] for _, _, slot in self.waiting) + (self.batch - self.started) * self.first_blocks
-        return -self.waiting[0][0] * self.workers >= known - self.expected[top] + -self.waiting[0][0]
+        """Whether the top waiting chain's blocks left reach the other threads' share of the rest of the work."""
+        top_left, _, top = self.waiting[0]
+        others = sum(self.expected[slot] for _, _, slot in self.waiting[1:]) + (self.batch - self.started) * self.first_blocks
+        return -top_left * (self.workers - 1) >= others
 
     def next(self) -> tuple[int, int, int] | None:
         """(point, slot, blocks) to advance next; None when nothing can run now (or the batch is finished)."""
@@ -687,6 +688,7 @@ class _Schedule:
         self.running -= 1
         if self.chains.chain_i[slot, _DONE]:
             self.chains.free.append(slot)
+            self.expected.pop(slot, None)
         else:
             tolerance = (self.min_blocks, self.max_blocks, self.rel_tol, self.abs_tol)
             self.expected[slot] = self.chains.blocks_left(slot, *tolerance, confidence=None)
@@ -706,12 +708,12 @@ def simulate_batch(
     time, so a batch that ends on a long point leaves the other threads
     idle. Chains are therefore resumable: each point first runs its
     equilibration and ``min_blocks`` blocks; from then on a free thread takes
-    the point expected to need the most blocks still (from its standard
-    error so far, which falls as 1/sqrt(blocks)) and advances it by about
-    :data:`SLICE_HOPS` hops, then puts it back (the policy: :class:`_Schedule`).
-    Long points start early and the threads finish together. At most ``WINDOW_PER_THREAD * n_threads``
-    chains are held at once; a new point is started whenever a place is
-    free. Results do not depend on the threads or on the order: each point
+    the point that may need the most blocks still (from its standard error
+    so far, which falls as 1/sqrt(blocks)) and advances it by about
+    :data:`SLICE_HOPS` hops, then puts it back (the policy, and when a long
+    point runs before new ones: :class:`_Schedule`). Long points start early
+    and the threads finish together. At most ``WINDOW_PER_THREAD *
+    n_threads`` chains are held at once. Results do not depend on the threads or on the order: each point
     has its own random stream, and its stopping rule is checked after every
     block whatever the slices. An exception or Ctrl-C in the calling thread
     stops every thread after its current slice (the kernel releases the GIL).
