@@ -13,6 +13,7 @@ The Monte Carlo is seeded, so every number here is reproducible run to run.
 """
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -382,6 +383,12 @@ def test_refuses_out_of_range_and_nan_voltages():
         dev.measure(np.array([[0, 0, np.nan, 0, 0, 0, 0]]))
     with pytest.raises(VoltageError, match=r"shape \(batch, 7\)"):
         dev.measure(np.zeros((1, 8)))
+
+
+@pytest.mark.parametrize("threads", [0, -2, 2.5, "two", True])
+def test_refuses_a_thread_count_that_is_not_a_positive_whole_number(threads):
+    with pytest.raises(ConfigError, match=rf"field 'n_threads' = {re.escape(repr(threads))}: must be a whole number >= 1"):
+        HoppingDevice(n_threads=threads, equilibration_hops=100, block_hops=100, min_blocks=2, max_blocks=2)
 
 
 def test_too_cold_for_float64_is_an_error_not_a_nan():

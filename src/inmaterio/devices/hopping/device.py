@@ -18,7 +18,7 @@ from inmaterio.devices.hopping.config import HoppingConfig
 from inmaterio.devices.hopping.electrostatics import ElectrodePotentials, solve_electrode_potentials
 from inmaterio.devices.hopping.geometry import Dopants, distance_to_arcs, place_dopants
 from inmaterio.devices.hopping.kmc import MAX_REJECTIONS, simulate_batch
-from inmaterio.errors import SimulationError
+from inmaterio.errors import ConfigError, SimulationError
 from inmaterio.random_streams import stream_seeds
 
 __all__ = ["HoppingDevice", "HoppingResult", "ELEMENTARY_CHARGE_C", "BOLTZMANN_EV_PER_K", "COULOMB_EV_NM"]
@@ -82,6 +82,10 @@ class HoppingDevice(Device):
             config = HoppingConfig(**params)
         elif params:
             config = HoppingConfig(**{**config.model_dump(), **params})
+        if n_threads is not None and (
+            isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1
+        ):
+            raise ConfigError(f"field 'n_threads' = {n_threads!r}: must be a whole number >= 1, or None for all cores")
         self.config = config
         self.n_threads = n_threads
         c = config
