@@ -497,6 +497,7 @@ def test_blocks_left_follows_the_inverse_square_root_law():
     slots.chain_f[slot, kmc._ALL_CHARGE] = 40.0
     slots.chain_f[slot, kmc._ALL_TIME] = 4.0
     stderr = np.sqrt(4.0 / 3.0 / 4.0)
+    slots.chain_f[slot, kmc._STDERR] = stderr
     left = slots.blocks_left(slot, min_blocks=2, max_blocks=100, rel_tol=0.05, abs_tol=0.0)
     assert left == pytest.approx(4 * (stderr / 0.5) ** 2 * 3 / 0.5844 - 4, rel=0.02)
     left = slots.blocks_left(slot, min_blocks=2, max_blocks=100, rel_tol=0.05, abs_tol=0.0, confidence=0.5)
@@ -520,6 +521,7 @@ def _chain_after_blocks(slots, slot, block_means):
     slots.block_means[slot, :n] = block_means
     slots.chain_f[slot, kmc._ALL_CHARGE] = float(np.sum(block_means))
     slots.chain_f[slot, kmc._ALL_TIME] = float(n)
+    slots.chain_f[slot, kmc._STDERR] = np.std(block_means, ddof=1) / np.sqrt(n)
 
 
 def test_a_point_that_would_end_the_batch_runs_before_new_points():

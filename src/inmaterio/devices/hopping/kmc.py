@@ -236,8 +236,8 @@ def _hop_update(k_row_plus, k_row_minus, am, aim, ecoul, iecoul, n):
 
 _STARTED, _VISITS, _HOPS, _BLOCKS, _AVERAGING, _FRESH, _N_OCC, _DONE = range(8)
 _CHAIN_INTS = 8
-_TIME, _ALL_CHARGE, _ALL_TIME = range(3)
-_CHAIN_FLOATS = 3
+_TIME, _ALL_CHARGE, _ALL_TIME, _STDERR = range(4)
+_CHAIN_FLOATS = 4
 
 
 @njit(cache=True, fastmath=True)
@@ -508,6 +508,7 @@ def _advance_point(
             for b in range(n_blocks):
                 var += (block_means[b] - mean) ** 2
             stderr = np.sqrt(var / (n_blocks - 1) / n_blocks)
+            chain_f[_STDERR] = stderr  # the scheduler's estimate of the blocks left starts from it
             if stderr <= abs_tol or stderr <= rel_tol * abs(mean) or n_blocks >= max_blocks:
                 done = True
                 break
@@ -621,11 +622,10 @@ class _ChainSlots:
         ``confidence=None`` takes the estimate ``s^2`` itself (the expected need).
         """
         n = int(self.chain_i[slot, _BLOCKS])
-        if n < 2 or self.chain_f[slot, _ALL_TIME] <= 0.0:
+        if n < max(min_blocks, 2) or self.chain_f[slot, _ALL_TIME] <= 0.0:  # no standard error yet
             return float(max_blocks - n)
-        means = self.block_means[slot, :n]
         mean = self.chain_f[slot, _ALL_CHARGE] / self.chain_f[slot, _ALL_TIME]
-        stderr = np.sqrt(((means - mean) ** 2).sum() / (n - 1) / n)
+        stderr = self.chain_f[slot, _STDERR]  # the kernel's, from the block means, after the last block
         target = max(abs_tol, rel_tol * abs(mean))
         inflation = 1.0 if confidence is None else (n - 1) / _chi2_quantile(1.0 - confidence, n - 1)
         needed = n * (stderr / target) ** 2 * inflation if target > 0.0 else float("inf")
