@@ -56,6 +56,39 @@ def test_steps_match_autograd_and_torch_adam(name):
     )
 
 
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+def test_batches_that_grow_and_shrink_match_autograd(name):
+    """Buffers are reallocated for a larger batch and sliced for a smaller one; each layer's ones column survives."""
+    x, y = data(n=200)
+    reference, ours = make_mlp(ACTIVATIONS[name]), make_mlp(ACTIVATIONS[name])
+    adam = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    trainer = MLPTrainer(ours, lr=1e-2)
+    start = 0
+    for size in (10, 50, 20, 70, 3):
+        xb, yb = x[start : start + size], y[start : start + size]
+        start += size
+        adam.zero_grad()
+        nn.functional.mse_loss(reference(xb).squeeze(-1), yb).backward()
+        adam.step()
+        trainer.step(xb, yb)
+    trainer.store_into(ours)
+    for a, b in zip(reference.parameters(), ours.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_squared_error_is_the_networks_summed_squared_error(name):
+    x, y = data(n=301)
+    mlp = make_mlp(ACTIVATIONS[name])
+    trainer = MLPTrainer(mlp, lr=1e-2)
+    trainer.train_epoch(x, y, 64, torch.Generator().manual_seed(0))
+    trainer.store_into(mlp)
+    with torch.no_grad():
+        expected = (mlp(x).squeeze(-1).double() - y.double()).square().sum().item()
+    for chunk in (64, 100, 1000):  # chunks that do not divide the 301 points, and one larger than all of them
+        assert trainer.squared_error(x, y, chunk).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_training_lowers_the_loss_and_the_epoch_mean_is_the_data_mse():
     x, y = data(n=1000)
     mlp = make_mlp(nn.ReLU)

@@ -7,21 +7,27 @@ gradient, Adam's Python bookkeeping, and a slow generic mask kernel. This
 module does the same maths with none of that:
 
 - the parameters, their gradients and Adam's two moments are each ONE flat
-  float32 vector (the layers' weights and biases are views into it, in
-  ``mlp.parameters()`` order), so Adam is one fused kernel call per step on
-  one tensor;
+  float32 vector, so Adam is one fused kernel call per step on one tensor;
+- each layer's weights and bias are one row-major block ``[W | b]`` of
+  shape ``(out, in + 1)`` in that vector, and every layer's input carries a
+  last column of ones, so ONE matrix product gives a layer's output
+  ``[h | 1] [W | b]^T`` and another its weights' and bias's gradient
+  ``g^T [h | 1] = [dL/dW | dL/db]``: no bias is broadcast and no gradient is
+  summed separately;
 - activations and gradients live in buffers allocated once per batch size;
-  the forward pass writes ``addmm`` into them and applies the activation in
-  place, the backward pass computes ``dL/dW = g^T h``, ``dL/db = sum(g)``,
-  ``dL/dh = g W`` with ``out=`` and multiplies by the activation's
-  derivative written from the layer's OUTPUT (ReLU, tanh, ELU and leaky
-  ReLU all have one), so no pre-activation is kept;
+  the forward pass writes into them and applies the activation in place,
+  the backward pass computes ``[dL/dW | dL/db]`` and ``dL/dh = g W`` with
+  ``out=`` and multiplies by the activation's derivative written from the
+  layer's OUTPUT (ReLU, tanh, ELU and leaky ReLU all have one), so no
+  pre-activation is kept;
 - subnormal floats are flushed to zero (the weights of units that die
   decay towards zero, and their subnormal products slow every matrix
   product on x86 CPUs; :mod:`inmaterio.denormals`).
 
 The loss is the mean squared error of a batch, ``L = mean((mlp(x) - y)^2)``
-with gradient ``2 (mlp(x) - y) / B``; Adam is PyTorch's (the same fused
+with gradient ``2 (mlp(x) - y) / B``: the backward pass starts from
+``mlp(x) - y`` and the fused Adam kernel divides the gradient by ``B / 2``
+(its ``grad_scale``) as it reads it. Adam is PyTorch's (the same fused
 kernel ``torch.optim.Adam(fused=True)`` calls, with L2 ``weight_decay`` added
 to the gradient). ``tests/test_smg_mlp_trainer.py`` checks every activation
 against autograd with ``torch.optim.Adam``.
@@ -73,13 +79,14 @@ def _activation_forward(module: nn.Module) -> tuple[str, float, Any]:
 class MLPTrainer:
     """Adam on an ``nn.Sequential`` of ``Linear, act, Linear, act, ..., Linear`` (one output), float32.
 
-    The trainer holds its own copy of the parameters: :meth:`store_into`
-    writes them back into the MLP (before evaluating or saving it),
-    :meth:`load_from` reads them from it (after loading a checkpoint).
+    The trainer holds its own copy of the parameters (in its own layout, see
+    the module's docstring): :meth:`store_into` writes them back into the
+    MLP (before evaluating or saving it), :meth:`load_from` reads them from
+    it (after loading a checkpoint).
 
     Parameters
     ----------
-    mlp : the network; its parameter order fixes the flat layout.
+    mlp : the network.
     lr, betas, eps, weight_decay : Adam's hyperparameters (``lr`` may change per epoch, see :attr:`lr`).
     """
 
@@ -100,56 +107,67 @@ class MLPTrainer:
             raise ValueError("every Linear layer of the MLP needs a bias")
         if linears[-1].out_features != 1:
             raise ValueError(f"the MLP must have one output, got {linears[-1].out_features}")
-        params = list(mlp.parameters())
-        if any(p.dtype != torch.float32 for p in params):
+        if any(p.dtype != torch.float32 for p in mlp.parameters()):
             raise TypeError("the MLP's parameters must be float32")
         forward = [_activation_forward(m) for m in activations]
         self._act_forward = [f for _, _, f in forward]
         self._act_backward = [_activation_backward(name, value) for name, value, _ in forward]
+        # an activation with f(1) = 1 (ReLU, ELU, leaky ReLU) may run over the column of ones too: a contiguous pass
+        self._act_keeps_one = [bool(f(torch.ones(1)) == 1.0) for f in self._act_forward]
         self.lr = float(lr)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
-        n = sum(p.numel() for p in params)
+        n = sum(layer.out_features * (layer.in_features + 1) for layer in linears)
         self.params = torch.zeros(n)
         self.grads = torch.zeros(n)
         self.exp_avg = torch.zeros(n)
         self.exp_avg_sq = torch.zeros(n)
         self.step_count = torch.zeros(())
-        self._weights, self._biases, self._grad_weights, self._grad_biases = [], [], [], []
+        self._one = torch.ones(())  # a tensor, not the number 1.0: adding a Python number converts it on every step
+        self._blocks, self._grad_blocks = [], []  # per layer [W | b] (out, in + 1), views into the flat vectors
+        mlp_order = []  # for each value in mlp.parameters() order, its index in the flat vectors
         offset = 0
         for layer in linears:
-            for param, views, grad_views in (
-                (layer.weight, self._weights, self._grad_weights),
-                (layer.bias, self._biases, self._grad_biases),
-            ):
-                k = param.numel()
-                views.append(self.params[offset : offset + k].view_as(param))
-                grad_views.append(self.grads[offset : offset + k].view_as(param))
-                offset += k
+            n_out, n_in = layer.out_features, layer.in_features
+            k = n_out * (n_in + 1)
+            self._blocks.append(self.params[offset : offset + k].view(n_out, n_in + 1))
+            self._grad_blocks.append(self.grads[offset : offset + k].view(n_out, n_in + 1))
+            index = torch.arange(offset, offset + k).view(n_out, n_in + 1)
+            mlp_order += [index[:, :n_in].reshape(-1), index[:, n_in]]
+            offset += k
+        self._mlp_order = torch.cat(mlp_order)
+        self._n_in = linears[0].in_features
         self._widths = [layer.out_features for layer in linears]
-        self._weights_t = [w.t() for w in self._weights]
-        self._buffers: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
-        self._views: dict[int, tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = {}
+        self._blocks_t = [block.t() for block in self._blocks]
+        self._weights = [block[:, :-1] for block in self._blocks]
+        self._buffers: tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._views: dict[int, _BatchViews] = {}
         self.load_from(mlp)
 
     def load_from(self, mlp: nn.Sequential) -> None:
         """Copy the MLP's parameters into the trainer."""
         with torch.no_grad():
-            torch.cat([p.detach().reshape(-1) for p in mlp.parameters()], out=self.params)
+            flat = torch.cat([p.detach().reshape(-1) for p in mlp.parameters()])
+            self.params.index_copy_(0, self._mlp_order, flat)
 
     def store_into(self, mlp: nn.Sequential) -> None:
         """Copy the trainer's parameters into the MLP."""
+        flat = self.params[self._mlp_order]
         offset = 0
         with torch.no_grad():
             for p in mlp.parameters():
                 k = p.numel()
-                p.copy_(self.params[offset : offset + k].view_as(p))
+                p.copy_(flat[offset : offset + k].view_as(p))
                 offset += k
 
     def adam_state(self) -> dict[str, Any]:
         """Adam's step count and flat moments (copies), in ``mlp.parameters()`` order."""
-        return {"step": int(self.step_count), "exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone()}
+        return {
+            "step": int(self.step_count),
+            "exp_avg": self.exp_avg[self._mlp_order],
+            "exp_avg_sq": self.exp_avg_sq[self._mlp_order],
+        }
 
     def load_adam_state(self, packed: dict[str, Any]) -> None:
         """Inverse of :meth:`adam_state`."""
@@ -157,48 +175,48 @@ class MLPTrainer:
             value = torch.as_tensor(packed[name], dtype=torch.float32).reshape(-1)
             if value.numel() != self.params.numel():
                 raise ValueError(f"Adam state {name} has {value.numel()} values, the MLP {self.params.numel()}")
-            getattr(self, name).copy_(value)
+            getattr(self, name).index_copy_(0, self._mlp_order, value)
         self.step_count.fill_(float(packed["step"]))
 
-    def _views_for(self, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """Per-layer output and gradient buffers ``(batch, width)``, and the gradients transposed (cached per size)."""
+    def _views_for(self, batch: int) -> _BatchViews:
+        """The buffers of one step at this batch size, as views into buffers of the largest size seen (cached)."""
         views = self._views.get(batch)
         if views is None:
-            if self._buffers is None or len(self._buffers[0][0]) < batch:
-                self._buffers = ([torch.empty(batch, w) for w in self._widths], [torch.empty(batch, w) for w in self._widths])
+            if self._buffers is None or len(self._buffers[0]) < batch:
+                # inputs [x | 1] and hidden outputs [h | 1] carry a column of ones; the last output does not
+                outs = [torch.ones(batch, w + 1) for w in self._widths[:-1]] + [torch.empty(batch, 1)]
+                self._buffers = (torch.ones(batch, self._n_in + 1), outs, [torch.empty(batch, w) for w in self._widths])
                 self._views.clear()
-            outs = [buffer[:batch] for buffer in self._buffers[0]]
-            grads = [buffer[:batch] for buffer in self._buffers[1]]
-            views = self._views[batch] = (outs, grads, [g.t() for g in grads])
+            x_ones, outs, grads = self._buffers
+            views = self._views[batch] = _BatchViews(
+                x_ones[:batch], [out[:batch] for out in outs], [g[:batch] for g in grads], self._n_in
+            )
         return views
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One Adam step on the batch ``x (B, n_in)``, ``y (B,)``; returns the batch's summed squared error (0-d)."""
-        batch = len(x)
-        outs, g, g_t = self._views_for(batch)
-        last = len(self._weights) - 1
+        v = self._views_for(len(x))
+        last = len(self._blocks) - 1
         with torch.no_grad(), flushed_denormals():
-            inputs = x
+            v.x.copy_(x)
+            inputs = v.x_ones
             for i in range(last + 1):
-                torch.addmm(self._biases[i], inputs, self._weights_t[i], out=outs[i])
+                torch.mm(inputs, self._blocks_t[i], out=v.h[i])
                 if i < last:
-                    self._act_forward[i](outs[i])
-                inputs = outs[i]
-            error = g[last]
-            torch.sub(outs[last], y.unsqueeze(1), out=error)
-            squared_error = torch.dot(error.view(-1), error.view(-1))
-            error.mul_(2.0 / batch)
+                    self._act_forward[i](v.h_ones[i] if self._act_keeps_one[i] else v.h[i])
+                inputs = v.h_ones[i]
+            torch.sub(v.prediction, y, out=v.error)
+            squared_error = torch.dot(v.error, v.error)
             for i in range(last, -1, -1):
-                torch.mm(g_t[i], outs[i - 1] if i > 0 else x, out=self._grad_weights[i])
-                torch.sum(g[i], 0, out=self._grad_biases[i])
+                torch.mm(v.g_t[i], v.h_ones[i - 1] if i > 0 else v.x_ones, out=self._grad_blocks[i])
                 if i > 0:
-                    torch.mm(g[i], self._weights[i], out=g[i - 1])
-                    self._act_backward[i - 1](g[i - 1], outs[i - 1], g[i - 1])
-            self.step_count.add_(1.0)
+                    torch.mm(v.g[i], self._weights[i], out=v.g[i - 1])
+                    self._act_backward[i - 1](v.g[i - 1], v.h[i - 1], v.g[i - 1])
+            self.step_count.add_(self._one)
             torch._fused_adam_(
                 [self.params], [self.grads], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
                 amsgrad=False, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1],
-                weight_decay=self.weight_decay, eps=self.eps, maximize=False,
+                weight_decay=self.weight_decay, eps=self.eps, maximize=False, grad_scale=v.half_batch,
             )  # fmt: skip
         return squared_error
 
@@ -210,3 +228,50 @@ class MLPTrainer:
         for start in range(0, len(x), batch):
             total += self.step(xs[start : start + batch], ys[start : start + batch])
         return total.item() / len(x)
+
+    def squared_error(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """The summed squared error of the trainer's network on ``x (N, n_in)``, ``y (N,)``, in chunks of ``batch``.
+
+        A 0-d float64 tensor; the forward pass runs in the step's buffers
+        (they stay in cache), without writing the parameters into the MLP.
+        """
+        total = torch.zeros((), dtype=torch.float64)
+        last = len(self._blocks) - 1
+        with torch.no_grad(), flushed_denormals():
+            for start in range(0, len(x), batch):
+                v = self._views_for(len(x[start : start + batch]))
+                v.x.copy_(x[start : start + batch])
+                inputs = v.x_ones
+                for i in range(last + 1):
+                    torch.mm(inputs, self._blocks_t[i], out=v.h[i])
+                    if i < last:
+                        self._act_forward[i](v.h_ones[i] if self._act_keeps_one[i] else v.h[i])
+                    inputs = v.h_ones[i]
+                torch.sub(v.prediction, y[start : start + batch], out=v.error)
+                total += torch.dot(v.error, v.error)
+        return total
+
+
+class _BatchViews:
+    """One batch size's views of the trainer's buffers.
+
+    ``x_ones (B, n_in + 1)`` is the input with its column of ones and ``x``
+    its first ``n_in`` columns; ``h_ones[i]`` is layer ``i``'s output with
+    its column of ones (the last layer has none) and ``h[i]`` the output
+    alone; ``g[i] (B, width_i)`` is the loss's gradient at layer ``i``'s
+    output (before Adam's scaling by ``2 / B``) and ``g_t[i]`` its
+    transpose; ``prediction`` and ``error`` are the network's output and
+    ``g[-1]`` as ``(B,)`` vectors; ``half_batch`` is ``B / 2`` as Adam's
+    gradient scale.
+    """
+
+    def __init__(self, x_ones: torch.Tensor, outs: list[torch.Tensor], grads: list[torch.Tensor], n_in: int) -> None:
+        self.x_ones = x_ones
+        self.x = x_ones[:, :n_in]
+        self.h_ones = outs
+        self.h = [out[:, :-1] for out in outs[:-1]] + [outs[-1]]
+        self.g = grads
+        self.g_t = [g.t() for g in grads]
+        self.prediction = outs[-1].view(-1)
+        self.error = grads[-1].view(-1)
+        self.half_batch = torch.tensor(len(x_ones) / 2.0)

@@ -133,16 +133,6 @@ def _normalised(model: SurrogateModel, ds: Dataset, mean: float, std: float) -> 
     return x, y
 
 
-def _rmse(mlp: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """RMSE of ``mlp`` on normalised data, a 0-d tensor (no sync)."""
-    total = torch.zeros((), dtype=torch.float64)
-    with torch.no_grad():
-        for start in range(0, len(x), chunk):
-            err = mlp(x[start : start + chunk]).squeeze(-1) - y[start : start + chunk]
-            total += err.double().square().sum()
-    return (total / len(x)).sqrt()
-
-
 def _check_data(train: Dataset, val: Dataset, info: DeviceInfo) -> tuple[float, float]:
     """The training currents' mean and standard deviation, nA, after checking both datasets."""
     for name, ds in (("train", train), ("val", val)):
@@ -258,7 +248,7 @@ def _fit(
                 start_time = time.perf_counter()
                 train_rmse = math.sqrt(trainer.train_epoch(x, y, config.batch_size, epoch_generator(config.seed, epoch))) * std_na
                 trainer.store_into(mlp)
-                val_rmse = _rmse(mlp, xv, yv).item() * std_na
+                val_rmse = math.sqrt(trainer.squared_error(xv, yv, config.batch_size).item() / len(xv)) * std_na
                 if not (math.isfinite(train_rmse) and math.isfinite(val_rmse)):
                     raise TrainingDivergedError(
                         f"training diverged in epoch {epoch}: train RMSE {train_rmse} nA, validation RMSE {val_rmse} nA "
