@@ -189,7 +189,7 @@ class MLPTrainer:
                 self._views.clear()
             x_ones, outs, grads = self._buffers
             views = self._views[batch] = _BatchViews(
-                x_ones[:batch], [out[:batch] for out in outs], [g[:batch] for g in grads], self._n_in
+                x_ones[:batch], [out[:batch] for out in outs], [g[:batch] for g in grads], self._n_in, self._act_keeps_one
             )
         return views
 
@@ -198,13 +198,7 @@ class MLPTrainer:
         v = self._views_for(len(x))
         last = len(self._blocks) - 1
         with torch.no_grad(), flushed_denormals():
-            v.x.copy_(x)
-            inputs = v.x_ones
-            for i in range(last + 1):
-                torch.mm(inputs, self._blocks_t[i], out=v.h[i])
-                if i < last:
-                    self._act_forward[i](v.h_ones[i] if self._act_keeps_one[i] else v.h[i])
-                inputs = v.h_ones[i]
+            self._forward(v, x)
             torch.sub(v.prediction, y, out=v.error)
             squared_error = torch.dot(v.error, v.error)
             for i in range(last, -1, -1):
@@ -223,11 +217,9 @@ class MLPTrainer:
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, batch: int, generator: torch.Generator) -> float:
         """One pass over ``x (N, n_in)``, ``y (N,)`` in the order of ``randperm(N, generator)``; the mean squared error."""
         perm = torch.randperm(len(x), generator=generator)
-        xs, ys = x[perm], y[perm]
-        total = torch.zeros(())
-        for start in range(0, len(x), batch):
-            total += self.step(xs[start : start + batch], ys[start : start + batch])
-        return total.item() / len(x)
+        with flushed_denormals():  # once for the epoch: the steps' own blocks then nest without switching the mode
+            errors = [self.step(xb, yb) for xb, yb in zip(x[perm].split(batch), y[perm].split(batch))]
+        return torch.stack(errors).sum().item() / len(x)
 
     def squared_error(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
         """The summed squared error of the trainer's network on ``x (N, n_in)``, ``y (N,)``, in chunks of ``batch``.
@@ -236,20 +228,23 @@ class MLPTrainer:
         (they stay in cache), without writing the parameters into the MLP.
         """
         total = torch.zeros((), dtype=torch.float64)
-        last = len(self._blocks) - 1
         with torch.no_grad(), flushed_denormals():
-            for start in range(0, len(x), batch):
-                v = self._views_for(len(x[start : start + batch]))
-                v.x.copy_(x[start : start + batch])
-                inputs = v.x_ones
-                for i in range(last + 1):
-                    torch.mm(inputs, self._blocks_t[i], out=v.h[i])
-                    if i < last:
-                        self._act_forward[i](v.h_ones[i] if self._act_keeps_one[i] else v.h[i])
-                    inputs = v.h_ones[i]
-                torch.sub(v.prediction, y[start : start + batch], out=v.error)
+            for xb, yb in zip(x.split(batch), y.split(batch)):
+                v = self._views_for(len(xb))
+                self._forward(v, xb)
+                torch.sub(v.prediction, yb, out=v.error)
                 total += torch.dot(v.error, v.error)
         return total
+
+    def _forward(self, v: _BatchViews, x: torch.Tensor) -> None:
+        """The network's forward pass on ``x (B, n_in)`` into the buffers ``v``; the output lands in ``v.prediction``."""
+        v.x.copy_(x)
+        inputs = v.x_ones
+        for block_t, out, activation, act_out, out_ones in zip(self._blocks_t, v.h, self._act_forward, v.act_out, v.h_ones):
+            torch.mm(inputs, block_t, out=out)
+            activation(act_out)
+            inputs = out_ones
+        torch.mm(inputs, self._blocks_t[-1], out=v.h[-1])
 
 
 class _BatchViews:
@@ -258,18 +253,27 @@ class _BatchViews:
     ``x_ones (B, n_in + 1)`` is the input with its column of ones and ``x``
     its first ``n_in`` columns; ``h_ones[i]`` is layer ``i``'s output with
     its column of ones (the last layer has none) and ``h[i]`` the output
-    alone; ``g[i] (B, width_i)`` is the loss's gradient at layer ``i``'s
+    alone; ``act_out[i]`` is what hidden layer ``i``'s activation runs over
+    in place (``h_ones[i]`` where the activation keeps 1 at 1, else ``h[i]``); ``g[i] (B, width_i)`` is the loss's gradient at layer ``i``'s
     output (before Adam's scaling by ``2 / B``) and ``g_t[i]`` its
     transpose; ``prediction`` and ``error`` are the network's output and
     ``g[-1]`` as ``(B,)`` vectors; ``half_batch`` is ``B / 2`` as Adam's
     gradient scale.
     """
 
-    def __init__(self, x_ones: torch.Tensor, outs: list[torch.Tensor], grads: list[torch.Tensor], n_in: int) -> None:
+    def __init__(
+        self,
+        x_ones: torch.Tensor,
+        outs: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        n_in: int,
+        act_keeps_one: list[bool],
+    ) -> None:
         self.x_ones = x_ones
         self.x = x_ones[:, :n_in]
         self.h_ones = outs
         self.h = [out[:, :-1] for out in outs[:-1]] + [outs[-1]]
+        self.act_out = [o if keeps else h for o, h, keeps in zip(outs, self.h, act_keeps_one)]
         self.g = grads
         self.g_t = [g.t() for g in grads]
         self.prediction = outs[-1].view(-1)
