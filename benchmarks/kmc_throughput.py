@@ -2,7 +2,7 @@
 
 Command (prints a markdown table; numbers go to benchmarks/RESULTS.md):
 
-    python benchmarks/kmc_throughput.py
+    python benchmarks/kmc_throughput.py [--repeats 3]
 
 Measures, on the default HoppingDevice (200 acceptors, 3 donors, 8 electrodes):
 
@@ -17,7 +17,10 @@ Measures, on the default HoppingDevice (200 acceptors, 3 donors, 8 electrodes):
    and of 32 points per core and for one of 16 per core ending on its
    longest point (the order in which a batch that ran points in turn would
    leave a core idle longest), and the rate with the fixed 25,000 hops per
-   point used for the bundled surrogate's data;
+   point used for the bundled surrogate's data. Each batch measured to a
+   relative error runs ``--repeats`` times and the fastest run counts (the
+   results are the same in every run, which is checked; a shared machine's
+   other tenants can only slow a run down);
 3. the machine's own ceiling on parallel efficiency: one single-threaded
    process alone against as many at once as there are cores, each running the
    same fixed work. A batch on all cores cannot beat this, and the ratio of
@@ -34,6 +37,7 @@ PyPI, so no ratio to it is printed; the targets (hops/s per core, points/s at
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -84,6 +88,14 @@ def tolerance_run(rel_tolerance: float, n_points: int, threads: int, estimator: 
     start = time.perf_counter()
     res = dev.simulate(v)
     return time.perf_counter() - start, res
+
+
+def fastest(repeats: int, rel_tolerance: float, n_points: int, threads: int, estimator: str, order=None):
+    """:func:`tolerance_run` ``repeats`` times: the shortest wall time, and the result (identical in every run)."""
+    times, results = zip(*(tolerance_run(rel_tolerance, n_points, threads, estimator, order) for _ in range(repeats)))
+    if any(not np.array_equal(r.current_na, results[0].current_na) for r in results):
+        raise RuntimeError("the same points gave different currents in repeated runs: the kernel is not deterministic")
+    return min(times), results[0]
 
 
 def hop_bound(hops: np.ndarray, cores: int) -> str:
@@ -137,8 +149,16 @@ def machine_ceiling(processes: int, estimator: str) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each parallel-efficiency batch on each side; the fastest counts"
+    )
+    repeats = parser.parse_args().repeats
     cores = os.cpu_count() or 1
-    print(f"numba {numba.__version__}, {cores} cores; both current estimators on the same operating points\n")
+    print(
+        f"numba {numba.__version__}, {cores} cores; both current estimators on the same operating points; "
+        f"parallel efficiencies from the fastest of {repeats} runs on each side\n"
+    )
     rows: dict[str, list[str]] = {}
     at_two_percent = {}  # the 2-core runs at 2 %, per estimator, for the per-point table
 
@@ -152,21 +172,21 @@ def main() -> None:
         allc = hops_per_second(cores, random_points(8 * cores), est)
         row(f"hops/s, {cores} cores, random operating points", f"{allc:.3g} (parallel efficiency {allc / one / cores:.0%})")
         for tol in (0.05, 0.02):
-            elapsed, res = tolerance_run(tol, 8 * cores, cores, est)
+            elapsed, res = fastest(repeats, tol, 8 * cores, cores, est)
             pps, rel, hops = rates(elapsed, res)
             row(
                 f"operating points/s at {tol:.0%} relative error, {cores} cores",
                 f"{pps:.2f} (median achieved {rel:.1%}, {hops:.3g} hops/point)",
             )
         at_two_percent[est] = res
-        single, _, _ = rates(*tolerance_run(0.02, 8 * cores, 1, est))
+        single, _, _ = rates(*fastest(repeats, 0.02, 8 * cores, 1, est))
         row(
             "operating points/s at 2% relative error, 1 core, the same points",
             f"{single:.2f} (parallel efficiency {pps / single / cores:.0%}; {hop_bound(res.hops, cores)})",
         )
-        elapsed, res = tolerance_run(0.02, 32 * cores, cores, est)
+        elapsed, res = fastest(repeats, 0.02, 32 * cores, cores, est)
         many, _, _ = rates(elapsed, res)
-        many_single, _, _ = rates(*tolerance_run(0.02, 32 * cores, 1, est))
+        many_single, _, _ = rates(*fastest(repeats, 0.02, 32 * cores, 1, est))
         row(
             f"operating points/s at 2% relative error, {32 * cores} points, {cores} cores / 1 core",
             f"{many:.2f} / {many_single:.2f} (parallel efficiency {many / many_single / cores:.0%}; "
@@ -175,9 +195,9 @@ def main() -> None:
         # a batch of 16 per core that ends on its longest point: all but one of them the cheapest, then the costliest
         cheap_first = np.argsort(res.hops, kind="stable")
         order = np.concatenate([cheap_first[: 16 * cores - 1], cheap_first[-1:]])
-        elapsed, ending = tolerance_run(0.02, 32 * cores, cores, est, order)
+        elapsed, ending = fastest(repeats, 0.02, 32 * cores, cores, est, order)
         ends, _, _ = rates(elapsed, ending)
-        ends_single, _, _ = rates(*tolerance_run(0.02, 32 * cores, 1, est, order))
+        ends_single, _, _ = rates(*fastest(repeats, 0.02, 32 * cores, 1, est, order))
         row(
             f"the same, {16 * cores} points ending on the longest, {cores} cores / 1 core",
             f"{ends:.2f} / {ends_single:.2f} (parallel efficiency {ends / ends_single / cores:.0%}; "
