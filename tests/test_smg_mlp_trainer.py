@@ -138,3 +138,20 @@ def test_bad_networks_and_states_are_refused():
     trainer = MLPTrainer(make_mlp(nn.ReLU))
     with pytest.raises(ValueError, match="Adam state exp_avg has 3 values"):
         trainer.load_adam_state({"step": 1, "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)})
+
+
+def test_data_that_does_not_fit_the_network_is_refused():
+    trainer = MLPTrainer(make_mlp(nn.ReLU))  # 5 inputs
+    x, y = data(n=20)
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 5\) for this network, got \(20, 3\)"):
+        trainer.step(x[:, :3], y)
+    with pytest.raises(ValueError, match=r"y must have shape \(20,\), one target per row of x, got \(10,\)"):
+        trainer.train_epoch(x, y[:10], 4, generator)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match=f"batch must be a whole number >= 1, got {bad!r}"):
+            trainer.squared_error(x, y, bad)
+    before = trainer.params.clone()
+    with pytest.raises(ValueError, match="batch must be"):
+        trainer.train_epoch(x, y, 0, generator)
+    assert torch.equal(trainer.params, before)  # nothing trained

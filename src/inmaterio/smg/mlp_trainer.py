@@ -195,6 +195,7 @@ class MLPTrainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One Adam step on the batch ``x (B, n_in)``, ``y (B,)``; returns the batch's summed squared error (0-d)."""
+        self._check(x, y)
         v = self._views_for(len(x))
         last = len(self._blocks) - 1
         with torch.no_grad(), flushed_denormals():
@@ -216,6 +217,7 @@ class MLPTrainer:
 
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, batch: int, generator: torch.Generator) -> float:
         """One pass over ``x (N, n_in)``, ``y (N,)`` in the order of ``randperm(N, generator)``; the mean squared error."""
+        self._check(x, y, batch)
         perm = torch.randperm(len(x), generator=generator)
         with flushed_denormals():  # once for the epoch: the steps' own blocks then nest without switching the mode
             errors = [self.step(xb, yb) for xb, yb in zip(x[perm].split(batch), y[perm].split(batch))]
@@ -227,6 +229,7 @@ class MLPTrainer:
         A 0-d float64 tensor; the forward pass runs in the step's buffers
         (they stay in cache), without writing the parameters into the MLP.
         """
+        self._check(x, y, batch)
         total = torch.zeros((), dtype=torch.float64)
         with torch.no_grad(), flushed_denormals():
             for xb, yb in zip(x.split(batch), y.split(batch)):
@@ -235,6 +238,15 @@ class MLPTrainer:
                 torch.sub(v.prediction, yb, out=v.error)
                 total += torch.dot(v.error, v.error)
         return total
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor, batch: int | None = None) -> None:
+        """Refuse inputs that do not fit the network, and a batch size that is not a whole number >= 1."""
+        if x.dim() != 2 or x.shape[1] != self._n_in:
+            raise ValueError(f"x must have shape (N, {self._n_in}) for this network, got {tuple(x.shape)}")
+        if y.shape != (len(x),):
+            raise ValueError(f"y must have shape ({len(x)},), one target per row of x, got {tuple(y.shape)}")
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+            raise ValueError(f"batch must be a whole number >= 1, got {batch!r}")
 
     def _forward(self, v: _BatchViews, x: torch.Tensor) -> None:
         """The network's forward pass on ``x (B, n_in)`` into the buffers ``v``; the output lands in ``v.prediction``."""
