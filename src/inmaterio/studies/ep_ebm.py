@@ -571,7 +571,7 @@ def report_ep_ebm(runs: list[FinishedRun]) -> str:
         sections.append(
             f"### {table['title']} (`{run.path}`)\n\n"
             f"{t['network']['activation']} units, T = {t['T']}, K = {t['K']}, beta = {t['beta']:g}, batch {t['batch_size']}, "
-            f"{t['epochs']} epochs, SGD lr {lrs}, momentum {t['momentum']:g}, weight decay {t['weight_decay']:g}"
+            f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}, SGD lr {lrs}, momentum {t['momentum']:g}, weight decay {t['weight_decay']:g}"
             f"{', KP leak ' + format(t['kp_decay'], 'g') if 'symmetric_kpvf' in t['estimators'] else ''}; "
             f"test error (%) on {m['images']['test']} images after the last epoch, mean ± std over {t['seeds']} seed(s)."
             f"{gdu_line} {run.record.get('wall_s', 0.0) / 3600:.2f} h wall.\n\n"
