@@ -154,6 +154,8 @@ def main() -> None:
         "--repeats", type=int, default=3, help="runs of each parallel-efficiency batch on each side; the fastest counts"
     )
     repeats = parser.parse_args().repeats
+    if repeats < 1:
+        parser.error(f"--repeats must be a whole number >= 1, got {repeats}")
     cores = os.cpu_count() or 1
     print(
         f"numba {numba.__version__}, {cores} cores; both current estimators on the same operating points; "

@@ -202,6 +202,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512, help="samples per step, every variant")
     parser.add_argument("--install-peers", action="store_true", help=f"pip install --no-deps {' '.join(PEERS)} first")
     args = parser.parse_args()
+    for name in ("n_samples", "epochs", "repeats", "threads", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a whole number >= 1, got {getattr(args, name)}")
     if args.install_peers:
         install_peers()
     try:
