@@ -151,7 +151,7 @@ def machine_ceiling(processes: int, estimator: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--repeats", type=int, default=3, help="runs of each parallel-efficiency batch on each side; the fastest counts"
+        "--repeats", type=int, default=3, help="runs of each batch measured to a relative error; the fastest counts"
     )
     repeats = parser.parse_args().repeats
     if repeats < 1:
