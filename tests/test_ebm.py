@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import inmaterio.ebm as ebm
 from inmaterio.ebm import (
@@ -99,6 +100,34 @@ def test_the_explicit_field_is_the_gradient_of_phi_and_feedback_equal_to_forward
             vf.feedback[i - 1].copy_(vf.weights[i])
     for a, b in zip(vf.field(vf.input_drive(x), states), fields):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _reference_conv_step(model: EnergyConvNet, x: torch.Tensor, states: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One free step of a two-layer softmax ConvNet written from the module's formula with plain (NCHW) tensors."""
+    w0, w1 = model.weights[0], model.weights[1]
+    b0, b1 = model.biases[0], model.biases[1]
+    p = model.pool
+    drive = F.max_pool2d(F.conv2d(x.contiguous(), w0, b0), p)
+    conv = F.conv2d(states[0].contiguous(), w1, b1)
+    pooled, winners = F.max_pool2d(conv, p, return_indices=True)
+    back = F.conv_transpose2d(F.max_unpool2d(states[1].contiguous(), winners, p, output_size=conv.shape[-2:]), w1)
+    return [model.sigma(drive + back), model.sigma(pooled)]
+
+
+def test_the_convnet_step_is_the_plain_layout_step():
+    """The channels-last step equals the step written from the module's formula on plain tensors, over many steps
+    (float32, the article's kernel and pooling sizes)."""
+    model = EnergyConvNet((4, 6), kernel_size=5, pool=2, image=(1, 20, 20), n_classes=3, seed=5)
+    x = torch.rand((8, 1, 20, 20), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        drive = model.input_drive(x)
+        ours = reference = model.initial_states(8)
+        for _ in range(30):
+            ours = model.step(drive, ours)
+            reference = _reference_conv_step(model, x, reference)
+    for a, b in zip(ours, reference):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,11 @@ from inmaterio.ebm.network import EnergyNetwork, Loss, States, uniform_init
 __all__ = ["EnergyConvNet", "conv_state_shapes"]
 
 
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (4-d) in the channels-last layout (itself when it is already)."""
+    return t.contiguous(memory_format=torch.channels_last)
+
+
 def conv_state_shapes(image: Sequence[int], channels: Sequence[int], kernel_size: int, pool: int) -> list[tuple[int, int, int]]:
     """``(channels[n], h_n, w_n)`` of every convolutional state layer of an ``image`` ``(c, H, W)``.
 
@@ -111,7 +116,7 @@ class EnergyConvNet(EnergyNetwork):
 
     def _pooled(self, below: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
         """``P(C_n(below) + b_n)``, the pooling winners, and the convolution's spatial size."""
-        conv = F.conv2d(below, self.weights[n], self.biases[n])
+        conv = F.conv2d(_channels_last(below), self.weights[n], self.biases[n])
         pooled, winners = F.max_pool2d(conv, self.pool, return_indices=True)
         return pooled, winners, conv.shape[-2:]
 
@@ -121,15 +126,15 @@ class EnergyConvNet(EnergyNetwork):
         """``C_n^T P^{-1}(upper)`` to the layer ``lower`` (winners of the feedback kernels in a vector-field net)."""
         kernel = self.top_down(n)
         if self.vector_field:
-            conv = F.conv2d(lower, kernel)
+            conv = F.conv2d(_channels_last(lower), kernel)
             _, winners = F.max_pool2d(conv, self.pool, return_indices=True)
             size = conv.shape[-2:]
         unpooled = F.max_unpool2d(upper, winners, self.pool, output_size=size)
-        return F.conv_transpose2d(unpooled, kernel)
+        return F.conv_transpose2d(_channels_last(unpooled), kernel)
 
     def input_drive(self, x: torch.Tensor) -> torch.Tensor:
         """``P(C_0(x) + b_0)``, ``(batch, *state_shapes[0])``."""
-        return self._pooled(x, 0)[0]
+        return _channels_last(self._pooled(x, 0)[0])
 
     def field(self, drive: torch.Tensor, states: States) -> States:
         fields: States = [drive]
