@@ -131,6 +131,23 @@ def test_the_convnet_step_is_the_plain_layout_step():
 
 
 @pytest.mark.parametrize(
+    ("make", "shape", "message"),
+    [
+        (_convnet, (4, 100), r"images of shape \(batch, 1, 10, 10\), got shape \(4, 100\)"),
+        (_convnet, (4, 10, 10), r"got shape \(4, 10, 10\)"),
+        (_convnet, (4, 1, 10, 11), r"got shape \(4, 1, 10, 11\)"),
+        (_convnet, (4, 2, 10, 10), r"got shape \(4, 2, 10, 10\)"),
+        (_mlp, (4, 7), r"x must be \(batch, 6\) inputs, or hold 6 values per sample, got shape \(4, 7\)"),
+        (_mlp, (6,), r"got shape \(6,\)"),
+    ],
+)
+def test_inputs_of_another_shape_are_refused_naming_both_shapes(make, shape, message):
+    model = make()
+    with pytest.raises(ValueError, match=message):
+        free_phase(model, torch.rand(shape, dtype=torch.float64), 3)
+
+
+@pytest.mark.parametrize(
     ("make", "loss"), [(_mlp, "squared_error"), (_convnet, "cross_entropy")], ids=["mlp-squared", "convnet-softmax"]
 )
 def test_ep_bias_is_order_beta_one_sided_and_beta_squared_symmetric(make, loss):

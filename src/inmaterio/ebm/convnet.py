@@ -133,7 +133,16 @@ class EnergyConvNet(EnergyNetwork):
         return F.conv_transpose2d(_channels_last(unpooled), kernel)
 
     def input_drive(self, x: torch.Tensor) -> torch.Tensor:
-        """``P(C_0(x) + b_0)``, ``(batch, *state_shapes[0])``."""
+        """``P(C_0(x) + b_0)``, ``(batch, *state_shapes[0])``.
+
+        Raises
+        ------
+        ValueError
+            ``x`` not a batch of images of the network's ``image`` shape (the shapes are named).
+        """
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image:
+            expected = ", ".join(str(v) for v in self.image)
+            raise ValueError(f"x must be a batch of images of shape (batch, {expected}), got shape {tuple(x.shape)}")
         return _channels_last(self._pooled(x, 0)[0])
 
     def field(self, drive: torch.Tensor, states: States) -> States:

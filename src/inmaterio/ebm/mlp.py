@@ -70,7 +70,17 @@ class EnergyMLP(EnergyNetwork):
         self.state_shapes = tuple((n,) for n in in_dynamics)
 
     def input_drive(self, x: torch.Tensor) -> torch.Tensor:
-        """``W_0 x + b_0``, ``(batch, sizes[1])``."""
+        """``W_0 x + b_0``, ``(batch, sizes[1])``; ``x`` ``(batch, sizes[0])`` or ``(batch, ...)`` with ``sizes[0]``
+        values per sample (flattened).
+
+        Raises
+        ------
+        ValueError
+            ``x`` without a batch dimension or with another number of values per sample (the shapes are named).
+        """
+        if x.dim() < 2 or x[0].numel() != self.sizes[0]:
+            raise ValueError(f"x must be (batch, {self.sizes[0]}) inputs, or hold {self.sizes[0]} values per sample, "
+                             f"got shape {tuple(x.shape)}")  # fmt: skip
         return x.flatten(1) @ self.weights[0].T + self.biases[0]
 
     def field(self, drive: torch.Tensor, states: States) -> States:
