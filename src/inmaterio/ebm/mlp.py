@@ -78,7 +78,7 @@ class EnergyMLP(EnergyNetwork):
         ValueError
             ``x`` without a batch dimension or with another number of values per sample (the shapes are named).
         """
-        if x.dim() < 2 or x[0].numel() != self.sizes[0]:
+        if x.dim() < 2 or x.shape[1:].numel() != self.sizes[0]:
             raise ValueError(f"x must be (batch, {self.sizes[0]}) inputs, or hold {self.sizes[0]} values per sample, "
                              f"got shape {tuple(x.shape)}")  # fmt: skip
         return x.flatten(1) @ self.weights[0].T + self.biases[0]
