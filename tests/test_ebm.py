@@ -8,6 +8,7 @@ forward-feedback difference under Kolen-Pollack, and a resumed study equal to an
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from inmaterio.ebm import (
     weight_angles_deg,
 )
 from inmaterio.errors import ConfigError, RunInterrupted
+from inmaterio.progress import ProgressBar
 from inmaterio.tasks.registry import load_run_config, parse_run_config
 from inmaterio.tasks.report import build_report
 from inmaterio.tasks.run import run_task
@@ -339,6 +341,18 @@ def test_a_tiny_convnet_study_runs(tmp_path, mnist):
     outcome = run_task(parse_run_config(tiny(mnist, **change)), tmp_path / "conv", progress=False)
     assert outcome.metrics["network"] == "1-3-4-10 conv5, pool2" and outcome.metrics["gdu"] is None
     assert not (tmp_path / "conv" / "ep_vs_bptt_per_step.png").exists()
+
+
+def test_the_progress_label_gives_each_epochs_validation_error(tmp_path, mnist, monkeypatch):
+    labels: list[str] = []
+    monkeypatch.setattr(ProgressBar, "set_description", lambda bar, text: labels.append(text))
+    change = {"estimators": ["symmetric"], "epochs": 2, "train_size": 100, "gdu": {"images": 0}}
+    outcome = run_task(parse_run_config(tiny(mnist, **change)), tmp_path / "run", progress=True)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert outcome.metrics["summary"][0]["estimator"] == "symmetric" and len(labels) == 2
+    for epoch, label in enumerate(labels, start=1):
+        val = next(100 * h["val_error"] for h in history if h["step"] == epoch)
+        assert label.startswith(f"symmetric seed 0 (epoch {epoch}/2: validation error {val:.2f} %")
 
 
 @pytest.mark.parametrize(

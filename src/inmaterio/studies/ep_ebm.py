@@ -328,6 +328,14 @@ def _gdu(task: EPEBMTask, splits) -> dict[str, Any]:
     return {"images": len(x), "beta": beta, "T": task.T, "K": task.K, "layers": layers}
 
 
+def _epoch_description(estimator: str, seed: int, epochs: int, last: dict[str, Any]) -> str:
+    """The progress bar's label after an epoch: which training, and that epoch's errors in percent."""
+    return (
+        f"{estimator} seed {seed} (epoch {last['epoch']}/{epochs}: validation error {100 * last['val_error']:.2f} %, "
+        f"running training error {100 * last['train_error']:.2f} %)"
+    )
+
+
 def _train(task: EPEBMTask, estimator: str, seed: int, splits, resume: dict[str, Any] | None, save, progress: bool):
     """Train one (estimator, seed) from ``resume`` (or from scratch), saving after every epoch; its results."""
     from inmaterio.ebm import evaluate, layerwise_sgd, train_epoch, weight_angles_deg
@@ -349,6 +357,8 @@ def _train(task: EPEBMTask, estimator: str, seed: int, splits, resume: dict[str,
     x, y = splits.x_train[: task.train_size], splits.y_train[: task.train_size]
     with progress_bar(total=task.epochs * len(x), completed=start * len(x), description=f"{estimator} seed {seed}",
                       unit="images", enabled=progress) as bar:  # fmt: skip
+        if history:
+            bar.set_description(_epoch_description(estimator, seed, task.epochs, history[-1]))
         for epoch in range(start, task.epochs):
             began = time.perf_counter()
             result = train_epoch(
@@ -370,6 +380,7 @@ def _train(task: EPEBMTask, estimator: str, seed: int, splits, resume: dict[str,
             })  # fmt: skip
             save({"key": _key(estimator, seed), "epoch": epoch + 1, "model": model.state_dict(),
                   "optimizer": optimizer.state_dict(), "history": history})  # fmt: skip
+            bar.set_description(_epoch_description(estimator, seed, task.epochs, history[-1]))
     test = evaluate(model, splits.x_test, splits.y_test, T=task.T)
     return {
         "estimator": estimator,
