@@ -297,6 +297,31 @@ def tiny(data_dir: Path, **task) -> dict:
     }
 
 
+def _two_units(top_down: float) -> EnergyMLP:
+    """1-1-1 with the output in the dynamics: s1 <- clip(x + 1 + w s2), s2 <- clip(w s1 + 1), both at once."""
+    model = EnergyMLP((1, 1, 1), activation="hard_sigmoid", loss="squared_error").double()
+    with torch.no_grad():
+        for p, value in zip([*model.weights, *model.biases], [1.0, top_down, 1.0, 1.0]):
+            p.fill_(value)
+    return model
+
+
+def test_a_cycle_of_the_synchronous_dynamics_counts_as_unsettled():
+    # w = -2, x = 0: (0, 0) -> (1, 1) -> (0, 0) ...: every step moves both units by 1, at any T.
+    # x = -1: s1 = clip(-2 s2) = 0 from the first step on, then s2 = clip(1) = 1: the fixed point (0, 1).
+    # w = +0.5: s2 = clip(0.5 s1 + 1) = 1 from the first step on, then s1 = clip(x + 1 + 0.5) = 1 (x = 0) or 0.5.
+    x, y = torch.tensor([[0.0], [-1.0], [0.0], [-1.0]], dtype=torch.float64), torch.zeros(4, dtype=torch.int64)
+    cycling = _two_units(-2.0)
+    for T in (199, 200):
+        states = ebm.free_phase(cycling, x, T)
+        assert ebm.step_residuals(cycling, cycling.input_drive(x), states).tolist() == [1.0, 0.0, 1.0, 0.0]
+        assert ebm.evaluate(cycling, x, y, T=T, batch_size=3)["unsettled"] == 0.5
+    assert ebm.fixed_point_residual(cycling, x, ebm.free_phase(cycling, x, 200)) == 1.0
+    settling = _two_units(0.5)
+    assert ebm.evaluate(settling, x, y, T=2)["unsettled"] == 0.0
+    assert [s.tolist() for s in ebm.free_phase(settling, x, 2)] == [[[1.0], [0.5], [1.0], [0.5]], [[1.0]] * 4]
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_validate(path):
     config = load_run_config(path)
@@ -312,6 +337,9 @@ def test_a_tiny_study_runs_reports_and_resumes_to_the_same_numbers(tmp_path, mni
     errors = [s["test_error_mean"] for s in reference["summary"]]  # 300 images, 2 epochs: they learn (chance: 90 %)
     assert errors[0] < 60 and errors[1] < 60 and errors[2] < 85
     assert reference["summary"][2]["angles_deg"] and not reference["summary"][0]["angles_deg"]
+    assert all(0 <= s["test_unsettled_mean"] <= 100 for s in reference["summary"])
+    history = json.loads((tmp_path / "reference" / "history.json").read_text())
+    assert all(0 <= h["val_unsettled"] <= 1 for h in history)
     gdu = reference["gdu"]["layers"]
     assert [layer["name"] for layer in gdu] == ["weights.0", "weights.1"] and len(gdu[0]["relative_error_symmetric"]) == 4
     for name in ("learning_curves.png", "ep_vs_bptt_per_step.png", "history.json"):

@@ -20,7 +20,7 @@ The study that trains them on MNIST is :mod:`inmaterio.studies.ep_ebm` (``inmate
 
 from inmaterio.ebm.activations import ACTIVATIONS, Activation, activation
 from inmaterio.ebm.convnet import EnergyConvNet, conv_state_shapes
-from inmaterio.ebm.dynamics import fixed_point_residual, free_phase, nudged_phase, relax
+from inmaterio.ebm.dynamics import fixed_point_residual, free_phase, nudged_phase, relax, step_residuals
 from inmaterio.ebm.estimators import (
     ESTIMATORS,
     BatchResult,
@@ -51,6 +51,7 @@ __all__ = [
     "free_phase",
     "nudged_phase",
     "fixed_point_residual",
+    "step_residuals",
     "ESTIMATORS",
     "Estimator",
     "BatchResult",

@@ -14,7 +14,7 @@ import torch
 
 from inmaterio.ebm.network import EnergyNetwork, States
 
-__all__ = ["relax", "free_phase", "nudged_phase", "fixed_point_residual"]
+__all__ = ["relax", "free_phase", "nudged_phase", "step_residuals", "fixed_point_residual"]
 
 
 def relax(
@@ -57,7 +57,15 @@ def nudged_phase(
 
 
 @torch.no_grad()
+def step_residuals(model: EnergyNetwork, drive: torch.Tensor, states: States) -> torch.Tensor:
+    """Per sample ``(batch,)``: ``max |F(s) - s|`` over every unit of every layer, ``F`` one free step with the input
+    drive ``drive``. 0 at a fixed point; a state caught in a cycle of the synchronous dynamics (units flipping
+    between 0 and 1 every step) gives up to the activation's range."""
+    after = model.step(drive, states)
+    return torch.stack([(a - s).abs().flatten(1).amax(1) for a, s in zip(after, states)]).amax(0)
+
+
+@torch.no_grad()
 def fixed_point_residual(model: EnergyNetwork, x: torch.Tensor, states: States) -> float:
     """``max |s - F(s)|`` over layers and samples: 0 at a fixed point of the free dynamics."""
-    after = model.step(model.input_drive(x), states)
-    return max(float((a - s).abs().max()) for a, s in zip(after, states))
+    return float(step_residuals(model, model.input_drive(x), states).max())

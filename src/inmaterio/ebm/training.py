@@ -5,7 +5,7 @@ and one for its bias, each with its own learning rate (the article's per-layer r
 weight groups adds the Kolen-Pollack leak. :func:`train_epoch` runs one pass over shuffled batches with any
 estimator of :mod:`~inmaterio.ebm.estimators`; the shuffle and the random signs come from explicit generators, so
 an epoch is a pure function of the weights, the optimiser state and the generators' seeds. :func:`evaluate`
-gives the error rate and mean cost at the end of the free phase.
+gives, at the end of the free phase, the error rate, the mean cost and the fraction of samples not yet settled.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from inmaterio.ebm.dynamics import free_phase
+from inmaterio.ebm.dynamics import free_phase, step_residuals
 from inmaterio.ebm.estimators import draw_sign, gradient_step
 from inmaterio.ebm.network import EnergyNetwork
 
@@ -93,12 +93,19 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: EnergyNetwork, x: torch.Tensor, y: torch.Tensor, *, T: int, batch_size: int = 1000) -> dict[str, float]:
-    """``{"error": fraction misclassified, "loss": mean cost}`` at the end of a ``T``-step free phase."""
-    wrong, loss = 0, 0.0
+def evaluate(
+    model: EnergyNetwork, x: torch.Tensor, y: torch.Tensor, *, T: int, batch_size: int = 1000, settle_tol: float = 1e-3
+) -> dict[str, float]:
+    """At the end of a ``T``-step free phase: ``{"error": fraction misclassified, "loss": mean cost, "unsettled":
+    fraction of samples whose state one more free step would still move by more than ``settle_tol`` in some unit}``
+    (:func:`~inmaterio.ebm.dynamics.step_residuals`; units of the state, whose activations lie in [0, 1]). EP's
+    estimate assumes a fixed point; BPTT differentiates the ``T``-step trajectory whether it settled or not."""
+    wrong, loss, unsettled = 0, 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        states = free_phase(model, xb, T)
+        drive = model.input_drive(xb)
+        states = free_phase(model, xb, T, drive=drive)
         wrong += int((model.predict(states) != yb).sum())
         loss += float(model.cost(states, yb).sum())
-    return {"error": wrong / len(x), "loss": loss / len(x)}
+        unsettled += int((step_residuals(model, drive, states) > settle_tol).sum())
+    return {"error": wrong / len(x), "loss": loss / len(x), "unsettled": unsettled / len(x)}

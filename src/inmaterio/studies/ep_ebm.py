@@ -33,12 +33,15 @@ Data: :func:`inmaterio.data.mnist.mnist_splits` (55,000 training, 5,000 validati
 in [0, 1]); ``train_size`` keeps the first training images. Every (estimator, seed) trains from the same
 initial weights and sees the same batches (streams keyed by seed and epoch), is checkpointed after every
 epoch (weights, optimiser state, history) and resumes there: an interrupted study gives the numbers of an
-uninterrupted one. The test error is that of the weights after the last epoch. Before training, the per-step
-EP estimates after ``k = 1 .. K`` nudged steps are compared with the BPTT gradient truncated to the last ``k``
-steps (:mod:`inmaterio.ebm.gdu`) on ``gdu.images`` training images with the untrained network of seed 0.
+uninterrupted one. The test error is that of the weights after the last epoch. Every evaluation also counts the
+images whose free phase has not settled after ``T`` steps (a unit that one more step would move by more than
+1e-3, e.g. a cycle of the synchronous dynamics): EP's estimate assumes a fixed point, BPTT's gradient does not.
+Before training, the per-step EP estimates after ``k = 1 .. K`` nudged steps are compared with the BPTT gradient
+truncated to the last ``k`` steps (:mod:`inmaterio.ebm.gdu`) on ``gdu.images`` training images with the untrained
+network of seed 0.
 
 Run folder: ``metrics.json`` (test error per estimator, mean and std over seeds; the per-step comparison),
-``history.json`` (per epoch), ``learning_curves.png``, ``ep_vs_bptt_per_step.png``.
+``history.json`` (per epoch, ``val_unsettled`` among them), ``learning_curves.png``, ``ep_vs_bptt_per_step.png``.
 """
 
 from __future__ import annotations
@@ -375,7 +378,8 @@ def _train(task: EPEBMTask, estimator: str, seed: int, splits, resume: dict[str,
             val = evaluate(model, splits.x_val, splits.y_val, T=task.T)
             history.append({
                 "epoch": epoch + 1, "train_loss": result.loss, "train_error": result.error, "val_error": val["error"],
-                "val_loss": val["loss"], "positive_beta_fraction": result.positive_beta_fraction, "seconds": seconds,
+                "val_loss": val["loss"], "val_unsettled": val["unsettled"],
+                "positive_beta_fraction": result.positive_beta_fraction, "seconds": seconds,
                 "angles_deg": weight_angles_deg(model),
             })  # fmt: skip
             save({"key": _key(estimator, seed), "epoch": epoch + 1, "model": model.state_dict(),
@@ -387,6 +391,7 @@ def _train(task: EPEBMTask, estimator: str, seed: int, splits, resume: dict[str,
         "seed": seed,
         "test_error": test["error"],
         "test_loss": test["loss"],
+        "test_unsettled": test["unsettled"],
         "initial_angles_deg": initial_angles,
         "history": history,
         "seconds_per_epoch": float(np.median([h["seconds"] for h in history])),
@@ -438,10 +443,11 @@ def run_ep_ebm(config: EPEBMConfig, run: RunFolder, *, progress: bool, prepared:
         "threads": config.threads,
     }
     columns = ["estimator", "test error % (mean ± std)", "val. error % (last epoch)", "train error % (running)",
-               "s/epoch", "feedback angle (deg)"]  # fmt: skip
+               "unsettled at T, test %", "s/epoch", "feedback angle (deg)"]  # fmt: skip
     rows = [
         [_LABELS[s["estimator"]], f"{s['test_error_mean']:.2f} ± {s['test_error_std']:.2f}", f"{s['val_error_mean']:.2f}",
-         f"{s['train_error_mean']:.2f}", f"{s['seconds_per_epoch']:.1f}",
+         f"{s['train_error_mean']:.2f}", "" if s["test_unsettled_mean"] is None else f"{s['test_unsettled_mean']:.2f}",
+         f"{s['seconds_per_epoch']:.1f}",
          ", ".join(f"{a:.1f}" for a in s["angles_deg"]) if s["angles_deg"] else ""]
         for s in summary
     ]  # fmt: skip
@@ -458,7 +464,8 @@ def run_ep_ebm(config: EPEBMConfig, run: RunFolder, *, progress: bool, prepared:
 
 def _summary(task: EPEBMTask, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per estimator: test error % mean and std (ddof 1; 0 for one seed), last-epoch validation and running
-    training error % (means), median s/epoch, feedback angles after the last epoch (mean over seeds)."""
+    training error % (means), % of test images whose free phase had not settled at T (mean), median s/epoch,
+    feedback angles after the last epoch (mean over seeds)."""
     rows = []
     for estimator in task.estimators:
         mine = [r for r in results if r["estimator"] == estimator]
@@ -471,10 +478,16 @@ def _summary(task: EPEBMTask, results: list[dict[str, Any]]) -> list[dict[str, A
             "test_error_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
             "val_error_mean": float(np.mean([100 * r["history"][-1]["val_error"] for r in mine])),
             "train_error_mean": float(np.mean([100 * r["history"][-1]["train_error"] for r in mine])),
+            "test_unsettled_mean": _mean_percent([r.get("test_unsettled") for r in mine]),
             "seconds_per_epoch": float(np.median([r["seconds_per_epoch"] for r in mine])),
             "angles_deg": [float(a) for a in np.mean(angles, axis=0)] if angles and angles[0] else [],
         })  # fmt: skip
     return rows
+
+
+def _mean_percent(fractions: list[float | None]) -> float | None:
+    """100 x the mean, or None where a seed lacks the value (trained before the package counted it)."""
+    return None if any(f is None for f in fractions) else float(100 * np.mean(fractions))
 
 
 def _gdu_summary(gdu: dict[str, Any] | None) -> dict[str, Any] | None:
