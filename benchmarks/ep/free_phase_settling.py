@@ -1,0 +1,74 @@
+"""Does the free phase of an ``ep_ebm`` network settle? Step residuals along the free phase, before and after training.
+
+Command (from the repository root; MNIST in ``$INMATERIO_MNIST_DIR``)::
+
+    python benchmarks/ep/free_phase_settling.py runs/ep_ebm_convnet/checkpoint.pt --config examples/ep_ebm/convnet.yaml
+
+``CHECKPOINT``: an ``ep_ebm`` run's ``checkpoint.pt`` (or a copy) whose training in progress (``current``) holds the
+weights to examine. On the first ``--images`` validation images, for the seed's initial weights and for those
+weights: the largest and the mean step ``|F(s_t) - s_t|`` over units at chosen steps ``t`` up to ``2 T`` (``F``
+one free step), the error and cost there, and the fraction of images whose free phase has not settled at ``T``
+(:func:`inmaterio.ebm.evaluate`, threshold 1e-3, as the study counts them). A fixed point gives a residual at float32 rounding; a cycle of
+the synchronous dynamics keeps units flipping by up to 1 at every step, at any ``t``. One torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from inmaterio.ebm import evaluate
+from inmaterio.studies.ep_ebm import _weights_seed, build_network, prepare_ep_ebm
+from inmaterio.tasks.registry import load_run_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="an ep_ebm run's checkpoint.pt with a training in progress")
+    parser.add_argument("--config", type=Path, required=True, help="the run's config (its network and T)")
+    parser.add_argument("--images", type=int, default=1000, help="validation images (default 1000)")
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error(f"--images must be >= 1, got {args.images}")
+    config = load_run_config(args.config)
+    if config.task.type != "ep_ebm":
+        parser.error(f"--config {args.config} is a {config.task.type!r} study, not ep_ebm")
+    try:
+        current = torch.load(args.checkpoint, weights_only=False)["state"]["current"]
+        weights, key, epoch = current["model"], current["key"], current["epoch"]
+    except (OSError, KeyError, TypeError, RuntimeError) as err:
+        parser.error(f"{args.checkpoint} holds no ep_ebm training in progress ({type(err).__name__}: {err})")
+    torch.set_num_threads(1)
+    task = config.task
+    splits = prepare_ep_ebm(config).extra["splits"]
+    x, y = splits.x_val[: args.images], splits.y_val[: args.images]
+    seed = int(key.rsplit("_", 1)[1])
+    marks = sorted({1, 10, 50, task.T // 2, task.T - 1, task.T, task.T + 1, 2 * task.T})
+    print(f"{len(x)} validation images, T = {task.T}; weights of {key} after epoch {epoch}")
+    for label, state in (("initial weights", None), (f"{key}, epoch {epoch}", weights)):
+        model = build_network(task.network, vector_field=key.startswith("symmetric_kpvf"), seed=_weights_seed(seed))
+        if state is not None:
+            model.load_state_dict(state)
+        unsettled = evaluate(model, x, y, T=task.T)["unsettled"]
+        print(f"\n{label}: {100 * unsettled:.2f} % of the images not settled at T (a unit moving > 1e-3)")
+        print("| t | max step | mean step | error % | cost |\n| ---: | ---: | ---: | ---: | ---: |")
+        with torch.no_grad():
+            drive = model.input_drive(x)
+            states = model.initial_states(len(x))
+            for t in range(1, max(marks) + 1):
+                states = model.step(drive, states)
+                if t in marks:
+                    moves = [(a - s).abs() for a, s in zip(model.step(drive, states), states)]
+                    largest = max(float(m.max()) for m in moves)
+                    mean = sum(float(m.sum()) for m in moves) / sum(m.numel() for m in moves)
+                    error = 100 * float((model.predict(states) != y).float().mean())
+                    print(f"| {t} | {largest:.2e} | {mean:.2e} | {error:.2f} | "
+                          f"{float(model.cost(states, y).mean()):.4f} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
