@@ -317,6 +317,9 @@ def test_a_cycle_of_the_synchronous_dynamics_counts_as_unsettled():
         assert ebm.step_residuals(cycling, cycling.input_drive(x), states).tolist() == [1.0, 0.0, 1.0, 0.0]
         assert ebm.evaluate(cycling, x, y, T=T, batch_size=3)["unsettled"] == 0.5
     assert ebm.fixed_point_residual(cycling, x, ebm.free_phase(cycling, x, 200)) == 1.0
+    for bad in (-1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"settle_tol must be a finite step >= 0 .*got {bad}"):
+            ebm.evaluate(cycling, x, y, T=2, settle_tol=bad)
     settling = _two_units(0.5)
     assert ebm.evaluate(settling, x, y, T=2)["unsettled"] == 0.0
     assert [s.tolist() for s in ebm.free_phase(settling, x, 2)] == [[[1.0], [0.5], [1.0], [0.5]], [[1.0]] * 4]

@@ -99,7 +99,15 @@ def evaluate(
     """At the end of a ``T``-step free phase: ``{"error": fraction misclassified, "loss": mean cost, "unsettled":
     fraction of samples whose state one more free step would still move by more than ``settle_tol`` in some unit}``
     (:func:`~inmaterio.ebm.dynamics.step_residuals`; units of the state, whose activations lie in [0, 1]). EP's
-    estimate assumes a fixed point; BPTT differentiates the ``T``-step trajectory whether it settled or not."""
+    estimate assumes a fixed point; BPTT differentiates the ``T``-step trajectory whether it settled or not.
+
+    Raises
+    ------
+    ValueError
+        ``settle_tol`` negative or not finite.
+    """
+    if not 0.0 <= settle_tol < float("inf"):
+        raise ValueError(f"settle_tol must be a finite step >= 0 (units of the state), got {settle_tol}")
     wrong, loss, unsettled = 0, 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
