@@ -31,8 +31,9 @@ from inmaterio.ebm import (
     relax,
     weight_angles_deg,
 )
-from inmaterio.errors import ConfigError, RunInterrupted
+from inmaterio.errors import ConfigError, ModelFileError, RunInterrupted
 from inmaterio.progress import ProgressBar
+from inmaterio.studies.ep_ebm import load_trained_network, prepare_ep_ebm, weights_file_name
 from inmaterio.tasks.registry import load_run_config, parse_run_config
 from inmaterio.tasks.report import build_report
 from inmaterio.tasks.run import run_task
@@ -348,6 +349,7 @@ def test_a_tiny_study_runs_reports_and_resumes_to_the_same_numbers(tmp_path, mni
     for name in ("learning_curves.png", "ep_vs_bptt_per_step.png", "history.json"):
         assert (tmp_path / "reference" / name).is_file()
     assert "ep_ebm" in build_report([tmp_path / "reference"])
+    _the_weights_files_give_the_test_errors(config, tmp_path / "reference", reference)
 
     real, calls = ebm.train_epoch, []
 
@@ -363,6 +365,33 @@ def test_a_tiny_study_runs_reports_and_resumes_to_the_same_numbers(tmp_path, mni
     monkeypatch.setattr(ebm, "train_epoch", real)
     resumed = run_task(config, tmp_path / "run", progress=False).metrics
     assert without_timings(resumed) == without_timings(reference)
+
+
+def _the_weights_files_give_the_test_errors(config, folder: Path, metrics: dict) -> None:
+    """Each training's weights file, loaded on its own, gives the test error the study recorded."""
+    splits = prepare_ep_ebm(config).extra["splits"]
+    for seed in metrics["seeds"]:
+        model = load_trained_network(folder / weights_file_name(seed["estimator"], seed["seed"]))
+        assert model.vector_field == (seed["estimator"] == "symmetric_kpvf")
+        assert ebm.evaluate(model, splits.x_test, splits.y_test, T=config.task.T)["error"] == seed["test_error"]
+        assert "weights" not in seed
+
+
+def test_foreign_or_broken_weights_files_are_refused_by_name(tmp_path):
+    garbage, checkpoint_like, wrong = tmp_path / "garbage.pt", tmp_path / "other.pt", tmp_path / "wrong.pt"
+    garbage.write_bytes(b"not a torch file")
+    torch.save({"format": "inmaterio.run.checkpoint", "state": {}}, checkpoint_like)
+    small = EnergyMLP((784, 8, 10), seed=0)
+    torch.save({"format": "inmaterio.ep_ebm.weights", "network": {"kind": "mlp", "hidden": [16]},
+                "vector_field": False, "state_dict": small.state_dict()}, wrong)  # fmt: skip
+    for path, message in [
+        (tmp_path / "absent.pt", "absent.pt: no such file"),
+        (garbage, "garbage.pt is not a readable torch file"),
+        (checkpoint_like, "other.pt is not an ep_ebm weights file \\(format 'inmaterio.run.checkpoint'"),
+        (wrong, "wrong.pt: its network and weights do not fit"),
+    ]:
+        with pytest.raises(ModelFileError, match=message):
+            load_trained_network(path)
 
 
 def test_a_tiny_convnet_study_runs(tmp_path, mnist):

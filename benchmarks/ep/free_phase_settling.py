@@ -2,10 +2,10 @@
 
 Command (from the repository root; MNIST in ``$INMATERIO_MNIST_DIR``)::
 
-    python benchmarks/ep/free_phase_settling.py runs/ep_ebm_convnet/checkpoint.pt --config examples/ep_ebm/convnet.yaml
+    python benchmarks/ep/free_phase_settling.py runs/ep_ebm_convnet/weights_bptt_seed_0.pt --config examples/ep_ebm/convnet.yaml
 
-``CHECKPOINT``: an ``ep_ebm`` run's ``checkpoint.pt`` (or a copy) whose training in progress (``current``) holds the
-weights to examine. On the first ``--images`` validation images, for the seed's initial weights and for those
+``WEIGHTS``: a trained network's ``weights_<estimator>_seed_<seed>.pt`` from an ``ep_ebm`` run folder, or a run's
+``checkpoint.pt`` (or a copy) whose training in progress (``current``) holds the weights to examine. On the first ``--images`` validation images, for the seed's initial weights and for those
 weights: the largest and the mean step ``|F(s_t) - s_t|`` over units at chosen steps ``t`` up to ``2 T`` (``F``
 one free step), the error and cost there, and the fraction of images whose free phase has not settled at ``T``
 (:func:`inmaterio.ebm.evaluate`, threshold 1e-3, as the study counts them). A fixed point gives a residual at float32 rounding; a cycle of
@@ -15,19 +15,20 @@ the synchronous dynamics keeps units flipping by up to 1 at every step, at any `
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from pathlib import Path
 
 import torch
 
 from inmaterio.ebm import evaluate
-from inmaterio.studies.ep_ebm import _weights_seed, build_network, prepare_ep_ebm
+from inmaterio.studies.ep_ebm import WEIGHTS_FORMAT, _weights_seed, build_network, load_trained_network, prepare_ep_ebm
 from inmaterio.tasks.registry import load_run_config
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="an ep_ebm run's checkpoint.pt with a training in progress")
+    parser.add_argument("weights", type=Path, help="a weights_*.pt file, or a checkpoint.pt with a training in progress")
     parser.add_argument("--config", type=Path, required=True, help="the run's config (its network and T)")
     parser.add_argument("--images", type=int, default=1000, help="validation images (default 1000)")
     args = parser.parse_args(argv)
@@ -37,21 +38,30 @@ def main(argv: list[str] | None = None) -> int:
     if config.task.type != "ep_ebm":
         parser.error(f"--config {args.config} is a {config.task.type!r} study, not ep_ebm")
     try:
-        current = torch.load(args.checkpoint, weights_only=False)["state"]["current"]
-        weights, key, epoch = current["model"], current["key"], current["epoch"]
-    except (OSError, KeyError, TypeError, RuntimeError) as err:
-        parser.error(f"{args.checkpoint} holds no ep_ebm training in progress ({type(err).__name__}: {err})")
+        payload = torch.load(args.weights, map_location="cpu", weights_only=True)
+        if isinstance(payload, dict) and payload.get("format") == WEIGHTS_FORMAT:
+            trained = load_trained_network(args.weights)
+            estimator, seed, what = payload["estimator"], int(payload["seed"]), "after the last epoch"
+        else:
+            current = payload["state"]["current"]
+            estimator, seed = current["key"].split("/seed_")
+            seed, what = int(seed), f"after epoch {current['epoch']}"
+            trained = build_network(config.task.network, vector_field=estimator == "symmetric_kpvf", seed=0)
+            trained.load_state_dict(current["model"])
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        first_line = (str(err).splitlines() or [""])[0]
+        parser.error(
+            f"{args.weights} holds neither ep_ebm weights nor a training in progress ({type(err).__name__}: {first_line})"
+        )
     torch.set_num_threads(1)
     task = config.task
     splits = prepare_ep_ebm(config).extra["splits"]
     x, y = splits.x_val[: args.images], splits.y_val[: args.images]
-    seed = int(key.rsplit("_", 1)[1])
     marks = sorted({1, 10, 50, task.T // 2, task.T - 1, task.T, task.T + 1, 2 * task.T})
-    print(f"{len(x)} validation images, T = {task.T}; weights of {key} after epoch {epoch}")
-    for label, state in (("initial weights", None), (f"{key}, epoch {epoch}", weights)):
-        model = build_network(task.network, vector_field=key.startswith("symmetric_kpvf"), seed=_weights_seed(seed))
-        if state is not None:
-            model.load_state_dict(state)
+    trained_label = f"{estimator} seed {seed} {what}"
+    print(f"{len(x)} validation images, T = {task.T}; weights of {trained_label}")
+    initial = build_network(task.network, vector_field=estimator == "symmetric_kpvf", seed=_weights_seed(seed))
+    for label, model in (("initial weights", initial), (trained_label, trained)):
         unsettled = evaluate(model, x, y, T=task.T)["unsettled"]
         print(f"\n{label}: {100 * unsettled:.2f} % of the images not settled at T (a unit moving > 1e-3)")
         print("| t | max step | mean step | error % | cost |\n| ---: | ---: | ---: | ---: | ---: |")

@@ -41,7 +41,9 @@ truncated to the last ``k`` steps (:mod:`inmaterio.ebm.gdu`) on ``gdu.images`` t
 network of seed 0.
 
 Run folder: ``metrics.json`` (test error per estimator, mean and std over seeds; the per-step comparison),
-``history.json`` (per epoch, ``val_unsettled`` among them), ``learning_curves.png``, ``ep_vs_bptt_per_step.png``.
+``history.json`` (per epoch, ``val_unsettled`` among them), ``learning_curves.png``, ``ep_vs_bptt_per_step.png``,
+and the weights after the last epoch of every (estimator, seed), ``weights_<estimator>_seed_<seed>.pt``
+(:func:`load_trained_network` rebuilds the network from one).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -73,6 +76,8 @@ __all__ = [
     "EPEBMTask",
     "EPEBMConfig",
     "build_network",
+    "weights_file_name",
+    "load_trained_network",
     "prepare_ep_ebm",
     "run_ep_ebm",
     "report_ep_ebm",
@@ -266,6 +271,52 @@ def build_network(network: MLPNetwork | ConvNetwork, *, vector_field: bool, seed
                          seed=seed)  # fmt: skip
 
 
+WEIGHTS_FORMAT = "inmaterio.ep_ebm.weights"
+
+
+def weights_file_name(estimator: str, seed: int) -> str:
+    """The run folder's file of one training's final weights."""
+    return f"weights_{estimator}_seed_{seed}.pt"
+
+
+def _weights_payload(task: EPEBMTask, estimator: str, seed: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return {"format": WEIGHTS_FORMAT, "network": task.network.model_dump(mode="json"), "estimator": estimator,
+            "seed": seed, "vector_field": estimator == "symmetric_kpvf", "state_dict": state}  # fmt: skip
+
+
+def load_trained_network(path: str | Path):
+    """The trained network (float32) of a ``weights_<estimator>_seed_<seed>.pt`` file of an ``ep_ebm`` run folder.
+
+    Raises
+    ------
+    ModelFileError
+        A missing, corrupt or foreign file, or weights that do not fit the network the file describes.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    from inmaterio.errors import ModelFileError
+
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise ModelFileError(f"{path} is not a readable torch file ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelFileError(f"{path} is not an ep_ebm weights file (format {found!r}, expected {WEIGHTS_FORMAT!r})")
+    try:
+        network = TypeAdapter(Annotated[MLPNetwork | ConvNetwork, Field(discriminator="kind")]).validate_python(
+            payload["network"]
+        )
+        model = build_network(network, vector_field=bool(payload["vector_field"]), seed=0)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, ValidationError, RuntimeError, TypeError) as err:
+        raise ModelFileError(f"{path}: its network and weights do not fit ({type(err).__name__}: {err})") from None
+    return model
+
+
 def prepare_ep_ebm(config: EPEBMConfig) -> StudyBackends:
     """Load and split MNIST (pixels in [0, 1]; images ``(n, 1, 28, 28)`` for the ConvNet) before any folder is made.
 
@@ -392,6 +443,7 @@ def _train(task: EPEBMTask, estimator: str, seed: int, splits, resume: dict[str,
         "test_error": test["error"],
         "test_loss": test["loss"],
         "test_unsettled": test["unsettled"],
+        "weights": {name: t.detach().clone() for name, t in model.state_dict().items()},
         "initial_angles_deg": initial_angles,
         "history": history,
         "seconds_per_epoch": float(np.median([h["seconds"] for h in history])),
@@ -427,6 +479,11 @@ def run_ep_ebm(config: EPEBMConfig, run: RunFolder, *, progress: bool, prepared:
     finally:
         torch.set_num_threads(saved_threads)
     results = [finished[_key(e, s)] for e in task.estimators for s in range(task.seeds)]
+    for r in results:
+        if "weights" in r:  # trainings finished before the package kept their weights have none
+            payload = _weights_payload(task, r["estimator"], r["seed"], r["weights"])
+            run.write_file(weights_file_name(r["estimator"], r["seed"]), lambda p, payload=payload: torch.save(payload, p),
+                           what=f"trained weights of {r['estimator']} seed {r['seed']}")  # fmt: skip
     summary = _summary(task, results)
     _learning_figure(run, task, results)
     if "gdu" in finished:
@@ -438,7 +495,7 @@ def run_ep_ebm(config: EPEBMConfig, run: RunFolder, *, progress: bool, prepared:
         "task": task.model_dump(mode="json"),
         "images": {"train": n_train, "validation": len(splits.x_val), "test": len(splits.x_test)},
         "summary": summary,
-        "seeds": [{k: v for k, v in r.items() if k != "history"} for r in results],
+        "seeds": [{k: v for k, v in r.items() if k not in ("history", "weights")} for r in results],
         "gdu": _gdu_summary(finished.get("gdu")),
         "threads": config.threads,
     }
