@@ -9,7 +9,10 @@ Command (from the repository root; MNIST in ``$INMATERIO_MNIST_DIR``)::
 weights: the largest and the mean step ``|F(s_t) - s_t|`` over units at chosen steps ``t`` up to ``2 T`` (``F``
 one free step), the error and cost there, and the fraction of images whose free phase has not settled at ``T``
 (:func:`inmaterio.ebm.evaluate`, threshold 1e-3, as the study counts them). A fixed point gives a residual at float32 rounding; a cycle of
-the synchronous dynamics keeps units flipping by up to 1 at every step, at any ``t``. One torch thread.
+the synchronous dynamics keeps units flipping by up to 1 at every step, at any ``t``. Then, on ``--batches`` training
+batches of the config's size, how much BPTT's gradient changes when the free phase runs one or two steps longer:
+``|g(T+1) - g(T)| / |g(T)|`` and ``|g(T+2) - g(T)| / |g(T)|`` (a period-2 cycle makes the gradient depend on the
+parity of ``T``). One torch thread.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from inmaterio.ebm import evaluate
+from inmaterio.ebm import bptt_step, evaluate
 from inmaterio.studies.ep_ebm import WEIGHTS_FORMAT, _weights_seed, build_network, load_trained_network, prepare_ep_ebm
 from inmaterio.tasks.registry import load_run_config
 
@@ -31,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", type=Path, help="a weights_*.pt file, or a checkpoint.pt with a training in progress")
     parser.add_argument("--config", type=Path, required=True, help="the run's config (its network and T)")
     parser.add_argument("--images", type=int, default=1000, help="validation images (default 1000)")
+    parser.add_argument("--batches", type=int, default=3, help="training batches for BPTT's gradients (default 3)")
     args = parser.parse_args(argv)
-    if args.images < 1:
-        parser.error(f"--images must be >= 1, got {args.images}")
+    if args.images < 1 or args.batches < 0:
+        parser.error(f"--images must be >= 1 and --batches >= 0, got {args.images} and {args.batches}")
     config = load_run_config(args.config)
     if config.task.type != "ep_ebm":
         parser.error(f"--config {args.config} is a {config.task.type!r} study, not ep_ebm")
@@ -77,7 +81,22 @@ def main(argv: list[str] | None = None) -> int:
                     error = 100 * float((model.predict(states) != y).float().mean())
                     print(f"| {t} | {largest:.2e} | {mean:.2e} | {error:.2f} | "
                           f"{float(model.cost(states, y).mean()):.4f} |")  # fmt: skip
+        if args.batches:
+            print(f"\nBPTT's gradient on {args.batches} training batches of {task.batch_size}, T + 1 and T + 2 steps against T:")
+            for b in range(args.batches):
+                rows = slice(b * task.batch_size, (b + 1) * task.batch_size)
+                g = [_bptt_gradient(model, splits.x_train[rows], splits.y_train[rows], task.T + k) for k in range(3)]
+                print(f"  batch {b}: |g(T+1) - g(T)| / |g(T)| = {float((g[1] - g[0]).norm() / g[0].norm()):.3f}, "
+                      f"|g(T+2) - g(T)| / |g(T)| = {float((g[2] - g[0]).norm() / g[0].norm()):.3f}")  # fmt: skip
     return 0
+
+
+def _bptt_gradient(model, x: torch.Tensor, y: torch.Tensor, T: int) -> torch.Tensor:
+    """BPTT's gradient through ``T`` free steps, all parameters flattened into one vector."""
+    for p in model.parameters():
+        p.grad = None
+    bptt_step(model, x, y, T=T)
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
 if __name__ == "__main__":
