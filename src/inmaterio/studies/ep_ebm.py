@@ -302,7 +302,8 @@ def load_trained_network(path: str | Path):
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ModelFileError(f"{path} is not a readable torch file ({type(err).__name__}: {err})") from None
+        first_line = (str(err).splitlines() or [""])[0]
+        raise ModelFileError(f"{path} is not a readable torch file ({type(err).__name__}: {first_line})") from None
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"{path} is not an ep_ebm weights file (format {found!r}, expected {WEIGHTS_FORMAT!r})")
@@ -313,7 +314,8 @@ def load_trained_network(path: str | Path):
         model = build_network(network, vector_field=bool(payload["vector_field"]), seed=0)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValidationError, RuntimeError, TypeError) as err:
-        raise ModelFileError(f"{path}: its network and weights do not fit ({type(err).__name__}: {err})") from None
+        one_line = " ".join(str(err).split())
+        raise ModelFileError(f"{path}: its network and weights do not fit ({type(err).__name__}: {one_line})") from None
     return model
 
 
