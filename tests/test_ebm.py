@@ -383,7 +383,7 @@ def test_foreign_or_broken_weights_files_are_refused_by_name(tmp_path):
     torch.save({"format": "inmaterio.run.checkpoint", "state": {}}, checkpoint_like)
     small = EnergyMLP((784, 8, 10), seed=0)
     torch.save({"format": "inmaterio.ep_ebm.weights", "network": {"kind": "mlp", "hidden": [16], "activation": "sigmoid", "loss": "squared_error"},
-                "vector_field": False, "state_dict": small.state_dict()}, wrong)  # fmt: skip
+                "estimator": "symmetric", "seed": 0, "state_dict": small.state_dict()}, wrong)  # fmt: skip
     for path, message in [
         (tmp_path / "absent.pt", "absent.pt: no such file"),
         (garbage, "garbage.pt is not a readable torch file"),

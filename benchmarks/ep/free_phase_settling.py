@@ -71,16 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         print("| t | max step | mean step | error % | cost |\n| ---: | ---: | ---: | ---: | ---: |")
         with torch.no_grad():
             drive = model.input_drive(x)
-            states = model.initial_states(len(x))
+            states = model.step(drive, model.initial_states(len(x)))  # after t = 1 step
             for t in range(1, max(marks) + 1):
-                states = model.step(drive, states)
+                after = model.step(drive, states)
                 if t in marks:
-                    moves = [(a - s).abs() for a, s in zip(model.step(drive, states), states)]
+                    moves = [(a - s).abs() for a, s in zip(after, states)]
                     largest = max(float(m.max()) for m in moves)
                     mean = sum(float(m.sum()) for m in moves) / sum(m.numel() for m in moves)
                     error = 100 * float((model.predict(states) != y).float().mean())
                     print(f"| {t} | {largest:.2e} | {mean:.2e} | {error:.2f} | "
                           f"{float(model.cost(states, y).mean()):.4f} |")  # fmt: skip
+                states = after
         if args.batches:
             print(f"\nBPTT's gradient on {args.batches} training batches of {task.batch_size}, T + 1 and T + 2 steps against T:")
             for b in range(args.batches):

@@ -179,6 +179,10 @@ class GDUSettings(StrictModel):
     traces: int = Field(4, ge=1, le=20)
 
 
+#: ``network:`` of a task or a weights file: an MLP or a ConvNet, told apart by ``kind``.
+NetworkSpec = Annotated[MLPNetwork | ConvNetwork, Field(discriminator="kind")]
+
+
 class EPEBMTask(StrictModel):
     """The ``task:`` of the study (module docstring; keys not given come from ``RECIPES[network.kind]``).
 
@@ -196,7 +200,7 @@ class EPEBMTask(StrictModel):
     """
 
     type: Literal["ep_ebm"]
-    network: Annotated[MLPNetwork | ConvNetwork, Field(discriminator="kind")]
+    network: NetworkSpec
     estimators: tuple[Estimator, ...] = Field(("symmetric", "bptt"), min_length=1)
     T: int = Field(ge=1, le=100_000)
     K: int = Field(ge=1, le=100_000)
@@ -281,7 +285,7 @@ def weights_file_name(estimator: str, seed: int) -> str:
 
 def _weights_payload(task: EPEBMTask, estimator: str, seed: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {"format": WEIGHTS_FORMAT, "network": task.network.model_dump(mode="json"), "estimator": estimator,
-            "seed": seed, "vector_field": estimator == "symmetric_kpvf", "state_dict": state}  # fmt: skip
+            "seed": seed, "state_dict": state}  # fmt: skip
 
 
 def load_trained_network(path: str | Path):
@@ -308,10 +312,8 @@ def load_trained_network(path: str | Path):
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"{path} is not an ep_ebm weights file (format {found!r}, expected {WEIGHTS_FORMAT!r})")
     try:
-        network = TypeAdapter(Annotated[MLPNetwork | ConvNetwork, Field(discriminator="kind")]).validate_python(
-            payload["network"]
-        )
-        model = build_network(network, vector_field=bool(payload["vector_field"]), seed=0)
+        network = TypeAdapter(NetworkSpec).validate_python(payload["network"])
+        model = build_network(network, vector_field=payload["estimator"] == "symmetric_kpvf", seed=0)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValidationError, RuntimeError, TypeError) as err:
         one_line = " ".join(str(err).split())
